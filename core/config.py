@@ -1,0 +1,115 @@
+"""Model and training hyper-parameters, with checks that explain what is wrong."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+
+from core.errors import ConfigError
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The shape of a GPT-2 style model. Defaults are nanoGPT's CPU configuration."""
+
+    vocab_size: int
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    ctx: int = 64
+
+    def validate(self) -> "ModelConfig":
+        _require(self.vocab_size >= 2, f"vocab_size must be at least 2, got {self.vocab_size}")
+        _require(1 <= self.n_layer <= 64, f"layers must be between 1 and 64, got {self.n_layer}")
+        _require(1 <= self.n_head <= 64, f"heads must be between 1 and 64, got {self.n_head}")
+        _require(1 <= self.n_embd <= 4096, f"width must be between 1 and 4096, got {self.n_embd}")
+        _require(
+            self.n_embd % self.n_head == 0,
+            f"heads must divide width: {self.n_embd} is not a multiple of {self.n_head}",
+        )
+        _require(2 <= self.ctx <= 4096, f"context must be between 2 and 4096, got {self.ctx}")
+        return self
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        names = {f.name for f in fields(cls)}
+        missing = [n for n in ("vocab_size", "n_layer", "n_head", "n_embd", "ctx") if n not in data]
+        if missing:
+            raise ConfigError(f"model config lacks {', '.join(missing)}")
+        try:
+            return cls(**{k: int(v) for k, v in data.items() if k in names})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"model config has a value that is not an integer: {exc}") from None
+
+
+def default_threads() -> int:
+    """All cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Defaults follow nanoGPT's character-level Shakespeare config."""
+
+    steps: int = 2000
+    batch: int = 12
+    lr: float = 1e-3
+    min_lr: float | None = None  # None: lr / 10
+    warmup: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    eval_interval: int = 250
+    eval_chunks: int = 0  # 0: every held-out chunk; n: the first n (faster evaluation)
+    checkpoint_interval: int = 0  # 0: only at the end (and on stop)
+    threads: int = 0  # 0: all cores
+    seed: int = 1337
+
+    @property
+    def final_lr(self) -> float:
+        return self.lr / 10 if self.min_lr is None else self.min_lr
+
+    @property
+    def n_threads(self) -> int:
+        return self.threads if self.threads > 0 else default_threads()
+
+    def validate(self) -> "TrainConfig":
+        _require(self.steps >= 1, f"steps must be at least 1, got {self.steps}")
+        _require(1 <= self.batch <= 65536, f"batch must be between 1 and 65536, got {self.batch}")
+        _require(0 < self.lr < 1, f"learning rate must be between 0 and 1, got {self.lr}")
+        _require(0 <= self.final_lr <= self.lr, f"minimum learning rate must be between 0 and lr, got {self.final_lr}")
+        _require(self.warmup >= 0, f"warm-up steps cannot be negative, got {self.warmup}")
+        _require(0 <= self.weight_decay < 1, f"weight decay must be in [0, 1), got {self.weight_decay}")
+        _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "Adam betas must be in [0, 1)")
+        _require(self.grad_clip >= 0, f"gradient clip cannot be negative, got {self.grad_clip}")
+        _require(self.grad_accum >= 1, f"gradient accumulation must be at least 1, got {self.grad_accum}")
+        _require(self.eval_interval >= 0, f"eval interval cannot be negative, got {self.eval_interval}")
+        _require(self.eval_chunks >= 0, f"eval chunks cannot be negative, got {self.eval_chunks}")
+        _require(self.checkpoint_interval >= 0, "checkpoint interval cannot be negative")
+        _require(0 <= self.threads <= 1024, f"threads must be between 0 (all) and 1024, got {self.threads}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,295 @@
+"""The numba kernels: GPT-2 forward and backward, one sequence at a time.
+
+Written after llm.c's train_gpt2.c: every operation is a forward/backward pair with the
+same argument order (outputs first, then inputs), and the shapes in a comment. Every
+kernel is generic over float32 and float64: training runs in float32, the gradient
+tests run the very same code in float64.
+
+Matrix products go straight to the BLAS that numba's own `np.dot` uses (scipy's
+OpenBLAS, through numba's `numba_xxgemm` helper), so strided views, transposes and
+accumulation (beta = 1) cost no copies and the compiled code can be cached.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, types
+
+# C = alpha * op(A) @ op(B) + beta * C in Fortran order; numba exports it for np.dot.
+_xxgemm = types.ExternalFunction(
+    "numba_xxgemm",
+    types.intc(
+        types.char, types.char, types.char, types.intp, types.intp, types.intp,
+        types.uintp, types.uintp, types.intp, types.uintp, types.intp,
+        types.uintp, types.uintp, types.intp,
+    ),
+)
+NOTRANS = np.int8(ord("N"))
+TRANS = np.int8(ord("T"))
+
+GELU_SCALE = math.sqrt(2.0 / math.pi)
+# Rational approximation of tanh on [-7.905, 7.905] (Eigen's, clamped beyond): numba's
+# np.tanh is a scalar libm call here, 40x slower than this vectorisable form.
+# Largest error against np.tanh: 3.4e-7 in float32, 2.6e-7 in float64 (tests check it).
+TANH_CLAMP = 7.90531110763549805
+
+JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz", "arcp"})
+
+
+@njit(**JIT)
+def gemm(ta, tb, m, n, k, alpha, A, B, beta, C):
+    """Row-major C[:m, :n] = alpha * op(A) @ op(B) + beta * C[:m, :n].
+
+    A, B, C are 2-D views with unit inner stride; their row strides are the leading
+    dimensions, so column slices of a larger matrix work as they are."""
+    isz = C.itemsize
+    scalars = np.empty(2, C.dtype)
+    scalars[0] = alpha
+    scalars[1] = beta
+    kind = np.int8(115) if isz == 4 else np.int8(100)  # 's' or 'd'
+    # Row-major C^T = op(B)^T op(A)^T is column-major C = op(B) op(A).
+    _xxgemm(kind, tb, ta, n, m, k,
+            scalars.ctypes.data, B.ctypes.data, B.strides[0] // isz,
+            A.ctypes.data, A.strides[0] // isz,
+            scalars.ctypes.data + isz, C.ctypes.data, C.strides[0] // isz)
+
+
+@njit(**JIT)
+def fast_tanh(x):
+    x = min(max(x, -TANH_CLAMP), TANH_CLAMP)
+    x2 = x * x
+    p = x2 * -2.76076847742355e-16 + 2.00018790482477e-13
+    p = x2 * p + -8.60467152213735e-11
+    p = x2 * p + 5.12229709037114e-08
+    p = x2 * p + 1.48572235717979e-05
+    p = x2 * p + 6.37261928875436e-04
+    p = x2 * p + 4.89352455891786e-03
+    q = x2 * 1.19825839466702e-06 + 1.18534705686654e-04
+    q = x2 * q + 2.26843463243900e-03
+    q = x2 * q + 4.89352518554385e-03
+    return x * p / q
+
+
+# ----------------------------------------------------------------------------------
+# encoder: x[t] = wte[token[t]] + wpe[t]
+
+@njit(**JIT)
+def encoder_forward(out, tokens, wte, wpe, T):
+    # out (T, C), tokens (T,), wte (V, C), wpe (maxT, C)
+    for t in range(T):
+        out[t, :] = wte[tokens[t]] + wpe[t]
+
+
+@njit(**JIT)
+def encoder_backward(dwte, dwpe, dout, tokens, T):
+    for t in range(T):
+        dwte[tokens[t], :] += dout[t]
+        dwpe[t, :] += dout[t]
+
+
+# ----------------------------------------------------------------------------------
+# layernorm over the last axis, eps 1e-5
+
+@njit(**JIT)
+def layernorm_forward(out, mean, rstd, inp, weight, bias, T):
+    # out, inp (T, C); mean, rstd (T,); weight, bias (C,)
+    C = inp.shape[1]
+    for t in range(T):
+        x = inp[t]
+        m = 0.0
+        for i in range(C):
+            m += x[i]
+        m /= C
+        v = 0.0
+        for i in range(C):
+            d = x[i] - m
+            v += d * d
+        v /= C
+        s = 1.0 / math.sqrt(v + 1e-5)
+        o = out[t]
+        for i in range(C):
+            o[i] = (x[i] - m) * s * weight[i] + bias[i]
+        mean[t] = m
+        rstd[t] = s
+
+
+@njit(**JIT)
+def layernorm_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, T):
+    # accumulates into dinp (T, C), dweight, dbias (C,)
+    C = inp.shape[1]
+    for t in range(T):
+        x, g, di = inp[t], dout[t], dinp[t]
+        m, s = mean[t], rstd[t]
+        dnorm_mean = 0.0
+        dnorm_norm_mean = 0.0
+        for i in range(C):
+            norm = (x[i] - m) * s
+            dnorm = weight[i] * g[i]
+            dnorm_mean += dnorm
+            dnorm_norm_mean += dnorm * norm
+        dnorm_mean /= C
+        dnorm_norm_mean /= C
+        for i in range(C):
+            norm = (x[i] - m) * s
+            dnorm = weight[i] * g[i]
+            dbias[i] += g[i]
+            dweight[i] += norm * g[i]
+            di[i] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * s
+
+
+# ----------------------------------------------------------------------------------
+# linear layer: out = inp @ W + b, W stored (in, out) as GPT-2's Conv1D
+
+@njit(**JIT)
+def matmul_forward(out, inp, weight, bias, T, accumulate):
+    # out (T, OC), inp (T, IC), weight (IC, OC), bias (OC,); accumulate: out += ...
+    IC, OC = weight.shape
+    gemm(NOTRANS, NOTRANS, T, OC, IC, 1.0, inp, weight, 1.0 if accumulate else 0.0, out)
+    for t in range(T):
+        out[t, :] += bias
+
+
+@njit(**JIT)
+def matmul_backward(dinp, dweight, dbias, dout, inp, weight, T, accumulate_dinp):
+    # dweight (IC, OC) += inp^T @ dout; dbias += column sums; dinp (T, IC) (+)= dout @ W^T
+    IC, OC = weight.shape
+    gemm(TRANS, NOTRANS, IC, OC, T, 1.0, inp, dout, 1.0, dweight)
+    for t in range(T):
+        dbias += dout[t]
+    gemm(NOTRANS, TRANS, T, IC, OC, 1.0, dout, weight, 1.0 if accumulate_dinp else 0.0, dinp)
+
+
+# ----------------------------------------------------------------------------------
+# GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+
+@njit(**JIT)
+def gelu_forward(out, inp, T):
+    # out, inp (T, 4C)
+    for t in range(T):
+        x, o = inp[t], out[t]
+        for i in range(x.shape[0]):
+            xi = x[i]
+            o[i] = 0.5 * xi * (1.0 + fast_tanh(GELU_SCALE * (xi + 0.044715 * xi * xi * xi)))
+
+
+@njit(**JIT)
+def gelu_backward(dinp, inp, dout, T):
+    # dinp = gelu'(inp) * dout; dinp may be dout itself
+    for t in range(T):
+        x, g, d = inp[t], dout[t], dinp[t]
+        for i in range(x.shape[0]):
+            xi = x[i]
+            th = fast_tanh(GELU_SCALE * (xi + 0.044715 * xi * xi * xi))
+            sech2 = 1.0 - th * th
+            local = 0.5 * (1.0 + th) + 0.5 * xi * sech2 * GELU_SCALE * (1.0 + 3.0 * 0.044715 * xi * xi)
+            d[i] = local * g[i]
+
+
+# ----------------------------------------------------------------------------------
+# causal self-attention, heads side by side inside q | k | v
+
+@njit(**JIT)
+def attention_forward(out, att, qkv, n_head, T):
+    # out (T, C); att (NH, maxT, maxT) softmax probabilities (zero above the diagonal);
+    # qkv (T, 3C) with columns q | k | v, head h at [h*hs, (h+1)*hs) inside each
+    C = out.shape[1]
+    hs = C // n_head
+    scale = 1.0 / math.sqrt(hs)
+    for h in range(n_head):
+        q = qkv[:T, h * hs:(h + 1) * hs]
+        k = qkv[:T, C + h * hs:C + (h + 1) * hs]
+        v = qkv[:T, 2 * C + h * hs:2 * C + (h + 1) * hs]
+        a = att[h]
+        gemm(NOTRANS, TRANS, T, T, hs, scale, q, k, 0.0, a)
+        for t in range(T):
+            row = a[t]
+            mx = row[0]
+            for u in range(1, t + 1):
+                mx = max(mx, row[u])
+            total = 0.0
+            for u in range(t + 1):
+                e = math.exp(row[u] - mx)
+                row[u] = e
+                total += e
+            inv = 1.0 / total
+            for u in range(t + 1):
+                row[u] *= inv
+            for u in range(t + 1, T):
+                row[u] = 0.0
+        gemm(NOTRANS, NOTRANS, T, hs, T, 1.0, a, v, 0.0, out[:T, h * hs:(h + 1) * hs])
+
+
+@njit(**JIT)
+def attention_backward(dqkv, datt, dout, qkv, att, n_head, T):
+    # dqkv (T, 3C) overwritten; datt (maxT, maxT) scratch; dout (T, C)
+    C = dout.shape[1]
+    hs = C // n_head
+    scale = 1.0 / math.sqrt(hs)
+    for h in range(n_head):
+        q = qkv[:T, h * hs:(h + 1) * hs]
+        k = qkv[:T, C + h * hs:C + (h + 1) * hs]
+        v = qkv[:T, 2 * C + h * hs:2 * C + (h + 1) * hs]
+        dq = dqkv[:T, h * hs:(h + 1) * hs]
+        dk = dqkv[:T, C + h * hs:C + (h + 1) * hs]
+        dv = dqkv[:T, 2 * C + h * hs:2 * C + (h + 1) * hs]
+        do = dout[:T, h * hs:(h + 1) * hs]
+        a = att[h]
+        gemm(TRANS, NOTRANS, T, hs, T, 1.0, a, do, 0.0, dv)       # dv = P^T dO
+        gemm(NOTRANS, TRANS, T, T, hs, 1.0, do, v, 0.0, datt)     # dP = dO V^T
+        for t in range(T):                                        # dS = P * (dP - <dP, P>)
+            p, dp = a[t], datt[t]
+            dot = 0.0
+            for u in range(t + 1):
+                dot += p[u] * dp[u]
+            for u in range(t + 1):
+                dp[u] = p[u] * (dp[u] - dot) * scale
+            for u in range(t + 1, T):
+                dp[u] = 0.0
+        gemm(NOTRANS, NOTRANS, T, hs, T, 1.0, datt, k, 0.0, dq)   # dq = dS K
+        gemm(TRANS, NOTRANS, T, hs, T, 1.0, datt, q, 0.0, dk)     # dk = dS^T Q
+
+
+# ----------------------------------------------------------------------------------
+# residual: out = a + b
+
+@njit(**JIT)
+def residual_forward(out, a, b, T):
+    for t in range(T):
+        out[t, :] = a[t] + b[t]
+
+
+# ----------------------------------------------------------------------------------
+# cross-entropy through a max-subtracted log-softmax (no log of a probability anywhere)
+
+@njit(**JIT)
+def crossentropy_forward(probs, logits, targets, T):
+    # probs (T, V) <- softmax(logits), may alias logits; returns the summed loss over T positions
+    total = 0.0
+    for t in range(T):
+        row, p = logits[t], probs[t]
+        target_logit = row[targets[t]]
+        mx = row[0]
+        for i in range(1, row.shape[0]):
+            mx = max(mx, row[i])
+        s = 0.0
+        for i in range(row.shape[0]):
+            e = math.exp(row[i] - mx)
+            p[i] = e
+            s += e
+        inv = 1.0 / s
+        for i in range(row.shape[0]):
+            p[i] *= inv
+        total += mx + math.log(s) - target_logit
+    return total
+
+
+@njit(**JIT)
+def crossentropy_backward(dlogits, probs, targets, scale, T):
+    # dlogits (T, V) = (probs - onehot(targets)) * scale; may alias probs
+    for t in range(T):
+        d, p = dlogits[t], probs[t]
+        for i in range(d.shape[0]):
+            d[i] = p[i] * scale
+        d[targets[t]] -= scale

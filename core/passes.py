@@ -1,0 +1,342 @@
+"""Whole-model passes built from the layer kernels: one sequence forward and backward,
+the parallel training step over shards, evaluation, and one-token decoding with a
+key/value cache.
+
+Parameters, gradients and activations are flat buffers; `param_views` and `act_views`
+cut them into named pieces with offsets computed once in Python (`Layout`,
+`ActivationLayout`), so the kernels and the file format share one description.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange
+
+from core.config import ModelConfig
+from core.kernels import (
+    JIT, attention_backward, attention_forward, crossentropy_backward, crossentropy_forward,
+    encoder_backward, encoder_forward, gelu_backward, gelu_forward, layernorm_backward,
+    layernorm_forward, matmul_backward, matmul_forward, residual_forward, gemm, NOTRANS, TRANS,
+)
+
+
+def dims_of(config: ModelConfig) -> np.ndarray:
+    """The sizes the kernels need: V, maxT, C, L, NH."""
+    c = config
+    return np.array([c.vocab_size, c.ctx, c.n_embd, c.n_layer, c.n_head], dtype=np.int64)
+
+
+ACT_BLOCKS = (
+    "encoded", "ln1", "ln1_mean", "ln1_rstd", "qkv", "att", "atty", "res2", "ln2", "ln2_mean",
+    "ln2_rstd", "fch", "fchg", "res3", "lnf", "lnf_mean", "lnf_rstd", "logits",
+    "dres", "dln", "dqkv", "dfch", "datt",
+)
+
+
+@dataclass(frozen=True)
+class ActivationLayout:
+    """Offsets of one thread's activation and backward scratch buffer."""
+
+    offsets: np.ndarray
+
+    @classmethod
+    def of(cls, config: ModelConfig) -> "ActivationLayout":
+        V, T, C, L, NH = (int(x) for x in dims_of(config))
+        sizes = {
+            "encoded": T * C, "ln1": L * T * C, "ln1_mean": L * T, "ln1_rstd": L * T,
+            "qkv": L * T * 3 * C, "att": L * NH * T * T, "atty": L * T * C, "res2": L * T * C,
+            "ln2": L * T * C, "ln2_mean": L * T, "ln2_rstd": L * T, "fch": L * T * 4 * C,
+            "fchg": L * T * 4 * C, "res3": L * T * C, "lnf": T * C, "lnf_mean": T, "lnf_rstd": T,
+            "logits": T * V, "dres": T * C, "dln": T * C, "dqkv": T * 3 * C, "dfch": T * 4 * C,
+            "datt": T * T,
+        }
+        offsets = np.zeros(len(ACT_BLOCKS) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([sizes[b] for b in ACT_BLOCKS])
+        return cls(offsets)
+
+    @property
+    def size(self) -> int:
+        return int(self.offsets[-1])
+
+
+@njit(**JIT)
+def param_views(flat, off, dims):
+    V, T, C, L = dims[0], dims[1], dims[2], dims[3]
+    return (
+        flat[off[0]:off[1]].reshape((V, C)),            # wte
+        flat[off[1]:off[2]].reshape((T, C)),            # wpe
+        flat[off[2]:off[3]].reshape((L, C)),            # ln1w
+        flat[off[3]:off[4]].reshape((L, C)),            # ln1b
+        flat[off[4]:off[5]].reshape((L, C, 3 * C)),     # qkvw
+        flat[off[5]:off[6]].reshape((L, 3 * C)),        # qkvb
+        flat[off[6]:off[7]].reshape((L, C, C)),         # attprojw
+        flat[off[7]:off[8]].reshape((L, C)),            # attprojb
+        flat[off[8]:off[9]].reshape((L, C)),            # ln2w
+        flat[off[9]:off[10]].reshape((L, C)),           # ln2b
+        flat[off[10]:off[11]].reshape((L, C, 4 * C)),   # fcw
+        flat[off[11]:off[12]].reshape((L, 4 * C)),      # fcb
+        flat[off[12]:off[13]].reshape((L, 4 * C, C)),   # fcprojw
+        flat[off[13]:off[14]].reshape((L, C)),          # fcprojb
+        flat[off[14]:off[15]],                          # lnfw
+        flat[off[15]:off[16]],                          # lnfb
+    )
+
+
+@njit(**JIT)
+def act_views(flat, off, dims):
+    V, T, C, L, NH = dims[0], dims[1], dims[2], dims[3], dims[4]
+    return (
+        flat[off[0]:off[1]].reshape((T, C)),                # encoded
+        flat[off[1]:off[2]].reshape((L, T, C)),             # ln1
+        flat[off[2]:off[3]].reshape((L, T)),                # ln1_mean
+        flat[off[3]:off[4]].reshape((L, T)),                # ln1_rstd
+        flat[off[4]:off[5]].reshape((L, T, 3 * C)),         # qkv
+        flat[off[5]:off[6]].reshape((L, NH, T, T)),         # att
+        flat[off[6]:off[7]].reshape((L, T, C)),             # atty
+        flat[off[7]:off[8]].reshape((L, T, C)),             # res2
+        flat[off[8]:off[9]].reshape((L, T, C)),             # ln2
+        flat[off[9]:off[10]].reshape((L, T)),               # ln2_mean
+        flat[off[10]:off[11]].reshape((L, T)),              # ln2_rstd
+        flat[off[11]:off[12]].reshape((L, T, 4 * C)),       # fch
+        flat[off[12]:off[13]].reshape((L, T, 4 * C)),       # fchg
+        flat[off[13]:off[14]].reshape((L, T, C)),           # res3
+        flat[off[14]:off[15]].reshape((T, C)),              # lnf
+        flat[off[15]:off[16]],                              # lnf_mean
+        flat[off[16]:off[17]],                              # lnf_rstd
+        flat[off[17]:off[18]].reshape((T, V)),              # logits (then probs)
+        flat[off[18]:off[19]].reshape((T, C)),              # dres
+        flat[off[19]:off[20]].reshape((T, C)),              # dln
+        flat[off[20]:off[21]].reshape((T, 3 * C)),          # dqkv
+        flat[off[21]:off[22]].reshape((T, 4 * C)),          # dfch
+        flat[off[22]:off[23]].reshape((T, T)),              # datt
+    )
+
+
+@njit(**JIT)
+def gpt_forward(P, A, tokens, T, n_head):
+    """Logits (T, V) of one sequence into A's logits; keeps every activation for backward."""
+    wte, wpe, ln1w, ln1b, qkvw, qkvb, attprojw, attprojb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb, lnfw, lnfb = P
+    (encoded, ln1, ln1_mean, ln1_rstd, qkv, att, atty, res2, ln2, ln2_mean, ln2_rstd, fch, fchg, res3,
+     lnf, lnf_mean, lnf_rstd, logits, dres, dln, dqkv, dfch, datt) = A
+    L = ln1w.shape[0]
+    encoder_forward(encoded, tokens, wte, wpe, T)
+    for l in range(L):
+        residual = encoded if l == 0 else res3[l - 1]
+        layernorm_forward(ln1[l], ln1_mean[l], ln1_rstd[l], residual, ln1w[l], ln1b[l], T)
+        matmul_forward(qkv[l], ln1[l], qkvw[l], qkvb[l], T, False)
+        attention_forward(atty[l], att[l], qkv[l], n_head, T)
+        res2[l, :T] = residual[:T]
+        matmul_forward(res2[l], atty[l], attprojw[l], attprojb[l], T, True)
+        layernorm_forward(ln2[l], ln2_mean[l], ln2_rstd[l], res2[l], ln2w[l], ln2b[l], T)
+        matmul_forward(fch[l], ln2[l], fcw[l], fcb[l], T, False)
+        gelu_forward(fchg[l], fch[l], T)
+        res3[l, :T] = res2[l, :T]
+        matmul_forward(res3[l], fchg[l], fcprojw[l], fcprojb[l], T, True)
+    layernorm_forward(lnf, lnf_mean, lnf_rstd, res3[L - 1], lnfw, lnfb, T)
+    C = lnf.shape[1]
+    gemm(NOTRANS, TRANS, T, wte.shape[0], C, 1.0, lnf, wte, 0.0, logits)
+
+
+@njit(**JIT)
+def gpt_backward(G, P, A, tokens, T, n_head):
+    """Accumulates the gradients of one sequence into G, given dlogits in A's logits."""
+    wte, wpe, ln1w, ln1b, qkvw, qkvb, attprojw, attprojb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb, lnfw, lnfb = P
+    (dwte, dwpe, dln1w, dln1b, dqkvw, dqkvb, dattprojw, dattprojb, dln2w, dln2b, dfcw, dfcb,
+     dfcprojw, dfcprojb, dlnfw, dlnfb) = G
+    (encoded, ln1, ln1_mean, ln1_rstd, qkv, att, atty, res2, ln2, ln2_mean, ln2_rstd, fch, fchg, res3,
+     lnf, lnf_mean, lnf_rstd, dlogits, dres, dln, dqkv, dfch, datt) = A
+    L = ln1w.shape[0]
+    V, C = wte.shape
+    # logits = lnf @ wte^T
+    gemm(TRANS, NOTRANS, V, C, T, 1.0, dlogits, lnf, 1.0, dwte)
+    gemm(NOTRANS, NOTRANS, T, C, V, 1.0, dlogits, wte, 0.0, dln)
+    dres[:T] = 0.0
+    layernorm_backward(dres, dlnfw, dlnfb, dln, res3[L - 1], lnf_mean, lnf_rstd, lnfw, T)
+    for l in range(L - 1, -1, -1):
+        residual = encoded if l == 0 else res3[l - 1]
+        # res3 = res2 + gelu(ln2 @ fcw + fcb) @ fcprojw + fcprojb; dres flows through unchanged
+        matmul_backward(dfch, dfcprojw[l], dfcprojb[l], dres, fchg[l], fcprojw[l], T, False)
+        gelu_backward(dfch, fch[l], dfch, T)
+        matmul_backward(dln, dfcw[l], dfcb[l], dfch, ln2[l], fcw[l], T, False)
+        layernorm_backward(dres, dln2w[l], dln2b[l], dln, res2[l], ln2_mean[l], ln2_rstd[l], ln2w[l], T)
+        # res2 = residual + attention(ln1 @ qkvw + qkvb) @ attprojw + attprojb
+        matmul_backward(dln, dattprojw[l], dattprojb[l], dres, atty[l], attprojw[l], T, False)
+        attention_backward(dqkv, datt, dln, qkv[l], att[l], n_head, T)
+        matmul_backward(dln, dqkvw[l], dqkvb[l], dqkv, ln1[l], qkvw[l], T, False)
+        layernorm_backward(dres, dln1w[l], dln1b[l], dln, residual, ln1_mean[l], ln1_rstd[l], ln1w[l], T)
+    encoder_backward(dwte, dwpe, dres, tokens, T)
+
+
+@njit(parallel=True, **JIT)
+def train_kernel(params, grads, acts, off, aoff, dims, batch, bounds, scale, zero, losses, progress, stop):
+    """Forward and backward of every sequence of `batch` (B, T+1), shard s taking rows
+    bounds[s]:bounds[s+1] with its own gradient buffer grads[s] and scratch acts[s].
+    losses[b] gets the mean loss of row b; progress[s] counts finished rows; a non-zero
+    stop[0] makes every shard end after its current sequence."""
+    n_shards = grads.shape[0]
+    T = batch.shape[1] - 1
+    n_head = dims[4]
+    for s in prange(n_shards):
+        if zero:
+            grads[s, :] = 0.0
+        P = param_views(params, off, dims)
+        G = param_views(grads[s], off, dims)
+        A = act_views(acts[s], aoff, dims)
+        logits = A[17]
+        for b in range(bounds[s], bounds[s + 1]):
+            if stop[0] != 0:
+                break
+            tokens = batch[b, :T]
+            targets = batch[b, 1:]
+            gpt_forward(P, A, tokens, T, n_head)
+            losses[b] = crossentropy_forward(logits, logits, targets, T) / T
+            crossentropy_backward(logits, logits, targets, scale, T)
+            gpt_backward(G, P, A, tokens, T, n_head)
+            progress[s] += 1
+
+
+@njit(parallel=True, **JIT)
+def eval_kernel(params, acts, off, aoff, dims, chunks, bounds, losses, stop):
+    """Mean loss of every chunk (N, T+1) of held-out tokens, forward only."""
+    n_shards = bounds.shape[0] - 1
+    T = chunks.shape[1] - 1
+    n_head = dims[4]
+    for s in prange(n_shards):
+        P = param_views(params, off, dims)
+        A = act_views(acts[s], aoff, dims)
+        logits = A[17]
+        for b in range(bounds[s], bounds[s + 1]):
+            if stop[0] != 0:
+                break
+            gpt_forward(P, A, chunks[b, :T], T, n_head)
+            losses[b] = crossentropy_forward(logits, logits, chunks[b, 1:], T) / T
+
+
+N_CHUNKS = 256  # fixed partition of flat buffers, so sums do not depend on thread count
+
+
+@njit(parallel=True, **JIT)
+def reduce_shards(grads, partial):
+    """grads[0] += grads[1:] in shard order; returns the squared norm of the sum.
+    `partial` (N_CHUNKS,) float64 scratch."""
+    n_shards, n = grads.shape
+    size = (n + N_CHUNKS - 1) // N_CHUNKS
+    for c in prange(N_CHUNKS):
+        lo = min(c * size, n)
+        hi = min(lo + size, n)
+        acc = 0.0
+        for i in range(lo, hi):
+            g = grads[0, i]
+            for s in range(1, n_shards):
+                g += grads[s, i]
+            grads[0, i] = g
+            acc += g * g
+        partial[c] = acc
+    total = 0.0
+    for c in range(N_CHUNKS):
+        total += partial[c]
+    return total
+
+
+@njit(parallel=True, **JIT)
+def adamw_update(params, grad, m, v, segments, lr, beta1, beta2, eps, weight_decay, t, grad_scale):
+    """One AdamW step (PyTorch's arithmetic, decoupled decay on segments flagged 1)."""
+    bc1 = 1.0 - beta1 ** t
+    bc2 = 1.0 - beta2 ** t
+    for k in range(segments.shape[0]):
+        lo, hi, decay = segments[k, 0], segments[k, 1], segments[k, 2]
+        shrink = 1.0 - lr * weight_decay if decay else 1.0
+        for i in prange(lo, hi):
+            g = grad[i] * grad_scale
+            mi = beta1 * m[i] + (1.0 - beta1) * g
+            vi = beta2 * v[i] + (1.0 - beta2) * g * g
+            m[i] = mi
+            v[i] = vi
+            params[i] = params[i] * shrink - lr * (mi / bc1) / (math.sqrt(vi / bc2) + eps)
+
+
+@njit(**JIT)
+def decode_step(params, off, dims, kcache, vcache, token, pos, x, xn, qkv, att, y, h, hg, logits):
+    """Logits (V,) for `token` at position `pos`, attending over the cached keys and values
+    of positions < pos; stores this position's key and value in the caches.
+    kcache, vcache (L, maxT, C); x, xn, y (1, C); qkv (1, 3C); att (maxT,); h, hg (1, 4C)."""
+    wte, wpe, ln1w, ln1b, qkvw, qkvb, attprojw, attprojb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb, lnfw, lnfb = param_views(params, off, dims)
+    L, NH = dims[3], dims[4]
+    C = wte.shape[1]
+    hs = C // NH
+    scale = 1.0 / math.sqrt(hs)
+    mean = np.empty(1, x.dtype)
+    rstd = np.empty(1, x.dtype)
+    x[0, :] = wte[token] + wpe[pos]
+    for l in range(L):
+        layernorm_forward(xn, mean, rstd, x, ln1w[l], ln1b[l], 1)
+        matmul_forward(qkv, xn, qkvw[l], qkvb[l], 1, False)
+        kcache[l, pos, :] = qkv[0, C:2 * C]
+        vcache[l, pos, :] = qkv[0, 2 * C:]
+        for hd in range(NH):
+            q = qkv[0, hd * hs:(hd + 1) * hs]
+            mx = -np.inf
+            for u in range(pos + 1):
+                k = kcache[l, u, hd * hs:(hd + 1) * hs]
+                s = 0.0
+                for i in range(hs):
+                    s += q[i] * k[i]
+                att[u] = s * scale
+                mx = max(mx, att[u])
+            total = 0.0
+            for u in range(pos + 1):
+                e = math.exp(att[u] - mx)
+                att[u] = e
+                total += e
+            out = y[0, hd * hs:(hd + 1) * hs]
+            out[:] = 0.0
+            for u in range(pos + 1):
+                w = att[u] / total
+                vv = vcache[l, u, hd * hs:(hd + 1) * hs]
+                for i in range(hs):
+                    out[i] += w * vv[i]
+        matmul_forward(x, y, attprojw[l], attprojb[l], 1, True)
+        layernorm_forward(xn, mean, rstd, x, ln2w[l], ln2b[l], 1)
+        matmul_forward(h, xn, fcw[l], fcb[l], 1, False)
+        gelu_forward(hg, h, 1)
+        matmul_forward(x, hg, fcprojw[l], fcprojb[l], 1, True)
+    layernorm_forward(xn, mean, rstd, x, lnfw, lnfb, 1)
+    gemm(NOTRANS, TRANS, 1, wte.shape[0], C, 1.0, xn, wte, 0.0, logits)
+
+
+@njit(**JIT)
+def prefill(params, off, dims, acts, aoff, tokens, kcache, vcache, logits):
+    """Runs the prompt `tokens` (T <= maxT) through the model at once, fills the caches for
+    positions 0..T-1 and writes the last position's logits (1, V)."""
+    P = param_views(params, off, dims)
+    A = act_views(acts, aoff, dims)
+    T = tokens.shape[0]
+    C = dims[2]
+    gpt_forward(P, A, tokens, T, dims[4])
+    qkv = A[4]
+    for l in range(dims[3]):
+        kcache[l, :T, :] = qkv[l, :T, C:2 * C]
+        vcache[l, :T, :] = qkv[l, :T, 2 * C:]
+    logits[0, :] = A[17][T - 1]
+
+
+def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray, n_shards: int = 1) -> tuple[float, np.ndarray]:
+    """Mean loss over `batch` (B, T+1) and its gradient, in the dtype of `params`.
+    For tests and tools; the trainer keeps its buffers between steps instead."""
+    from core.model import Layout
+
+    layout, alay, dims = Layout.of(config), ActivationLayout.of(config), dims_of(config)
+    dtype = params.dtype
+    B = batch.shape[0]
+    grads = np.zeros((n_shards, layout.size), dtype)
+    acts = np.zeros((n_shards, alay.size), dtype)
+    bounds = np.linspace(0, B, n_shards + 1).round().astype(np.int64)
+    losses = np.zeros(B, np.float64)
+    T = batch.shape[1] - 1
+    train_kernel(params, grads, acts, layout.offsets, alay.offsets, dims, batch.astype(np.int32), bounds,
+                 1.0 / (B * T), True, losses, np.zeros(n_shards, np.int64), np.zeros(1, np.int64))
+    reduce_shards(grads, np.zeros(N_CHUNKS))
+    return float(losses.mean()), grads[0].copy()
