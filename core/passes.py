@@ -340,3 +340,17 @@ def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray, n_
                  1.0 / (B * T), True, losses, np.zeros(n_shards, np.int64), np.zeros(1, np.int64))
     reduce_shards(grads, np.zeros(N_CHUNKS))
     return float(losses.mean()), grads[0].copy()
+
+
+def sequence_logits(params: np.ndarray, config: ModelConfig, tokens: np.ndarray) -> np.ndarray:
+    """Logits (T, V) of a whole sequence by the training forward pass (no cache)."""
+    from core.model import Layout
+
+    alay = ActivationLayout.of(config)
+    acts = np.zeros(alay.size, params.dtype)
+    T = len(tokens)
+    logits = np.zeros((1, config.vocab_size), params.dtype)
+    kv = np.zeros((config.n_layer, config.ctx, config.n_embd), params.dtype)
+    prefill(params, Layout.of(config).offsets, dims_of(config), acts, alay.offsets,
+            np.asarray(tokens, np.int32), kv, kv.copy(), logits)
+    return act_views(acts, alay.offsets, dims_of(config))[17][:T].copy()

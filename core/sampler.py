@@ -1,0 +1,144 @@
+"""Sampling with a key/value cache: the prompt runs through the model once, then each
+new token costs one position's worth of work, not a re-run of the whole context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from core.errors import ConfigError
+from core.model import GPT
+from core.passes import ActivationLayout, decode_step, dims_of, prefill
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    max_tokens: int = 200
+    temperature: float = 1.0  # 0: always the most likely token
+    top_k: int = 0  # 0: no limit
+    top_p: float = 1.0  # 1: no nucleus cut
+    seed: int | None = None
+    stop: str | None = None  # generation ends before this text
+
+    def validate(self) -> "SampleConfig":
+        if self.max_tokens < 0:
+            raise ConfigError(f"max tokens cannot be negative, got {self.max_tokens}")
+        if not 0 <= self.temperature <= 100:
+            raise ConfigError(f"temperature must be between 0 and 100, got {self.temperature}")
+        if self.top_k < 0:
+            raise ConfigError(f"top-k cannot be negative, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top-p must be in (0, 1], got {self.top_p}")
+        return self
+
+
+class Decoder:
+    """Caches and scratch for incremental decoding of one model."""
+
+    def __init__(self, model: GPT):
+        c = model.config
+        self.model = model
+        self.dims = dims_of(c)
+        self.act_layout = ActivationLayout.of(c)
+        self.acts = np.zeros(self.act_layout.size, np.float32)
+        self.kcache = np.zeros((c.n_layer, c.ctx, c.n_embd), np.float32)
+        self.vcache = np.zeros_like(self.kcache)
+        C = c.n_embd
+        self.x, self.xn, self.y = (np.zeros((1, C), np.float32) for _ in range(3))
+        self.qkv = np.zeros((1, 3 * C), np.float32)
+        self.h, self.hg = np.zeros((1, 4 * C), np.float32), np.zeros((1, 4 * C), np.float32)
+        self.att = np.zeros(c.ctx, np.float32)
+        self.logits = np.zeros((1, c.vocab_size), np.float32)
+        self.pos = 0
+
+    def prefill(self, tokens: np.ndarray) -> np.ndarray:
+        """Logits after `tokens` (at most ctx of them), with the cache holding them."""
+        tokens = np.ascontiguousarray(tokens[-self.model.config.ctx:], dtype=np.int32)
+        prefill(self.model.params, self.model.layout.offsets, self.dims, self.acts, self.act_layout.offsets,
+                tokens, self.kcache, self.vcache, self.logits)
+        self.pos = len(tokens)
+        return self.logits[0]
+
+    @property
+    def full(self) -> bool:
+        return self.pos >= self.model.config.ctx
+
+    def step(self, token: int) -> np.ndarray:
+        """Logits after appending `token` at the next position."""
+        decode_step(self.model.params, self.model.layout.offsets, self.dims, self.kcache, self.vcache, token,
+                    self.pos, self.x, self.xn, self.qkv, self.att, self.y, self.h, self.hg, self.logits)
+        self.pos += 1
+        return self.logits[0]
+
+
+def pick_token(logits: np.ndarray, config: SampleConfig, rng: np.random.Generator) -> int:
+    """Temperature, then top-k, then top-p (nucleus), then a draw."""
+    if config.temperature == 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / config.temperature
+    if 0 < config.top_k < len(z):
+        kth = np.partition(z, -config.top_k)[-config.top_k]
+        z = np.where(z < kth, -np.inf, z)
+    p = np.exp(z - z.max())
+    p /= p.sum()
+    if config.top_p < 1.0:
+        order = np.argsort(-p, kind="stable")
+        cum = np.cumsum(p[order])
+        keep = order[: int(np.searchsorted(cum, config.top_p)) + 1]
+        mask = np.zeros_like(p)
+        mask[keep] = p[keep]
+        p = mask / mask.sum()
+    return int(rng.choice(len(p), p=p))
+
+
+def generate(model: GPT, prompt: str, config: SampleConfig = SampleConfig(),
+             should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
+    """Yields the continuation of `prompt` piece by piece as it is produced.
+
+    A prompt longer than the context keeps its last ctx tokens. When the context fills
+    up, the cache is rebuilt from the last ctx/2 tokens and decoding goes on."""
+    config.validate()
+    tok = model.tokenizer
+    ctx = model.config.ctx
+    ids = list(tok.encode(prompt)) if prompt else []
+    if not ids:
+        ids = _start_tokens(tok)
+    rng = np.random.default_rng(config.seed)
+    decoder = Decoder(model)
+    logits = decoder.prefill(np.array(ids[-ctx:]))
+    out: list[int] = []
+    emitted = ""
+    for _ in range(config.max_tokens):
+        if should_stop is not None and should_stop():
+            return
+        token = pick_token(logits, config, rng)
+        out.append(token)
+        text = tok.decode(out)
+        if text.endswith("\ufffd"):  # an unfinished UTF-8 sequence of byte-level BPE
+            piece = ""
+        else:
+            piece, emitted = text[len(emitted):], text
+        if config.stop and config.stop in emitted:
+            cut = emitted.index(config.stop)
+            rest = emitted[:cut][len(emitted) - len(piece):]
+            if rest:
+                yield rest
+            return
+        if piece:
+            yield piece
+        ids.append(token)
+        if decoder.full:
+            logits = decoder.prefill(np.array(ids[-(ctx // 2):]))
+        else:
+            logits = decoder.step(token)
+
+
+def _start_tokens(tok) -> list[int]:
+    """What an empty prompt starts from: a newline where the vocabulary has one."""
+    try:
+        ids = list(tok.encode("\n"))
+    except Exception:
+        ids = []
+    return ids[:1] or [0]

@@ -1,0 +1,352 @@
+"""The trainer: batches from a token stream, the parallel step, AdamW, evaluation,
+checkpoints, and the events a front end shows.
+
+A run is driven from one thread (`Trainer.run`, blocking). Other threads may call
+`pause`, `unpause` and `stop`, and read `shard_progress` (sequences each shard has
+finished in the current step) to draw one progress bar per core.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numba
+import numpy as np
+
+from core.config import ModelConfig, TrainConfig
+from core.corpus import Corpus
+from core.errors import ConfigError, CorpusError, TokenizerError
+from core.model import GPT
+from core.model_file import load_model, save_model
+from core.passes import (
+    N_CHUNKS, ActivationLayout, adamw_update, dims_of, eval_kernel, reduce_shards, train_kernel,
+)
+from core.tokenizer import train_tokenizer
+from core.threads import single_threaded_blas
+
+ADAM_EPS = 1e-8
+
+
+@dataclass
+class StepEvent:
+    step: int
+    steps: int
+    loss: float
+    lr: float
+    grad_norm: float
+    tokens_per_s: float
+    elapsed: float
+    eta: float
+    tokens_seen: int
+
+
+@dataclass
+class EvalEvent:
+    step: int
+    val_loss: float
+    best_val_loss: float
+
+
+@dataclass
+class CheckpointEvent:
+    step: int
+    path: Path
+
+
+@dataclass
+class DoneEvent:
+    step: int
+    reason: str  # "finished", "stopped" or "nan"
+    message: str
+
+
+Event = StepEvent | EvalEvent | CheckpointEvent | DoneEvent
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """nanoGPT's schedule: linear warm-up, then cosine decay to the final lr at the last step."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / (config.warmup + 1)
+    if step >= config.steps:
+        return config.final_lr
+    ratio = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.final_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (config.lr - config.final_lr)
+
+
+def split_tokens(tokens: np.ndarray, ctx: int, corpus_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """First 90% for training, the last 10% held out for validation."""
+    n_val = len(tokens) // 10
+    train, val = tokens[: len(tokens) - n_val], tokens[len(tokens) - n_val:]
+    need = 10 * (ctx + 1) + 2
+    if len(train) < ctx + 2 or len(val) < ctx + 1:
+        raise CorpusError(
+            f"{corpus_name}: {len(tokens)} tokens is too short for a context of {ctx}; "
+            f"it needs at least {need} tokens (10% are held out for validation)"
+        )
+    return train, val
+
+
+def eval_chunks(val: np.ndarray, ctx: int, limit: int = 0) -> np.ndarray:
+    """Consecutive non-overlapping chunks of ctx+1 tokens; the remainder is dropped."""
+    n = len(val) // (ctx + 1)
+    if limit:
+        n = min(n, limit)
+    return np.ascontiguousarray(val[: n * (ctx + 1)].reshape(n, ctx + 1), dtype=np.int32)
+
+
+def shard_bounds(rows: int, shards: int) -> np.ndarray:
+    """Row ranges of `shards` nearly equal shards: shard s has rows bounds[s]:bounds[s+1]."""
+    return np.array([rows * s // shards for s in range(shards + 1)], dtype=np.int64)
+
+
+@dataclass
+class RunState:
+    """Everything needed to continue a run exactly where it stopped."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    loss_history: list = field(default_factory=list)  # [step, loss]
+    val_history: list = field(default_factory=list)  # [step, val_loss]
+    best_val_loss: float | None = None
+    rng_state: dict | None = None
+    data_position: int = 0  # batches drawn so far
+    created: str | None = None
+
+    def to_training_dict(self, corpus: Corpus, config: TrainConfig) -> dict:
+        return {
+            "step": self.step, "tokens_seen": self.tokens_seen,
+            "loss_history": self.loss_history, "val_history": self.val_history,
+            "best_val_loss": self.best_val_loss,
+            "corpus": {"name": corpus.name, "sha256": corpus.sha256},
+            "rng_state": self.rng_state, "data_position": self.data_position,
+            "train_config": config.to_dict(),
+        }
+
+    @classmethod
+    def from_training_dict(cls, data: dict, created: str | None) -> "RunState":
+        return cls(
+            step=int(data.get("step", 0)), tokens_seen=int(data.get("tokens_seen", 0)),
+            loss_history=list(data.get("loss_history", [])), val_history=list(data.get("val_history", [])),
+            best_val_loss=data.get("best_val_loss"), rng_state=data.get("rng_state"),
+            data_position=int(data.get("data_position", 0)), created=created,
+        )
+
+
+def chunk_losses(model: GPT, chunks: np.ndarray, acts: np.ndarray) -> np.ndarray:
+    """Mean loss of each chunk, forward only, one shard per row of `acts`."""
+    losses = np.zeros(len(chunks), np.float64)
+    eval_kernel(model.params, acts, model.layout.offsets, ActivationLayout.of(model.config).offsets,
+                dims_of(model.config), chunks, shard_bounds(len(chunks), len(acts)), losses, np.zeros(1, np.int64))
+    return losses
+
+
+def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0) -> tuple[float, int]:
+    """Validation loss by the project's protocol over `tokens` (already the held-out
+    part): mean cross-entropy over every position of every ctx+1 chunk. Returns the loss
+    and the number of predicted tokens."""
+    ctx = model.config.ctx
+    chunks = eval_chunks(tokens, ctx, limit)
+    if len(chunks) == 0:
+        raise CorpusError(f"evaluation needs at least {ctx + 1} held-out tokens, got {len(tokens)}")
+    n = min(threads or TrainConfig().n_threads, len(chunks))
+    acts = np.zeros((n, ActivationLayout.of(model.config).size), np.float32)
+    numba.set_num_threads(n)
+    with single_threaded_blas():
+        losses = chunk_losses(model, chunks, acts)
+    return float(losses.mean()), int(chunks.shape[0] * ctx)
+
+
+class Trainer:
+    """One training run of one model on one corpus."""
+
+    def __init__(self, model: GPT, corpus: Corpus, config: TrainConfig, *, out_path: Path | None = None,
+                 state: RunState | None = None, optimizer: tuple[np.ndarray, np.ndarray] | None = None):
+        config.validate()
+        self.model = model
+        self.corpus = corpus
+        self.config = config
+        self.out_path = Path(out_path) if out_path is not None else None
+        self.state = state or RunState()
+        if self.state.step >= config.steps:
+            raise ConfigError(
+                f"the model has already trained {self.state.step} steps; ask for more than that to continue"
+            )
+        tokens = model.tokenizer.encode(corpus.text)
+        self.train_tokens, self.val_tokens = split_tokens(tokens, model.config.ctx, corpus.name)
+        self.chunks = eval_chunks(self.val_tokens, model.config.ctx, config.eval_chunks)
+        self.rng = np.random.default_rng(config.seed)
+        if self.state.rng_state is not None:
+            self.rng.bit_generator.state = self.state.rng_state
+
+        size = model.layout.size
+        if optimizer is not None:
+            self.m, self.v = (np.ascontiguousarray(a, dtype=np.float32) for a in optimizer)
+        else:
+            self.m, self.v = np.zeros(size, np.float32), np.zeros(size, np.float32)
+        self.n_threads = min(config.n_threads, config.batch)
+        rows = config.batch
+        self.bounds = shard_bounds(rows, self.n_threads)
+        self.shard_sizes = np.diff(self.bounds) * config.grad_accum
+        self.shard_progress = np.zeros(self.n_threads, np.int64)
+        self.grads = np.zeros((self.n_threads, size), np.float32)
+        self.act_layout = ActivationLayout.of(model.config)
+        self.acts = np.zeros((self.n_threads, self.act_layout.size), np.float32)
+        self.segments = model.layout.decay_segments()
+        self._stop_flag = np.zeros(1, np.int64)
+        self._unpaused = threading.Event()
+        self._unpaused.set()
+        self._partial = np.zeros(N_CHUNKS, np.float64)
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def new(cls, corpus: Corpus, model_config: dict, train_config: TrainConfig, *, tokenizer: str = "char",
+            vocab_size: int | None = None, out_path: Path | None = None) -> "Trainer":
+        """A fresh model: trains the tokenizer on the corpus, then initialises the model."""
+        tok = train_tokenizer(tokenizer, corpus.text, vocab_size)
+        config = ModelConfig(vocab_size=tok.vocab_size, **model_config).validate()
+        model = GPT.create(config, tok, seed=train_config.seed)
+        return cls(model, corpus, train_config, out_path=out_path)
+
+    @classmethod
+    def resume(cls, model_path: Path, corpus: Corpus, train_config: TrainConfig | None = None, *,
+               out_path: Path | None = None) -> "Trainer":
+        """Continues a saved run. `train_config.steps` is the total to reach; without a
+        config, the saved one is used."""
+        loaded = load_model(model_path)
+        saved = loaded.training.get("train_config")
+        config = train_config or (TrainConfig.from_dict(saved) if saved else TrainConfig())
+        state = RunState.from_training_dict(loaded.training, loaded.info.created)
+        try:
+            return cls(loaded.model, corpus, config, out_path=out_path or Path(model_path), state=state,
+                       optimizer=loaded.optimizer)
+        except TokenizerError as exc:
+            raise TokenizerError(f"{model_path} cannot continue on {corpus.name}: {exc}") from None
+
+    # -- control from other threads -----------------------------------------------
+    def pause(self) -> None:
+        self._unpaused.clear()
+
+    def unpause(self) -> None:
+        self._unpaused.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._unpaused.is_set()
+
+    def stop(self) -> None:
+        """Ends the run within one step; what was learned is kept (and saved)."""
+        self._stop_flag[0] = 1
+        self._unpaused.set()
+
+    @property
+    def stopping(self) -> bool:
+        return bool(self._stop_flag[0])
+
+    @property
+    def step(self) -> int:
+        return self.state.step
+
+    # -- the work -----------------------------------------------------------------
+    def next_batch(self) -> np.ndarray:
+        T = self.model.config.ctx
+        starts = self.rng.integers(0, len(self.train_tokens) - T - 1, self.config.batch)
+        self.state.data_position += 1
+        return np.stack([self.train_tokens[s:s + T + 1] for s in starts]).astype(np.int32)
+
+    def train_step(self) -> tuple[float, float] | None:
+        """One optimiser step over batch x grad_accum sequences. Returns (loss, grad norm)
+        or None if a stop request arrived before the step finished (nothing applied)."""
+        cfg, model = self.config, self.model
+        T = model.config.ctx
+        rows = cfg.batch * cfg.grad_accum
+        scale = 1.0 / (rows * T)
+        losses = np.zeros(cfg.batch, np.float64)
+        total = 0.0
+        self.shard_progress[:] = 0
+        rng_before = self.rng.bit_generator.state
+        position_before = self.state.data_position
+        for micro in range(cfg.grad_accum):
+            batch = self.next_batch()
+            train_kernel(model.params, self.grads, self.acts, model.layout.offsets, self.act_layout.offsets,
+                         dims_of(model.config), batch, self.bounds, scale, micro == 0, losses,
+                         self.shard_progress, self._stop_flag)
+            total += losses.sum()
+        if self._stop_flag[0]:
+            self.rng.bit_generator.state = rng_before
+            self.state.data_position = position_before
+            return None
+        loss = float(total / rows)
+        norm = math.sqrt(reduce_shards(self.grads, self._partial))
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            return loss, norm
+        clip = cfg.grad_clip / (norm + 1e-6) if cfg.grad_clip > 0 and norm > cfg.grad_clip else 1.0
+        step = self.state.step
+        adamw_update(model.params, self.grads[0], self.m, self.v, self.segments, lr_at(step, cfg), cfg.beta1,
+                     cfg.beta2, ADAM_EPS, cfg.weight_decay, step + 1, clip)
+        self.state.step += 1
+        self.state.tokens_seen += rows * T
+        self.state.loss_history.append([self.state.step, round(loss, 6)])
+        return loss, norm
+
+    def evaluate(self) -> float:
+        val = float(chunk_losses(self.model, self.chunks, self.acts).mean())
+        self.state.val_history.append([self.state.step, round(val, 6)])
+        if self.state.best_val_loss is None or val < self.state.best_val_loss:
+            self.state.best_val_loss = val
+        return val
+
+    def save(self, path: Path | None = None) -> Path:
+        target = Path(path or self.out_path)
+        save_model(target, self.model, optimizer=(self.m, self.v),
+                   training=self.state.to_training_dict(self.corpus, self.config), created=self.state.created)
+        return target
+
+    def run(self, on_event: Callable[[Event], None] | None = None) -> DoneEvent:
+        """Trains until `config.steps`, a stop request, or a non-finite loss."""
+        emit = on_event or (lambda event: None)
+        cfg = self.config
+        tokens_per_step = cfg.batch * cfg.grad_accum * self.model.config.ctx
+        started = time.perf_counter()
+        step_time = None
+        first_step = self.state.step
+        with single_threaded_blas():
+            while self.state.step < cfg.steps and not self.stopping:
+                self._unpaused.wait()
+                if self.stopping:
+                    break
+                numba.set_num_threads(self.n_threads)
+                t0 = time.perf_counter()
+                result = self.train_step()
+                if result is None:
+                    break
+                loss, norm = result
+                if not (math.isfinite(loss) and math.isfinite(norm)):
+                    message = (f"loss became {loss} (gradient norm {norm}) at step {self.state.step + 1}; "
+                               "training stopped and the last checkpoint was kept")
+                    done = DoneEvent(self.state.step, "nan", message)
+                    emit(done)
+                    return done
+                dt = time.perf_counter() - t0
+                step_time = dt if step_time is None else 0.9 * step_time + 0.1 * dt
+                step = self.state.step
+                emit(StepEvent(step, cfg.steps, float(loss), lr_at(step - 1, cfg), norm, tokens_per_step / dt,
+                               time.perf_counter() - started, step_time * (cfg.steps - step), self.state.tokens_seen))
+                if cfg.eval_interval and (step % cfg.eval_interval == 0 or step == cfg.steps) and len(self.chunks):
+                    val = self.evaluate()
+                    emit(EvalEvent(step, val, self.state.best_val_loss))
+                if self.out_path and cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0 \
+                        and step < cfg.steps:
+                    emit(CheckpointEvent(step, self.save()))
+        stopped = self.state.step < cfg.steps
+        if self.out_path and (self.state.step > first_step or not self.out_path.exists()):
+            emit(CheckpointEvent(self.state.step, self.save()))
+        reason = "stopped" if stopped else "finished"
+        done = DoneEvent(self.state.step, reason,
+                         f"{reason} at step {self.state.step}" + (f", saved to {self.out_path}" if self.out_path else ""))
+        emit(done)
+        return done
