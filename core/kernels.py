@@ -57,8 +57,8 @@ def gemm(ta, tb, m, n, k, alpha, A, B, beta, C):
 
 
 @njit(**JIT)
-def fast_tanh(x):
-    x = min(max(x, -TANH_CLAMP), TANH_CLAMP)
+def _tanh_rational(x):
+    """Numerator and denominator of the approximation and their derivatives in x^2."""
     x2 = x * x
     p = x2 * -2.76076847742355e-16 + 2.00018790482477e-13
     p = x2 * p + -8.60467152213735e-11
@@ -66,10 +66,34 @@ def fast_tanh(x):
     p = x2 * p + 1.48572235717979e-05
     p = x2 * p + 6.37261928875436e-04
     p = x2 * p + 4.89352455891786e-03
+    dp = x2 * (6.0 * -2.76076847742355e-16) + 5.0 * 2.00018790482477e-13
+    dp = x2 * dp + 4.0 * -8.60467152213735e-11
+    dp = x2 * dp + 3.0 * 5.12229709037114e-08
+    dp = x2 * dp + 2.0 * 1.48572235717979e-05
+    dp = x2 * dp + 6.37261928875436e-04
     q = x2 * 1.19825839466702e-06 + 1.18534705686654e-04
     q = x2 * q + 2.26843463243900e-03
     q = x2 * q + 4.89352518554385e-03
+    dq = x2 * (3.0 * 1.19825839466702e-06) + 2.0 * 1.18534705686654e-04
+    dq = x2 * dq + 2.26843463243900e-03
+    return p, q, dp, dq
+
+
+@njit(**JIT)
+def fast_tanh(x):
+    x = min(max(x, -TANH_CLAMP), TANH_CLAMP)
+    p, q, dp, dq = _tanh_rational(x)
     return x * p / q
+
+
+@njit(**JIT)
+def fast_tanh_grad(x):
+    """The exact derivative of `fast_tanh` (not 1 - tanh^2), so backward matches forward."""
+    if x <= -TANH_CLAMP or x >= TANH_CLAMP:
+        return 0.0 * x
+    p, q, dp, dq = _tanh_rational(x)
+    x2 = x * x
+    return ((p + 2.0 * x2 * dp) * q - 2.0 * x2 * p * dq) / (q * q)
 
 
 # ----------------------------------------------------------------------------------
@@ -181,9 +205,9 @@ def gelu_backward(dinp, inp, dout, T):
         x, g, d = inp[t], dout[t], dinp[t]
         for i in range(x.shape[0]):
             xi = x[i]
-            th = fast_tanh(GELU_SCALE * (xi + 0.044715 * xi * xi * xi))
-            sech2 = 1.0 - th * th
-            local = 0.5 * (1.0 + th) + 0.5 * xi * sech2 * GELU_SCALE * (1.0 + 3.0 * 0.044715 * xi * xi)
+            u = GELU_SCALE * (xi + 0.044715 * xi * xi * xi)
+            du = GELU_SCALE * (1.0 + 3.0 * 0.044715 * xi * xi)
+            local = 0.5 * (1.0 + fast_tanh(u)) + 0.5 * xi * fast_tanh_grad(u) * du
             d[i] = local * g[i]
 
 

@@ -171,16 +171,18 @@ def gpt_backward(G, P, A, tokens, T, n_head):
 
 
 @njit(parallel=True, **JIT)
-def train_kernel(params, grads, acts, off, aoff, dims, batch, bounds, scale, zero, losses, progress, stop):
-    """Forward and backward of every sequence of `batch` (B, T+1), shard s taking rows
-    bounds[s]:bounds[s+1] with its own gradient buffer grads[s] and scratch acts[s].
-    losses[b] gets the mean loss of row b; progress[s] counts finished rows; a non-zero
-    stop[0] makes every shard end after its current sequence."""
-    n_shards = grads.shape[0]
+def train_kernel(params, grads, acts, off, aoff, dims, batch, bounds, scale, zero, backward, losses, progress, stop):
+    """Forward (and with `backward`, backward) of every sequence of `batch` (B, T+1).
+    Shard s takes rows bounds[s]:bounds[s+1] with its own gradient buffer grads[s] (zeroed
+    first when `zero`) and scratch acts[s]. losses[b] gets the mean loss of row b;
+    progress[s] counts finished rows; a non-zero stop[0] makes every shard end after its
+    current sequence. Evaluation is the same call without backward, so one compiled
+    kernel serves both."""
+    n_shards = acts.shape[0]
     T = batch.shape[1] - 1
     n_head = dims[4]
     for s in prange(n_shards):
-        if zero:
+        if zero and backward:
             grads[s, :] = 0.0
         P = param_views(params, off, dims)
         G = param_views(grads[s], off, dims)
@@ -193,26 +195,10 @@ def train_kernel(params, grads, acts, off, aoff, dims, batch, bounds, scale, zer
             targets = batch[b, 1:]
             gpt_forward(P, A, tokens, T, n_head)
             losses[b] = crossentropy_forward(logits, logits, targets, T) / T
-            crossentropy_backward(logits, logits, targets, scale, T)
-            gpt_backward(G, P, A, tokens, T, n_head)
+            if backward:
+                crossentropy_backward(logits, logits, targets, scale, T)
+                gpt_backward(G, P, A, tokens, T, n_head)
             progress[s] += 1
-
-
-@njit(parallel=True, **JIT)
-def eval_kernel(params, acts, off, aoff, dims, chunks, bounds, losses, stop):
-    """Mean loss of every chunk (N, T+1) of held-out tokens, forward only."""
-    n_shards = bounds.shape[0] - 1
-    T = chunks.shape[1] - 1
-    n_head = dims[4]
-    for s in prange(n_shards):
-        P = param_views(params, off, dims)
-        A = act_views(acts[s], aoff, dims)
-        logits = A[17]
-        for b in range(bounds[s], bounds[s + 1]):
-            if stop[0] != 0:
-                break
-            gpt_forward(P, A, chunks[b, :T], T, n_head)
-            losses[b] = crossentropy_forward(logits, logits, chunks[b, 1:], T) / T
 
 
 N_CHUNKS = 256  # fixed partition of flat buffers, so sums do not depend on thread count
@@ -337,7 +323,7 @@ def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray, n_
     losses = np.zeros(B, np.float64)
     T = batch.shape[1] - 1
     train_kernel(params, grads, acts, layout.offsets, alay.offsets, dims, batch.astype(np.int32), bounds,
-                 1.0 / (B * T), True, losses, np.zeros(n_shards, np.int64), np.zeros(1, np.int64))
+                 1.0 / (B * T), True, True, losses, np.zeros(n_shards, np.int64), np.zeros(1, np.int64))
     reduce_shards(grads, np.zeros(N_CHUNKS))
     return float(losses.mean()), grads[0].copy()
 

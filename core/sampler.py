@@ -8,7 +8,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from core.errors import ConfigError
+from core.errors import ConfigError, TokenizerError
 from core.model import GPT
 from core.passes import ActivationLayout, decode_step, dims_of, prefill
 
@@ -116,29 +116,40 @@ def generate(model: GPT, prompt: str, config: SampleConfig = SampleConfig(),
         token = pick_token(logits, config, rng)
         out.append(token)
         text = tok.decode(out)
-        if text.endswith("\ufffd"):  # an unfinished UTF-8 sequence of byte-level BPE
-            piece = ""
-        else:
-            piece, emitted = text[len(emitted):], text
-        if config.stop and config.stop in emitted:
-            cut = emitted.index(config.stop)
-            rest = emitted[:cut][len(emitted) - len(piece):]
-            if rest:
-                yield rest
+        if config.stop and config.stop in text:
+            final = text[: text.index(config.stop)]
+            if len(final) > len(emitted):
+                yield final[len(emitted):]
             return
-        if piece:
-            yield piece
+        ready = _safe_prefix(text, config.stop)
+        if len(ready) > len(emitted):
+            yield ready[len(emitted):]
+            emitted = ready
         ids.append(token)
         if decoder.full:
             logits = decoder.prefill(np.array(ids[-(ctx // 2):]))
         else:
             logits = decoder.step(token)
+    text = tok.decode(out)
+    if len(text) > len(emitted):
+        yield text[len(emitted):]
+
+
+def _safe_prefix(text: str, stop: str | None) -> str:
+    """The part of `text` that can be shown now: not an unfinished UTF-8 sequence of
+    byte-level BPE, and not a tail that may turn out to be the start of `stop`."""
+    text = text.rstrip("\ufffd")
+    if stop:
+        for n in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:n]):
+                return text[:-n]
+    return text
 
 
 def _start_tokens(tok) -> list[int]:
     """What an empty prompt starts from: a newline where the vocabulary has one."""
     try:
         ids = list(tok.encode("\n"))
-    except Exception:
+    except TokenizerError:
         ids = []
     return ids[:1] or [0]

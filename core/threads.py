@@ -5,6 +5,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
+import numba
+
 import scipy.linalg.cython_blas  # noqa: F401  (loads the OpenBLAS numba's np.dot uses, so the limit covers it)
 from threadpoolctl import threadpool_limits
 
@@ -15,3 +17,9 @@ def single_threaded_blas() -> Iterator[None]:
     own core instead of every core fighting over every matmul."""
     with threadpool_limits(limits=1):
         yield
+
+
+def numba_threads(shards: int) -> int:
+    """Threads to run `shards` shards on: one each, as far as numba has threads. The
+    shard count alone decides the arithmetic, so results do not depend on this number."""
+    return max(1, min(shards, numba.config.NUMBA_NUM_THREADS))

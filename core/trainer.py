@@ -24,10 +24,10 @@ from core.errors import ConfigError, CorpusError, TokenizerError
 from core.model import GPT
 from core.model_file import load_model, save_model
 from core.passes import (
-    N_CHUNKS, ActivationLayout, adamw_update, dims_of, eval_kernel, reduce_shards, train_kernel,
+    N_CHUNKS, ActivationLayout, adamw_update, dims_of, reduce_shards, train_kernel,
 )
 from core.tokenizer import train_tokenizer
-from core.threads import single_threaded_blas
+from core.threads import numba_threads, single_threaded_blas
 
 ADAM_EPS = 1e-8
 
@@ -137,11 +137,14 @@ class RunState:
         )
 
 
-def chunk_losses(model: GPT, chunks: np.ndarray, acts: np.ndarray) -> np.ndarray:
-    """Mean loss of each chunk, forward only, one shard per row of `acts`."""
+def chunk_losses(model: GPT, chunks: np.ndarray, acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """Mean loss of each chunk, forward only, one shard per row of `acts`. `grads` is
+    only there for the kernel's signature (it is not touched)."""
+    n = len(acts)
     losses = np.zeros(len(chunks), np.float64)
-    eval_kernel(model.params, acts, model.layout.offsets, ActivationLayout.of(model.config).offsets,
-                dims_of(model.config), chunks, shard_bounds(len(chunks), len(acts)), losses, np.zeros(1, np.int64))
+    train_kernel(model.params, grads, acts, model.layout.offsets, ActivationLayout.of(model.config).offsets,
+                 dims_of(model.config), chunks, shard_bounds(len(chunks), n), 1.0, False, False, losses,
+                 np.zeros(n, np.int64), np.zeros(1, np.int64))
     return losses
 
 
@@ -155,9 +158,9 @@ def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0) -
         raise CorpusError(f"evaluation needs at least {ctx + 1} held-out tokens, got {len(tokens)}")
     n = min(threads or TrainConfig().n_threads, len(chunks))
     acts = np.zeros((n, ActivationLayout.of(model.config).size), np.float32)
-    numba.set_num_threads(n)
+    numba.set_num_threads(numba_threads(n))
     with single_threaded_blas():
-        losses = chunk_losses(model, chunks, acts)
+        losses = chunk_losses(model, chunks, acts, np.zeros((n, model.layout.size), np.float32))
     return float(losses.mean()), int(chunks.shape[0] * ctx)
 
 
@@ -273,7 +276,7 @@ class Trainer:
         for micro in range(cfg.grad_accum):
             batch = self.next_batch()
             train_kernel(model.params, self.grads, self.acts, model.layout.offsets, self.act_layout.offsets,
-                         dims_of(model.config), batch, self.bounds, scale, micro == 0, losses,
+                         dims_of(model.config), batch, self.bounds, scale, micro == 0, True, losses,
                          self.shard_progress, self._stop_flag)
             total += losses.sum()
         if self._stop_flag[0]:
@@ -294,7 +297,7 @@ class Trainer:
         return loss, norm
 
     def evaluate(self) -> float:
-        val = float(chunk_losses(self.model, self.chunks, self.acts).mean())
+        val = float(chunk_losses(self.model, self.chunks, self.acts, self.grads).mean())
         self.state.val_history.append([self.state.step, round(val, 6)])
         if self.state.best_val_loss is None or val < self.state.best_val_loss:
             self.state.best_val_loss = val
@@ -302,6 +305,7 @@ class Trainer:
 
     def save(self, path: Path | None = None) -> Path:
         target = Path(path or self.out_path)
+        self.state.rng_state = self.rng.bit_generator.state
         save_model(target, self.model, optimizer=(self.m, self.v),
                    training=self.state.to_training_dict(self.corpus, self.config), created=self.state.created)
         return target
@@ -319,7 +323,7 @@ class Trainer:
                 self._unpaused.wait()
                 if self.stopping:
                     break
-                numba.set_num_threads(self.n_threads)
+                numba.set_num_threads(numba_threads(self.n_threads))
                 t0 = time.perf_counter()
                 result = self.train_step()
                 if result is None:

@@ -1,0 +1,298 @@
+"""`cllm`: train, generate, evaluate and inspect models from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from core.config import ModelConfig, TrainConfig
+from core.errors import CllmError, ConfigError
+
+DEFAULT_MODEL = Path("models") / "saved_model.cllm"
+
+err = Console(stderr=True)
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a model on a text file (or the built-in corpus)")
+    p.add_argument("corpus", nargs="?", default=None,
+                   help="UTF-8 text file, or 'python-docs' (the default: CPython's documentation)")
+    p.add_argument("-o", "--output", type=Path, default=DEFAULT_MODEL, help=f"model file (default {DEFAULT_MODEL})")
+    d, t = ModelConfig(vocab_size=2), TrainConfig()
+    p.add_argument("--layers", type=int, default=d.n_layer)
+    p.add_argument("--heads", type=int, default=d.n_head)
+    p.add_argument("--embd", type=int, default=d.n_embd, help="width")
+    p.add_argument("--ctx", type=int, default=d.ctx, help="context length in tokens")
+    p.add_argument("--tokenizer", choices=("char", "word", "bpe"), default="char")
+    p.add_argument("--vocab-size", type=int, default=None, help="for word and bpe tokenizers")
+    p.add_argument("--batch", type=int, default=t.batch)
+    p.add_argument("--steps", type=int, default=t.steps, help="total steps (with --resume: the total to reach)")
+    p.add_argument("--lr", type=float, default=t.lr)
+    p.add_argument("--min-lr", type=float, default=None, help="final learning rate (default lr/10)")
+    p.add_argument("--warmup", type=int, default=t.warmup)
+    p.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    p.add_argument("--grad-clip", type=float, default=t.grad_clip)
+    p.add_argument("--grad-accum", type=int, default=t.grad_accum)
+    p.add_argument("--eval-interval", type=int, default=t.eval_interval)
+    p.add_argument("--eval-chunks", type=int, default=t.eval_chunks, help="0: every held-out chunk")
+    p.add_argument("--checkpoint-interval", type=int, default=t.checkpoint_interval)
+    p.add_argument("--threads", type=int, default=t.threads, help="0: all cores")
+    p.add_argument("--seed", type=int, default=t.seed)
+    p.add_argument("--resume", action="store_true", help="continue training the model in --output")
+    p.add_argument("--force", action="store_true", help="replace an existing model file")
+    p.add_argument("--json", action="store_true", help="print one JSON line of results")
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="stream text from a model")
+    p.add_argument("model", type=Path)
+    p.add_argument("--prompt", default="")
+    p.add_argument("--max-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--stop", default=None, help="end generation before this text")
+    p.add_argument("--json", action="store_true")
+
+
+def _add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="validation loss on the last 10%% of a corpus")
+    p.add_argument("model", type=Path)
+    p.add_argument("corpus", nargs="?", default=None)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="describe a model file")
+    p.add_argument("model", type=Path)
+    p.add_argument("--json", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cllm", description="Train and sample small GPT models on the CPU.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_generate(sub)
+    _add_eval(sub)
+    _add_info(sub)
+    return parser
+
+
+def _train_config(a) -> TrainConfig:
+    return TrainConfig(
+        steps=a.steps, batch=a.batch, lr=a.lr, min_lr=a.min_lr, warmup=a.warmup, weight_decay=a.weight_decay,
+        grad_clip=a.grad_clip, grad_accum=a.grad_accum, eval_interval=a.eval_interval,
+        eval_chunks=a.eval_chunks, checkpoint_interval=a.checkpoint_interval, threads=a.threads, seed=a.seed,
+    ).validate()
+
+
+def cmd_train(a) -> int:
+    from core.corpus import load_corpus
+    from core.trainer import CheckpointEvent, DoneEvent, EvalEvent, StepEvent, Trainer
+    from core.warmup import compile_kernels, kernels_cached
+
+    config = _train_config(a)
+    out = a.output
+    if a.resume and not out.exists():
+        raise ConfigError(f"{out}: no such model to resume")
+    if out.exists() and not (a.force or a.resume):
+        raise ConfigError(f"{out} already exists; pass --force to replace it or --resume to continue training it")
+    corpus = load_corpus(a.corpus)
+    if a.resume:
+        trainer = Trainer.resume(out, corpus, config, out_path=out)
+    else:
+        shape = dict(n_layer=a.layers, n_head=a.heads, n_embd=a.embd, ctx=a.ctx)
+        trainer = Trainer.new(corpus, shape, config, tokenizer=a.tokenizer, vocab_size=a.vocab_size, out_path=out)
+
+    quiet = a.json
+    started = time.perf_counter()
+    if not kernels_cached():
+        with err.status("compiling kernels (first run only; cached afterwards)…") if not quiet else nullcontext():
+            seconds = compile_kernels()
+        if not quiet:
+            err.print(f"compiled kernels in {seconds:.1f} s")
+    else:
+        compile_kernels()
+    m = trainer.model
+    if not quiet:
+        err.print(f"[bold]{m.n_params:,}[/] parameters, {m.config.n_layer} layers, {m.config.n_head} heads, "
+                  f"width {m.config.n_embd}, ctx {m.config.ctx}, {m.tokenizer.kind} tokenizer "
+                  f"({m.config.vocab_size} tokens); {len(trainer.train_tokens):,} training tokens; "
+                  f"{trainer.n_threads} threads")
+
+    events: list = []
+    first_step = []
+    result: dict = {}
+
+    def on_event(event) -> None:
+        if isinstance(event, StepEvent) and not first_step:
+            first_step.append(time.perf_counter() - started)
+        events.append(event)
+
+    def work() -> None:
+        try:
+            result["done"] = trainer.run(on_event)
+        except BaseException as exc:  # handed to the main thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=work, name="cllm-train", daemon=True)
+    previous = signal.signal(signal.SIGINT, lambda *_: trainer.stop())
+    try:
+        thread.start()
+        _watch(trainer, thread, events, quiet)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if "error" in result:
+        raise result["error"]
+    done: DoneEvent = result["done"]
+    last = next((e for e in reversed(events) if isinstance(e, StepEvent)), None)
+    val = next((e for e in reversed(events) if isinstance(e, EvalEvent)), None)
+    summary = {
+        "reason": done.reason, "step": done.step, "model": str(out),
+        "loss": last.loss if last else None, "val_loss": val.val_loss if val else None,
+        "best_val_loss": trainer.state.best_val_loss,
+        "tokens_per_s": (sum(e.tokens_per_s for e in events if isinstance(e, StepEvent) and e.step > 1)
+                         / max(1, sum(1 for e in events if isinstance(e, StepEvent) and e.step > 1))),
+        "elapsed": time.perf_counter() - started,
+        "time_to_first_step": first_step[0] if first_step else None,
+        "checkpoints": sum(1 for e in events if isinstance(e, CheckpointEvent)),
+    }
+    if a.json:
+        print(json.dumps(summary))
+    else:
+        err.print(done.message)
+    return 0 if done.reason != "nan" else 1
+
+
+def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None:
+    """Rich progress while the trainer thread runs: the run, then one bar per core."""
+    from core.trainer import CheckpointEvent, EvalEvent, StepEvent
+
+    if quiet:
+        while thread.is_alive():
+            thread.join(0.2)
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+    seen = 0
+    with Progress(*columns, console=err, refresh_per_second=8) as progress:
+        run = progress.add_task("train", total=trainer.config.steps, completed=trainer.step, info="")
+        cores = [progress.add_task(f"core {i}", total=int(n), info="")
+                 for i, n in enumerate(trainer.shard_sizes)]
+        while thread.is_alive():
+            thread.join(0.1)
+            for i, task in enumerate(cores):
+                progress.update(task, completed=int(trainer.shard_progress[i]))
+            for event in events[seen:]:
+                if isinstance(event, StepEvent):
+                    progress.update(run, completed=event.step, info=(
+                        f"loss {event.loss:.4f}  lr {event.lr:.2e}  {event.tokens_per_s:,.0f} tok/s  "
+                        f"ETA {event.eta:.0f}s"))
+                elif isinstance(event, EvalEvent):
+                    progress.console.print(f"step {event.step}: val loss {event.val_loss:.4f}")
+                elif isinstance(event, CheckpointEvent):
+                    progress.console.print(f"step {event.step}: saved {event.path}")
+            seen = len(events)
+
+
+def cmd_generate(a) -> int:
+    from core.model_file import load_model
+    from core.sampler import SampleConfig, generate
+
+    loaded = load_model(a.model)
+    config = SampleConfig(max_tokens=a.max_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
+                          seed=a.seed, stop=a.stop).validate()
+    started = time.perf_counter()
+    pieces, first = [], None
+    for piece in generate(loaded.model, a.prompt, config):
+        if first is None:
+            first = time.perf_counter() - started
+        pieces.append(piece)
+        if not a.json:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    elapsed = time.perf_counter() - started
+    text = "".join(pieces)
+    if a.json:
+        print(json.dumps({"prompt": a.prompt, "text": text, "pieces": len(pieces), "seconds": elapsed,
+                          "time_to_first_token": first}))
+    else:
+        sys.stdout.write("\n")
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from core.corpus import load_corpus
+    from core.model_file import load_model
+    from core.trainer import evaluate, split_tokens
+
+    loaded = load_model(a.model)
+    corpus = load_corpus(a.corpus)
+    model = loaded.model
+    _, val = split_tokens(model.tokenizer.encode(corpus.text), model.config.ctx, corpus.name)
+    loss, tokens = evaluate(model, val, threads=a.threads)
+    if a.json:
+        print(json.dumps({"val_loss": loss, "tokens": tokens}))
+    else:
+        print(f"validation loss {loss:.4f} over {tokens:,} tokens of {corpus.name}")
+    return 0
+
+
+def cmd_info(a) -> int:
+    from core.model_file import read_info
+
+    info = read_info(a.model)
+    t = info.training
+    data = {
+        "path": str(info.path), "config": info.config.to_dict(), "parameters": info.n_params,
+        "tokenizer": info.tokenizer.get("type"), "vocab_size": info.config.vocab_size,
+        "step": t.get("step", 0), "tokens_seen": t.get("tokens_seen", 0), "best_val_loss": t.get("best_val_loss"),
+        "corpus": t.get("corpus"), "has_optimizer": info.has_optimizer, "created": info.created,
+        "updated": info.updated, "file_size": info.file_size,
+    }
+    if a.json:
+        print(json.dumps(data))
+        return 0
+    c = info.config
+    best = data["best_val_loss"]
+    print(f"{info.path}\n"
+          f"  model      {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, ctx {c.ctx}, "
+          f"{info.n_params:,} parameters\n"
+          f"  tokenizer  {data['tokenizer']} ({c.vocab_size} tokens)\n"
+          f"  training   {data['step']} steps, {data['tokens_seen']:,} tokens, best val loss "
+          f"{'-' if best is None else f'{best:.4f}'}\n"
+          f"  corpus     {(data['corpus'] or {}).get('name', '-')}\n"
+          f"  optimizer  {'saved' if info.has_optimizer else 'not saved'}\n"
+          f"  created    {info.created}, updated {info.updated}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "info": cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CllmError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The `cllm` command end to end, on real files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.cli import main
+from core.model_file import load_model
+
+TINY = ["--layers", "1", "--heads", "2", "--embd", "16", "--ctx", "16", "--batch", "4", "--steps", "8",
+        "--eval-interval", "4", "--threads", "2"]
+
+
+@pytest.fixture()
+def corpus_file(tmp_path, small_text):
+    path = tmp_path / "corpus.txt"
+    path.write_text(small_text)
+    return path
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_train_info_eval_generate(tmp_path, corpus_file, capsys):
+    model = tmp_path / "m.cllm"
+    code, out, _ = run(capsys, "train", corpus_file, "-o", model, *TINY, "--json")
+    assert code == 0
+    result = last_json(out)
+    assert result["reason"] == "finished" and result["step"] == 8 and model.exists()
+
+    code, out, _ = run(capsys, "info", model, "--json")
+    info = last_json(out)
+    assert code == 0 and info["step"] == 8 and info["tokenizer"] == "char" and info["config"]["n_layer"] == 1
+
+    code, out, _ = run(capsys, "eval", model, corpus_file, "--json")
+    ev = last_json(out)
+    assert code == 0 and set(ev) == {"val_loss", "tokens"}
+    assert ev["val_loss"] == pytest.approx(load_model(model).training["best_val_loss"], rel=1e-6)
+
+    code, out, _ = run(capsys, "generate", model, "--prompt", "the ", "--max-tokens", "30", "--seed", "1")
+    assert code == 0 and len(out.rstrip("\n")) >= 1
+    code, out, _ = run(capsys, "generate", model, "--prompt", "the ", "--max-tokens", "30", "--seed", "1", "--json")
+    assert last_json(out)["text"]
+
+
+def test_refuses_to_overwrite_then_resumes(tmp_path, corpus_file, capsys):
+    model = tmp_path / "m.cllm"
+    assert run(capsys, "train", corpus_file, "-o", model, *TINY, "--json")[0] == 0
+    before = model.read_bytes()
+    code, _, err = run(capsys, "train", corpus_file, "-o", model, *TINY)
+    assert code == 2 and "already exists" in err and "--force" in err
+    assert model.read_bytes() == before
+    code, out, _ = run(capsys, "train", corpus_file, "-o", model, *TINY[:-6], "--steps", "12", "--resume", "--json")
+    assert code == 0 and last_json(out)["step"] == 12
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--heads", "3"], "heads must divide width"),
+    (["--lr", "5"], "learning rate"),
+    (["--batch", "0"], "batch"),
+])
+def test_nonsense_hyper_parameters_get_a_clear_message(tmp_path, corpus_file, capsys, args, message):
+    code, _, err = run(capsys, "train", corpus_file, "-o", tmp_path / "m.cllm", *TINY, *args)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_bad_paths_get_a_clear_message(tmp_path, capsys):
+    missing = tmp_path / "nope.txt"
+    code, _, err = run(capsys, "train", missing, "-o", tmp_path / "m.cllm", *TINY)
+    assert code == 2 and "nope.txt" in err
+    broken = tmp_path / "broken.cllm"
+    broken.write_bytes(b"\x00" * 5)
+    for command in (["info", broken], ["generate", broken], ["eval", broken]):
+        code, _, err = run(capsys, *command)
+        assert code == 2 and "broken.cllm" in err and "Traceback" not in err

@@ -1,0 +1,101 @@
+"""Every gradient against finite differences in float64, and float32 against float64."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from core.config import ModelConfig
+from core.kernels import fast_tanh, fast_tanh_grad
+from core.model import Layout, init_params
+from core.passes import loss_and_grad
+
+CONFIG = ModelConfig(vocab_size=7, n_layer=2, n_head=2, n_embd=8, ctx=5)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(0)
+    params = init_params(CONFIG, seed=3, dtype=np.float64)
+    # Move away from the symmetric start (LayerNorm weights 1, biases 0, tiny weights) so
+    # that every term of every gradient is exercised.
+    params += rng.normal(0.0, 0.3, params.shape)
+    batch = rng.integers(0, CONFIG.vocab_size, (3, CONFIG.ctx + 1))
+    return params, batch
+
+
+def test_every_gradient_matches_finite_differences(problem):
+    params, batch = problem
+    params = params.copy()
+    _, grad = loss_and_grad(params, CONFIG, batch, n_shards=2)
+    eps = 1e-5
+    numeric = np.zeros_like(params)
+    for i in range(params.size):
+        old = params[i]
+        params[i] = old + eps
+        plus, _ = loss_and_grad(params, CONFIG, batch, n_shards=2)
+        params[i] = old - eps
+        minus, _ = loss_and_grad(params, CONFIG, batch, n_shards=2)
+        params[i] = old
+        numeric[i] = (plus - minus) / (2 * eps)
+    layout = Layout.of(CONFIG)
+    worst = {}
+    for name, view in layout.named_views(grad).items():
+        num = layout.named_views(numeric)[name]
+        assert np.abs(num).max() > 0, f"{name} has an all-zero numeric gradient: the check would be empty"
+        rel = np.abs(view - num) / np.maximum(np.abs(view) + np.abs(num), 1e-6)
+        worst[name] = float(rel.max())
+    bad = {k: v for k, v in worst.items() if v > 1e-6}
+    assert not bad, f"relative gradient error above 1e-6: {bad}"
+
+
+def test_float32_kernels_agree_with_float64(problem):
+    params, batch = problem
+    loss64, grad64 = loss_and_grad(params, CONFIG, batch)
+    loss32, grad32 = loss_and_grad(params.astype(np.float32), CONFIG, batch)
+    assert grad32.dtype == np.float32
+    assert abs(loss32 - loss64) < 1e-5 * abs(loss64)
+    assert np.abs(grad32 - grad64).max() < 1e-4 * np.abs(grad64).max()
+
+
+def test_tanh_approximation_error_is_as_stated():
+    x = np.linspace(-12, 12, 200001)
+    approx = np.array([fast_tanh(v) for v in x[::7]])
+    assert np.abs(approx - np.tanh(x[::7])).max() < 4e-7
+    approx32 = np.array([fast_tanh(np.float32(v)) for v in x[::7]])
+    assert np.abs(approx32 - np.tanh(x[::7])).max() < 4e-7
+
+
+def test_fresh_model_loss_is_about_log_vocab():
+    config = ModelConfig(vocab_size=65, n_layer=2, n_head=2, n_embd=32, ctx=16)
+    params = init_params(config, seed=0)
+    batch = np.random.default_rng(1).integers(0, 65, (8, 17))
+    loss, _ = loss_and_grad(params, config, batch)
+    assert abs(loss - math.log(65)) < 0.1
+
+
+def test_loss_is_exact_cross_entropy_even_for_confident_wrong_predictions():
+    """A clamped log (the first CLLM stuck at -ln(1e-10) = 23.03) cannot give these."""
+    config = ModelConfig(vocab_size=5, n_layer=1, n_head=1, n_embd=4, ctx=2)
+    params = init_params(config, seed=0, dtype=np.float64)
+    layout = Layout.of(config)
+    views = layout.named_views(params)
+    # The output logits are ln_f(x) @ wte.T: make them huge and very wrong.
+    views["ln_f.weight"][:] = 0.0
+    views["ln_f.bias"][:] = np.array([1.0, 0, 0, 0])
+    views["wte.weight"][:, 0] = np.array([0, 0, 0, 0, 60.0])
+    batch = np.array([[1, 2, 3]])
+    loss, _ = loss_and_grad(params, config, batch)
+    expected = math.log(4 + math.exp(60.0)) - 0.0  # target logit 0, four logits 0 and one 60
+    assert loss == pytest.approx(expected, rel=1e-9)
+    assert loss > 50
+
+
+def test_tanh_derivative_is_the_derivative_of_the_approximation():
+    h = 1e-6
+    for x in np.linspace(-7.8, 7.8, 157):
+        numeric = (fast_tanh(x + h) - fast_tanh(x - h)) / (2 * h)
+        assert abs(fast_tanh_grad(x) - numeric) < 1e-8
+        assert abs(fast_tanh_grad(x) - (1 - np.tanh(x) ** 2)) < 2e-6

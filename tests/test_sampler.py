@@ -1,0 +1,76 @@
+"""The KV-cache sampler against a full forward pass, and sampling behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.errors import TokenizerError
+from core.passes import sequence_logits
+from core.sampler import Decoder, SampleConfig, generate, pick_token
+from tests.conftest import tiny_model
+
+
+@pytest.fixture(scope="module")
+def model(small_text):
+    m = tiny_model(small_text, n_layer=2, n_head=2, n_embd=16, ctx=16)
+    m.params += np.random.default_rng(0).normal(0, 0.1, m.params.shape).astype(np.float32)
+    return m
+
+
+def test_cached_decoding_gives_the_full_forward_logits(model):
+    tokens = model.tokenizer.encode("the cat sat on a")[:16]
+    full = sequence_logits(model.params, model.config, tokens)
+    decoder = Decoder(model)
+    got = [decoder.prefill(tokens[:3]).copy()]
+    for t in tokens[3:]:
+        got.append(decoder.step(int(t)).copy())
+    np.testing.assert_allclose(np.array(got), full[2:], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(decoder.prefill(tokens), full[-1], rtol=1e-4, atol=1e-5)
+
+
+def test_same_seed_same_text_and_another_seed_differs(model):
+    config = SampleConfig(max_tokens=60, seed=3)
+    a = "".join(generate(model, "the ", config))
+    b = "".join(generate(model, "the ", config))
+    c = "".join(generate(model, "the ", SampleConfig(max_tokens=60, seed=4)))
+    assert a == b and len(a) == 60
+    assert a != c
+
+
+def test_greedy_is_top_k_one(model):
+    a = "".join(generate(model, "the ", SampleConfig(max_tokens=20, temperature=0)))
+    b = "".join(generate(model, "the ", SampleConfig(max_tokens=20, top_k=1, seed=9)))
+    assert a == b
+
+
+def test_top_p_keeps_only_the_nucleus():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    rng = np.random.default_rng(0)
+    picks = {pick_token(logits, SampleConfig(top_p=0.7), rng) for _ in range(300)}
+    assert picks == {0, 1}
+
+
+def test_generation_runs_past_the_context_and_prompts_longer_than_it(model):
+    long_prompt = "the cat sat on a mat " * 5  # 105 characters, ctx is 16
+    text = "".join(generate(model, long_prompt, SampleConfig(max_tokens=50, seed=1)))
+    assert len(text) == 50
+
+
+def test_stop_string_ends_generation_before_it(model):
+    full = "".join(generate(model, "the ", SampleConfig(max_tokens=80, seed=5)))
+    stop = full[30:32]
+    cut = "".join(generate(model, "the ", SampleConfig(max_tokens=80, seed=5, stop=stop)))
+    assert cut == full[: full.index(stop)]
+
+
+def test_should_stop_ends_the_stream(model):
+    pieces = []
+    for piece in generate(model, "the ", SampleConfig(max_tokens=100, seed=1), should_stop=lambda: len(pieces) >= 5):
+        pieces.append(piece)
+    assert len(pieces) == 5
+
+
+def test_prompt_outside_the_vocabulary_is_a_clear_error(model):
+    with pytest.raises(TokenizerError):
+        list(generate(model, "Zebra §", SampleConfig(max_tokens=5)))

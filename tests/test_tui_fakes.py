@@ -1,0 +1,230 @@
+"""Shared helpers for the TUI tests: a fake trainer and sampler, real model files.
+
+The fake trainer has the real Trainer's attributes and events but takes milliseconds per
+step; it builds a real model and writes real .cllm files (core.model_file), so loading,
+the Models screen and the replace dialog see exactly what the real engine would write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.config import ModelConfig, TrainConfig
+from core.model import GPT
+from core.model_file import load_model, save_model
+from core.tokenizer import train_tokenizer
+from tui.engine import CheckpointEvent, DoneEvent, Engine, EvalEvent, StepEvent
+from tui.settings import Settings
+
+def event(cls, **values):
+    """An engine event from keyword values, ignoring fields this engine version lacks."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values.setdefault("grad_norm", 1.0)
+    values.setdefault("message", "")
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 40
+
+
+class FakeTrainer:
+    """Same surface as core.trainer.Trainer; `step_time` seconds per step."""
+
+    step_time = 0.004
+
+    def __init__(self, model: GPT, config: TrainConfig, out_path: Path, corpus, *, step: int = 0,
+                 created: str | None = None, best: float | None = None, nan_at: int | None = None,
+                 n_threads: int = 2) -> None:
+        self.model = model
+        self.config = config
+        self.out_path = Path(out_path)
+        self.corpus = corpus
+        self.n_threads = n_threads
+        self.shard_sizes = np.array([(config.batch + i) // n_threads for i in range(n_threads)], dtype=np.int64)
+        self.shard_progress = np.zeros(n_threads, dtype=np.int64)
+        self.step = step
+        self.best = best
+        self.created = created
+        self.nan_at = nan_at
+        self._pause = threading.Event()
+        self._stop = threading.Event()
+        self.paused = False
+
+    def pause(self) -> None:
+        self.paused = True
+        self._pause.set()
+
+    def unpause(self) -> None:
+        self.paused = False
+        self._pause.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _save(self) -> None:
+        training = {"step": self.step, "tokens_seen": self.step * self.config.batch * self.model.config.ctx,
+                    "best_val_loss": self.best,
+                    "corpus": {"name": self.corpus.name, "sha256": self.corpus.sha256}}
+        save_model(self.out_path, self.model, training=training, created=self.created)
+
+    def run(self, on_event=None):
+        emit = on_event or (lambda event: None)
+        cfg = self.config
+        started = time.monotonic()
+        while self.step < cfg.steps:
+            while self._pause.is_set() and not self._stop.is_set():
+                time.sleep(0.005)
+            if self._stop.is_set():
+                self._save()
+                emit(event(CheckpointEvent, step=self.step, path=self.out_path))
+                done = event(DoneEvent, step=self.step, reason="stopped")
+                emit(done)
+                return done
+            for i in range(self.n_threads):
+                self.shard_progress[i] = 0
+            for part in range(1, 3):
+                time.sleep(self.step_time / 2)
+                self.shard_progress[:] = self.shard_sizes * part // 2
+            loss = 4.0 * math.exp(-self.step / 50) + 1.0
+            if self.nan_at is not None and self.step + 1 >= self.nan_at:
+                message = f"loss became nan at step {self.step + 1}; training stopped and the last checkpoint was kept"
+                done = event(DoneEvent, step=self.step, reason="nan", message=message)
+                emit(done)
+                return done
+            self.step += 1
+            elapsed = time.monotonic() - started
+            emit(event(StepEvent, step=self.step, steps=cfg.steps, loss=loss, lr=cfg.lr, tokens_per_s=1000.0,
+                       elapsed=elapsed, eta=elapsed / self.step * (cfg.steps - self.step),
+                       tokens_seen=self.step * 100))
+            if cfg.eval_interval and self.step % cfg.eval_interval == 0:
+                self.best = min(self.best or loss + 0.1, loss + 0.1)
+                emit(event(EvalEvent, step=self.step, val_loss=loss + 0.1, best_val_loss=self.best))
+            if cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0 and self.step < cfg.steps:
+                self._save()
+                emit(event(CheckpointEvent, step=self.step, path=self.out_path))
+        self._save()
+        emit(event(CheckpointEvent, step=self.step, path=self.out_path))
+        done = event(DoneEvent, step=self.step, reason="finished")
+        emit(done)
+        return done
+
+
+class FakeEngine(Engine):
+    """The real corpus and model-file code; a fake trainer, sampler and kernels."""
+
+    def __init__(self, *, step_time: float = 0.004, nan_at: int | None = None,
+                 token_time: float = 0.002, kernels_ready: bool = True) -> None:
+        self.step_time = step_time
+        self.nan_at = nan_at
+        self.token_time = token_time
+        self._kernels_ready = kernels_ready
+        self.trainers: list[FakeTrainer] = []
+        self.compiled = threading.Event()
+
+    def new_trainer(self, corpus, model_config, train_config, *, tokenizer, vocab_size, out_path):
+        tok = train_tokenizer(tokenizer, corpus.text, vocab_size)
+        model = GPT.create(ModelConfig(vocab_size=tok.vocab_size, **model_config), tok, seed=1)
+        trainer = FakeTrainer(model, train_config, out_path, corpus, nan_at=self.nan_at)
+        trainer.step_time = self.step_time
+        self.trainers.append(trainer)
+        return trainer
+
+    def resume_trainer(self, model_path, corpus, train_config, *, out_path=None):
+        loaded = load_model(model_path)
+        training = loaded.training
+        trainer = FakeTrainer(loaded.model, train_config, out_path or model_path, corpus,
+                              step=int(training.get("step", 0)), created=loaded.info.created,
+                              best=training.get("best_val_loss"), nan_at=self.nan_at)
+        trainer.step_time = self.step_time
+        self.trainers.append(trainer)
+        return trainer
+
+    def generate(self, model, prompt, *, max_tokens, temperature, top_k, top_p, seed, should_stop) -> Iterator[str]:
+        words = "lorem ipsum dolor sit amet ".split()
+        for i in range(max_tokens):
+            if should_stop():
+                return
+            time.sleep(self.token_time)
+            yield words[i % len(words)] + " "
+
+    def kernels_ready(self) -> bool:
+        return self._kernels_ready
+
+    def compile_kernels(self) -> None:
+        time.sleep(0.2)
+        self._kernels_ready = True
+        self.compiled.set()
+
+
+def make_model_file(path: Path, *, steps: int = 40, text: str = TEXT, best: float = 1.5,
+                    n_embd: int = 16, corpus_name: str = "tiny.txt") -> Path:
+    """A real, small .cllm file."""
+    import hashlib
+
+    tok = train_tokenizer("char", text)
+    model = GPT.create(ModelConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=n_embd, ctx=16), tok)
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    save_model(path, model, training={"step": steps, "best_val_loss": best, "tokens_seen": steps * 64,
+                                      "corpus": {"name": corpus_name, "sha256": sha}},
+               created="2026-01-02T03:04:05Z")
+    return path
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch) -> dict:
+    """models/, a settings folder and a small corpus, all under tmp_path."""
+    models = tmp_path / "models"
+    models.mkdir()
+    config = tmp_path / "config"
+    monkeypatch.setenv("CLLM_CONFIG_DIR", str(config))
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(TEXT)
+    return {"root": tmp_path, "models": models, "config": config, "corpus": corpus}
+
+
+def make_app(ws: dict, engine: Engine | None = None, **kwargs):
+    from tui.app import CllmApp
+
+    kwargs.setdefault("compile_kernels", False)
+    return CllmApp(models_dir=ws["models"], settings=Settings.load(ws["config"]),
+                   engine=engine or FakeEngine(), **kwargs)
+
+
+async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "condition") -> None:
+    """Let the app run until `condition()` is true."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await pilot.pause(0.02)
+
+
+async def fill(pilot, selector: str, text: str) -> None:
+    """Focus an input, clear it and type `text`, key by key."""
+    from textual.widgets import Input
+
+    widget = pilot.app.screen.query_one(selector, Input)
+    widget.focus()
+    await pilot.pause()
+    await pilot.press("end", "ctrl+u", *text)
+
+
+async def fill_form(pilot, corpus: Path, **fields: object) -> None:
+    """On the Train screen: the corpus path and any of steps, eval, batch, ... by input id."""
+    await fill(pilot, "#corpus", str(corpus))
+    for field_id, value in fields.items():
+        await fill(pilot, f"#{field_id}", str(value))
+
+
+def model_step(path: Path) -> int:
+    from core.model_file import read_info
+
+    return int(read_info(path).training.get("step", 0))

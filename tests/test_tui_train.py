@@ -1,0 +1,296 @@
+"""The Train screen with a fake trainer: runs, pause/resume/stop, the replace dialog,
+NaN, form validation and quitting while training. Every flow is driven by keys."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from textual.widgets import Button, Input, ProgressBar, Static
+
+from test_tui_fakes import (  # noqa: F401 - workspace is a fixture
+    TEXT,
+    FakeEngine,
+    fill,
+    fill_form,
+    make_app,
+    make_model_file,
+    model_step,
+    wait_for,
+    workspace,
+)
+from tui.screens.choice_dialog import ChoiceDialog
+from tui.screens.confirm_dialog import ConfirmDialog
+from tui.screens.name_dialog import NameDialog
+from tui.screens.train import TrainScreen
+from tui.widgets.core_bars import CoreBars
+from tui.widgets.loss_chart import LossChart
+
+
+async def start_new_run(pilot, ws, name: str, **fields) -> None:
+    """ctrl+t, fill the form, f5, name the model, enter."""
+    await pilot.press("ctrl+t")
+    await fill_form(pilot, ws["corpus"], **fields)
+    await pilot.press("f5")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, NameDialog), what="the name dialog")
+    await pilot.press("ctrl+u", *name, "enter")
+
+
+async def test_run_shows_bars_chart_and_writes_the_model(workspace):
+    engine = FakeEngine(step_time=0.012)
+    app = make_app(workspace, engine=engine)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await start_new_run(pilot, workspace, "first", steps=120, eval=20)
+        await wait_for(pilot, lambda: app.training is not None and app.training.trainer is not None)
+        screen = app.screen
+        assert isinstance(screen, TrainScreen)
+        bars = screen.query_one(CoreBars)
+        chart = screen.query_one(LossChart)
+        await wait_for(pilot, lambda: len(bars.query(ProgressBar)) == 2, what="one bar per core")
+        seen_progress, seen_rates, chart_draws = set(), set(), set()
+        while app.training.active:
+            seen_progress.update(int(b.progress) for b in bars.query(ProgressBar))
+            seen_rates.add(tuple(np.round(bars.rates, 1)))
+            chart_draws.add(chart._drawn)
+            await pilot.pause(0.05)
+        # per-core bars were fed real counters and showed a rate; the chart redrew as it went
+        assert any(p > 0 for p in seen_progress)
+        assert any(any(r > 0 for r in rates) for rates in seen_rates)
+        assert len(chart_draws) >= 2
+        await wait_for(pilot, lambda: app.loaded is not None and app.loaded.info is not None, what="reload")
+        path = workspace["models"] / "first.cllm"
+        assert path.exists() and model_step(path) == 120
+        assert app.loaded.path == path
+        assert "first" in app.model_summary and "120 steps" in app.model_summary
+        assert screen.query_one("#overall", ProgressBar).progress == 120
+        assert len(app.training.val_steps) == 6 and chart._drawn[1] == 6
+        assert app.settings.last_model == str(path.resolve())  # remembered for next time
+        assert any("Training finished" in n for n in app.notices)
+
+
+async def test_pause_resume_and_stop_keep_what_was_learned(workspace):
+    engine = FakeEngine(step_time=0.004)
+    app = make_app(workspace, engine=engine)
+    async with app.run_test() as pilot:
+        await start_new_run(pilot, workspace, "long", steps=100000, eval=1000)
+        await wait_for(pilot, lambda: engine.trainers and engine.trainers[0].step > 5, what="steps")
+        trainer = engine.trainers[0]
+        await pilot.press("f6")
+        assert trainer.paused
+        await pilot.pause(0.05)
+        held = trainer.step
+        await pilot.pause(0.3)
+        assert trainer.step == held  # nothing moves while paused
+        assert "PAUSED" in str(app.screen.query_one("#run-status", Static).render())
+        assert str(app.screen.query_one("#pause", Button).label) == "Resume"
+        await pilot.press("f6")
+        assert not trainer.paused
+        await wait_for(pilot, lambda: trainer.step > held + 5, what="resumed steps")
+        await pilot.press("f7")
+        await wait_for(pilot, lambda: not app.training.active, what="the run to stop")
+        assert app.training.done.reason == "stopped"
+        path = workspace["models"] / "long.cllm"
+        assert path.exists() and model_step(path) == trainer.step
+        assert any("Stopped at step" in n for n in app.notices)
+        assert not app.screen.query_one("#start", Button).disabled
+
+
+# -- the replace dialog -------------------------------------------------------------
+async def open_replace_dialog(pilot, ws, **fields) -> None:
+    await pilot.press("ctrl+t")
+    await fill_form(pilot, ws["corpus"], **fields)
+    await pilot.press("f5")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ChoiceDialog), what="the replace dialog")
+
+
+def loaded_app(ws, engine=None):
+    base = make_model_file(ws["models"] / "base.cllm", steps=40)
+    app = make_app(ws, engine=engine or FakeEngine(step_time=0.002), model_path=base)
+    return app, base
+
+
+async def test_cancel_leaves_the_file_byte_identical(workspace):
+    app, base = loaded_app(workspace)
+    before = base.read_bytes()
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
+        await open_replace_dialog(pilot, workspace, steps=30)
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, TrainScreen)
+        assert app.training is None
+        assert any("Cancelled" in n for n in app.notices)
+        # the overwrite path's own cancel: confirmation refused with escape
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+        await pilot.press("o")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert "Lost for good: its 40 steps" in str(app.screen.query_one(".dialog-message", Static).render())
+        await pilot.press("escape")
+        await pilot.pause(0.2)
+        assert app.training is None
+    assert base.read_bytes() == before
+    assert sorted(p.name for p in workspace["models"].iterdir()) == ["base.cllm"]
+
+
+async def test_create_new_refuses_existing_names_and_writes_a_new_file(workspace):
+    app, base = loaded_app(workspace)
+    before = base.read_bytes()
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
+        await open_replace_dialog(pilot, workspace, steps=30, eval=10)
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NameDialog))
+        await pilot.press("ctrl+u", *"base")
+        dialog = app.screen
+        assert "already exists" in str(dialog.query_one("#name-error", Static).render())
+        assert dialog.query_one("#create", Button).disabled
+        await pilot.press("enter")  # refused: the dialog stays
+        assert app.screen is dialog
+        await pilot.press("ctrl+u", *"fresh", "enter")
+        await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
+    fresh = workspace["models"] / "fresh.cllm"
+    assert fresh.exists() and model_step(fresh) == 30
+    assert base.read_bytes() == before
+
+
+async def test_overwrite_replaces_the_file_after_confirmation(workspace):
+    app, base = loaded_app(workspace)
+    before = base.read_bytes()
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
+        await open_replace_dialog(pilot, workspace, steps=25, eval=10)
+        await pilot.press("o")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
+        await wait_for(pilot, lambda: app.loaded.info is not None and app.loaded.steps == 25, what="reload")
+    assert base.read_bytes() != before
+    assert model_step(base) == 25  # a new model, not 40 + 25
+    assert sorted(p.name for p in workspace["models"].iterdir()) == ["base.cllm"]
+
+
+async def test_continue_training_resumes_the_loaded_model(workspace):
+    app, base = loaded_app(workspace)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
+        await open_replace_dialog(pilot, workspace, steps=30, eval=10)
+        label = str(app.screen.query_one("#choice-continue", Button).label)
+        assert "40 → 70 steps" in label
+        await pilot.press("c")
+        await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
+        assert app.training.plan.action == "continue"
+    assert model_step(base) == 70
+
+
+async def test_continue_is_refused_when_the_corpus_does_not_fit(workspace):
+    other = workspace["root"] / "other.txt"
+    other.write_text("ZZZ QQQ 123 " * 50)  # characters the model has never seen
+    app, base = loaded_app(workspace)
+    before = base.read_bytes()
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
+        await pilot.press("ctrl+t")
+        await fill(pilot, "#corpus", str(other))
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+        dialog = app.screen
+        assert dialog.query_one("#choice-continue", Button).disabled
+        assert "cannot continue" in str(dialog.query_one(".dialog-note", Static).render())
+        await pilot.press("c")  # ignored
+        assert app.screen is dialog
+        await pilot.press("escape")
+    assert base.read_bytes() == before
+
+
+# -- failures and validation --------------------------------------------------------
+async def test_nan_stops_the_run_and_keeps_the_last_checkpoint(workspace):
+    engine = FakeEngine(step_time=0.002, nan_at=35)
+    app = make_app(workspace, engine=engine)
+    async with app.run_test() as pilot:
+        await start_new_run(pilot, workspace, "unstable", steps=100, eval=10)
+        await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
+        assert app.training.done.reason == "nan"
+        assert any("nan" in n.lower() and "last good checkpoint" in n.lower() for n in app.notices)
+        path = workspace["models"] / "unstable.cllm"
+        assert path.exists() and model_step(path) == 30  # the checkpoint before the NaN
+        await wait_for(pilot, lambda: app.loaded is not None and app.loaded.info is not None, what="reload")
+        assert app.loaded.steps == 30
+        await pilot.press("ctrl+g")  # the app goes on
+        assert app.current_mode == "generate"
+
+
+async def test_engine_error_is_a_notification_not_a_traceback(workspace):
+    empty = workspace["root"] / "empty.txt"
+    empty.write_text("")
+    app = make_app(workspace)
+    async with app.run_test() as pilot:
+        await pilot.press("ctrl+t")
+        await fill(pilot, "#corpus", str(empty))
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: isinstance(app.screen, NameDialog))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the failure")
+        await wait_for(pilot, lambda: any("empty.txt: the file is empty" in n for n in app.notices),
+                       what="the CorpusError message")
+        assert not any("Traceback" in n for n in app.notices)
+        assert not list(workspace["models"].iterdir())
+        assert not app.screen.query_one("#start", Button).disabled
+
+
+async def test_form_validates_as_you_type(workspace):
+    app = make_app(workspace)
+    async with app.run_test() as pilot:
+        await pilot.press("ctrl+t")
+        screen = app.screen
+        await fill(pilot, "#heads", "3")
+        heads, width = screen.query_one("#heads", Input), screen.query_one("#width", Input)
+        errors = str(screen.query_one("#form-errors", Static).render())
+        assert "heads must divide width: 64 is not a multiple of 3" in errors
+        assert heads.has_class("-invalid") and width.has_class("-invalid")
+        await fill(pilot, "#width", "66")  # fixing the partner clears both
+        assert not heads.has_class("-invalid") and not width.has_class("-invalid")
+        await fill(pilot, "#lr", "5")
+        assert "learning rate must be between 0 and 1" in str(screen.query_one("#form-errors", Static).render())
+        await fill(pilot, "#corpus", "/no/such/file.txt")
+        assert "no such file" in str(screen.query_one("#form-errors", Static).render())
+        await pilot.press("f5")  # refused, with the reasons
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, TrainScreen) and app.training is None
+        assert any("learning rate" in n for n in app.notices)
+
+
+async def test_browse_picks_the_corpus_from_a_file_browser(workspace):
+    app = make_app(workspace)
+    async with app.run_test() as pilot:
+        await pilot.press("ctrl+t")
+        await fill(pilot, "#corpus", str(workspace["root"]) + "/")
+        await pilot.press("f8")
+        from tui.screens.file_browser import FileBrowser
+
+        await wait_for(pilot, lambda: isinstance(app.screen, FileBrowser))
+        await fill(pilot, "#browse-path", str(workspace["corpus"]))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen))
+        assert app.screen.query_one("#corpus", Input).value == str(workspace["corpus"])
+
+
+async def test_quit_while_training_asks_then_stops_and_saves(workspace):
+    engine = FakeEngine(step_time=0.004)
+    app = make_app(workspace, engine=engine)
+    async with app.run_test() as pilot:
+        await start_new_run(pilot, workspace, "bye", steps=100000, eval=1000)
+        await wait_for(pilot, lambda: engine.trainers and engine.trainers[0].step > 3, what="steps")
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+        await pilot.press("k")  # keep training
+        await pilot.pause(0.1)
+        assert app.is_running and app.training.active
+        await pilot.press("ctrl+q")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+        await pilot.press("s")  # stop, save, quit
+        await wait_for(pilot, lambda: not app.is_running, what="the app to exit")
+    assert app.training.done.reason == "stopped"
+    path = workspace["models"] / "bye.cllm"
+    assert path.exists() and model_step(path) == engine.trainers[0].step
+    assert math.isfinite(float(app.training.loss_values[-1]))
