@@ -88,12 +88,14 @@ def fast_tanh(x):
 
 @njit(**JIT)
 def fast_tanh_grad(x):
-    """The exact derivative of `fast_tanh` (not 1 - tanh^2), so backward matches forward."""
-    if x <= -TANH_CLAMP or x >= TANH_CLAMP:
-        return 0.0 * x
+    """The exact derivative of `fast_tanh` (not 1 - tanh^2), so backward matches forward;
+    zero where the approximation is clamped. Branch-free, so loops over it vectorise."""
+    inside = abs(x) < TANH_CLAMP
+    x = min(max(x, -TANH_CLAMP), TANH_CLAMP)
     p, q, dp, dq = _tanh_rational(x)
     x2 = x * x
-    return ((p + 2.0 * x2 * dp) * q - 2.0 * x2 * p * dq) / (q * q)
+    grad = ((p + 2.0 * x2 * dp) * q - 2.0 * x2 * p * dq) / (q * q)
+    return grad if inside else 0.0 * grad
 
 
 # ----------------------------------------------------------------------------------
@@ -102,15 +104,21 @@ def fast_tanh_grad(x):
 @njit(**JIT)
 def encoder_forward(out, tokens, wte, wpe, T):
     # out (T, C), tokens (T,), wte (V, C), wpe (maxT, C)
+    C = out.shape[1]
     for t in range(T):
-        out[t, :] = wte[tokens[t]] + wpe[t]
+        o, e, p = out[t], wte[tokens[t]], wpe[t]
+        for i in range(C):
+            o[i] = e[i] + p[i]
 
 
 @njit(**JIT)
 def encoder_backward(dwte, dwpe, dout, tokens, T):
+    C = dout.shape[1]
     for t in range(T):
-        dwte[tokens[t], :] += dout[t]
-        dwpe[t, :] += dout[t]
+        g, de, dp = dout[t], dwte[tokens[t]], dwpe[t]
+        for i in range(C):
+            de[i] += g[i]
+            dp[i] += g[i]
 
 
 # ----------------------------------------------------------------------------------
@@ -172,7 +180,9 @@ def matmul_forward(out, inp, weight, bias, T, accumulate):
     IC, OC = weight.shape
     gemm(NOTRANS, NOTRANS, T, OC, IC, 1.0, inp, weight, 1.0 if accumulate else 0.0, out)
     for t in range(T):
-        out[t, :] += bias
+        o = out[t]
+        for i in range(OC):
+            o[i] += bias[i]
 
 
 @njit(**JIT)
@@ -181,7 +191,9 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight, T, accumulate_dinp)
     IC, OC = weight.shape
     gemm(TRANS, NOTRANS, IC, OC, T, 1.0, inp, dout, 1.0, dweight)
     for t in range(T):
-        dbias += dout[t]
+        g = dout[t]
+        for i in range(OC):
+            dbias[i] += g[i]
     gemm(NOTRANS, TRANS, T, IC, OC, 1.0, dout, weight, 1.0 if accumulate_dinp else 0.0, dinp)
 
 
@@ -276,12 +288,16 @@ def attention_backward(dqkv, datt, dout, qkv, att, n_head, T):
 
 
 # ----------------------------------------------------------------------------------
-# residual: out = a + b
+# residual stream: the block's input is copied, then the projection adds onto it
 
 @njit(**JIT)
-def residual_forward(out, a, b, T):
+def copy_rows(out, inp, T):
+    # out[:T] = inp[:T], both (T, C)
+    C = out.shape[1]
     for t in range(T):
-        out[t, :] = a[t] + b[t]
+        o, x = out[t], inp[t]
+        for i in range(C):
+            o[i] = x[i]
 
 
 # ----------------------------------------------------------------------------------

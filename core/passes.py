@@ -19,39 +19,50 @@ from core.config import ModelConfig
 from core.kernels import (
     JIT, attention_backward, attention_forward, crossentropy_backward, crossentropy_forward,
     encoder_backward, encoder_forward, gelu_backward, gelu_forward, layernorm_backward,
-    layernorm_forward, matmul_backward, matmul_forward, residual_forward, gemm, NOTRANS, TRANS,
+    layernorm_forward, matmul_backward, matmul_forward, copy_rows, gemm, NOTRANS, TRANS,
 )
 
 
-def dims_of(config: ModelConfig) -> np.ndarray:
-    """The sizes the kernels need: V, maxT, C, L, NH."""
+GROUP_ROWS = 256  # sequences are processed in groups of about this many positions
+
+
+def group_size(config: ModelConfig, max_rows: int) -> int:
+    """Sequences per group: enough rows for efficient matrix products, no more than a
+    shard holds. Progress counters advance one group at a time."""
+    return max(1, min(max_rows, -(-GROUP_ROWS // config.ctx)))
+
+
+def dims_of(config: ModelConfig, group: int = 1) -> np.ndarray:
+    """The sizes the kernels need: V, maxT, C, L, NH and G (sequences per group)."""
     c = config
-    return np.array([c.vocab_size, c.ctx, c.n_embd, c.n_layer, c.n_head], dtype=np.int64)
+    return np.array([c.vocab_size, c.ctx, c.n_embd, c.n_layer, c.n_head, group], dtype=np.int64)
 
 
 ACT_BLOCKS = (
     "encoded", "ln1", "ln1_mean", "ln1_rstd", "qkv", "att", "atty", "res2", "ln2", "ln2_mean",
     "ln2_rstd", "fch", "fchg", "res3", "lnf", "lnf_mean", "lnf_rstd", "logits",
-    "dres", "dln", "dqkv", "dfch", "datt",
+    "dres", "dln", "dqkv", "dfch", "dfchg", "datt",
 )
 
 
 @dataclass(frozen=True)
 class ActivationLayout:
-    """Offsets of one thread's activation and backward scratch buffer."""
+    """Offsets of one thread's activation and backward scratch buffer, for groups of
+    G sequences (N = G * maxT rows)."""
 
     offsets: np.ndarray
 
     @classmethod
-    def of(cls, config: ModelConfig) -> "ActivationLayout":
-        V, T, C, L, NH = (int(x) for x in dims_of(config))
+    def of(cls, config: ModelConfig, group: int = 1) -> "ActivationLayout":
+        V, T, C, L, NH, G = (int(x) for x in dims_of(config, group))
+        N = G * T
         sizes = {
-            "encoded": T * C, "ln1": L * T * C, "ln1_mean": L * T, "ln1_rstd": L * T,
-            "qkv": L * T * 3 * C, "att": L * NH * T * T, "atty": L * T * C, "res2": L * T * C,
-            "ln2": L * T * C, "ln2_mean": L * T, "ln2_rstd": L * T, "fch": L * T * 4 * C,
-            "fchg": L * T * 4 * C, "res3": L * T * C, "lnf": T * C, "lnf_mean": T, "lnf_rstd": T,
-            "logits": T * V, "dres": T * C, "dln": T * C, "dqkv": T * 3 * C, "dfch": T * 4 * C,
-            "datt": T * T,
+            "encoded": N * C, "ln1": L * N * C, "ln1_mean": L * N, "ln1_rstd": L * N,
+            "qkv": L * N * 3 * C, "att": L * G * NH * T * T, "atty": L * N * C, "res2": L * N * C,
+            "ln2": L * N * C, "ln2_mean": L * N, "ln2_rstd": L * N, "fch": L * N * 4 * C,
+            "fchg": L * N * 4 * C, "res3": L * N * C, "lnf": N * C, "lnf_mean": N, "lnf_rstd": N,
+            "logits": N * V, "dres": N * C, "dln": N * C, "dqkv": N * 3 * C, "dfch": N * 4 * C,
+            "dfchg": N * 4 * C, "datt": T * T,
         }
         offsets = np.zeros(len(ACT_BLOCKS) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum([sizes[b] for b in ACT_BLOCKS])
@@ -87,100 +98,114 @@ def param_views(flat, off, dims):
 
 @njit(**JIT)
 def act_views(flat, off, dims):
-    V, T, C, L, NH = dims[0], dims[1], dims[2], dims[3], dims[4]
+    V, T, C, L, NH, G = dims[0], dims[1], dims[2], dims[3], dims[4], dims[5]
+    N = G * T
     return (
-        flat[off[0]:off[1]].reshape((T, C)),                # encoded
-        flat[off[1]:off[2]].reshape((L, T, C)),             # ln1
-        flat[off[2]:off[3]].reshape((L, T)),                # ln1_mean
-        flat[off[3]:off[4]].reshape((L, T)),                # ln1_rstd
-        flat[off[4]:off[5]].reshape((L, T, 3 * C)),         # qkv
-        flat[off[5]:off[6]].reshape((L, NH, T, T)),         # att
-        flat[off[6]:off[7]].reshape((L, T, C)),             # atty
-        flat[off[7]:off[8]].reshape((L, T, C)),             # res2
-        flat[off[8]:off[9]].reshape((L, T, C)),             # ln2
-        flat[off[9]:off[10]].reshape((L, T)),               # ln2_mean
-        flat[off[10]:off[11]].reshape((L, T)),              # ln2_rstd
-        flat[off[11]:off[12]].reshape((L, T, 4 * C)),       # fch
-        flat[off[12]:off[13]].reshape((L, T, 4 * C)),       # fchg
-        flat[off[13]:off[14]].reshape((L, T, C)),           # res3
-        flat[off[14]:off[15]].reshape((T, C)),              # lnf
+        flat[off[0]:off[1]].reshape((N, C)),                # encoded
+        flat[off[1]:off[2]].reshape((L, N, C)),             # ln1
+        flat[off[2]:off[3]].reshape((L, N)),                # ln1_mean
+        flat[off[3]:off[4]].reshape((L, N)),                # ln1_rstd
+        flat[off[4]:off[5]].reshape((L, N, 3 * C)),         # qkv
+        flat[off[5]:off[6]].reshape((L, G, NH, T, T)),      # att
+        flat[off[6]:off[7]].reshape((L, N, C)),             # atty
+        flat[off[7]:off[8]].reshape((L, N, C)),             # res2
+        flat[off[8]:off[9]].reshape((L, N, C)),             # ln2
+        flat[off[9]:off[10]].reshape((L, N)),               # ln2_mean
+        flat[off[10]:off[11]].reshape((L, N)),              # ln2_rstd
+        flat[off[11]:off[12]].reshape((L, N, 4 * C)),       # fch
+        flat[off[12]:off[13]].reshape((L, N, 4 * C)),       # fchg
+        flat[off[13]:off[14]].reshape((L, N, C)),           # res3
+        flat[off[14]:off[15]].reshape((N, C)),              # lnf
         flat[off[15]:off[16]],                              # lnf_mean
         flat[off[16]:off[17]],                              # lnf_rstd
-        flat[off[17]:off[18]].reshape((T, V)),              # logits (then probs)
-        flat[off[18]:off[19]].reshape((T, C)),              # dres
-        flat[off[19]:off[20]].reshape((T, C)),              # dln
-        flat[off[20]:off[21]].reshape((T, 3 * C)),          # dqkv
-        flat[off[21]:off[22]].reshape((T, 4 * C)),          # dfch
-        flat[off[22]:off[23]].reshape((T, T)),              # datt
+        flat[off[17]:off[18]].reshape((N, V)),              # logits (then probs)
+        flat[off[18]:off[19]].reshape((N, C)),              # dres
+        flat[off[19]:off[20]].reshape((N, C)),              # dln
+        flat[off[20]:off[21]].reshape((N, 3 * C)),          # dqkv
+        flat[off[21]:off[22]].reshape((N, 4 * C)),          # dfch
+        flat[off[22]:off[23]].reshape((N, 4 * C)),          # dfchg
+        flat[off[23]:off[24]].reshape((T, T)),              # datt
     )
 
 
 @njit(**JIT)
 def gpt_forward(P, A, tokens, T, n_head):
-    """Logits (T, V) of one sequence into A's logits; keeps every activation for backward."""
+    """Logits (R*T, V) of R sequences `tokens` (R, >=T) into A's logits; keeps every
+    activation for backward. Row-wise work and matrix products run over all R*T rows at
+    once; attention runs per sequence."""
     wte, wpe, ln1w, ln1b, qkvw, qkvb, attprojw, attprojb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb, lnfw, lnfb = P
     (encoded, ln1, ln1_mean, ln1_rstd, qkv, att, atty, res2, ln2, ln2_mean, ln2_rstd, fch, fchg, res3,
-     lnf, lnf_mean, lnf_rstd, logits, dres, dln, dqkv, dfch, datt) = A
+     lnf, lnf_mean, lnf_rstd, logits, dres, dln, dqkv, dfch, dfchg, datt) = A
     L = ln1w.shape[0]
-    encoder_forward(encoded, tokens, wte, wpe, T)
+    R = tokens.shape[0]
+    N = R * T
+    for r in range(R):
+        encoder_forward(encoded[r * T:(r + 1) * T], tokens[r], wte, wpe, T)
     for l in range(L):
         residual = encoded if l == 0 else res3[l - 1]
-        layernorm_forward(ln1[l], ln1_mean[l], ln1_rstd[l], residual, ln1w[l], ln1b[l], T)
-        matmul_forward(qkv[l], ln1[l], qkvw[l], qkvb[l], T, False)
-        attention_forward(atty[l], att[l], qkv[l], n_head, T)
-        res2[l, :T] = residual[:T]
-        matmul_forward(res2[l], atty[l], attprojw[l], attprojb[l], T, True)
-        layernorm_forward(ln2[l], ln2_mean[l], ln2_rstd[l], res2[l], ln2w[l], ln2b[l], T)
-        matmul_forward(fch[l], ln2[l], fcw[l], fcb[l], T, False)
-        gelu_forward(fchg[l], fch[l], T)
-        res3[l, :T] = res2[l, :T]
-        matmul_forward(res3[l], fchg[l], fcprojw[l], fcprojb[l], T, True)
-    layernorm_forward(lnf, lnf_mean, lnf_rstd, res3[L - 1], lnfw, lnfb, T)
+        layernorm_forward(ln1[l], ln1_mean[l], ln1_rstd[l], residual, ln1w[l], ln1b[l], N)
+        matmul_forward(qkv[l], ln1[l], qkvw[l], qkvb[l], N, False)
+        for r in range(R):
+            rows = slice(r * T, (r + 1) * T)
+            attention_forward(atty[l, rows], att[l, r], qkv[l, rows], n_head, T)
+        copy_rows(res2[l], residual, N)
+        matmul_forward(res2[l], atty[l], attprojw[l], attprojb[l], N, True)
+        layernorm_forward(ln2[l], ln2_mean[l], ln2_rstd[l], res2[l], ln2w[l], ln2b[l], N)
+        matmul_forward(fch[l], ln2[l], fcw[l], fcb[l], N, False)
+        gelu_forward(fchg[l], fch[l], N)
+        copy_rows(res3[l], res2[l], N)
+        matmul_forward(res3[l], fchg[l], fcprojw[l], fcprojb[l], N, True)
+    layernorm_forward(lnf, lnf_mean, lnf_rstd, res3[L - 1], lnfw, lnfb, N)
     C = lnf.shape[1]
-    gemm(NOTRANS, TRANS, T, wte.shape[0], C, 1.0, lnf, wte, 0.0, logits)
+    gemm(NOTRANS, TRANS, N, wte.shape[0], C, 1.0, lnf, wte, 0.0, logits)
 
 
 @njit(**JIT)
 def gpt_backward(G, P, A, tokens, T, n_head):
-    """Accumulates the gradients of one sequence into G, given dlogits in A's logits."""
+    """Accumulates the gradients of R sequences into G, given dlogits in A's logits."""
     wte, wpe, ln1w, ln1b, qkvw, qkvb, attprojw, attprojb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb, lnfw, lnfb = P
     (dwte, dwpe, dln1w, dln1b, dqkvw, dqkvb, dattprojw, dattprojb, dln2w, dln2b, dfcw, dfcb,
      dfcprojw, dfcprojb, dlnfw, dlnfb) = G
     (encoded, ln1, ln1_mean, ln1_rstd, qkv, att, atty, res2, ln2, ln2_mean, ln2_rstd, fch, fchg, res3,
-     lnf, lnf_mean, lnf_rstd, dlogits, dres, dln, dqkv, dfch, datt) = A
+     lnf, lnf_mean, lnf_rstd, dlogits, dres, dln, dqkv, dfch, dfchg, datt) = A
     L = ln1w.shape[0]
     V, C = wte.shape
+    R = tokens.shape[0]
+    N = R * T
     # logits = lnf @ wte^T
-    gemm(TRANS, NOTRANS, V, C, T, 1.0, dlogits, lnf, 1.0, dwte)
-    gemm(NOTRANS, NOTRANS, T, C, V, 1.0, dlogits, wte, 0.0, dln)
-    dres[:T] = 0.0
-    layernorm_backward(dres, dlnfw, dlnfb, dln, res3[L - 1], lnf_mean, lnf_rstd, lnfw, T)
+    gemm(TRANS, NOTRANS, V, C, N, 1.0, dlogits, lnf, 1.0, dwte)
+    gemm(NOTRANS, NOTRANS, N, C, V, 1.0, dlogits, wte, 0.0, dln)
+    dres[:N] = 0.0
+    layernorm_backward(dres, dlnfw, dlnfb, dln, res3[L - 1], lnf_mean, lnf_rstd, lnfw, N)
     for l in range(L - 1, -1, -1):
         residual = encoded if l == 0 else res3[l - 1]
         # res3 = res2 + gelu(ln2 @ fcw + fcb) @ fcprojw + fcprojb; dres flows through unchanged
-        matmul_backward(dfch, dfcprojw[l], dfcprojb[l], dres, fchg[l], fcprojw[l], T, False)
-        gelu_backward(dfch, fch[l], dfch, T)
-        matmul_backward(dln, dfcw[l], dfcb[l], dfch, ln2[l], fcw[l], T, False)
-        layernorm_backward(dres, dln2w[l], dln2b[l], dln, res2[l], ln2_mean[l], ln2_rstd[l], ln2w[l], T)
+        matmul_backward(dfchg, dfcprojw[l], dfcprojb[l], dres, fchg[l], fcprojw[l], N, False)
+        gelu_backward(dfch, fch[l], dfchg, N)
+        matmul_backward(dln, dfcw[l], dfcb[l], dfch, ln2[l], fcw[l], N, False)
+        layernorm_backward(dres, dln2w[l], dln2b[l], dln, res2[l], ln2_mean[l], ln2_rstd[l], ln2w[l], N)
         # res2 = residual + attention(ln1 @ qkvw + qkvb) @ attprojw + attprojb
-        matmul_backward(dln, dattprojw[l], dattprojb[l], dres, atty[l], attprojw[l], T, False)
-        attention_backward(dqkv, datt, dln, qkv[l], att[l], n_head, T)
-        matmul_backward(dln, dqkvw[l], dqkvb[l], dqkv, ln1[l], qkvw[l], T, False)
-        layernorm_backward(dres, dln1w[l], dln1b[l], dln, residual, ln1_mean[l], ln1_rstd[l], ln1w[l], T)
-    encoder_backward(dwte, dwpe, dres, tokens, T)
+        matmul_backward(dln, dattprojw[l], dattprojb[l], dres, atty[l], attprojw[l], N, False)
+        for r in range(R):
+            rows = slice(r * T, (r + 1) * T)
+            attention_backward(dqkv[rows], datt, dln[rows], qkv[l, rows], att[l, r], n_head, T)
+        matmul_backward(dln, dqkvw[l], dqkvb[l], dqkv, ln1[l], qkvw[l], N, False)
+        layernorm_backward(dres, dln1w[l], dln1b[l], dln, residual, ln1_mean[l], ln1_rstd[l], ln1w[l], N)
+    for r in range(R):
+        encoder_backward(dwte, dwpe, dres[r * T:(r + 1) * T], tokens[r], T)
 
 
 @njit(parallel=True, **JIT)
 def train_kernel(params, grads, acts, off, aoff, dims, batch, bounds, scale, zero, backward, losses, progress, stop):
     """Forward (and with `backward`, backward) of every sequence of `batch` (B, T+1).
-    Shard s takes rows bounds[s]:bounds[s+1] with its own gradient buffer grads[s] (zeroed
-    first when `zero`) and scratch acts[s]. losses[b] gets the mean loss of row b;
-    progress[s] counts finished rows; a non-zero stop[0] makes every shard end after its
-    current sequence. Evaluation is the same call without backward, so one compiled
-    kernel serves both."""
+    Shard s takes rows bounds[s]:bounds[s+1], in groups of dims[5] sequences, with its own
+    gradient buffer grads[s] (zeroed first when `zero`) and scratch acts[s]. losses[b]
+    gets the mean loss of row b; progress[s] counts finished rows; a non-zero stop[0]
+    makes every shard end after its current group. Evaluation is the same call without
+    backward, so one compiled kernel serves both."""
     n_shards = acts.shape[0]
     T = batch.shape[1] - 1
-    n_head = dims[4]
+    n_head, group = dims[4], dims[5]
     for s in prange(n_shards):
         if zero and backward:
             grads[s, :] = 0.0
@@ -188,17 +213,20 @@ def train_kernel(params, grads, acts, off, aoff, dims, batch, bounds, scale, zer
         G = param_views(grads[s], off, dims)
         A = act_views(acts[s], aoff, dims)
         logits = A[17]
-        for b in range(bounds[s], bounds[s + 1]):
+        for b0 in range(bounds[s], bounds[s + 1], group):
             if stop[0] != 0:
                 break
-            tokens = batch[b, :T]
-            targets = batch[b, 1:]
+            b1 = min(b0 + group, bounds[s + 1])
+            tokens = batch[b0:b1]
             gpt_forward(P, A, tokens, T, n_head)
-            losses[b] = crossentropy_forward(logits, logits, targets, T) / T
+            for r in range(b1 - b0):
+                rows = logits[r * T:(r + 1) * T]
+                losses[b0 + r] = crossentropy_forward(rows, rows, tokens[r, 1:], T) / T
+                if backward:
+                    crossentropy_backward(rows, rows, tokens[r, 1:], scale, T)
             if backward:
-                crossentropy_backward(logits, logits, targets, scale, T)
                 gpt_backward(G, P, A, tokens, T, n_head)
-            progress[s] += 1
+            progress[s] += b1 - b0
 
 
 N_CHUNKS = 256  # fixed partition of flat buffers, so sums do not depend on thread count
@@ -301,7 +329,7 @@ def prefill(params, off, dims, acts, aoff, tokens, kcache, vcache, logits):
     A = act_views(acts, aoff, dims)
     T = tokens.shape[0]
     C = dims[2]
-    gpt_forward(P, A, tokens, T, dims[4])
+    gpt_forward(P, A, tokens.reshape((1, T)), T, dims[4])
     qkv = A[4]
     for l in range(dims[3]):
         kcache[l, :T, :] = qkv[l, :T, C:2 * C]
@@ -309,23 +337,43 @@ def prefill(params, off, dims, acts, aoff, tokens, kcache, vcache, logits):
     logits[0, :] = A[17][T - 1]
 
 
+@dataclass
+class Workspace:
+    """One model's kernel buffers for `shards` shards: activations and gradients per shard."""
+
+    dims: np.ndarray
+    act_offsets: np.ndarray
+    acts: np.ndarray  # (shards, activation size)
+    grads: np.ndarray  # (shards, parameter count)
+
+    @classmethod
+    def create(cls, config: ModelConfig, shards: int, rows_per_shard: int, dtype=np.float32) -> "Workspace":
+        from core.model import Layout
+
+        group = group_size(config, rows_per_shard)
+        alay = ActivationLayout.of(config, group)
+        return cls(dims_of(config, group), alay.offsets, np.zeros((shards, alay.size), dtype),
+                   np.zeros((shards, Layout.of(config).size), dtype))
+
+    def run(self, params: np.ndarray, offsets: np.ndarray, batch: np.ndarray, bounds: np.ndarray, scale: float,
+            zero: bool, backward: bool, losses: np.ndarray, progress: np.ndarray, stop: np.ndarray) -> None:
+        train_kernel(params, self.grads, self.acts, offsets, self.act_offsets, self.dims, batch, bounds, scale,
+                     zero, backward, losses, progress, stop)
+
+
 def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray, n_shards: int = 1) -> tuple[float, np.ndarray]:
     """Mean loss over `batch` (B, T+1) and its gradient, in the dtype of `params`.
     For tests and tools; the trainer keeps its buffers between steps instead."""
     from core.model import Layout
 
-    layout, alay, dims = Layout.of(config), ActivationLayout.of(config), dims_of(config)
-    dtype = params.dtype
-    B = batch.shape[0]
-    grads = np.zeros((n_shards, layout.size), dtype)
-    acts = np.zeros((n_shards, alay.size), dtype)
-    bounds = np.linspace(0, B, n_shards + 1).round().astype(np.int64)
+    B, T = batch.shape[0], batch.shape[1] - 1
+    bounds = np.array([B * s // n_shards for s in range(n_shards + 1)], dtype=np.int64)
+    ws = Workspace.create(config, n_shards, int(np.diff(bounds).max()), params.dtype)
     losses = np.zeros(B, np.float64)
-    T = batch.shape[1] - 1
-    train_kernel(params, grads, acts, layout.offsets, alay.offsets, dims, batch.astype(np.int32), bounds,
-                 1.0 / (B * T), True, True, losses, np.zeros(n_shards, np.int64), np.zeros(1, np.int64))
-    reduce_shards(grads, np.zeros(N_CHUNKS))
-    return float(losses.mean()), grads[0].copy()
+    ws.run(params, Layout.of(config).offsets, np.ascontiguousarray(batch, dtype=np.int32), bounds, 1.0 / (B * T),
+           True, True, losses, np.zeros(n_shards, np.int64), np.zeros(1, np.int64))
+    reduce_shards(ws.grads, np.zeros(N_CHUNKS))
+    return float(losses.mean()), ws.grads[0].copy()
 
 
 def sequence_logits(params: np.ndarray, config: ModelConfig, tokens: np.ndarray) -> np.ndarray:

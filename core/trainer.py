@@ -23,9 +23,7 @@ from core.corpus import Corpus
 from core.errors import ConfigError, CorpusError, TokenizerError
 from core.model import GPT
 from core.model_file import load_model, save_model
-from core.passes import (
-    N_CHUNKS, ActivationLayout, adamw_update, dims_of, reduce_shards, train_kernel,
-)
+from core.passes import N_CHUNKS, Workspace, adamw_update, reduce_shards
 from core.tokenizer import train_tokenizer
 from core.threads import numba_threads, single_threaded_blas
 
@@ -137,14 +135,12 @@ class RunState:
         )
 
 
-def chunk_losses(model: GPT, chunks: np.ndarray, acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
-    """Mean loss of each chunk, forward only, one shard per row of `acts`. `grads` is
-    only there for the kernel's signature (it is not touched)."""
-    n = len(acts)
+def chunk_losses(model: GPT, chunks: np.ndarray, ws: Workspace) -> np.ndarray:
+    """Mean loss of each chunk, forward only, one shard per row of the workspace."""
+    n = len(ws.acts)
     losses = np.zeros(len(chunks), np.float64)
-    train_kernel(model.params, grads, acts, model.layout.offsets, ActivationLayout.of(model.config).offsets,
-                 dims_of(model.config), chunks, shard_bounds(len(chunks), n), 1.0, False, False, losses,
-                 np.zeros(n, np.int64), np.zeros(1, np.int64))
+    ws.run(model.params, model.layout.offsets, chunks, shard_bounds(len(chunks), n), 1.0, False, False, losses,
+           np.zeros(n, np.int64), np.zeros(1, np.int64))
     return losses
 
 
@@ -157,10 +153,10 @@ def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0) -
     if len(chunks) == 0:
         raise CorpusError(f"evaluation needs at least {ctx + 1} held-out tokens, got {len(tokens)}")
     n = min(threads or TrainConfig().n_threads, len(chunks))
-    acts = np.zeros((n, ActivationLayout.of(model.config).size), np.float32)
+    ws = Workspace.create(model.config, n, -(-len(chunks) // n))
     numba.set_num_threads(numba_threads(n))
     with single_threaded_blas():
-        losses = chunk_losses(model, chunks, acts, np.zeros((n, model.layout.size), np.float32))
+        losses = chunk_losses(model, chunks, ws)
     return float(losses.mean()), int(chunks.shape[0] * ctx)
 
 
@@ -196,9 +192,7 @@ class Trainer:
         self.bounds = shard_bounds(rows, self.n_threads)
         self.shard_sizes = np.diff(self.bounds) * config.grad_accum
         self.shard_progress = np.zeros(self.n_threads, np.int64)
-        self.grads = np.zeros((self.n_threads, size), np.float32)
-        self.act_layout = ActivationLayout.of(model.config)
-        self.acts = np.zeros((self.n_threads, self.act_layout.size), np.float32)
+        self.workspace = Workspace.create(model.config, self.n_threads, int(np.diff(self.bounds).max()))
         self.segments = model.layout.decay_segments()
         self._stop_flag = np.zeros(1, np.int64)
         self._unpaused = threading.Event()
@@ -275,21 +269,20 @@ class Trainer:
         position_before = self.state.data_position
         for micro in range(cfg.grad_accum):
             batch = self.next_batch()
-            train_kernel(model.params, self.grads, self.acts, model.layout.offsets, self.act_layout.offsets,
-                         dims_of(model.config), batch, self.bounds, scale, micro == 0, True, losses,
-                         self.shard_progress, self._stop_flag)
+            self.workspace.run(model.params, model.layout.offsets, batch, self.bounds, scale, micro == 0, True,
+                               losses, self.shard_progress, self._stop_flag)
             total += losses.sum()
         if self._stop_flag[0]:
             self.rng.bit_generator.state = rng_before
             self.state.data_position = position_before
             return None
         loss = float(total / rows)
-        norm = math.sqrt(reduce_shards(self.grads, self._partial))
+        norm = math.sqrt(reduce_shards(self.workspace.grads, self._partial))
         if not (math.isfinite(loss) and math.isfinite(norm)):
             return loss, norm
         clip = cfg.grad_clip / (norm + 1e-6) if cfg.grad_clip > 0 and norm > cfg.grad_clip else 1.0
         step = self.state.step
-        adamw_update(model.params, self.grads[0], self.m, self.v, self.segments, lr_at(step, cfg), cfg.beta1,
+        adamw_update(model.params, self.workspace.grads[0], self.m, self.v, self.segments, lr_at(step, cfg), cfg.beta1,
                      cfg.beta2, ADAM_EPS, cfg.weight_decay, step + 1, clip)
         self.state.step += 1
         self.state.tokens_seen += rows * T
@@ -297,7 +290,7 @@ class Trainer:
         return loss, norm
 
     def evaluate(self) -> float:
-        val = float(chunk_losses(self.model, self.chunks, self.acts, self.grads).mean())
+        val = float(chunk_losses(self.model, self.chunks, self.workspace).mean())
         self.state.val_history.append([self.state.step, round(val, 6)])
         if self.state.best_val_loss is None or val < self.state.best_val_loss:
             self.state.best_val_loss = val

@@ -185,6 +185,7 @@ def workspace(tmp_path: Path, monkeypatch) -> dict:
     models.mkdir()
     config = tmp_path / "config"
     monkeypatch.setenv("CLLM_CONFIG_DIR", str(config))
+    monkeypatch.chdir(tmp_path)  # typed paths stay short
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(TEXT)
     return {"root": tmp_path, "models": models, "config": config, "corpus": corpus}
@@ -207,19 +208,50 @@ async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "conditi
         await pilot.pause(0.02)
 
 
+def short(path: Path) -> str:
+    """`path` relative to the working directory when that is shorter (less to type)."""
+    import os
+
+    relative = os.path.relpath(path)
+    return relative if len(relative) < len(str(path)) else str(path)
+
+
+async def press(pilot, *keys: str) -> None:
+    """Like pilot.press, but waits only until the screen has handled each key, not for
+    the whole process to go idle (which it never does while a trainer thread is busy)."""
+    import unicodedata
+
+    from textual import events
+    from textual.keys import _character_to_key, _get_unicode_name_from_key
+
+    app = pilot.app
+    for key in keys:
+        char: str | None = key if len(key) == 1 else None
+        if char is not None and not char.isalnum():
+            key = _character_to_key(char)
+        elif char is None:
+            try:
+                char = unicodedata.lookup(_get_unicode_name_from_key(key))
+            except KeyError:
+                char = None
+        app.post_message(events.Key(key, char))
+        await pilot._wait_for_screen()
+        await pilot._wait_for_screen()
+
+
 async def fill(pilot, selector: str, text: str) -> None:
     """Focus an input, clear it and type `text`, key by key."""
     from textual.widgets import Input
 
     widget = pilot.app.screen.query_one(selector, Input)
     widget.focus()
-    await pilot.pause()
-    await pilot.press("end", "ctrl+u", *text)
+    await pilot._wait_for_screen()
+    await press(pilot, "end", "ctrl+u", *text)
 
 
 async def fill_form(pilot, corpus: Path, **fields: object) -> None:
     """On the Train screen: the corpus path and any of steps, eval, batch, ... by input id."""
-    await fill(pilot, "#corpus", str(corpus))
+    await fill(pilot, "#corpus", short(corpus))
     for field_id, value in fields.items():
         await fill(pilot, f"#{field_id}", str(value))
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from textual.widgets import Button, Input, ProgressBar, Static
 
-from test_tui_fakes import (  # noqa: F401 - workspace is a fixture
+from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
     TEXT,
     FakeEngine,
     fill,
@@ -16,6 +16,8 @@ from test_tui_fakes import (  # noqa: F401 - workspace is a fixture
     make_app,
     make_model_file,
     model_step,
+    press,
+    short,
     wait_for,
     workspace,
 )
@@ -29,11 +31,11 @@ from tui.widgets.loss_chart import LossChart
 
 async def start_new_run(pilot, ws, name: str, **fields) -> None:
     """ctrl+t, fill the form, f5, name the model, enter."""
-    await pilot.press("ctrl+t")
+    await press(pilot, "ctrl+t")
     await fill_form(pilot, ws["corpus"], **fields)
-    await pilot.press("f5")
+    await press(pilot, "f5")
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, NameDialog), what="the name dialog")
-    await pilot.press("ctrl+u", *name, "enter")
+    await press(pilot, "ctrl+u", *name, "enter")
 
 
 async def test_run_shows_bars_chart_and_writes_the_model(workspace):
@@ -75,7 +77,7 @@ async def test_pause_resume_and_stop_keep_what_was_learned(workspace):
         await start_new_run(pilot, workspace, "long", steps=100000, eval=1000)
         await wait_for(pilot, lambda: engine.trainers and engine.trainers[0].step > 5, what="steps")
         trainer = engine.trainers[0]
-        await pilot.press("f6")
+        await press(pilot, "f6")
         assert trainer.paused
         await pilot.pause(0.05)
         held = trainer.step
@@ -83,10 +85,10 @@ async def test_pause_resume_and_stop_keep_what_was_learned(workspace):
         assert trainer.step == held  # nothing moves while paused
         assert "PAUSED" in str(app.screen.query_one("#run-status", Static).render())
         assert str(app.screen.query_one("#pause", Button).label) == "Resume"
-        await pilot.press("f6")
+        await press(pilot, "f6")
         assert not trainer.paused
         await wait_for(pilot, lambda: trainer.step > held + 5, what="resumed steps")
-        await pilot.press("f7")
+        await press(pilot, "f7")
         await wait_for(pilot, lambda: not app.training.active, what="the run to stop")
         assert app.training.done.reason == "stopped"
         path = workspace["models"] / "long.cllm"
@@ -97,9 +99,9 @@ async def test_pause_resume_and_stop_keep_what_was_learned(workspace):
 
 # -- the replace dialog -------------------------------------------------------------
 async def open_replace_dialog(pilot, ws, **fields) -> None:
-    await pilot.press("ctrl+t")
+    await press(pilot, "ctrl+t")
     await fill_form(pilot, ws["corpus"], **fields)
-    await pilot.press("f5")
+    await press(pilot, "f5")
     await wait_for(pilot, lambda: isinstance(pilot.app.screen, ChoiceDialog), what="the replace dialog")
 
 
@@ -115,18 +117,18 @@ async def test_cancel_leaves_the_file_byte_identical(workspace):
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
         await open_replace_dialog(pilot, workspace, steps=30)
-        await pilot.press("escape")
+        await press(pilot, "escape")
         await pilot.pause(0.2)
         assert isinstance(app.screen, TrainScreen)
         assert app.training is None
         assert any("Cancelled" in n for n in app.notices)
         # the overwrite path's own cancel: confirmation refused with escape
-        await pilot.press("f5")
+        await press(pilot, "f5")
         await wait_for(pilot, lambda: isinstance(app.screen, ChoiceDialog))
-        await pilot.press("o")
+        await press(pilot, "o")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         assert "Lost for good: its 40 steps" in str(app.screen.query_one(".dialog-message", Static).render())
-        await pilot.press("escape")
+        await press(pilot, "escape")
         await pilot.pause(0.2)
         assert app.training is None
     assert base.read_bytes() == before
@@ -139,15 +141,15 @@ async def test_create_new_refuses_existing_names_and_writes_a_new_file(workspace
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
         await open_replace_dialog(pilot, workspace, steps=30, eval=10)
-        await pilot.press("n")
+        await press(pilot, "n")
         await wait_for(pilot, lambda: isinstance(app.screen, NameDialog))
-        await pilot.press("ctrl+u", *"base")
+        await press(pilot, "ctrl+u", *"base")
         dialog = app.screen
         assert "already exists" in str(dialog.query_one("#name-error", Static).render())
         assert dialog.query_one("#create", Button).disabled
-        await pilot.press("enter")  # refused: the dialog stays
+        await press(pilot, "enter")  # refused: the dialog stays
         assert app.screen is dialog
-        await pilot.press("ctrl+u", *"fresh", "enter")
+        await press(pilot, "ctrl+u", *"fresh", "enter")
         await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
     fresh = workspace["models"] / "fresh.cllm"
     assert fresh.exists() and model_step(fresh) == 30
@@ -160,9 +162,9 @@ async def test_overwrite_replaces_the_file_after_confirmation(workspace):
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
         await open_replace_dialog(pilot, workspace, steps=25, eval=10)
-        await pilot.press("o")
+        await press(pilot, "o")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
-        await pilot.press("y")
+        await press(pilot, "y")
         await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
         await wait_for(pilot, lambda: app.loaded.info is not None and app.loaded.steps == 25, what="reload")
     assert base.read_bytes() != before
@@ -177,7 +179,7 @@ async def test_continue_training_resumes_the_loaded_model(workspace):
         await open_replace_dialog(pilot, workspace, steps=30, eval=10)
         label = str(app.screen.query_one("#choice-continue", Button).label)
         assert "40 → 70 steps" in label
-        await pilot.press("c")
+        await press(pilot, "c")
         await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
         assert app.training.plan.action == "continue"
     assert model_step(base) == 70
@@ -190,16 +192,16 @@ async def test_continue_is_refused_when_the_corpus_does_not_fit(workspace):
     before = base.read_bytes()
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
-        await pilot.press("ctrl+t")
-        await fill(pilot, "#corpus", str(other))
-        await pilot.press("f5")
+        await press(pilot, "ctrl+t")
+        await fill(pilot, "#corpus", short(other))
+        await press(pilot, "f5")
         await wait_for(pilot, lambda: isinstance(app.screen, ChoiceDialog))
         dialog = app.screen
         assert dialog.query_one("#choice-continue", Button).disabled
         assert "cannot continue" in str(dialog.query_one(".dialog-note", Static).render())
-        await pilot.press("c")  # ignored
+        await press(pilot, "c")  # ignored
         assert app.screen is dialog
-        await pilot.press("escape")
+        await press(pilot, "escape")
     assert base.read_bytes() == before
 
 
@@ -216,7 +218,7 @@ async def test_nan_stops_the_run_and_keeps_the_last_checkpoint(workspace):
         assert path.exists() and model_step(path) == 30  # the checkpoint before the NaN
         await wait_for(pilot, lambda: app.loaded is not None and app.loaded.info is not None, what="reload")
         assert app.loaded.steps == 30
-        await pilot.press("ctrl+g")  # the app goes on
+        await press(pilot, "ctrl+g")  # the app goes on
         assert app.current_mode == "generate"
 
 
@@ -225,11 +227,11 @@ async def test_engine_error_is_a_notification_not_a_traceback(workspace):
     empty.write_text("")
     app = make_app(workspace)
     async with app.run_test() as pilot:
-        await pilot.press("ctrl+t")
-        await fill(pilot, "#corpus", str(empty))
-        await pilot.press("f5")
+        await press(pilot, "ctrl+t")
+        await fill(pilot, "#corpus", short(empty))
+        await press(pilot, "f5")
         await wait_for(pilot, lambda: isinstance(app.screen, NameDialog))
-        await pilot.press("enter")
+        await press(pilot, "enter")
         await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the failure")
         await wait_for(pilot, lambda: any("empty.txt: the file is empty" in n for n in app.notices),
                        what="the CorpusError message")
@@ -241,7 +243,7 @@ async def test_engine_error_is_a_notification_not_a_traceback(workspace):
 async def test_form_validates_as_you_type(workspace):
     app = make_app(workspace)
     async with app.run_test() as pilot:
-        await pilot.press("ctrl+t")
+        await press(pilot, "ctrl+t")
         screen = app.screen
         await fill(pilot, "#heads", "3")
         heads, width = screen.query_one("#heads", Input), screen.query_one("#width", Input)
@@ -254,7 +256,7 @@ async def test_form_validates_as_you_type(workspace):
         assert "learning rate must be between 0 and 1" in str(screen.query_one("#form-errors", Static).render())
         await fill(pilot, "#corpus", "/no/such/file.txt")
         assert "no such file" in str(screen.query_one("#form-errors", Static).render())
-        await pilot.press("f5")  # refused, with the reasons
+        await press(pilot, "f5")  # refused, with the reasons
         await pilot.pause(0.1)
         assert isinstance(app.screen, TrainScreen) and app.training is None
         assert any("learning rate" in n for n in app.notices)
@@ -263,16 +265,16 @@ async def test_form_validates_as_you_type(workspace):
 async def test_browse_picks_the_corpus_from_a_file_browser(workspace):
     app = make_app(workspace)
     async with app.run_test() as pilot:
-        await pilot.press("ctrl+t")
-        await fill(pilot, "#corpus", str(workspace["root"]) + "/")
-        await pilot.press("f8")
+        await press(pilot, "ctrl+t")
+        await fill(pilot, "#corpus", "./")
+        await press(pilot, "f8")
         from tui.screens.file_browser import FileBrowser
 
         await wait_for(pilot, lambda: isinstance(app.screen, FileBrowser))
-        await fill(pilot, "#browse-path", str(workspace["corpus"]))
-        await pilot.press("enter")
+        await fill(pilot, "#browse-path", short(workspace["corpus"]))
+        await press(pilot, "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen))
-        assert app.screen.query_one("#corpus", Input).value == str(workspace["corpus"])
+        assert app.screen.query_one("#corpus", Input).value == "tiny.txt"
 
 
 async def test_quit_while_training_asks_then_stops_and_saves(workspace):
@@ -281,14 +283,14 @@ async def test_quit_while_training_asks_then_stops_and_saves(workspace):
     async with app.run_test() as pilot:
         await start_new_run(pilot, workspace, "bye", steps=100000, eval=1000)
         await wait_for(pilot, lambda: engine.trainers and engine.trainers[0].step > 3, what="steps")
-        await pilot.press("ctrl+q")
+        await press(pilot, "ctrl+q")
         await wait_for(pilot, lambda: isinstance(app.screen, ChoiceDialog))
-        await pilot.press("k")  # keep training
+        await press(pilot, "k")  # keep training
         await pilot.pause(0.1)
         assert app.is_running and app.training.active
-        await pilot.press("ctrl+q")
+        await press(pilot, "ctrl+q")
         await wait_for(pilot, lambda: isinstance(app.screen, ChoiceDialog))
-        await pilot.press("s")  # stop, save, quit
+        await press(pilot, "s")  # stop, save, quit
         await wait_for(pilot, lambda: not app.is_running, what="the app to exit")
     assert app.training.done.reason == "stopped"
     path = workspace["models"] / "bye.cllm"
