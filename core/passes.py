@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+import core.threads  # noqa: F401  (sets a threading layer that allows launches from several threads)
 from core.config import ModelConfig
 from core.kernels import (
     JIT, attention_backward, attention_forward, crossentropy_backward, crossentropy_forward,
@@ -195,19 +196,23 @@ def gpt_backward(G, P, A, tokens, T, n_head):
         encoder_backward(dwte, dwpe, dres[r * T:(r + 1) * T], tokens[r], T)
 
 
+FORWARD, LOSS, TRAIN = 0, 1, 2  # what train_kernel computes: logits; and the loss; and gradients
+
+
 @njit(parallel=True, **JIT)
-def train_kernel(params, grads, acts, off, aoff, dims, batch, bounds, scale, zero, backward, losses, progress, stop):
-    """Forward (and with `backward`, backward) of every sequence of `batch` (B, T+1).
-    Shard s takes rows bounds[s]:bounds[s+1], in groups of dims[5] sequences, with its own
-    gradient buffer grads[s] (zeroed first when `zero`) and scratch acts[s]. losses[b]
-    gets the mean loss of row b; progress[s] counts finished rows; a non-zero stop[0]
-    makes every shard end after its current group. Evaluation is the same call without
-    backward, so one compiled kernel serves both."""
+def train_kernel(params, grads, acts, off, aoff, dims, batch, bounds, scale, zero, mode, losses, progress, stop):
+    """Runs every sequence of `batch` (B, T+1) through the model: forward only (FORWARD,
+    logits left in the activations), with the loss (LOSS), or with the backward pass too
+    (TRAIN). Shard s takes rows bounds[s]:bounds[s+1], in groups of dims[5] sequences,
+    with its own gradient buffer grads[s] (zeroed first when `zero`) and scratch acts[s].
+    losses[b] gets the mean loss of row b; progress[s] counts finished rows; a non-zero
+    stop[0] makes every shard end after its current group. Training, evaluation and the
+    sampler's prompt pass share this one compiled kernel."""
     n_shards = acts.shape[0]
     T = batch.shape[1] - 1
     n_head, group = dims[4], dims[5]
     for s in prange(n_shards):
-        if zero and backward:
+        if zero and mode == TRAIN:
             grads[s, :] = 0.0
         P = param_views(params, off, dims)
         G = param_views(grads[s], off, dims)
@@ -219,12 +224,13 @@ def train_kernel(params, grads, acts, off, aoff, dims, batch, bounds, scale, zer
             b1 = min(b0 + group, bounds[s + 1])
             tokens = batch[b0:b1]
             gpt_forward(P, A, tokens, T, n_head)
-            for r in range(b1 - b0):
-                rows = logits[r * T:(r + 1) * T]
-                losses[b0 + r] = crossentropy_forward(rows, rows, tokens[r, 1:], T) / T
-                if backward:
-                    crossentropy_backward(rows, rows, tokens[r, 1:], scale, T)
-            if backward:
+            if mode != FORWARD:
+                for r in range(b1 - b0):
+                    rows = logits[r * T:(r + 1) * T]
+                    losses[b0 + r] = crossentropy_forward(rows, rows, tokens[r, 1:], T) / T
+                    if mode == TRAIN:
+                        crossentropy_backward(rows, rows, tokens[r, 1:], scale, T)
+            if mode == TRAIN:
                 gpt_backward(G, P, A, tokens, T, n_head)
             progress[s] += b1 - b0
 
@@ -321,22 +327,6 @@ def decode_step(params, off, dims, kcache, vcache, token, pos, x, xn, qkv, att, 
     gemm(NOTRANS, TRANS, 1, wte.shape[0], C, 1.0, xn, wte, 0.0, logits)
 
 
-@njit(**JIT)
-def prefill(params, off, dims, acts, aoff, tokens, kcache, vcache, logits):
-    """Runs the prompt `tokens` (T <= maxT) through the model at once, fills the caches for
-    positions 0..T-1 and writes the last position's logits (1, V)."""
-    P = param_views(params, off, dims)
-    A = act_views(acts, aoff, dims)
-    T = tokens.shape[0]
-    C = dims[2]
-    gpt_forward(P, A, tokens.reshape((1, T)), T, dims[4])
-    qkv = A[4]
-    for l in range(dims[3]):
-        kcache[l, :T, :] = qkv[l, :T, C:2 * C]
-        vcache[l, :T, :] = qkv[l, :T, 2 * C:]
-    logits[0, :] = A[17][T - 1]
-
-
 @dataclass
 class Workspace:
     """One model's kernel buffers for `shards` shards: activations and gradients per shard."""
@@ -356,9 +346,13 @@ class Workspace:
                    np.zeros((shards, Layout.of(config).size), dtype))
 
     def run(self, params: np.ndarray, offsets: np.ndarray, batch: np.ndarray, bounds: np.ndarray, scale: float,
-            zero: bool, backward: bool, losses: np.ndarray, progress: np.ndarray, stop: np.ndarray) -> None:
+            zero: bool, mode: int, losses: np.ndarray, progress: np.ndarray, stop: np.ndarray) -> None:
         train_kernel(params, self.grads, self.acts, offsets, self.act_offsets, self.dims, batch, bounds, scale,
-                     zero, backward, losses, progress, stop)
+                     zero, mode, losses, progress, stop)
+
+    def views(self, shard: int = 0) -> tuple:
+        """Named activation views of one shard (as `act_views` gives them)."""
+        return act_views(self.acts[shard], self.act_offsets, self.dims)
 
 
 def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray, n_shards: int = 1) -> tuple[float, np.ndarray]:
@@ -371,20 +365,20 @@ def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray, n_
     ws = Workspace.create(config, n_shards, int(np.diff(bounds).max()), params.dtype)
     losses = np.zeros(B, np.float64)
     ws.run(params, Layout.of(config).offsets, np.ascontiguousarray(batch, dtype=np.int32), bounds, 1.0 / (B * T),
-           True, True, losses, np.zeros(n_shards, np.int64), np.zeros(1, np.int64))
+           True, TRAIN, losses, np.zeros(n_shards, np.int64), np.zeros(1, np.int64))
     reduce_shards(ws.grads, np.zeros(N_CHUNKS))
     return float(losses.mean()), ws.grads[0].copy()
 
 
-def sequence_logits(params: np.ndarray, config: ModelConfig, tokens: np.ndarray) -> np.ndarray:
-    """Logits (T, V) of a whole sequence by the training forward pass (no cache)."""
+def forward_logits(params: np.ndarray, config: ModelConfig, tokens: np.ndarray, ws: "Workspace | None" = None):
+    """Runs one sequence (T <= ctx tokens) through the model at once. Returns its logits
+    (T, V) and the workspace, whose activations then hold every layer's keys and values."""
     from core.model import Layout
 
-    alay = ActivationLayout.of(config)
-    acts = np.zeros(alay.size, params.dtype)
+    ws = ws or Workspace.create(config, 1, 1, params.dtype)
     T = len(tokens)
-    logits = np.zeros((1, config.vocab_size), params.dtype)
-    kv = np.zeros((config.n_layer, config.ctx, config.n_embd), params.dtype)
-    prefill(params, Layout.of(config).offsets, dims_of(config), acts, alay.offsets,
-            np.asarray(tokens, np.int32), kv, kv.copy(), logits)
-    return act_views(acts, alay.offsets, dims_of(config))[17][:T].copy()
+    batch = np.zeros((1, T + 1), np.int32)
+    batch[0, :T] = tokens
+    ws.run(params, Layout.of(config).offsets, batch, np.array([0, 1], np.int64), 1.0, False, FORWARD,
+           np.zeros(1), np.zeros(1, np.int64), np.zeros(1, np.int64))
+    return ws.views()[17][:T], ws

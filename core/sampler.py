@@ -10,7 +10,7 @@ import numpy as np
 
 from core.errors import ConfigError, TokenizerError
 from core.model import GPT
-from core.passes import ActivationLayout, decode_step, dims_of, prefill
+from core.passes import Workspace, decode_step, dims_of, forward_logits
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,7 @@ class Decoder:
         c = model.config
         self.model = model
         self.dims = dims_of(c)
-        self.act_layout = ActivationLayout.of(c)
-        self.acts = np.zeros(self.act_layout.size, np.float32)
+        self.workspace = Workspace.create(c, 1, 1)
         self.kcache = np.zeros((c.n_layer, c.ctx, c.n_embd), np.float32)
         self.vcache = np.zeros_like(self.kcache)
         C = c.n_embd
@@ -55,11 +54,15 @@ class Decoder:
 
     def prefill(self, tokens: np.ndarray) -> np.ndarray:
         """Logits after `tokens` (at most ctx of them), with the cache holding them."""
-        tokens = np.ascontiguousarray(tokens[-self.model.config.ctx:], dtype=np.int32)
-        prefill(self.model.params, self.model.layout.offsets, self.dims, self.acts, self.act_layout.offsets,
-                tokens, self.kcache, self.vcache, self.logits)
-        self.pos = len(tokens)
-        return self.logits[0]
+        c = self.model.config
+        tokens = np.asarray(tokens[-c.ctx:], dtype=np.int32)
+        T, C = len(tokens), c.n_embd
+        logits, _ = forward_logits(self.model.params, c, tokens, self.workspace)
+        qkv = self.workspace.views()[4]  # (L, rows, 3C): every layer's q | k | v
+        self.kcache[:, :T] = qkv[:, :T, C:2 * C]
+        self.vcache[:, :T] = qkv[:, :T, 2 * C:]
+        self.pos = T
+        return logits[T - 1]
 
     @property
     def full(self) -> bool:

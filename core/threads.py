@@ -5,10 +5,18 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
+import os
+
 import numba
 
 import scipy.linalg.cython_blas  # noqa: F401  (loads the OpenBLAS numba's np.dot uses, so the limit covers it)
 from threadpoolctl import threadpool_limits
+
+# Training and the sampler may launch parallel kernels from two threads at once (a
+# Textual worker each); numba's fallback "workqueue" layer aborts on that, OpenMP and TBB
+# do not.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "threadsafe"
 
 
 @contextmanager

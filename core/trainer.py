@@ -23,7 +23,7 @@ from core.corpus import Corpus
 from core.errors import ConfigError, CorpusError, TokenizerError
 from core.model import GPT
 from core.model_file import load_model, save_model
-from core.passes import N_CHUNKS, Workspace, adamw_update, reduce_shards
+from core.passes import LOSS, N_CHUNKS, TRAIN, Workspace, adamw_update, reduce_shards
 from core.tokenizer import train_tokenizer
 from core.threads import numba_threads, single_threaded_blas
 
@@ -139,7 +139,7 @@ def chunk_losses(model: GPT, chunks: np.ndarray, ws: Workspace) -> np.ndarray:
     """Mean loss of each chunk, forward only, one shard per row of the workspace."""
     n = len(ws.acts)
     losses = np.zeros(len(chunks), np.float64)
-    ws.run(model.params, model.layout.offsets, chunks, shard_bounds(len(chunks), n), 1.0, False, False, losses,
+    ws.run(model.params, model.layout.offsets, chunks, shard_bounds(len(chunks), n), 1.0, False, LOSS, losses,
            np.zeros(n, np.int64), np.zeros(1, np.int64))
     return losses
 
@@ -269,7 +269,7 @@ class Trainer:
         position_before = self.state.data_position
         for micro in range(cfg.grad_accum):
             batch = self.next_batch()
-            self.workspace.run(model.params, model.layout.offsets, batch, self.bounds, scale, micro == 0, True,
+            self.workspace.run(model.params, model.layout.offsets, batch, self.bounds, scale, micro == 0, TRAIN,
                                losses, self.shard_progress, self._stop_flag)
             total += losses.sum()
         if self._stop_flag[0]:

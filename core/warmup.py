@@ -11,9 +11,9 @@ import time
 import numpy as np
 
 from core.config import ModelConfig
-from core.passes import adamw_update, decode_step, prefill, reduce_shards, train_kernel
+from core.passes import adamw_update, decode_step, reduce_shards, train_kernel
 
-KERNELS = (train_kernel, reduce_shards, adamw_update, prefill, decode_step)
+KERNELS = (train_kernel, reduce_shards, adamw_update, decode_step)
 
 
 def kernels_cached() -> bool:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.errors import TokenizerError
-from core.passes import sequence_logits
+from core.passes import forward_logits
 from core.sampler import Decoder, SampleConfig, generate, pick_token
 from tests.conftest import tiny_model
 
@@ -20,7 +20,8 @@ def model(small_text):
 
 def test_cached_decoding_gives_the_full_forward_logits(model):
     tokens = model.tokenizer.encode("the cat sat on a")[:16]
-    full = sequence_logits(model.params, model.config, tokens)
+    full, _ = forward_logits(model.params, model.config, tokens)
+    full = full.copy()
     decoder = Decoder(model)
     got = [decoder.prefill(tokens[:3]).copy()]
     for t in tokens[3:]:

@@ -204,7 +204,9 @@ async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "conditi
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            app = pilot.app
+            raise AssertionError(f"timed out after {timeout} s waiting for {what} "
+                                 f"(screen {app.screen!r}, focus {app.focused!r}, notices {app.notices})")
         await pilot.pause(0.02)
 
 
@@ -245,7 +247,7 @@ async def fill(pilot, selector: str, text: str) -> None:
 
     widget = pilot.app.screen.query_one(selector, Input)
     widget.focus()
-    await pilot._wait_for_screen()
+    await pilot.pause(0.05)  # let the focus handler (select-on-focus) run before typing
     await press(pilot, "end", "ctrl+u", *text)
 
 

@@ -270,7 +270,7 @@ async def test_browse_picks_the_corpus_from_a_file_browser(workspace):
         await press(pilot, "f8")
         from tui.screens.file_browser import FileBrowser
 
-        await wait_for(pilot, lambda: isinstance(app.screen, FileBrowser))
+        await wait_for(pilot, lambda: isinstance(app.screen, FileBrowser) and app.screen.query("#browse-path"))
         await fill(pilot, "#browse-path", short(workspace["corpus"]))
         await press(pilot, "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen))
