@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from core.config import ModelConfig, TrainConfig
-from core.errors import CllmError, ConfigError
+from core.errors import CllmError, ConfigError, TokenizerError
 
 DEFAULT_MODEL = Path("models") / "saved_model.cllm"
 
@@ -241,7 +241,11 @@ def cmd_eval(a) -> int:
     loaded = load_model(a.model)
     corpus = load_corpus(a.corpus)
     model = loaded.model
-    _, val = split_tokens(model.tokenizer.encode(corpus.text), model.config.ctx, corpus.name)
+    try:
+        tokens = model.tokenizer.encode(corpus.text)
+    except TokenizerError as exc:
+        raise TokenizerError(f"{corpus.path or corpus.name}: {exc}") from None
+    _, val = split_tokens(tokens, model.config.ctx, corpus.name)
     loss, tokens = evaluate(model, val, threads=a.threads)
     if a.json:
         print(json.dumps({"val_loss": loss, "tokens": tokens}))

@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit, prange
 
 import core.threads  # noqa: F401  (sets a threading layer that allows launches from several threads)
+from core.kernel_cache import drop_stale_pass_cache
 from core.config import ModelConfig
 from core.kernels import (
     JIT, attention_backward, attention_forward, crossentropy_backward, crossentropy_forward,
@@ -31,6 +32,9 @@ def group_size(config: ModelConfig, max_rows: int) -> int:
     """Sequences per group: enough rows for efficient matrix products, no more than a
     shard holds. Progress counters advance one group at a time."""
     return max(1, min(max_rows, -(-GROUP_ROWS // config.ctx)))
+
+
+drop_stale_pass_cache()
 
 
 def dims_of(config: ModelConfig, group: int = 1) -> np.ndarray:

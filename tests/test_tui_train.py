@@ -273,8 +273,8 @@ async def test_browse_picks_the_corpus_from_a_file_browser(workspace):
         await wait_for(pilot, lambda: isinstance(app.screen, FileBrowser) and app.screen.query("#browse-path"))
         await fill(pilot, "#browse-path", short(workspace["corpus"]))
         await press(pilot, "enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen))
-        assert app.screen.query_one("#corpus", Input).value == "tiny.txt"
+        await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen)
+                       and app.screen.query_one("#corpus", Input).value == "tiny.txt", what="the chosen file")
 
 
 async def test_quit_while_training_asks_then_stops_and_saves(workspace):
