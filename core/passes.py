@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-import core.threads  # noqa: F401  (sets a threading layer that allows launches from several threads)
+from core.threads import single_threaded_blas  # also sets a threading layer safe for several threads
 from core.kernel_cache import drop_stale_pass_cache
 from core.config import ModelConfig
 from core.kernels import (
@@ -368,9 +368,10 @@ def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray, n_
     bounds = np.array([B * s // n_shards for s in range(n_shards + 1)], dtype=np.int64)
     ws = Workspace.create(config, n_shards, int(np.diff(bounds).max()), params.dtype)
     losses = np.zeros(B, np.float64)
-    ws.run(params, Layout.of(config).offsets, np.ascontiguousarray(batch, dtype=np.int32), bounds, 1.0 / (B * T),
-           True, TRAIN, losses, np.zeros(n_shards, np.int64), np.zeros(1, np.int64))
-    reduce_shards(ws.grads, np.zeros(N_CHUNKS))
+    with single_threaded_blas():
+        ws.run(params, Layout.of(config).offsets, np.ascontiguousarray(batch, dtype=np.int32), bounds,
+               1.0 / (B * T), True, TRAIN, losses, np.zeros(n_shards, np.int64), np.zeros(1, np.int64))
+        reduce_shards(ws.grads, np.zeros(N_CHUNKS))
     return float(losses.mean()), ws.grads[0].copy()
 
 

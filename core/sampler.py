@@ -11,6 +11,7 @@ import numpy as np
 from core.errors import ConfigError, TokenizerError
 from core.model import GPT
 from core.passes import Workspace, decode_step, dims_of, forward_logits
+from core.threads import single_threaded_blas
 
 
 @dataclass(frozen=True)
@@ -104,10 +105,17 @@ def generate(model: GPT, prompt: str, config: SampleConfig = SampleConfig(),
     up, the cache is rebuilt from the last ctx/2 tokens and decoding goes on."""
     config.validate()
     tok = model.tokenizer
-    ctx = model.config.ctx
     ids = list(tok.encode(prompt)) if prompt else []
     if not ids:
         ids = _start_tokens(tok)
+    with single_threaded_blas():  # one-row products gain nothing from BLAS threads
+        yield from _decode(model, ids, config, should_stop)
+
+
+def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> Iterator[str]:
+    """The decoding loop of `generate`: `ids` is the prompt (at least one token)."""
+    tok = model.tokenizer
+    ctx = model.config.ctx
     rng = np.random.default_rng(config.seed)
     decoder = Decoder(model)
     logits = decoder.prefill(np.array(ids[-ctx:]))

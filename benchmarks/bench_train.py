@@ -1,0 +1,248 @@
+"""Training throughput, CLLM against PyTorch, and both against the machine's matmul peak.
+
+Every measurement is a fresh child process (thread settings and numba's caches start
+clean). The runs alternate CLLM and PyTorch (the order flips each repeat), so a load
+change on the machine hits both alike. A child builds the model, warms up (CLLM:
+core.warmup.compile_kernels() and a few steps; torch: a few steps), times --steps steps
+and reports tokens/s = steps x batch x ctx / seconds.
+
+FLOPs per token = 6 x non-embedding parameters + 12 x layers x ctx x width (nanoGPT's
+estimate; non-embedding leaves out wte and wpe, so the tied head's product is not
+counted). Peak = numpy float32 matmul 2048 x 2048 on the same number of threads
+(threadpoolctl), in a child with the same environment.
+
+    python benchmarks/bench_train.py                 # 5 runs each, threads 1 and all
+    python benchmarks/bench_train.py --unset-openblas-env --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import (  # noqa: E402
+    CONFIGS, DEFAULT_CORPUS, NO_TORCH, child_env, child_result, command_line, config_label, fmt, fmt_range,
+    machine_lines, parse_int_list, run_child, section_title, stats, table, torch_available, write_section,
+)
+
+SCRIPT = Path(__file__).resolve()
+
+
+# -- children ---------------------------------------------------------------------------
+
+def child_cllm(spec: dict) -> dict:
+    import numba
+
+    from core.config import TrainConfig
+    from core.corpus import load_corpus
+    from core.threads import numba_threads, single_threaded_blas
+    from core.trainer import Trainer
+    from core.warmup import compile_kernels
+
+    cfg, n = spec["config"], spec["threads"]
+    t0 = time.perf_counter()
+    compile_s = compile_kernels()
+    shape = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "ctx")}
+    trainer = Trainer.new(load_corpus(spec["corpus"]), shape,
+                          TrainConfig(threads=n, batch=cfg["batch"], eval_interval=0, steps=10**6))
+    numba.set_num_threads(numba_threads(trainer.n_threads))
+    with single_threaded_blas():
+        for _ in range(spec["warmup"]):
+            trainer.train_step()
+        start = time.perf_counter()
+        for _ in range(spec["steps"]):
+            loss, _ = trainer.train_step()
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "loss": loss, "compile_s": compile_s, "setup_s": start - t0,
+            "shards": trainer.n_threads, "params": trainer.model.n_params, "layer": numba.threading_layer()}
+
+
+def child_torch(spec: dict) -> dict:
+    import numpy as np
+    import torch
+
+    from benchmarks.common import load_text
+    from benchmarks.torch_gpt import Config, TorchGPT, char_tokens, lr_at, make_optimizer, random_batch, split
+    from benchmarks.torch_gpt import train_step
+
+    cfg, n = spec["config"], spec["threads"]
+    torch.set_num_threads(n)
+    torch.manual_seed(1337)
+    tokens, vocab = char_tokens(load_text(spec["corpus"]))
+    train, _ = split(tokens)
+    model = TorchGPT(Config(len(vocab), cfg["n_layer"], cfg["n_head"], cfg["n_embd"], cfg["ctx"]))
+    opt = make_optimizer(model)
+    rng = np.random.default_rng(1337)
+    total = spec["warmup"] + spec["steps"]
+    for step in range(total):
+        if step == spec["warmup"]:
+            start = time.perf_counter()
+        loss, _ = train_step(model, opt, random_batch(train, cfg["ctx"], cfg["batch"], rng),
+                             lr_at(step, 10**6, 1e-3, 1e-4, 100))
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "loss": loss, "params": sum(p.numel() for p in model.parameters()),
+            "interop_threads": torch.get_num_interop_threads(), "capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def child_peak(spec: dict) -> dict:
+    """Best GFLOP/s of an n x n float32 matmul on `threads` threads, numpy's BLAS (and, for
+    information, scipy's, which numba's np.dot and so CLLM's kernels call)."""
+    import numpy as np
+    import scipy.linalg.blas as sblas
+    from threadpoolctl import threadpool_limits
+
+    from benchmarks.common import blas_kernels
+
+    n, threads, reps = spec["size"], spec["threads"], spec["reps"]
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    out = {"kernels": blas_kernels()}
+
+    def best(f):
+        f()
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        return 2 * n ** 3 / min(times) / 1e9
+
+    with threadpool_limits(limits=threads, user_api="blas"):
+        out["numpy"] = best(lambda: a @ b)
+        af, bf = np.asfortranarray(a), np.asfortranarray(b)
+        out["scipy"] = best(lambda: sblas.sgemm(1.0, af, bf))
+    return out
+
+
+def child_torch_peak(spec: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    n = spec["size"]
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(spec["reps"]):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return {"torch": 2 * n ** 3 / min(times) / 1e9}
+
+
+CHILDREN = {"cllm": child_cllm, "torch": child_torch, "peak": child_peak, "torch_peak": child_torch_peak}
+
+
+# -- parent -----------------------------------------------------------------------------
+
+def flops_per_token(cfg: dict) -> float:
+    from core.config import ModelConfig
+    from core.model import Layout
+
+    layout = Layout.of(ModelConfig(vocab_size=65, **{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "ctx")}))
+    non_emb = layout.size - layout.offsets[2]  # everything after wte and wpe (vocabulary-free)
+    return 6 * int(non_emb) + 12 * cfg["n_layer"] * cfg["ctx"] * cfg["n_embd"]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--repeats", type=int, default=5, help="runs of each implementation per config and threads")
+    p.add_argument("--steps", type=int, default=30, help="timed steps per run")
+    p.add_argument("--warmup-steps", type=int, default=3, help="untimed steps per run before timing")
+    p.add_argument("--threads-list", default="1,all", help="comma list; 'all' = every core (default 1,all)")
+    p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of {', '.join(CONFIGS)}")
+    p.add_argument("--corpus", default=str(DEFAULT_CORPUS))
+    p.add_argument("--peak-size", type=int, default=2048)
+    p.add_argument("--no-torch", action="store_true", help="CLLM only")
+    p.add_argument("--unset-openblas-env", action="store_true",
+                   help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the children's environment")
+    p.add_argument("--write", action="store_true", help="write the section 'Training throughput' of RESULTS.md")
+    a = p.parse_args()
+    if a.child:
+        spec = json.loads(a.child)
+        child_result(CHILDREN[spec["kind"]](spec))
+        return 0
+
+    threads = parse_int_list(a.threads_list)
+    configs = {name: CONFIGS[name] for name in a.configs.split(",")}
+    use_torch = not a.no_torch and torch_available()
+    env = child_env(a.unset_openblas_env)
+    impls = ["cllm", "torch"] if use_torch else ["cllm"]
+    notes = [] if use_torch else [NO_TORCH if not a.no_torch else "PyTorch left out (--no-torch)."]
+    for n in notes:
+        print(n)
+
+    peak, kernels = {}, {}
+    for n in threads:
+        r = run_child(SCRIPT, {"kind": "peak", "threads": n, "size": a.peak_size, "reps": 5}, env)
+        kernels = r["kernels"]
+        peak[n] = {"numpy": r["numpy"], "scipy": r["scipy"]}
+        if use_torch:
+            peak[n]["torch"] = run_child(SCRIPT, {"kind": "torch_peak", "threads": n, "size": a.peak_size,
+                                                  "reps": 5}, env)["torch"]
+        print(f"matmul peak {a.peak_size}^3 float32, {n} thread(s): " +
+              ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak[n].items()), flush=True)
+
+    tps: dict = {}
+    layers: set = set()  # numba's threading layer in the CLLM children, torch's CPU capability
+    for rep in range(a.repeats):
+        order = impls if rep % 2 == 0 else impls[::-1]
+        for name, cfg in configs.items():
+            for n in threads:
+                for impl in order:
+                    spec = {"kind": impl, "config": cfg, "threads": n, "corpus": a.corpus,
+                            "steps": a.steps, "warmup": a.warmup_steps}
+                    r = run_child(SCRIPT, spec, env)
+                    tok_s = a.steps * cfg["batch"] * cfg["ctx"] / r["seconds"]
+                    tps.setdefault((name, n, impl), []).append(tok_s)
+                    if "layer" in r:
+                        layers.add(r["layer"])
+                    if "capability" in r:
+                        layers.add(f"torch CPU capability {r['capability']}")
+                    print(f"run {rep + 1}/{a.repeats} {name:12s} {n} thread(s) {impl:5s} {tok_s:9.0f} tok/s "
+                          f"(loss {r['loss']:.3f}, child {r['wall_s']:.1f} s)", flush=True)
+
+    rows, speed_rows = [], []
+    for name, cfg in configs.items():
+        fpt = flops_per_token(cfg)
+        for n in threads:
+            s = {impl: stats(tps.get((name, n, impl), [])) for impl in ("cllm", "torch")}
+            gf = {impl: s[impl]["median"] * fpt / 1e9 for impl in s}
+            pk = peak[n]["numpy"]
+            rows.append([config_label(cfg), str(n), fmt_range(s["cllm"]), fmt_range(s["torch"]),
+                         fmt(gf["cllm"]), fmt(gf["torch"]), f"{100 * gf['cllm'] / pk:.0f}%",
+                         f"{100 * gf['torch'] / pk:.0f}%" if use_torch else "-",
+                         f"{s['cllm']['median'] / s['torch']['median']:.2f}" if use_torch else "-"])
+        if len(threads) > 1:
+            for impl in impls:
+                med = [stats(tps[(name, n, impl)])["median"] for n in threads]
+                speed_rows.append([config_label(cfg), impl] + [fmt(m) for m in med] +
+                                  [f"{m / med[0]:.2f}" for m in med[1:]])
+
+    out = [f"Training throughput: {a.repeats} runs each (median (min-max)), {a.steps} timed steps after "
+           f"{a.warmup_steps} warm-up steps, one child process per run, CLLM and PyTorch alternating.",
+           "FLOPs per token = 6 x non-embedding parameters + 12 x layers x ctx x width; "
+           "% peak = GFLOP/s over numpy's float32 matmul peak on the same threads.", ""]
+    out += machine_lines(env, kernels) + [f"- command: `{command_line()}`"] + [f"- {n}" for n in notes]
+    out += [f"- numba threading layer / torch: {', '.join(sorted(layers))}"]
+    out += ["", table(["matmul peak, GFLOP/s", *[f"{n} thread(s)" for n in threads]],
+                      [[k, *[fmt(peak[n].get(k)) for n in threads]] for k in peak[threads[0]]]), ""]
+    out += [table(["config", "threads", "CLLM tok/s", "PyTorch tok/s", "CLLM GFLOP/s", "PyTorch GFLOP/s",
+                   "CLLM % peak", "PyTorch % peak", "CLLM/PyTorch"], rows)]
+    if speed_rows:
+        out += ["", table(["config", "impl", *[f"{n}t tok/s" for n in threads],
+                           *[f"{n}t/{threads[0]}t" for n in threads[1:]]], speed_rows)]
+    text = "\n".join(out)
+    print("\n" + text)
+    if a.write:
+        write_section(section_title("Training throughput", a.unset_openblas_env), text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
