@@ -30,8 +30,10 @@ GROUP_ROWS = 256  # sequences are processed in groups of about this many positio
 
 def group_size(config: ModelConfig, max_rows: int) -> int:
     """Sequences per group: enough rows for efficient matrix products, no more than a
-    shard holds. Progress counters advance one group at a time."""
-    return max(1, min(max_rows, -(-GROUP_ROWS // config.ctx)))
+    shard holds, and groups of even size. Progress counters advance one group at a time."""
+    target = max(1, min(max_rows, -(-GROUP_ROWS // config.ctx)))
+    n_groups = -(-max_rows // target)
+    return -(-max_rows // n_groups)
 
 
 drop_stale_pass_cache()
