@@ -128,6 +128,7 @@ class FakeEngine(Engine):
         self._kernels_ready = kernels_ready
         self.trainers: list[FakeTrainer] = []
         self.compiled = threading.Event()
+        self.compile_gate = threading.Event()  # compile_kernels waits for the test to set it
 
     def new_trainer(self, corpus, model_config, train_config, *, tokenizer, vocab_size, out_path):
         tok = train_tokenizer(tokenizer, corpus.text, vocab_size)
@@ -159,7 +160,7 @@ class FakeEngine(Engine):
         return self._kernels_ready
 
     def compile_kernels(self) -> None:
-        time.sleep(0.2)
+        self.compile_gate.wait(10)
         self._kernels_ready = True
         self.compiled.set()
 
@@ -173,7 +174,9 @@ def make_model_file(path: Path, *, steps: int = 40, text: str = TEXT, best: floa
     model = GPT.create(ModelConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=n_embd, ctx=16), tok)
     sha = hashlib.sha256(text.encode()).hexdigest()
     save_model(path, model, training={"step": steps, "best_val_loss": best, "tokens_seen": steps * 64,
-                                      "corpus": {"name": corpus_name, "sha256": sha}},
+                                      "corpus": {"name": corpus_name, "sha256": sha},
+                                      "loss_history": [[i, 4.0 - i / 100] for i in range(1, steps + 1)],
+                                      "val_history": [[steps, best]]},
                created="2026-01-02T03:04:05Z")
     return path
 
@@ -195,8 +198,20 @@ def make_app(ws: dict, engine: Engine | None = None, **kwargs):
     from tui.app import CllmApp
 
     kwargs.setdefault("compile_kernels", False)
-    return CllmApp(models_dir=ws["models"], settings=Settings.load(ws["config"]),
-                   engine=engine or FakeEngine(), **kwargs)
+    kwargs.setdefault("prewarm", False)  # saves ~1 s per test; the real-engine tests keep it
+    kwargs.setdefault("models_dir", ws["models"])
+    return CllmApp(settings=Settings.load(ws["config"]), engine=engine or FakeEngine(), **kwargs)
+
+
+async def wait_screen(pilot, cls, selector: str = "Button", timeout: float = 10.0) -> None:
+    """Wait until a screen of type `cls` is on top, composed (has `selector`) and focused."""
+
+    def ready() -> bool:
+        screen = pilot.app.screen
+        focused = screen.focused
+        return isinstance(screen, cls) and bool(screen.query(selector)) and focused is not None
+
+    await wait_for(pilot, ready, timeout=timeout, what=f"the {cls.__name__}")
 
 
 async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "condition") -> None:
@@ -241,14 +256,27 @@ async def press(pilot, *keys: str) -> None:
         await pilot._wait_for_screen()
 
 
+async def settle(pilot, rounds: int = 3) -> None:
+    """Let messages that post further messages run their course."""
+    for _ in range(rounds):
+        await pilot._wait_for_screen()
+
+
 async def fill(pilot, selector: str, text: str) -> None:
     """Focus an input, clear it and type `text`, key by key."""
     from textual.widgets import Input
 
+    # Focus changes travel through several queues (a screen switch's resume, focus() itself,
+    # the input's Focus handler that selects all its text): let each settle, or the first
+    # typed key may be selected and then replaced by the second.
+    await settle(pilot)
     widget = pilot.app.screen.query_one(selector, Input)
     widget.focus()
-    await pilot.pause(0.05)  # let the focus handler (select-on-focus) run before typing
+    await wait_for(pilot, lambda: widget.has_focus, what=f"focus on {selector}")
+    await settle(pilot)
     await press(pilot, "end", "ctrl+u", *text)
+    await wait_for(pilot, lambda: widget.value == text, timeout=5,
+                   what=f"{text!r} in {selector} (it holds {widget.value!r})")
 
 
 async def fill_form(pilot, corpus: Path, **fields: object) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from textual.widgets import Input, Static
+from textual.widgets import Static
 
 from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
     FakeEngine,
@@ -14,6 +14,7 @@ from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
     make_model_file,
     press,
     wait_for,
+    wait_screen,
     workspace,
 )
 from tui.screens.generate import GenerateScreen
@@ -42,7 +43,7 @@ async def test_generation_streams_and_escape_stops_at_once(workspace):
         await wait_for(pilot, lambda: len(sample.output) > first, what="more text")  # it streams
         pressed = time.monotonic()
         await press(pilot, "escape")
-        await wait_for(pilot, lambda: not screen._running, what="the stop")
+        await wait_for(pilot, lambda: not screen._generating, what="the stop")
         assert time.monotonic() - pressed < 0.5  # stated bound: Escape stops within 0.5 s
         stopped_at = len(sample.output)
         await pilot.pause(0.1)
@@ -54,7 +55,7 @@ async def test_generation_streams_and_escape_stops_at_once(workspace):
         await fill(pilot, "#max-tokens", "12")
         await fill(pilot, "#prompt", "Again")
         await press(pilot, "enter")
-        await wait_for(pilot, lambda: not screen._running and len(screen.query(Sample)) == 2, what="second")
+        await wait_for(pilot, lambda: not screen._generating and len(screen.query(Sample)) == 2, what="second")
         samples = list(screen.query(Sample))
         assert [s.prompt for s in samples] == ["Hello", "Again"]
         assert samples[1].output.split() == "lorem ipsum dolor sit amet lorem ipsum dolor sit amet lorem ipsum".split()
@@ -104,7 +105,7 @@ async def test_quick_start_trains_then_generates(workspace):
         await wait_for(pilot, lambda: isinstance(app.screen, GenerateScreen) and app.screen.query(Sample),
                        what="the first sample")
         assert (workspace["models"] / "quickstart.cllm").exists()
-        await wait_for(pilot, lambda: not app.screen._running, what="generation")
+        await wait_for(pilot, lambda: not app.screen._generating, what="generation")
         assert app.screen.query_one(Sample).output
 
 
@@ -117,10 +118,12 @@ async def test_generating_while_training_uses_the_last_saved_weights(workspace):
         await fill(pilot, "#steps", "100000")
         await fill(pilot, "#eval", "25")
         await press(pilot, "f5")
-        await wait_for(pilot, lambda: isinstance(app.screen, NameDialog))
+        await wait_screen(pilot, NameDialog)
         await press(pilot, "ctrl+u", *"live", "enter")
         await wait_for(pilot, lambda: engine.trainers, what="the trainer")
         trainer = engine.trainers[0]
+        await press(pilot, "f6")  # hold the run before its first checkpoint
+        assert trainer.step < 25
         await press(pilot, "ctrl+g")
         screen = app.screen
         await fill(pilot, "#max-tokens", "5")
@@ -130,10 +133,11 @@ async def test_generating_while_training_uses_the_last_saved_weights(workspace):
         assert not screen.query(Sample)
         assert any("has not been saved yet" in n for n in app.notices)
         # after it: generated from the file, and the run goes on
+        await press(pilot, "ctrl+t", "f6", "ctrl+g")
         await wait_for(pilot, lambda: app.training.checkpoints > 0, what="a checkpoint")
         await fill(pilot, "#prompt", "later")
         await press(pilot, "enter")
-        await wait_for(pilot, lambda: screen.query(Sample) and not screen._running, what="generation")
+        await wait_for(pilot, lambda: screen.query(Sample) and not screen._generating, what="generation")
         sample = screen.query_one(Sample)
         assert "last saved weights" in sample.note and "live.cllm" in sample.note
         assert sample.output

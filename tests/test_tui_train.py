@@ -9,7 +9,6 @@ import numpy as np
 from textual.widgets import Button, Input, ProgressBar, Static
 
 from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
-    TEXT,
     FakeEngine,
     fill,
     fill_form,
@@ -19,6 +18,7 @@ from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
     press,
     short,
     wait_for,
+    wait_screen,
     workspace,
 )
 from tui.screens.choice_dialog import ChoiceDialog
@@ -34,7 +34,7 @@ async def start_new_run(pilot, ws, name: str, **fields) -> None:
     await press(pilot, "ctrl+t")
     await fill_form(pilot, ws["corpus"], **fields)
     await press(pilot, "f5")
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, NameDialog), what="the name dialog")
+    await wait_screen(pilot, NameDialog)
     await press(pilot, "ctrl+u", *name, "enter")
 
 
@@ -102,7 +102,7 @@ async def open_replace_dialog(pilot, ws, **fields) -> None:
     await press(pilot, "ctrl+t")
     await fill_form(pilot, ws["corpus"], **fields)
     await press(pilot, "f5")
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, ChoiceDialog), what="the replace dialog")
+    await wait_screen(pilot, ChoiceDialog)
 
 
 def loaded_app(ws, engine=None):
@@ -124,9 +124,9 @@ async def test_cancel_leaves_the_file_byte_identical(workspace):
         assert any("Cancelled" in n for n in app.notices)
         # the overwrite path's own cancel: confirmation refused with escape
         await press(pilot, "f5")
-        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+        await wait_screen(pilot, ChoiceDialog)
         await press(pilot, "o")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await wait_screen(pilot, ConfirmDialog)
         assert "Lost for good: its 40 steps" in str(app.screen.query_one(".dialog-message", Static).render())
         await press(pilot, "escape")
         await pilot.pause(0.2)
@@ -142,7 +142,7 @@ async def test_create_new_refuses_existing_names_and_writes_a_new_file(workspace
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
         await open_replace_dialog(pilot, workspace, steps=30, eval=10)
         await press(pilot, "n")
-        await wait_for(pilot, lambda: isinstance(app.screen, NameDialog))
+        await wait_screen(pilot, NameDialog)
         await press(pilot, "ctrl+u", *"base")
         dialog = app.screen
         assert "already exists" in str(dialog.query_one("#name-error", Static).render())
@@ -163,7 +163,7 @@ async def test_overwrite_replaces_the_file_after_confirmation(workspace):
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
         await open_replace_dialog(pilot, workspace, steps=25, eval=10)
         await press(pilot, "o")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await wait_screen(pilot, ConfirmDialog)
         await press(pilot, "y")
         await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
         await wait_for(pilot, lambda: app.loaded.info is not None and app.loaded.steps == 25, what="reload")
@@ -181,7 +181,10 @@ async def test_continue_training_resumes_the_loaded_model(workspace):
         assert "40 → 70 steps" in label
         await press(pilot, "c")
         await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
-        assert app.training.plan.action == "continue"
+        run = app.training
+        assert run.plan.action == "continue"
+        assert run.loss_steps == list(range(1, 71))  # the saved curve, then the new steps
+        assert run.val_steps[0] == 40
     assert model_step(base) == 70
 
 
@@ -195,7 +198,7 @@ async def test_continue_is_refused_when_the_corpus_does_not_fit(workspace):
         await press(pilot, "ctrl+t")
         await fill(pilot, "#corpus", short(other))
         await press(pilot, "f5")
-        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+        await wait_screen(pilot, ChoiceDialog)
         dialog = app.screen
         assert dialog.query_one("#choice-continue", Button).disabled
         assert "cannot continue" in str(dialog.query_one(".dialog-note", Static).render())
@@ -230,7 +233,7 @@ async def test_engine_error_is_a_notification_not_a_traceback(workspace):
         await press(pilot, "ctrl+t")
         await fill(pilot, "#corpus", short(empty))
         await press(pilot, "f5")
-        await wait_for(pilot, lambda: isinstance(app.screen, NameDialog))
+        await wait_screen(pilot, NameDialog)
         await press(pilot, "enter")
         await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the failure")
         await wait_for(pilot, lambda: any("empty.txt: the file is empty" in n for n in app.notices),
@@ -284,12 +287,12 @@ async def test_quit_while_training_asks_then_stops_and_saves(workspace):
         await start_new_run(pilot, workspace, "bye", steps=100000, eval=1000)
         await wait_for(pilot, lambda: engine.trainers and engine.trainers[0].step > 3, what="steps")
         await press(pilot, "ctrl+q")
-        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+        await wait_screen(pilot, ChoiceDialog)
         await press(pilot, "k")  # keep training
         await pilot.pause(0.1)
         assert app.is_running and app.training.active
         await press(pilot, "ctrl+q")
-        await wait_for(pilot, lambda: isinstance(app.screen, ChoiceDialog))
+        await wait_screen(pilot, ChoiceDialog)
         await press(pilot, "s")  # stop, save, quit
         await wait_for(pilot, lambda: not app.is_running, what="the app to exit")
     assert app.training.done.reason == "stopped"

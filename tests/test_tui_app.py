@@ -1,0 +1,87 @@
+"""App-level behaviour: the command line, TEXTUAL_FPS, kernel compilation status, the
+command palette and the keys panel."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.test_tui_fakes import FakeEngine, make_app, press, wait_for, workspace  # noqa: F401
+from tui import app as app_module
+
+ROOT = Path(__file__).parents[1]
+
+
+def fps_in_subprocess(env_value: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "TEXTUAL_FPS"}
+    if env_value is not None:
+        env["TEXTUAL_FPS"] = env_value
+    code = "import tui.app, textual.constants as c; print(c.MAX_FPS)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip()
+
+
+def test_textual_fps_defaults_to_20_unless_the_user_set_it():
+    assert fps_in_subprocess(None) == "20"
+    assert fps_in_subprocess("60") == "60"
+
+
+def test_command_line(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_run(self):
+        seen.update(models_dir=self.models_dir, model_path=self.model_path)
+
+    monkeypatch.setenv("CLLM_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setattr(app_module.CllmApp, "run", fake_run)
+    assert app_module.main(["--models-dir", str(tmp_path), "--model", "x.cllm"]) == 0
+    assert seen == {"models_dir": tmp_path, "model_path": Path("x.cllm")}
+
+
+async def test_first_compile_shows_a_status(workspace):
+    engine = FakeEngine(kernels_ready=False)
+    app = make_app(workspace, engine=engine, compile_kernels=True)
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        assert app.activity == "compiling kernels…"
+        bar = app.screen.query_one("#bar-activity")
+        assert bar.display and "compiling kernels" in str(bar.render())
+        engine.compile_gate.set()
+        await wait_for(pilot, lambda: app.kernels_ready, what="the compile")
+        assert app.activity == ""
+        assert any(n.startswith("Kernels compiled in") for n in app.notices)
+
+
+async def test_palette_lists_every_screen_and_action(workspace):
+    app = make_app(workspace)
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        for title in ("Train", "Generate", "Models", "Quick start", "Start training", "Stop training",
+                      "Pause or resume training", "Generate text", "Stop generation", "Copy last output",
+                      "Load highlighted model", "Keys", "Quit"):
+            assert title in titles
+        await press(pilot, "ctrl+p")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "CommandPalette", what="the palette")
+        await press(pilot, *"models", "enter")
+        await wait_for(pilot, lambda: app.current_mode == "models", what="the palette command")
+
+
+async def test_keys_panel_and_every_binding_has_an_id(workspace):
+    from tui.screens.generate import GenerateScreen
+    from tui.screens.models import ModelsScreen
+    from tui.screens.train import TrainScreen
+
+    for cls in (app_module.CllmApp, TrainScreen, GenerateScreen, ModelsScreen):
+        for binding in cls.BINDINGS:
+            assert binding.id, f"{cls.__name__}: {binding.key} has no id"
+            assert binding.key not in ("ctrl+s", "ctrl+enter", "shift+enter", "ctrl+j")
+    app = make_app(workspace)
+    async with app.run_test() as pilot:
+        await press(pilot, "f1")
+        assert app.screen.query("HelpPanel")
+        await press(pilot, "f1")
+        assert not app.screen.query("HelpPanel")

@@ -1,0 +1,1 @@
+"""Screens: the three modes (train, generate, models) and the dialogs."""

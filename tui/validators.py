@@ -1,0 +1,157 @@
+"""Input validators for the training form.
+
+They reuse the engine's own checks (ModelConfig.validate / TrainConfig.validate raise
+ConfigError with a readable message), so the form says exactly what the engine would.
+Each validator builds a config in which only its own field (and a field it depends on,
+such as width for heads) comes from the form; the rest are known-good values, so one
+wrong field does not turn every other field red.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from textual.validation import ValidationResult, Validator
+
+from tui.engine import ConfigError, ModelConfig, TrainConfig
+
+SAFE_MODEL = {"vocab_size": 256, "n_layer": 1, "n_head": 1, "n_embd": 64, "ctx": 16}
+
+
+def parse_int(text: str) -> int:
+    return int(text.strip().replace("_", ""))
+
+
+def parse_float(text: str) -> float:
+    return float(text.strip())
+
+
+def try_int(text: str | None) -> int | None:
+    try:
+        return parse_int(text or "")
+    except ValueError:
+        return None
+
+
+class ConfigValidator(Validator):
+    """Parse the value, then let `check(value)` raise ConfigError with the reason."""
+
+    def __init__(self, label: str, check: Callable[[int | float], None], *, number: str = "int") -> None:
+        super().__init__()
+        self.label = label
+        self.check = check
+        self.number = number
+
+    def validate(self, value: str) -> ValidationResult:
+        if not value.strip():
+            return self.failure(f"{self.label}: enter a value")
+        try:
+            parsed = parse_int(value) if self.number == "int" else parse_float(value)
+        except ValueError:
+            kind = "a whole number" if self.number == "int" else "a number (e.g. 1e-3)"
+            return self.failure(f"{self.label} must be {kind}, got {value.strip()!r}")
+        try:
+            self.check(parsed)
+        except ConfigError as exc:
+            return self.failure(str(exc))
+        return self.success()
+
+
+def model_check(field: str, partner: Callable[[], dict[str, int | None]] | None = None) -> Callable[[int], None]:
+    """A check for one ModelConfig field; `partner` supplies the fields it depends on."""
+
+    def check(value: int) -> None:
+        values = dict(SAFE_MODEL)
+        values[field] = value
+        others = partner() if partner else {}
+        if field == "n_head":
+            width = others.get("n_embd")
+            values["n_embd"] = width if width is not None and 1 <= width <= 4096 else max(value, 1)
+        elif field == "n_embd":
+            heads = others.get("n_head")
+            values["n_head"] = heads if heads is not None and 1 <= heads <= 64 else 1
+        ModelConfig(**values).validate()
+
+    return check
+
+
+def train_check(field: str) -> Callable[[int | float], None]:
+    def check(value: int | float) -> None:
+        TrainConfig(**{field: value}).validate()
+
+    return check
+
+
+def vocab_check(tokenizer: Callable[[], str]) -> Callable[[int], None]:
+    """The tokenizer's own limits (core.tokenizer.train_tokenizer)."""
+
+    def check(value: int) -> None:
+        kind = tokenizer()
+        if kind == "bpe" and value < 256:
+            raise ConfigError(f"a byte-level BPE vocabulary needs at least 256 entries (one per byte), got {value}")
+        if kind == "word" and value < 2:
+            raise ConfigError(f"a word vocabulary needs at least 2 entries, got {value}")
+        if value > 65536:
+            raise ConfigError(f"vocabulary size must be at most 65536, got {value}")
+
+    return check
+
+
+class CorpusValidator(Validator):
+    """A built-in corpus name or a path to an existing file (a cheap stat per keystroke)."""
+
+    def __init__(self, builtin: list[str]) -> None:
+        super().__init__()
+        self.builtin = builtin
+
+    def validate(self, value: str) -> ValidationResult:
+        text = value.strip()
+        if not text:
+            return self.failure(f"corpus: type a file path or a built-in name ({', '.join(self.builtin)})")
+        if text in self.builtin:
+            return self.success()
+        path = Path(text).expanduser()
+        if path.is_dir():
+            return self.failure(f"{path}: is a folder; choose a text file")
+        if not path.is_file():
+            return self.failure(f"{path}: no such file (built-in: {', '.join(self.builtin)})")
+        return self.success()
+
+
+class NumberValidator(ConfigValidator):
+    """A plain range check for the generation settings."""
+
+    def __init__(self, label: str, low: float, high: float, *, number: str = "float",
+                 allow_empty: bool = False) -> None:
+        def check(value: int | float) -> None:
+            if not low <= value <= high:
+                raise ConfigError(f"{label} must be between {low:g} and {high:g}, got {value:g}")
+
+        super().__init__(label, check, number=number)
+        self.allow_empty = allow_empty
+
+    def validate(self, value: str) -> ValidationResult:
+        if self.allow_empty and not value.strip():
+            return self.success()
+        return super().validate(value)
+
+
+class NewModelName(Validator):
+    """A name for a new model file: a plain file name that does not exist yet."""
+
+    def __init__(self, models_dir: Path) -> None:
+        super().__init__()
+        self.models_dir = models_dir
+
+    def validate(self, value: str) -> ValidationResult:
+        name = value.strip()
+        if name.endswith(".cllm"):
+            name = name[: -len(".cllm")]
+        if not name:
+            return self.failure("type a name for the new model")
+        if any(ch in name for ch in "/\\\0") or name.startswith("."):
+            return self.failure(f"{name!r}: use a plain name without slashes or a leading dot")
+        if (self.models_dir / f"{name}.cllm").exists():
+            return self.failure(f"{self.models_dir / (name + '.cllm')} already exists; choose another name")
+        return self.success()
