@@ -23,6 +23,7 @@ from typing import Any
 
 from core.config import ModelConfig, TrainConfig, default_threads
 from core.errors import CllmError, ConfigError, CorpusError, ModelFileError, TokenizerError
+from core.trainer import CheckpointEvent, DoneEvent, EvalEvent, StepEvent
 
 __all__ = [
     "CllmError", "ConfigError", "CorpusError", "ModelFileError", "TokenizerError",
@@ -54,41 +55,6 @@ QUICK_START_EVAL_CHUNKS = 64  # evaluate on 64 held-out windows: a second, not t
 QUICK_START_PROMPT = "The "
 
 # ---------------------------------------------------------------------------------------
-# Trainer events. The engine defines them in core.trainer; until that module is importable
-# the same shapes are defined here so that the UI (and its tests with a fake trainer) work.
-try:  # pragma: no cover - depends on what core/ provides
-    from core.trainer import CheckpointEvent, DoneEvent, EvalEvent, StepEvent
-except Exception:  # noqa: BLE001 - a half-written core.trainer must not break the UI
-    @dataclass
-    class StepEvent:  # type: ignore[no-redef]
-        step: int
-        steps: int
-        loss: float
-        lr: float
-        tokens_per_s: float
-        elapsed: float
-        eta: float
-        tokens_seen: int
-
-    @dataclass
-    class EvalEvent:  # type: ignore[no-redef]
-        step: int
-        val_loss: float
-        best_val_loss: float
-
-    @dataclass
-    class CheckpointEvent:  # type: ignore[no-redef]
-        step: int
-        path: Path
-
-    @dataclass
-    class DoneEvent:  # type: ignore[no-redef]
-        step: int
-        reason: str  # "finished" | "stopped" | "nan"
-        message: str = ""
-
-
-# ---------------------------------------------------------------------------------------
 class Engine:
     """Thin adapter over core/. Every method may raise CllmError (user-ready message)."""
 
@@ -98,12 +64,9 @@ class Engine:
         return load_corpus(source)
 
     def builtin_corpora(self) -> list[str]:
-        try:
-            from core.corpus import list_builtin
+        from core.corpus import list_builtin
 
-            return list_builtin()
-        except Exception:  # noqa: BLE001
-            return [BUILTIN_CORPUS]
+        return list_builtin()
 
     def read_info(self, path: Path):
         from core.model_file import read_info
@@ -138,11 +101,9 @@ class Engine:
 
     def kernels_ready(self) -> bool:
         """True when the numba kernels are compiled and cached (start-up takes a second)."""
-        try:
-            from core.warmup import kernels_cached
-        except ImportError:
-            return True  # nothing to compile ahead (the engine compiles on first use)
-        return bool(kernels_cached())
+        from core.warmup import kernels_cached
+
+        return kernels_cached()
 
     def compile_kernels(self) -> None:
         """Compile (or load from the cache) every kernel; blocking, for a thread worker."""
