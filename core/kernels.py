@@ -178,7 +178,17 @@ def layernorm_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, T):
 def matmul_forward(out, inp, weight, bias, T, accumulate):
     # out (T, OC), inp (T, IC), weight (IC, OC), bias (OC,); accumulate: out += ...
     IC, OC = weight.shape
-    gemm(NOTRANS, NOTRANS, T, OC, IC, 1.0, inp, weight, 1.0 if accumulate else 0.0, out)
+    if T == 1:  # one row (decoding): BLAS would pack the whole weight for a single row
+        o, x = out[0], inp[0]
+        if not accumulate:
+            o[:OC] = 0.0
+        for i in range(IC):
+            xi = x[i]
+            w = weight[i]
+            for j in range(OC):
+                o[j] += xi * w[j]
+    else:
+        gemm(NOTRANS, NOTRANS, T, OC, IC, 1.0, inp, weight, 1.0 if accumulate else 0.0, out)
     for t in range(T):
         o = out[t]
         for i in range(OC):

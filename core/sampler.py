@@ -86,15 +86,17 @@ def pick_token(logits: np.ndarray, config: SampleConfig, rng: np.random.Generato
         kth = np.partition(z, -config.top_k)[-config.top_k]
         z = np.where(z < kth, -np.inf, z)
     p = np.exp(z - z.max())
-    p /= p.sum()
     if config.top_p < 1.0:
+        p /= p.sum()
         order = np.argsort(-p, kind="stable")
         cum = np.cumsum(p[order])
         keep = order[: int(np.searchsorted(cum, config.top_p)) + 1]
         mask = np.zeros_like(p)
         mask[keep] = p[keep]
-        p = mask / mask.sum()
-    return int(rng.choice(len(p), p=p))
+        p = mask
+    cumulative = np.cumsum(p)
+    index = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+    return min(index, len(p) - 1)
 
 
 def generate(model: GPT, prompt: str, config: SampleConfig = SampleConfig(),
