@@ -88,11 +88,9 @@ class FakeTrainer:
                 done = event(DoneEvent, step=self.step, reason="stopped")
                 emit(done)
                 return done
-            for i in range(self.n_threads):
-                self.shard_progress[i] = 0
-            for part in range(1, 3):
-                time.sleep(self.step_time / 2)
+            for part in range(1, 3):  # half the sequences done, then all (as a real step's counters rise)
                 self.shard_progress[:] = self.shard_sizes * part // 2
+                time.sleep(self.step_time / 2)
             loss = 4.0 * math.exp(-self.step / 50) + 1.0
             if self.nan_at is not None and self.step + 1 >= self.nan_at:
                 message = f"loss became nan at step {self.step + 1}; training stopped and the last checkpoint was kept"
