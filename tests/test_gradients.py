@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from core.config import ModelConfig
-from core.kernels import fast_tanh, fast_tanh_grad
+from core.kernels import exp_shifted, fast_tanh, fast_tanh_grad
 from core.model import Layout, init_params
 from core.passes import loss_and_grad
 
@@ -99,3 +99,16 @@ def test_tanh_derivative_is_the_derivative_of_the_approximation():
         numeric = (fast_tanh(x + h) - fast_tanh(x - h)) / (2 * h)
         assert abs(fast_tanh_grad(x) - numeric) < 1e-8
         assert abs(fast_tanh_grad(x) - (1 - np.tanh(x) ** 2)) < 2e-6
+
+
+def test_vectorised_exp_is_accurate():
+    x = np.concatenate([np.linspace(-120, 0, 100001), [-1e30, -745.0, 0.0]])
+    for dtype, tol in ((np.float64, 1e-15), (np.float32, 3e-7)):
+        row = x.astype(dtype)
+        expected = np.exp(row.astype(np.float64))  # of the inputs as rounded to dtype
+        total = exp_shifted(row, len(row), 0.0, np.empty(len(row)))
+        assert np.all(np.abs(row - expected) <= tol * expected + np.finfo(dtype).tiny)
+        assert total == pytest.approx(expected.sum(), rel=tol)
+    shifted = np.array([1.0, 3.0, 2.0])
+    exp_shifted(shifted, 2, 3.0, np.empty(3))
+    np.testing.assert_allclose(shifted, [np.exp(-2.0), 1.0, 2.0], rtol=1e-9)
