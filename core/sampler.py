@@ -10,7 +10,7 @@ import numpy as np
 
 from core.errors import ConfigError, TokenizerError
 from core.model import GPT
-from core.passes import Workspace, decode_step, dims_of, forward_logits
+from core.passes import Workspace, decode_step, forward_logits
 from core.threads import single_threaded_blas
 
 
@@ -41,7 +41,6 @@ class Decoder:
     def __init__(self, model: GPT):
         c = model.config
         self.model = model
-        self.dims = dims_of(c)
         self.workspace = Workspace.create(c, 1, 1)
         self.kcache = np.zeros((c.n_layer, c.ctx, c.n_embd), np.float32)
         self.vcache = np.zeros_like(self.kcache)
@@ -71,7 +70,7 @@ class Decoder:
 
     def step(self, token: int) -> np.ndarray:
         """Logits after appending `token` at the next position."""
-        decode_step(self.model.params, self.model.layout.offsets, self.dims, self.kcache, self.vcache, token,
+        decode_step(self.model.params, self.model.layout.offsets, self.workspace.dims, self.kcache, self.vcache, token,
                     self.pos, self.x, self.xn, self.qkv, self.att, self.y, self.h, self.hg, self.logits)
         self.pos += 1
         return self.logits[0]
@@ -123,7 +122,7 @@ def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> It
     logits = decoder.prefill(np.array(ids[-ctx:]))
     out: list[int] = []
     emitted = ""
-    for _ in range(config.max_tokens):
+    for n in range(config.max_tokens):
         if should_stop is not None and should_stop():
             return
         token = pick_token(logits, config, rng)
@@ -139,6 +138,8 @@ def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> It
             yield ready[len(emitted):]
             emitted = ready
         ids.append(token)
+        if n == config.max_tokens - 1:
+            break  # the last token's logits would never be used
         if decoder.full:
             logits = decoder.prefill(np.array(ids[-(ctx // 2):]))
         else:
