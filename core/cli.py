@@ -163,8 +163,7 @@ def cmd_train(a) -> int:
         "reason": done.reason, "step": done.step, "model": str(out),
         "loss": last.loss if last else None, "val_loss": val.val_loss if val else None,
         "best_val_loss": trainer.state.best_val_loss,
-        "tokens_per_s": (sum(e.tokens_per_s for e in events if isinstance(e, StepEvent) and e.step > 1)
-                         / max(1, sum(1 for e in events if isinstance(e, StepEvent) and e.step > 1))),
+        "tokens_per_s": _throughput([e for e in events if isinstance(e, StepEvent)]),
         "elapsed": time.perf_counter() - started,
         "time_to_first_step": first_step[0] if first_step else None,
         "checkpoints": sum(1 for e in events if isinstance(e, CheckpointEvent)),
@@ -174,6 +173,14 @@ def cmd_train(a) -> int:
     else:
         err.print(done.message)
     return 0 if done.reason != "nan" else 1
+
+
+def _throughput(steps: list) -> float | None:
+    """Tokens per second from the first finished step to the last (the first step, which
+    may include loading the kernels, is left out)."""
+    if len(steps) < 2 or steps[-1].elapsed <= steps[0].elapsed:
+        return None
+    return (steps[-1].tokens_seen - steps[0].tokens_seen) / (steps[-1].elapsed - steps[0].elapsed)
 
 
 def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None:

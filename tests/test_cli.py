@@ -36,6 +36,7 @@ def test_train_info_eval_generate(tmp_path, corpus_file, capsys):
     assert code == 0
     result = last_json(out)
     assert result["reason"] == "finished" and result["step"] == 8 and model.exists()
+    assert result["tokens_per_s"] > 0
 
     code, out, _ = run(capsys, "info", model, "--json")
     info = last_json(out)
