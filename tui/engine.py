@@ -112,26 +112,16 @@ class Engine:
         compile_kernels()
 
     def fits_corpus(self, handle: "ModelHandle", corpus) -> tuple[bool, str]:
-        """Whether `handle`'s model can continue training on `corpus`, and why not."""
+        """Whether `handle`'s model can continue training on `corpus`, and why not: the
+        tokenizer's own error names what its vocabulary lacks."""
         if handle.corpus_sha and handle.corpus_sha == corpus.sha256:
             return True, ""
-        model = handle.model
-        tokenizer = getattr(model, "tokenizer", None)
-        if tokenizer is None:
+        if handle.model is None:
             return False, "the model's weights are not loaded"
-        if getattr(tokenizer, "kind", "") == "char":
-            vocab = set(getattr(tokenizer, "vocab", ()) or ())
-            if vocab:
-                missing = sorted(set(corpus.text) - vocab)
-                if missing:
-                    shown = "".join(missing[:10]).encode("unicode_escape").decode()
-                    return False, (f"{corpus.name} has {len(missing)} characters the model's "
-                                   f"vocabulary lacks (e.g. {shown!r})")
-                return True, ""
         try:
-            tokenizer.encode(corpus.text[:100_000])
+            handle.model.tokenizer.encode(corpus.text)
         except CllmError as exc:
-            return False, str(exc)
+            return False, f"{corpus.name}: {exc}"
         return True, ""
 
 
