@@ -162,6 +162,9 @@ def main() -> int:
     p.add_argument("--unset-openblas-env", action="store_true",
                    help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the children's environment")
     p.add_argument("--write", action="store_true", help="write the section 'Training throughput' of RESULTS.md")
+    p.add_argument("--section", default="Training throughput",
+                   help="title of the RESULTS.md section --write replaces (a scaling run on another machine "
+                        "gets its own, e.g. 'Scaling on a 16-core machine')")
     a = p.parse_args()
     if a.child:
         spec = json.loads(a.child)
@@ -240,7 +243,7 @@ def main() -> int:
     text = "\n".join(out)
     print("\n" + text)
     if a.write:
-        write_section(section_title("Training throughput", a.unset_openblas_env), text)
+        write_section(section_title(a.section, a.unset_openblas_env), text)
     return 0
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -286,4 +287,4 @@ def section_title(title: str, unset_openblas: bool) -> str:
 
 
 def command_line() -> str:
-    return "python " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+    return "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
