@@ -218,8 +218,11 @@ async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "conditi
     while not condition():
         if time.monotonic() > deadline:
             app = pilot.app
+            workers = ", ".join(f"{w.name or w.group}: {w.state.name}" for w in app.workers)
+            threads = ", ".join(t.name for t in threading.enumerate())
             raise AssertionError(f"timed out after {timeout} s waiting for {what} "
-                                 f"(screen {app.screen!r}, focus {app.focused!r}, notices {app.notices})")
+                                 f"(screen {app.screen!r}, focus {app.focused!r}, notices {app.notices}; "
+                                 f"workers: {workers}; threads: {threads})")
         await pilot.pause(0.02)
 
 
@@ -252,6 +255,21 @@ async def press(pilot, *keys: str) -> None:
         app.post_message(events.Key(key, char))
         await pilot._wait_for_screen()
         await pilot._wait_for_screen()
+
+
+MODE_KEYS = {"train": "ctrl+t", "generate": "ctrl+g", "models": "ctrl+o"}
+
+
+async def goto(pilot, mode: str):
+    """Press `mode`'s key and wait until its screen is on top and has focused a widget.
+    A mode switch travels through more than one message queue, so without this wait the
+    next key or query can still reach the screen being left."""
+    app = pilot.app
+    await press(pilot, MODE_KEYS[mode])
+    await wait_for(pilot, lambda: app.current_mode == mode and app.screen.id == mode and app.screen.is_mounted
+                   and app.screen.focused is not None, what=f"the {mode} screen, focused")
+    await settle(pilot)
+    return app.screen
 
 
 async def settle(pilot, rounds: int = 3) -> None:

@@ -8,10 +8,12 @@ from pathlib import Path
 from textual.widgets import Static
 
 from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
+    goto,
     fill,
     make_app,
     make_model_file,
     press,
+    settle,
     wait_for,
     workspace,
 )
@@ -26,16 +28,19 @@ def details_text(app) -> str:
 
 
 async def highlight(pilot, name: str) -> None:
-    """Move the tree cursor down until `name` is highlighted."""
+    """Move the tree cursor down, one key at a time, until `name` is highlighted."""
     tree = pilot.app.screen.query_one(ModelTree)
     tree.focus()
-    while tree.cursor_line > 0:
-        await press(pilot, "up")
-    for _ in range(20):
+    await wait_for(pilot, lambda: tree.has_focus, what="focus on the tree")
+    await settle(pilot)
+    await press(pilot, "home")
+    await wait_for(pilot, lambda: tree.cursor_line == 0, what="the cursor on the first line")
+    for line in range(1, tree.last_line + 2):
         node = tree.cursor_node
         if node is not None and node.data is not None and Path(node.data.path).name == name:
             return
         await press(pilot, "down")
+        await wait_for(pilot, lambda: tree.cursor_line == min(line, tree.last_line), what=f"the cursor on line {line}")
     raise AssertionError(f"{name} not found in the tree")
 
 
@@ -56,7 +61,7 @@ async def test_browse_inspect_and_load_a_model(workspace):
     (models / "old").mkdir()
     app = make_app(workspace)
     async with app.run_test(size=(100, 30)) as pilot:
-        await press(pilot, "ctrl+o")
+        await goto(pilot, "models")
         await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen) and app.screen.query(ModelTree))
         tree = app.screen.query_one(ModelTree)
         await wait_for(pilot, lambda: len(tree.root.children) == 3, what="the listing")
@@ -85,7 +90,7 @@ async def test_a_broken_file_shows_why_and_the_app_goes_on(workspace):
     app = make_app(workspace, model_path=good)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
-        await press(pilot, "ctrl+o")
+        await goto(pilot, "models")
         await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen) and app.screen.query(ModelTree))
         tree = app.screen.query_one(ModelTree)
         await wait_for(pilot, lambda: len(tree.root.children) == 3, what="the listing")
@@ -104,7 +109,7 @@ async def test_a_broken_file_shows_why_and_the_app_goes_on(workspace):
                        what="the load error")
         assert app.loaded.path == good
         await wait_for(pilot, lambda: "Cannot be loaded" in details_text(app), what="the error in details")
-        await press(pilot, "ctrl+g")
+        await goto(pilot, "generate")
         assert app.current_mode == "generate"  # the app goes on
         assert app.is_running
 
@@ -115,7 +120,7 @@ async def test_typed_path_jumps_to_another_folder(workspace):
     make_model_file(elsewhere / "far.cllm")
     app = make_app(workspace)
     async with app.run_test(size=(100, 30)) as pilot:
-        await press(pilot, "ctrl+o")
+        await goto(pilot, "models")
         await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen) and app.screen.query(ModelTree))
         await press(pilot, "f2")
         await fill(pilot, "#models-path", "elsewhere")
@@ -178,9 +183,10 @@ async def test_keymap_from_the_settings_file_remaps_bindings(workspace):
     app = make_app(workspace)
     async with app.run_test() as pilot:
         await press(pilot, "ctrl+t")
+        await settle(pilot)
         assert app.current_mode == "generate"  # no longer bound
         await press(pilot, "f12")
-        assert app.current_mode == "train"
+        await wait_for(pilot, lambda: app.current_mode == "train", what="f12 to switch to Train")
         assert app.key_for("mode.train") == "f12"
 
 
@@ -191,7 +197,7 @@ async def test_a_broken_settings_file_is_reported_and_ignored(workspace):
     async with app.run_test() as pilot:
         await pilot.pause()
         assert any("cannot read settings" in n for n in app.notices)
-        await press(pilot, "ctrl+o")
+        await goto(pilot, "models")
         assert app.current_mode == "models"
 
 

@@ -14,6 +14,7 @@ import pytest
 from textual.widgets import ProgressBar
 
 from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
+    goto,
     fill, make_app, model_step, press, wait_for, wait_screen, workspace,
 )
 from tui.engine import Engine
@@ -55,7 +56,7 @@ def real(workspace):
 
 
 async def train_tiny(pilot, name: str, steps: int, eval_every: int = 10) -> None:
-    await press(pilot, "ctrl+t")
+    await goto(pilot, "train")
     await fill(pilot, "#corpus", "tiny.txt")
     for field, value in {**TINY, "steps": steps, "eval": eval_every}.items():
         await fill(pilot, f"#{field}", str(value))
@@ -126,7 +127,8 @@ async def test_real_engine_stays_responsive_and_stops_cleanly(real):
         assert worst_switch < SWITCH_BOUND_S, f"slowest screen switch {worst_switch:.3f} s"
         assert worst_key < KEY_BOUND_S, f"slowest key press {worst_key:.3f} s"
         assert trainer.step > 10 and app.training.active  # training went on meanwhile
-        await press(pilot, "ctrl+t", "f6")
+        await goto(pilot, "train")
+        await press(pilot, "f6")
         assert trainer.paused
         held = trainer.step
         await pilot.pause(0.3)
@@ -182,7 +184,7 @@ async def test_real_model_browser_details_and_load(real, real_model):
     (real["models"] / "broken.cllm").write_bytes(real_model.read_bytes()[:200])
     app = make_app(real, engine=Engine())
     async with app.run_test(size=(100, 30)) as pilot:
-        await press(pilot, "ctrl+o")
+        await goto(pilot, "models")
         await wait_for(pilot, lambda: isinstance(app.screen, ModelsScreen) and app.screen.query(ModelTree))
         tree = app.screen.query_one(ModelTree)
         await wait_for(pilot, lambda: len(tree.root.children) == 2, what="the listing")

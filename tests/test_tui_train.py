@@ -9,6 +9,7 @@ import numpy as np
 from textual.widgets import Button, Input, ProgressBar, Static
 
 from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
+    goto,
     FakeEngine,
     fill,
     fill_form,
@@ -31,7 +32,7 @@ from tui.widgets.loss_chart import LossChart
 
 async def start_new_run(pilot, ws, name: str, **fields) -> None:
     """ctrl+t, fill the form, f5, name the model, enter."""
-    await press(pilot, "ctrl+t")
+    await goto(pilot, "train")
     await fill_form(pilot, ws["corpus"], **fields)
     await press(pilot, "f5")
     await wait_screen(pilot, NameDialog)
@@ -99,7 +100,7 @@ async def test_pause_resume_and_stop_keep_what_was_learned(workspace):
 
 # -- the replace dialog -------------------------------------------------------------
 async def open_replace_dialog(pilot, ws, **fields) -> None:
-    await press(pilot, "ctrl+t")
+    await goto(pilot, "train")
     await fill_form(pilot, ws["corpus"], **fields)
     await press(pilot, "f5")
     await wait_screen(pilot, ChoiceDialog)
@@ -195,7 +196,7 @@ async def test_continue_is_refused_when_the_corpus_does_not_fit(workspace):
     before = base.read_bytes()
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
-        await press(pilot, "ctrl+t")
+        await goto(pilot, "train")
         await fill(pilot, "#corpus", short(other))
         await press(pilot, "f5")
         await wait_screen(pilot, ChoiceDialog)
@@ -221,7 +222,7 @@ async def test_nan_stops_the_run_and_keeps_the_last_checkpoint(workspace):
         assert path.exists() and model_step(path) == 30  # the checkpoint before the NaN
         await wait_for(pilot, lambda: app.loaded is not None and app.loaded.info is not None, what="reload")
         assert app.loaded.steps == 30
-        await press(pilot, "ctrl+g")  # the app goes on
+        await goto(pilot, "generate")  # the app goes on
         assert app.current_mode == "generate"
 
 
@@ -230,7 +231,7 @@ async def test_engine_error_is_a_notification_not_a_traceback(workspace):
     empty.write_text("")
     app = make_app(workspace)
     async with app.run_test() as pilot:
-        await press(pilot, "ctrl+t")
+        await goto(pilot, "train")
         await fill(pilot, "#corpus", short(empty))
         await press(pilot, "f5")
         await wait_screen(pilot, NameDialog)
@@ -246,7 +247,7 @@ async def test_engine_error_is_a_notification_not_a_traceback(workspace):
 async def test_form_validates_as_you_type(workspace):
     app = make_app(workspace)
     async with app.run_test() as pilot:
-        await press(pilot, "ctrl+t")
+        await goto(pilot, "train")
         screen = app.screen
         await fill(pilot, "#heads", "3")
         heads, width = screen.query_one("#heads", Input), screen.query_one("#width", Input)
@@ -268,7 +269,7 @@ async def test_form_validates_as_you_type(workspace):
 async def test_browse_picks_the_corpus_from_a_file_browser(workspace):
     app = make_app(workspace)
     async with app.run_test() as pilot:
-        await press(pilot, "ctrl+t")
+        await goto(pilot, "train")
         await fill(pilot, "#corpus", "./")
         await press(pilot, "f8")
         from tui.screens.file_browser import FileBrowser
