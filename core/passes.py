@@ -294,14 +294,20 @@ def decode_step(params, off, dims, kcache, vcache, token, pos, x, xn, qkv, att, 
     C = wte.shape[1]
     hs = C // NH
     scale = 1.0 / math.sqrt(hs)
-    mean = np.empty(1, x.dtype)
-    rstd = np.empty(1, x.dtype)
-    x[0, :] = wte[token] + wpe[pos]
+    # Compile time: one row as a run-time count rather than the literal 1 lets numba reuse
+    # the training pass's compiled kernels; scratch made like x rather than from x.dtype and
+    # element loops rather than slice assignments avoid compiling numba's shape-error paths.
+    one = x.shape[0]
+    mean = np.empty_like(x[:, 0])
+    rstd = np.empty_like(x[:, 0])
+    for i in range(C):
+        x[0, i] = wte[token, i] + wpe[pos, i]
     for l in range(L):
-        layernorm_forward(xn, mean, rstd, x, ln1w[l], ln1b[l], 1)
-        matmul_forward(qkv, xn, qkvw[l], qkvb[l], 1, False)
-        kcache[l, pos, :] = qkv[0, C:2 * C]
-        vcache[l, pos, :] = qkv[0, 2 * C:]
+        layernorm_forward(xn, mean, rstd, x, ln1w[l], ln1b[l], one)
+        matmul_forward(qkv, xn, qkvw[l], qkvb[l], one, False)
+        for i in range(C):
+            kcache[l, pos, i] = qkv[0, C + i]
+            vcache[l, pos, i] = qkv[0, 2 * C + i]
         for hd in range(NH):
             q = qkv[0, hd * hs:(hd + 1) * hs]
             mx = -np.inf
@@ -324,12 +330,12 @@ def decode_step(params, off, dims, kcache, vcache, token, pos, x, xn, qkv, att, 
                 vv = vcache[l, u, hd * hs:(hd + 1) * hs]
                 for i in range(hs):
                     out[i] += w * vv[i]
-        matmul_forward(x, y, attprojw[l], attprojb[l], 1, True)
-        layernorm_forward(xn, mean, rstd, x, ln2w[l], ln2b[l], 1)
-        matmul_forward(h, xn, fcw[l], fcb[l], 1, False)
-        gelu_forward(hg, h, 1)
-        matmul_forward(x, hg, fcprojw[l], fcprojb[l], 1, True)
-    layernorm_forward(xn, mean, rstd, x, lnfw, lnfb, 1)
+        matmul_forward(x, y, attprojw[l], attprojb[l], one, True)
+        layernorm_forward(xn, mean, rstd, x, ln2w[l], ln2b[l], one)
+        matmul_forward(h, xn, fcw[l], fcb[l], one, False)
+        gelu_forward(hg, h, one)
+        matmul_forward(x, hg, fcprojw[l], fcprojb[l], one, True)
+    layernorm_forward(xn, mean, rstd, x, lnfw, lnfb, one)
     x0, out = xn[0], logits[0]
     for v in range(wte.shape[0]):  # one row: dot products with each embedding
         e = wte[v]
