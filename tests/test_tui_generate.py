@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import time
 
-
 from textual.widgets import Static
 
 from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
-    goto,
     FakeEngine,
     fill,
+    goto,
     make_app,
     make_model_file,
     press,

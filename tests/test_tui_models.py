@@ -8,8 +8,8 @@ from pathlib import Path
 from textual.widgets import Static
 
 from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
-    goto,
     fill,
+    goto,
     make_app,
     make_model_file,
     press,

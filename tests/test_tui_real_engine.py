@@ -14,8 +14,7 @@ import pytest
 from textual.widgets import ProgressBar
 
 from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
-    goto,
-    fill, make_app, model_step, press, wait_for, wait_screen, workspace,
+    fill, goto, make_app, model_step, press, wait_for, wait_screen, workspace,
 )
 from tui.engine import Engine
 from tui.screens.generate import GenerateScreen
@@ -81,7 +80,8 @@ async def test_real_training_run_writes_the_model(real):
         assert run.loss_steps == list(range(1, 21))
         assert run.loss_values[-1] < run.loss_values[0]
         assert run.val_steps == [10, 20]
-        assert screen.query_one(LossChart)._drawn == (20, 2)
+        chart = screen.query_one(LossChart)  # redraws on its timer: the last points come within a tick
+        await wait_for(pilot, lambda: chart._drawn == (20, 2), what="the chart to draw 20 + 2 points")
         path = real["models"] / "real.cllm"
         assert path.exists() and model_step(path) == 20
         await wait_for(pilot, lambda: app.loaded is not None and app.loaded.info is not None, what="reload")

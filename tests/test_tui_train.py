@@ -9,10 +9,10 @@ import numpy as np
 from textual.widgets import Button, Input, ProgressBar, Static
 
 from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
-    goto,
     FakeEngine,
     fill,
     fill_form,
+    goto,
     make_app,
     make_model_file,
     model_step,
@@ -94,7 +94,7 @@ async def test_pause_resume_and_stop_keep_what_was_learned(workspace):
         assert app.training.done.reason == "stopped"
         path = workspace["models"] / "long.cllm"
         assert path.exists() and model_step(path) == trainer.step
-        assert any("Stopped at step" in n for n in app.notices)
+        await wait_for(pilot, lambda: any("Stopped at step" in n for n in app.notices), what="the stop notice")
         assert not app.screen.query_one("#start", Button).disabled
 
 
@@ -217,7 +217,8 @@ async def test_nan_stops_the_run_and_keeps_the_last_checkpoint(workspace):
         await start_new_run(pilot, workspace, "unstable", steps=100, eval=10)
         await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
         assert app.training.done.reason == "nan"
-        assert any("nan" in n.lower() and "last good checkpoint" in n.lower() for n in app.notices)
+        await wait_for(pilot, lambda: any("nan" in n.lower() and "last good checkpoint" in n.lower()
+                                          for n in app.notices), what="the NaN notice")
         path = workspace["models"] / "unstable.cllm"
         assert path.exists() and model_step(path) == 30  # the checkpoint before the NaN
         await wait_for(pilot, lambda: app.loaded is not None and app.loaded.info is not None, what="reload")
