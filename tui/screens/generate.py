@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import get_current_worker
 
 from tui.engine import format_rate
 from tui.bindings import MODE_BINDINGS
@@ -244,14 +244,6 @@ class GenerateScreen(ReportWorkerErrors, Screen):
             raise
         finally:
             self.post_message(GenerationFinished("".join(parts), tokens, rate, reason))
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        super().on_worker_state_changed(event)
-        ended = event.state in (WorkerState.CANCELLED, WorkerState.ERROR, WorkerState.SUCCESS)
-        if event.worker.group == "generate" and ended and self._generating:
-            # The worker ended without its GenerationFinished (cancelled before it ran): do not
-            # stay "generating" forever.
-            self.on_generation_finished(GenerationFinished("", 0, 0.0, "stopped"))
 
     def on_generation_progress(self, message: GenerationProgress) -> None:
         if self._sample is not None and self._generating:
