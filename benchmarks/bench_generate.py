@@ -64,7 +64,6 @@ def cllm_models(spec: dict) -> dict:
 
 
 def child_cllm(spec: dict) -> dict:
-    import numba
     from threadpoolctl import threadpool_limits
 
     from core.sampler import SampleConfig, generate
@@ -72,7 +71,6 @@ def child_cllm(spec: dict) -> dict:
 
     n = spec["threads"]
     compile_kernels()
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     out = {}
     with threadpool_limits(limits=n, user_api="blas"):
         for ctx, model in cllm_models(spec).items():

@@ -35,11 +35,9 @@ SCRIPT = Path(__file__).resolve()
 # -- children ---------------------------------------------------------------------------
 
 def child_cllm(spec: dict) -> dict:
-    import numba
-
     from core.config import TrainConfig
     from core.corpus import load_corpus
-    from core.threads import numba_threads, single_threaded_blas
+    from core.threads import single_threaded_blas
     from core.trainer import Trainer
     from core.warmup import compile_kernels
 
@@ -49,7 +47,6 @@ def child_cllm(spec: dict) -> dict:
     shape = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "ctx")}
     trainer = Trainer.new(load_corpus(spec["corpus"]), shape,
                           TrainConfig(threads=n, batch=cfg["batch"], eval_interval=0, steps=10**6))
-    numba.set_num_threads(numba_threads(trainer.n_threads))
     with single_threaded_blas():
         for _ in range(spec["warmup"]):
             trainer.train_step()
@@ -58,7 +55,7 @@ def child_cllm(spec: dict) -> dict:
             loss, _ = trainer.train_step()
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "loss": loss, "compile_s": compile_s, "setup_s": start - t0,
-            "shards": trainer.n_threads, "params": trainer.model.n_params, "layer": numba.threading_layer()}
+            "shards": trainer.n_threads, "params": trainer.model.n_params}
 
 
 def child_torch(spec: dict) -> dict:
@@ -192,7 +189,7 @@ def main() -> int:
               ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak[n].items()), flush=True)
 
     tps: dict = {}
-    layers: set = set()  # numba's threading layer in the CLLM children, torch's CPU capability
+    layers: set = set()  # torch's CPU capability
     for rep in range(a.repeats):
         order = impls if rep % 2 == 0 else impls[::-1]
         for name, cfg in configs.items():
@@ -203,8 +200,6 @@ def main() -> int:
                     r = run_child(SCRIPT, spec, env)
                     tok_s = a.steps * cfg["batch"] * cfg["ctx"] / r["seconds"]
                     tps.setdefault((name, n, impl), []).append(tok_s)
-                    if "layer" in r:
-                        layers.add(r["layer"])
                     if "capability" in r:
                         layers.add(f"torch CPU capability {r['capability']}")
                     print(f"run {rep + 1}/{a.repeats} {name:12s} {n} thread(s) {impl:5s} {tok_s:9.0f} tok/s "
@@ -232,7 +227,7 @@ def main() -> int:
            "FLOPs per token = 6 x non-embedding parameters + 12 x layers x ctx x width; "
            "% peak = GFLOP/s over numpy's float32 matmul peak on the same threads.", ""]
     out += machine_lines(env, kernels) + [f"- command: `{command_line()}`"] + [f"- {n}" for n in notes]
-    out += [f"- numba threading layer / torch: {', '.join(sorted(layers))}"]
+    out += [f"- CLLM: one Python thread per shard; torch: {', '.join(sorted(layers))}"]
     out += ["", table(["matmul peak, GFLOP/s", *[f"{n} thread(s)" for n in threads]],
                       [[k, *[fmt(peak[n].get(k)) for n in threads]] for k in peak[threads[0]]]), ""]
     out += [table(["config", "threads", "CLLM tok/s", "PyTorch tok/s", "CLLM GFLOP/s", "PyTorch GFLOP/s",

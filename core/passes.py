@@ -13,9 +13,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from core.threads import single_threaded_blas  # also sets a threading layer safe for several threads
+from core.threads import run_split, run_tasks, single_threaded_blas
 from core.kernel_cache import drop_stale_pass_cache
 from core.config import ModelConfig
 from core.kernels import (
@@ -202,86 +202,96 @@ def gpt_backward(G, P, A, tokens, T, n_head):
         encoder_backward(dwte, dwpe, dres[r * T:(r + 1) * T], tokens[r], T)
 
 
-FORWARD, LOSS, TRAIN = 0, 1, 2  # what train_kernel computes: logits; and the loss; and gradients
+FORWARD, LOSS, TRAIN = 0, 1, 2  # what train_shard computes: logits; and the loss; and gradients
 
 
-@njit(parallel=True, **JIT)
-def train_kernel(params, grads, acts, off, aoff, dims, batch, bounds, scale, zero, mode, losses, progress, stop):
-    """Runs every sequence of `batch` (B, T+1) through the model: forward only (FORWARD,
-    logits left in the activations), with the loss (LOSS), or with the backward pass too
-    (TRAIN). Shard s takes rows bounds[s]:bounds[s+1], in groups of dims[5] sequences,
-    with its own gradient buffer grads[s] (zeroed first when `zero`) and scratch acts[s].
-    losses[b] gets the mean loss of row b; progress[s] counts finished rows; a non-zero
-    stop[0] makes every shard end after its current group. Training, evaluation and the
-    sampler's prompt pass share this one compiled kernel."""
-    n_shards = acts.shape[0]
+@njit(**JIT)
+def train_shard(params, grads, acts, off, aoff, dims, batch, lo, hi, scale, zero, mode, losses, progress, stop):
+    """Runs rows lo:hi of `batch` (B, T+1) through the model, in groups of dims[5]
+    sequences: forward only (FORWARD, logits left in the activations), with the loss
+    (LOSS), or with the backward pass too (TRAIN), accumulating into this shard's own
+    gradient buffer `grads` (zeroed first when `zero`) with its own scratch `acts`.
+    losses[b] gets the mean loss of row b; progress[0] counts finished rows; a non-zero
+    stop[0] ends the shard after its current group. Training, evaluation and the
+    sampler's prompt pass share this one compiled kernel, one call per shard thread."""
     T = batch.shape[1] - 1
     n_head, group = dims[4], dims[5]
-    for s in prange(n_shards):
-        if zero and mode == TRAIN:
-            grads[s, :] = 0.0
-        P = param_views(params, off, dims)
-        G = param_views(grads[s], off, dims)
-        A = act_views(acts[s], aoff, dims)
-        logits = A[17]
-        for b0 in range(bounds[s], bounds[s + 1], group):
-            if stop[0] != 0:
-                break
-            b1 = min(b0 + group, bounds[s + 1])
-            tokens = batch[b0:b1]
-            gpt_forward(P, A, tokens, T, n_head)
-            if mode != FORWARD:
-                for r in range(b1 - b0):
-                    rows = logits[r * T:(r + 1) * T]
-                    losses[b0 + r] = crossentropy_forward(rows, rows, tokens[r, 1:], T) / T
-                    if mode == TRAIN:
-                        crossentropy_backward(rows, rows, tokens[r, 1:], scale, T)
-            if mode == TRAIN:
-                gpt_backward(G, P, A, tokens, T, n_head)
-            progress[s] += b1 - b0
+    if zero and mode == TRAIN:
+        grads[:] = 0.0
+    P = param_views(params, off, dims)
+    G = param_views(grads, off, dims)
+    A = act_views(acts, aoff, dims)
+    logits = A[17]
+    for b0 in range(lo, hi, group):
+        if stop[0] != 0:
+            break
+        b1 = min(b0 + group, hi)
+        tokens = batch[b0:b1]
+        gpt_forward(P, A, tokens, T, n_head)
+        if mode != FORWARD:
+            for r in range(b1 - b0):
+                rows = logits[r * T:(r + 1) * T]
+                losses[b0 + r] = crossentropy_forward(rows, rows, tokens[r, 1:], T) / T
+                if mode == TRAIN:
+                    crossentropy_backward(rows, rows, tokens[r, 1:], scale, T)
+        if mode == TRAIN:
+            gpt_backward(G, P, A, tokens, T, n_head)
+        progress[0] += b1 - b0
 
 
 N_CHUNKS = 256  # fixed partition of flat buffers, so sums do not depend on thread count
 
 
-@njit(parallel=True, **JIT)
-def reduce_shards(grads, partial):
-    """grads[0] += grads[1:] in shard order; returns the squared norm of the sum.
-    `partial` (N_CHUNKS,) float64 scratch."""
+@njit(**JIT)
+def reduce_chunks(grads, partial, c0, c1):
+    """For chunks c0:c1 of N_CHUNKS equal pieces: grads[0] += grads[1:] in shard order,
+    and partial[c] = the squared norm of chunk c of the sum, accumulated in float64."""
     n_shards, n = grads.shape
     size = (n + N_CHUNKS - 1) // N_CHUNKS
-    for c in prange(N_CHUNKS):
-        lo = min(c * size, n)
-        hi = min(lo + size, n)
+    for c in range(c0, c1):
         acc = 0.0
-        for i in range(lo, hi):
+        for i in range(min(c * size, n), min((c + 1) * size, n)):
             g = grads[0, i]
             for s in range(1, n_shards):
                 g += grads[s, i]
             grads[0, i] = g
             acc += g * g
         partial[c] = acc
-    total = 0.0
-    for c in range(N_CHUNKS):
-        total += partial[c]
-    return total
 
 
-@njit(parallel=True, **JIT)
-def adamw_update(params, grad, m, v, segments, lr, beta1, beta2, eps, weight_decay, t, grad_scale):
-    """One AdamW step (PyTorch's arithmetic, decoupled decay on segments flagged 1)."""
+@njit(**JIT)
+def adamw_range(params, grad, m, v, segments, lo, hi, lr, beta1, beta2, eps, weight_decay, t, grad_scale):
+    """One AdamW step (PyTorch's arithmetic, decoupled decay on segments flagged 1) on
+    elements lo:hi."""
     bc1 = 1.0 - beta1 ** t
     bc2 = 1.0 - beta2 ** t
     for k in range(segments.shape[0]):
-        lo, hi, decay = segments[k, 0], segments[k, 1], segments[k, 2]
+        a, b, decay = max(segments[k, 0], lo), min(segments[k, 1], hi), segments[k, 2]
         shrink = 1.0 - lr * weight_decay if decay else 1.0
-        for i in prange(lo, hi):
+        for i in range(a, b):
             g = grad[i] * grad_scale
             mi = beta1 * m[i] + (1.0 - beta1) * g
             vi = beta2 * v[i] + (1.0 - beta2) * g * g
             m[i] = mi
             v[i] = vi
             params[i] = params[i] * shrink - lr * (mi / bc1) / (math.sqrt(vi / bc2) + eps)
+
+
+def reduce_shards(grads: np.ndarray) -> float:
+    """Sums every shard's gradient into grads[0], in shard order, one thread per shard.
+    Returns the squared norm of the sum; neither depends on the thread count."""
+    partial = np.zeros(N_CHUNKS, np.float64)
+    run_split(lambda c0, c1: reduce_chunks(grads, partial, c0, c1), N_CHUNKS, grads.shape[0])
+    return float(partial.sum())
+
+
+def adamw_update(params: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, segments: np.ndarray,
+                 lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, t: int,
+                 grad_scale: float, threads: int = 1) -> None:
+    """One AdamW step over every parameter (step number t from 1, gradient times
+    `grad_scale` for clipping), on `threads` threads."""
+    run_split(lambda lo, hi: adamw_range(params, grad, m, v, segments, lo, hi, lr, beta1, beta2, eps,
+                                         weight_decay, t, grad_scale), len(params), threads)
 
 
 @njit(**JIT)
@@ -365,8 +375,12 @@ class Workspace:
 
     def run(self, params: np.ndarray, offsets: np.ndarray, batch: np.ndarray, bounds: np.ndarray, scale: float,
             zero: bool, mode: int, losses: np.ndarray, progress: np.ndarray, stop: np.ndarray) -> None:
-        train_kernel(params, self.grads, self.acts, offsets, self.act_offsets, self.dims, batch, bounds, scale,
-                     zero, mode, losses, progress, stop)
+        """`train_shard` for every shard s over rows bounds[s]:bounds[s+1], one thread each."""
+        def shard(s: int) -> None:
+            train_shard(params, self.grads[s], self.acts[s], offsets, self.act_offsets, self.dims, batch,
+                        bounds[s], bounds[s + 1], scale, zero, mode, losses, progress[s:s + 1], stop)
+
+        run_tasks(shard, len(self.acts), len(self.acts))
 
     def views(self, shard: int = 0) -> tuple:
         """Named activation views of one shard (as `act_views` gives them)."""
@@ -385,7 +399,7 @@ def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray, n_
     with single_threaded_blas():
         ws.run(params, Layout.of(config).offsets, np.ascontiguousarray(batch, dtype=np.int32), bounds,
                1.0 / (B * T), True, TRAIN, losses, np.zeros(n_shards, np.int64), np.zeros(1, np.int64))
-        reduce_shards(ws.grads, np.zeros(N_CHUNKS))
+        reduce_shards(ws.grads)
     return float(losses.mean()), ws.grads[0].copy()
 
 

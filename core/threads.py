@@ -1,33 +1,77 @@
-"""Thread settings for the kernels: numba threads per launching thread, BLAS kept to one."""
+"""How the kernels share the cores: one Python thread per shard, BLAS kept to one thread.
+
+Every kernel is a plain `nogil` numba function, so Python threads run them truly in
+parallel. Keeping the threading in Python rather than in numba's `prange` spares the
+compiler a parallel copy of the whole model (about a third of the cold-start compile),
+and lets a Textual worker, the CLI and the tests launch kernels from any thread."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
-import numba
-
-import scipy.linalg.cython_blas  # noqa: F401  (loads the OpenBLAS numba's np.dot uses, so the limit covers it)
+import scipy.linalg.cython_blas  # noqa: F401  (loads the OpenBLAS the kernels call, so the limit covers it)
 from threadpoolctl import threadpool_limits
 
-# Training and the sampler may launch parallel kernels from two threads at once (a
-# Textual worker each); numba's fallback "workqueue" layer aborts on that, OpenMP and TBB
-# do not.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "threadsafe"
+from core.config import default_threads
 
 
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """BLAS on one thread while the numba threads run: each shard's matmuls stay on its
+    """BLAS on one thread while the shard threads run: each shard's matmuls stay on its
     own core instead of every core fighting over every matmul."""
     with threadpool_limits(limits=1):
         yield
 
 
-def numba_threads(shards: int) -> int:
-    """Threads to run `shards` shards on: one each, as far as numba has threads. The
-    shard count alone decides the arithmetic, so results do not depend on this number."""
-    return max(1, min(shards, numba.config.NUMBA_NUM_THREADS))
+def thread_cap() -> int:
+    """Most threads the kernels run on at once: every core, or `NUMBA_NUM_THREADS` where set
+    (the variable users of numba code already know)."""
+    value = os.environ.get("NUMBA_NUM_THREADS", "")
+    return max(1, int(value)) if value.strip().isdigit() else default_threads()
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def _workers(n: int) -> ThreadPoolExecutor:
+    """The shared pool, grown to at least `n` threads."""
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < n:
+            _pool_size = max(n, default_threads())
+            _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="cllm-shard")
+        return _pool
+
+
+def run_tasks(task: Callable[[int], None], n_tasks: int, threads: int = 0) -> None:
+    """Runs task(0) ... task(n_tasks - 1) on up to `threads` threads (0: `thread_cap()`;
+    never more), the calling thread taking its share, and returns when all are done,
+    re-raising the first error. Which thread runs a task never changes what it computes."""
+    workers = max(1, min(n_tasks, threads or thread_cap(), thread_cap()))
+
+    def share(first: int) -> None:
+        for i in range(first, n_tasks, workers):
+            task(i)
+
+    if workers == 1:
+        share(0)
+        return
+    pool = _workers(workers - 1)
+    futures = [pool.submit(share, w) for w in range(1, workers)]
+    share(0)
+    for future in futures:
+        future.result()
+
+
+def run_split(task: Callable[[int, int], None], n: int, threads: int = 0) -> None:
+    """Runs task(lo, hi) over contiguous pieces of range(n), one piece per thread (as
+    many as `run_tasks` would use)."""
+    workers = max(1, min(n, threads or thread_cap(), thread_cap()))
+    cuts = [n * w // workers for w in range(workers + 1)]
+    run_tasks(lambda w: task(cuts[w], cuts[w + 1]), workers)

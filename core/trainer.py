@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numba
 import numpy as np
 
 from core.config import ModelConfig, TrainConfig
@@ -23,9 +22,9 @@ from core.corpus import Corpus
 from core.errors import ConfigError, CorpusError, TokenizerError
 from core.model import GPT
 from core.model_file import load_model, save_model
-from core.passes import LOSS, N_CHUNKS, TRAIN, Workspace, adamw_update, reduce_shards
+from core.passes import LOSS, TRAIN, Workspace, adamw_update, reduce_shards
 from core.tokenizer import train_tokenizer
-from core.threads import numba_threads, single_threaded_blas
+from core.threads import single_threaded_blas
 
 ADAM_EPS = 1e-8
 
@@ -154,7 +153,6 @@ def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0) -
         raise CorpusError(f"evaluation needs at least {ctx + 1} held-out tokens, got {len(tokens)}")
     n = min(threads or TrainConfig().n_threads, len(chunks))
     ws = Workspace.create(model.config, n, -(-len(chunks) // n))
-    numba.set_num_threads(numba_threads(n))
     with single_threaded_blas():
         losses = chunk_losses(model, chunks, ws)
     return float(losses.mean()), int(chunks.shape[0] * ctx)
@@ -197,7 +195,6 @@ class Trainer:
         self._stop_flag = np.zeros(1, np.int64)
         self._unpaused = threading.Event()
         self._unpaused.set()
-        self._partial = np.zeros(N_CHUNKS, np.float64)
 
     # -- construction -------------------------------------------------------------
     @classmethod
@@ -277,13 +274,13 @@ class Trainer:
             self.state.data_position = position_before
             return None
         loss = float(total / rows)
-        norm = math.sqrt(reduce_shards(self.workspace.grads, self._partial))
+        norm = math.sqrt(reduce_shards(self.workspace.grads))
         if not (math.isfinite(loss) and math.isfinite(norm)):
             return loss, norm
         clip = cfg.grad_clip / (norm + 1e-6) if cfg.grad_clip > 0 and norm > cfg.grad_clip else 1.0
         step = self.state.step
         adamw_update(model.params, self.workspace.grads[0], self.m, self.v, self.segments, lr_at(step, cfg), cfg.beta1,
-                     cfg.beta2, ADAM_EPS, cfg.weight_decay, step + 1, clip)
+                     cfg.beta2, ADAM_EPS, cfg.weight_decay, step + 1, clip, self.n_threads)
         self.state.step += 1
         self.state.tokens_seen += rows * T
         self.state.loss_history.append([self.state.step, round(loss, 6)])
@@ -316,7 +313,6 @@ class Trainer:
                 self._unpaused.wait()
                 if self.stopping:
                     break
-                numba.set_num_threads(numba_threads(self.n_threads))
                 t0 = time.perf_counter()
                 result = self.train_step()
                 if result is None:

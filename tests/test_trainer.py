@@ -54,7 +54,6 @@ def test_same_seed_same_losses(small_corpus):
 def test_one_and_two_shards_agree_to_rounding(small_corpus):
     one = losses_of(Trainer.new(small_corpus, SHAPE, replace(CONFIG, threads=1)))
     two = losses_of(Trainer.new(small_corpus, SHAPE, replace(CONFIG, threads=2)))
-    assert one != two or True  # equal is allowed; the bound below is what matters
     np.testing.assert_allclose(two, one, rtol=1e-5)
 
 
