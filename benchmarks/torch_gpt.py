@@ -338,7 +338,8 @@ def check(args) -> bool:
         if err / scale >= worst / worst_scale:
             worst, worst_name, worst_scale = err, name, scale
     report(f"gradients (worst tensor {worst_name})", worst, worst_scale)
-    # One AdamW step with clipping, lr from the schedule at step 10 of 100 (warm-up 5). Both
+    # Three AdamW steps with clipping, lr from the schedule at steps 10-12 of 100 (warm-up
+    # 5), with the gradient times 1, -0.5 and 2 so the moments differ from step 1's. Both
     # optimisers get CLLM's gradients: Adam's first step is lr * g / (|g| + eps), which turns
     # float32 noise in the tiniest gradients (|g| ~ 1e-8) into differences of order lr.
     tcfg = TrainConfig(steps=100, warmup=5, lr=1e-3, min_lr=1e-4)
@@ -346,26 +347,32 @@ def check(args) -> bool:
     lr_err = max(abs(cllm_lr_at(s, tcfg) - lr_at(s, 100, 1e-3, 1e-4, 5)) for s in range(0, 120, 3))
     report("learning-rate schedule", lr_err)
     norm = math.sqrt(float((cl_grad.astype(np.float64) ** 2).sum()))
-    clip = 1.0 / (norm + 1e-6) if norm > 1.0 else 1.0
-    params = cllm.params.copy()
-    m, v = np.zeros_like(params), np.zeros_like(params)
-    adamw_update(params, cl_grad, m, v, cllm.layout.decay_segments(), lr, 0.9, 0.99, ADAM_EPS, 0.1, 1, clip)
     t_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in tm.parameters()])))
     report(f"gradient norm ({norm:.4f})", abs(norm - t_norm), norm, "the norm")
+    params = cllm.params.copy()
+    m, v = np.zeros_like(params), np.zeros_like(params)
     opt = make_optimizer(tm, lr=lr)
     named = dict(tm.named_parameters())
-    for name, g in cllm_named(cllm, cl_grad).items():
-        named[name].grad = torch.from_numpy(np.ascontiguousarray(g))
-    torch.nn.utils.clip_grad_norm_(tm.parameters(), 1.0)
-    opt.step()
+    for t, factor in enumerate((1.0, -0.5, 2.0), start=1):
+        grad = (cl_grad * np.float32(factor)).astype(np.float32)
+        g_norm = math.sqrt(float((grad.astype(np.float64) ** 2).sum()))
+        clip = 1.0 / (g_norm + 1e-6) if g_norm > 1.0 else 1.0
+        step_lr = cllm_lr_at(9 + t, tcfg)
+        adamw_update(params, grad, m, v, cllm.layout.decay_segments(), step_lr, 0.9, 0.99, ADAM_EPS, 0.1, t, clip)
+        for name, g in cllm_named(cllm, grad).items():
+            named[name].grad = torch.from_numpy(np.ascontiguousarray(g))
+        torch.nn.utils.clip_grad_norm_(tm.parameters(), 1.0)
+        for group in opt.param_groups:
+            group["lr"] = step_lr
+        opt.step()
     after = GPT(cfg, tok, params)
-    # Beyond one float32 ulp of the parameter: PyTorch rounds after the decay and again
-    # after the update, CLLM once.
+    # Beyond one float32 ulp of the parameter: the two may round the decay and the update
+    # at different points (CLLM's compiler may fuse them into one multiply-add).
     step_err = 0.0
     for n, v in cllm_named(after, params).items():
         t = dict(tm.named_parameters())[n].detach().numpy()
         step_err = max(step_err, float(np.maximum(np.abs(v - t) - np.spacing(np.abs(t)), 0).max()))
-    report("parameters after one AdamW step, beyond 1 ulp", step_err, lr, "lr")
+    report("parameters after three AdamW steps, beyond 1 ulp", step_err, lr, "lr")
     # Cached decoding: CLLM's decoder and torch's cache against torch's full forward.
     with torch.no_grad():
         seq = batch[1, : cfg.ctx]

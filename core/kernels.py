@@ -29,11 +29,22 @@ _xxgemm = types.ExternalFunction(
 NOTRANS = np.int8(ord("N"))
 TRANS = np.int8(ord("T"))
 
-GELU_SCALE = math.sqrt(2.0 / math.pi)
-# Rational approximation of tanh on [-7.905, 7.905] (Eigen's, clamped beyond): numba's
-# np.tanh is a scalar libm call here, 40x slower than this vectorisable form.
+# The element-wise kernels' constants are float32 scalars, as llm.c writes 0.5f: numba then
+# keeps float32 data in float32 (8 lanes per AVX2 instruction) instead of widening every
+# operation to float64, while float64 data (the gradient checks) still computes in float64,
+# with the same constants, so forward and backward stay exact derivatives of each other.
+F = np.float32
+GELU_SCALE = F(math.sqrt(2.0 / math.pi))
+GELU_CUBE = F(0.044715)
+# Rational approximation of tanh on [-7.905, 7.905] (Eigen's float32 tanh, clamped
+# beyond): numba's np.tanh is a scalar libm call here, 40x slower than this vectorisable form.
 # Largest error against np.tanh: 3.4e-7 in float32, 2.6e-7 in float64 (tests check it).
-TANH_CLAMP = 7.90531110763549805
+TANH_CLAMP = F(7.90531110763549805)
+TANH_P = tuple(F(c) for c in (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
+                              5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
+                              4.89352455891786e-03))  # numerator in x^2, highest power first
+TANH_Q = tuple(F(c) for c in (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
+                              4.89352518554385e-03))  # denominator in x^2, highest power first
 
 JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz", "arcp"})
 
@@ -60,22 +71,28 @@ def gemm(ta, tb, m, n, k, alpha, A, B, beta, C):
 def _tanh_rational(x):
     """Numerator and denominator of the approximation and their derivatives in x^2."""
     x2 = x * x
-    p = x2 * -2.76076847742355e-16 + 2.00018790482477e-13
-    p = x2 * p + -8.60467152213735e-11
-    p = x2 * p + 5.12229709037114e-08
-    p = x2 * p + 1.48572235717979e-05
-    p = x2 * p + 6.37261928875436e-04
-    p = x2 * p + 4.89352455891786e-03
-    dp = x2 * (6.0 * -2.76076847742355e-16) + 5.0 * 2.00018790482477e-13
-    dp = x2 * dp + 4.0 * -8.60467152213735e-11
-    dp = x2 * dp + 3.0 * 5.12229709037114e-08
-    dp = x2 * dp + 2.0 * 1.48572235717979e-05
-    dp = x2 * dp + 6.37261928875436e-04
-    q = x2 * 1.19825839466702e-06 + 1.18534705686654e-04
-    q = x2 * q + 2.26843463243900e-03
-    q = x2 * q + 4.89352518554385e-03
-    dq = x2 * (3.0 * 1.19825839466702e-06) + 2.0 * 1.18534705686654e-04
-    dq = x2 * dq + 2.26843463243900e-03
+    p6, p5, p4, p3, p2, p1, p0 = TANH_P
+    q3, q2, q1, q0 = TANH_Q
+    # Horner's rule carrying the derivative along: no products of two constants, which
+    # would round in float32 even for float64 data and break the gradient checks.
+    p = x2 * p6 + p5
+    dp = p6
+    dp = dp * x2 + p
+    p = p * x2 + p4
+    dp = dp * x2 + p
+    p = p * x2 + p3
+    dp = dp * x2 + p
+    p = p * x2 + p2
+    dp = dp * x2 + p
+    p = p * x2 + p1
+    dp = dp * x2 + p
+    p = p * x2 + p0
+    q = x2 * q3 + q2
+    dq = q3
+    dq = dq * x2 + q
+    q = q * x2 + q1
+    dq = dq * x2 + q
+    q = q * x2 + q0
     return p, q, dp, dq
 
 
@@ -87,15 +104,17 @@ def fast_tanh(x):
 
 
 @njit(**JIT)
-def fast_tanh_grad(x):
-    """The exact derivative of `fast_tanh` (not 1 - tanh^2), so backward matches forward;
-    zero where the approximation is clamped. Branch-free, so loops over it vectorise."""
+def fast_tanh_and_grad(x):
+    """`fast_tanh` and its exact derivative (not 1 - tanh^2), so backward matches forward;
+    the derivative is zero where the approximation is clamped. Branch-free, with one
+    division, so loops over it vectorise."""
     inside = abs(x) < TANH_CLAMP
     x = min(max(x, -TANH_CLAMP), TANH_CLAMP)
     p, q, dp, dq = _tanh_rational(x)
     x2 = x * x
-    grad = ((p + 2.0 * x2 * dp) * q - 2.0 * x2 * p * dq) / (q * q)
-    return grad if inside else 0.0 * grad
+    r = F(1) / q
+    grad = ((p + F(2) * x2 * dp) - F(2) * x2 * p * dq * r) * r
+    return x * p * r, (grad if inside else F(0) * grad)
 
 
 LOG2E = 1.4426950408889634
@@ -260,7 +279,7 @@ def gelu_forward(out, inp, T):
         x, o = inp[t], out[t]
         for i in range(x.shape[0]):
             xi = x[i]
-            o[i] = 0.5 * xi * (1.0 + fast_tanh(GELU_SCALE * (xi + 0.044715 * xi * xi * xi)))
+            o[i] = F(0.5) * xi * (F(1) + fast_tanh(GELU_SCALE * (xi + GELU_CUBE * xi * xi * xi)))
 
 
 @njit(**JIT)
@@ -270,9 +289,10 @@ def gelu_backward(dinp, inp, dout, T):
         x, g, d = inp[t], dout[t], dinp[t]
         for i in range(x.shape[0]):
             xi = x[i]
-            u = GELU_SCALE * (xi + 0.044715 * xi * xi * xi)
-            du = GELU_SCALE * (1.0 + 3.0 * 0.044715 * xi * xi)
-            local = 0.5 * (1.0 + fast_tanh(u)) + 0.5 * xi * fast_tanh_grad(u) * du
+            u = GELU_SCALE * (xi + GELU_CUBE * xi * xi * xi)
+            du = GELU_SCALE * (F(1) + GELU_CUBE * xi * xi * F(3))
+            tanh, dtanh = fast_tanh_and_grad(u)
+            local = F(0.5) * (F(1) + tanh) + F(0.5) * xi * dtanh * du
             d[i] = local * g[i]
 
 

@@ -249,32 +249,40 @@ def reduce_chunks(grads, partial, c0, c1):
     n_shards, n = grads.shape
     size = (n + N_CHUNKS - 1) // N_CHUNKS
     for c in range(c0, c1):
+        lo, hi = min(c * size, n), min((c + 1) * size, n)
+        total = grads[0, lo:hi]  # views from 0: provably non-negative indices, so it vectorises
+        for s in range(1, n_shards):
+            part = grads[s, lo:hi]
+            for i in range(hi - lo):
+                total[i] += part[i]
         acc = 0.0
-        for i in range(min(c * size, n), min((c + 1) * size, n)):
-            g = grads[0, i]
-            for s in range(1, n_shards):
-                g += grads[s, i]
-            grads[0, i] = g
-            acc += g * g
+        for i in range(hi - lo):
+            acc += np.float64(total[i]) * total[i]
         partial[c] = acc
 
 
 @njit(**JIT)
-def adamw_range(params, grad, m, v, segments, lo, hi, lr, beta1, beta2, eps, weight_decay, t, grad_scale):
-    """One AdamW step (PyTorch's arithmetic, decoupled decay on segments flagged 1) on
-    elements lo:hi."""
-    bc1 = 1.0 - beta1 ** t
-    bc2 = 1.0 - beta2 ** t
+def adamw_range(params, grad, m, v, segments, lo, hi, coef):
+    """One AdamW step on elements lo:hi, in the parameters' own precision and in
+    PyTorch's order of operations (decoupled decay on segments flagged 1). coef, of
+    the parameters' dtype: decay factor 1 - lr * wd, 1 - beta1, beta2, 1 - beta2,
+    sqrt(bias correction 2), eps, step size lr / bias correction 1, gradient scale."""
+    shrink, w1, beta2, w2, bc2_sqrt, eps, step_size, grad_scale = (
+        coef[0], coef[1], coef[2], coef[3], coef[4], coef[5], coef[6], coef[7])
     for k in range(segments.shape[0]):
         a, b, decay = max(segments[k, 0], lo), min(segments[k, 1], hi), segments[k, 2]
-        shrink = 1.0 - lr * weight_decay if decay else 1.0
-        for i in range(a, b):
-            g = grad[i] * grad_scale
-            mi = beta1 * m[i] + (1.0 - beta1) * g
-            vi = beta2 * v[i] + (1.0 - beta2) * g * g
-            m[i] = mi
-            v[i] = vi
-            params[i] = params[i] * shrink - lr * (mi / bc1) / (math.sqrt(vi / bc2) + eps)
+        if a >= b:
+            continue
+        # views from 0, so the indices are provably non-negative and the loop vectorises
+        P, G, M, V = params[a:b], grad[a:b], m[a:b], v[a:b]
+        for i in range(b - a):
+            g = G[i] * grad_scale
+            mi = M[i] + w1 * (g - M[i])
+            vi = V[i] * beta2 + w2 * g * g
+            M[i] = mi
+            V[i] = vi
+            p = P[i] * shrink if decay else P[i]
+            P[i] = p - step_size * (mi / (np.sqrt(vi) / bc2_sqrt + eps))
 
 
 def reduce_shards(grads: np.ndarray) -> float:
@@ -290,8 +298,9 @@ def adamw_update(params: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndar
                  grad_scale: float, threads: int = 1) -> None:
     """One AdamW step over every parameter (step number t from 1, gradient times
     `grad_scale` for clipping), on `threads` threads."""
-    run_split(lambda lo, hi: adamw_range(params, grad, m, v, segments, lo, hi, lr, beta1, beta2, eps,
-                                         weight_decay, t, grad_scale), len(params), threads)
+    coef = np.array([1.0 - lr * weight_decay, 1.0 - beta1, beta2, 1.0 - beta2, math.sqrt(1.0 - beta2 ** t), eps,
+                     lr / (1.0 - beta1 ** t), grad_scale], dtype=params.dtype)
+    run_split(lambda lo, hi: adamw_range(params, grad, m, v, segments, lo, hi, coef), len(params), threads)
 
 
 @njit(**JIT)
