@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,6 +34,9 @@ SCRIPT = Path(__file__).resolve()
 
 
 # -- children ---------------------------------------------------------------------------
+
+SOLO = "numpy, one 1-thread process per thread"  # the machine's parallel ceiling (child_solo_peak)
+
 
 def child_cllm(spec: dict) -> dict:
     from core.config import TrainConfig
@@ -116,6 +120,27 @@ def child_peak(spec: dict) -> dict:
     return out
 
 
+def child_solo_peak(spec: dict) -> dict:
+    """Mean GFLOP/s of one-thread 1024^3 float32 matmuls (numpy) over `seconds`. n of
+    these at once, in n processes, give the machine's own parallel ceiling: what n cores
+    deliver to work that shares nothing, as CLLM's shards share almost nothing."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    n = 1024
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    with threadpool_limits(limits=1, user_api="blas"):
+        a @ b
+        count, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < spec["seconds"]:
+            a @ b
+            count += 1
+        seconds = time.perf_counter() - t0
+    return {"gflops": 2 * n ** 3 * count / seconds / 1e9}
+
+
 def child_torch_peak(spec: dict) -> dict:
     import torch
 
@@ -131,7 +156,8 @@ def child_torch_peak(spec: dict) -> dict:
     return {"torch": 2 * n ** 3 / min(times) / 1e9}
 
 
-CHILDREN = {"cllm": child_cllm, "torch": child_torch, "peak": child_peak, "torch_peak": child_torch_peak}
+CHILDREN = {"cllm": child_cllm, "torch": child_torch, "peak": child_peak, "torch_peak": child_torch_peak,
+            "solo_peak": child_solo_peak}
 
 
 # -- parent -----------------------------------------------------------------------------
@@ -185,6 +211,10 @@ def main() -> int:
         if use_torch:
             peak[n]["torch"] = run_child(SCRIPT, {"kind": "torch_peak", "threads": n, "size": a.peak_size,
                                                   "reps": 5}, env)["torch"]
+        with ThreadPoolExecutor(n) as pool:  # n one-thread processes at once
+            solo = list(pool.map(lambda _: run_child(SCRIPT, {"kind": "solo_peak", "seconds": 5}, env)["gflops"],
+                                 range(n)))
+        peak[n][SOLO] = sum(solo)
         print(f"matmul peak {a.peak_size}^3 float32, {n} thread(s): " +
               ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak[n].items()), flush=True)
 
@@ -217,6 +247,10 @@ def main() -> int:
                          f"{100 * gf['torch'] / pk:.0f}%" if use_torch else "-",
                          f"{s['cllm']['median'] / s['torch']['median']:.2f}" if use_torch else "-"])
         if len(threads) > 1:
+            if name == next(iter(configs)):
+                speed_rows.append(["machine: 1024^3 matmuls, GFLOP/s", "numpy",
+                                   *[fmt(peak[n][SOLO]) for n in threads],
+                                   *[f"{peak[n][SOLO] / peak[threads[0]][SOLO]:.2f}" for n in threads[1:]]])
             for impl in impls:
                 med = [stats(tps[(name, n, impl)])["median"] for n in threads]
                 speed_rows.append([config_label(cfg), impl] + [fmt(m) for m in med] +
