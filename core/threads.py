@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -64,7 +64,10 @@ def run_tasks(task: Callable[[int], None], n_tasks: int, threads: int = 0) -> No
         return
     pool = _workers(workers - 1)
     futures = [pool.submit(share, w) for w in range(1, workers)]
-    share(0)
+    try:
+        share(0)
+    finally:  # even when this thread's share failed, the others are writing the same buffers
+        wait(futures)
     for future in futures:
         future.result()
 

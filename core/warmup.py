@@ -44,8 +44,8 @@ def kernels_cached() -> bool:
 
 
 def compile_part(part: str) -> None:
-    """Compiles (into the cache) one of PARTS for float32, with the argument types the
-    training kernel passes: the forward pass, or the backward pass and the decoder."""
+    """Compiles (into the cache) one of PARTS, the forward or the backward pass, for
+    float32 and with the argument types `train_shard` passes, so it loads them."""
     from core.model import Layout
 
     config = ModelConfig(vocab_size=8, n_layer=1, n_head=1, n_embd=4, ctx=4)
