@@ -69,10 +69,11 @@ def start_part_children() -> list[subprocess.Popen]:
     process on first use."""
     if default_threads() < 2:
         return []
+    # This very package, first on the path: not whatever `core` the working folder holds.
     package_root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    code = "import sys; sys.path.insert(0, sys.argv[1]); from core.warmup import compile_part; compile_part(sys.argv[2])"
     try:
-        return [subprocess.Popen([sys.executable, "-m", "core.warmup", part], env=env, stdin=subprocess.DEVNULL,
+        return [subprocess.Popen([sys.executable, "-c", code, package_root, part], stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for part in PARTS]
     except OSError:
         return []
@@ -109,7 +110,3 @@ def compile_kernels() -> float:
     decoder.prefill(np.array([1, 2], np.int32))
     decoder.step(3)
     return time.perf_counter() - started
-
-
-if __name__ == "__main__":
-    compile_part(sys.argv[1])
