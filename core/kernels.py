@@ -203,8 +203,9 @@ def layernorm_forward(out, mean, rstd, inp, weight, bias, T):
         v /= C
         s = 1.0 / math.sqrt(v + 1e-5)
         o = out[t]
+        mt, st = x.dtype.type(m), x.dtype.type(s)  # sums in float64, the row in its own precision
         for i in range(C):
-            o[i] = (x[i] - m) * s * weight[i] + bias[i]
+            o[i] = (x[i] - mt) * st * weight[i] + bias[i]
         mean[t] = m
         rstd[t] = s
 
@@ -223,8 +224,8 @@ def layernorm_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, T):
             dnorm = weight[i] * g[i]
             dnorm_mean += dnorm
             dnorm_norm_mean += dnorm * norm
-        dnorm_mean /= C
-        dnorm_norm_mean /= C
+        dnorm_mean = x.dtype.type(dnorm_mean / C)  # sums in float64, the row in its own precision
+        dnorm_norm_mean = x.dtype.type(dnorm_norm_mean / C)
         for i in range(C):
             norm = (x[i] - m) * s
             dnorm = weight[i] * g[i]
@@ -319,7 +320,7 @@ def attention_forward(out, att, qkv, n_head, T):
             for u in range(1, t + 1):
                 mx = max(mx, row[u])
             total = exp_shifted(row, t + 1, mx, scratch)
-            inv = 1.0 / total
+            inv = row.dtype.type(1.0 / total)
             for u in range(t + 1):
                 row[u] *= inv
             for u in range(t + 1, T):
@@ -349,8 +350,9 @@ def attention_backward(dqkv, datt, dout, qkv, att, n_head, T):
             dot = 0.0
             for u in range(t + 1):
                 dot += p[u] * dp[u]
+            dot, scale_t = p.dtype.type(dot), p.dtype.type(scale)
             for u in range(t + 1):
-                dp[u] = p[u] * (dp[u] - dot) * scale
+                dp[u] = p[u] * (dp[u] - dot) * scale_t
             for u in range(t + 1, T):
                 dp[u] = 0.0
         gemm(NOTRANS, NOTRANS, T, hs, T, 1.0, datt, k, 0.0, dq)   # dq = dS K
