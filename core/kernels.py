@@ -117,23 +117,25 @@ def fast_tanh_and_grad(x):
     return x * p * r, (grad if inside else F(0) * grad)
 
 
-LOG2E = 1.4426950408889634
-LN2_HALF = 0.34657359027997264  # ln(2) / 2
-SQRT2 = 1.4142135623730951
-EXP2_BIAS = 1023.0 + 4503599627370496.0  # adding 2^52 puts an integer in the low mantissa bits
+LOG2E = F(1.4426950408889634)
+LN2_HI = F(0.693359375)  # ln 2 = LN2_HI + LN2_LO; k * LN2_HI is exact for |k| < 2^15
+LN2_LO = F(-2.12194440e-4)
+EXP_MIN = F(-87.33654)  # ln of float32's smallest normal number: exp is 0 below it here
+EXP_TAYLOR = tuple(F(1.0 / math.factorial(j)) for j in range(7, -1, -1))  # 1/7! ... 1/0!
 
 
 @njit(**JIT)
 def exp_shifted(row, n, shift, scratch):
     """row[:n] = exp(row[:n] - shift) for row <= shift (softmax rows); returns their sum.
 
-    numba's math.exp is a scalar libm call here (about 8 ns); this form vectorises:
-    exp(x) = 2^k * 2^f with k = floor(x log2 e), 2^k built from exponent bits in the
-    float64 `scratch` (at least n long), and 2^f = sqrt(2) e^((f - 1/2) ln 2) from a
-    degree-8 Taylor polynomial (relative error below 1e-9 on [0, 1)). That is far below
-    float32's resolution, but the pieces meet with jumps of about 1e-10 at integer k, which
-    finite differences in float64 would see: float64 rows (the gradient checks) take the
-    exact exp instead. The branch is on a compile-time constant."""
+    numba's math.exp is a scalar libm call here (about 8 ns); this form vectorises, in
+    float32: exp(x) = 2^k e^r with k = round(x log2 e) and r = x - k ln 2 in two steps
+    (Cody and Waite's reduction, so r keeps its precision), e^r from a degree-7 Taylor
+    polynomial (|r| <= ln(2)/2: error below 1e-8), and 2^k built from exponent bits in
+    `scratch` (float64, at least n long, used as float32 and int32). Its pieces meet with
+    jumps of float32 size at the half-integers of x log2 e, which finite differences in
+    float64 would see: float64 rows (the gradient checks) take the exact exp instead. The
+    branch is on a compile-time constant."""
     if row.itemsize == 8:
         total = 0.0
         for i in range(n):
@@ -141,20 +143,19 @@ def exp_shifted(row, n, shift, scratch):
             row[i] = e
             total += e
         return total
-    bits = scratch.view(np.int64)
+    bits = scratch.view(np.int32)
+    scale = scratch.view(np.float32)
+    c7, c6, c5, c4, c3, c2, c1, c0 = EXP_TAYLOR
     for i in range(n):
-        y = max((row[i] - shift) * LOG2E, -1000.0)
-        k = math.floor(y)
-        g = (y - k - 0.5) * (2.0 * LN2_HALF)
-        p = 1.0 + g * (1.0 + g * (0.5 + g * (1.0 / 6.0 + g * (1.0 / 24.0 + g * (1.0 / 120.0 + g * (
-            1.0 / 720.0 + g * (1.0 / 5040.0 + g * (1.0 / 40320.0))))))))
-        row[i] = p * SQRT2
-        scratch[i] = k + EXP2_BIAS
-    for i in range(n):
-        bits[i] = bits[i] << 52
+        x = max(row[i] - shift, EXP_MIN)
+        k = np.floor(x * LOG2E + F(0.5))
+        r = (x - k * LN2_HI) - k * LN2_LO
+        p = c0 + r * (c1 + r * (c2 + r * (c3 + r * (c4 + r * (c5 + r * (c6 + r * c7))))))
+        row[i] = p if row[i] - shift >= EXP_MIN else F(0)
+        bits[i] = (np.int32(k) + np.int32(127)) << np.int32(23)
     total = 0.0
     for i in range(n):
-        e = row[i] * scratch[i]
+        e = row[i] * scale[i]
         row[i] = e
         total += e
     return total
@@ -379,18 +380,17 @@ def copy_rows(out, inp, T):
 def crossentropy_forward(probs, logits, targets, T):
     # probs (T, V) <- softmax(logits), may alias logits; returns the summed loss over T positions
     total = 0.0
+    scratch = np.empty(logits.shape[1], np.float64)
     for t in range(T):
         row, p = logits[t], probs[t]
         target_logit = row[targets[t]]
         mx = row[0]
         for i in range(1, row.shape[0]):
             mx = max(mx, row[i])
-        s = 0.0
         for i in range(row.shape[0]):
-            e = math.exp(row[i] - mx)
-            p[i] = e
-            s += e
-        inv = 1.0 / s
+            p[i] = row[i]
+        s = exp_shifted(p, p.shape[0], mx, scratch)
+        inv = p.dtype.type(1.0 / s)
         for i in range(row.shape[0]):
             p[i] *= inv
         total += mx + math.log(s) - target_logit
