@@ -68,31 +68,24 @@ def gemm(ta, tb, m, n, k, alpha, A, B, beta, C):
 
 
 @njit(**JIT)
+def _horner(coefs, y):
+    """A polynomial (coefficients highest power first) and its derivative at y, by
+    Horner's rule carrying the derivative along: no products of two constants, which
+    would round in float32 even for float64 data and break the gradient checks."""
+    p = coefs[0]
+    dp = coefs[0] - coefs[0]
+    for i in range(1, len(coefs)):
+        dp = dp * y + p
+        p = p * y + coefs[i]
+    return p, dp
+
+
+@njit(**JIT)
 def _tanh_rational(x):
     """Numerator and denominator of the approximation and their derivatives in x^2."""
     x2 = x * x
-    p6, p5, p4, p3, p2, p1, p0 = TANH_P
-    q3, q2, q1, q0 = TANH_Q
-    # Horner's rule carrying the derivative along: no products of two constants, which
-    # would round in float32 even for float64 data and break the gradient checks.
-    p = x2 * p6 + p5
-    dp = p6
-    dp = dp * x2 + p
-    p = p * x2 + p4
-    dp = dp * x2 + p
-    p = p * x2 + p3
-    dp = dp * x2 + p
-    p = p * x2 + p2
-    dp = dp * x2 + p
-    p = p * x2 + p1
-    dp = dp * x2 + p
-    p = p * x2 + p0
-    q = x2 * q3 + q2
-    dq = q3
-    dq = dq * x2 + q
-    q = q * x2 + q1
-    dq = dq * x2 + q
-    q = q * x2 + q0
+    p, dp = _horner(TANH_P, x2)
+    q, dq = _horner(TANH_Q, x2)
     return p, q, dp, dq
 
 
