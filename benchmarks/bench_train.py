@@ -236,6 +236,10 @@ def main() -> int:
                           f"(loss {r['loss']:.3f}, child {r['wall_s']:.1f} s)", flush=True)
 
     rows, speed_rows = [], []
+    if len(threads) > 1:
+        solo = [peak[n][SOLO] for n in threads]
+        speed_rows.append(["machine: 1024^3 matmuls, GFLOP/s", "numpy", *[fmt(g) for g in solo],
+                           *[f"{g / solo[0]:.2f}" for g in solo[1:]]])
     for name, cfg in configs.items():
         fpt = flops_per_token(cfg)
         for n in threads:
@@ -247,10 +251,6 @@ def main() -> int:
                          f"{100 * gf['torch'] / pk:.0f}%" if use_torch else "-",
                          f"{s['cllm']['median'] / s['torch']['median']:.2f}" if use_torch else "-"])
         if len(threads) > 1:
-            if name == next(iter(configs)):
-                speed_rows.append(["machine: 1024^3 matmuls, GFLOP/s", "numpy",
-                                   *[fmt(peak[n][SOLO]) for n in threads],
-                                   *[f"{peak[n][SOLO] / peak[threads[0]][SOLO]:.2f}" for n in threads[1:]]])
             for impl in impls:
                 med = [stats(tps[(name, n, impl)])["median"] for n in threads]
                 speed_rows.append([config_label(cfg), impl] + [fmt(m) for m in med] +

@@ -389,7 +389,7 @@ class Workspace:
             train_shard(params, self.grads[s], self.acts[s], offsets, self.act_offsets, self.dims, batch,
                         bounds[s], bounds[s + 1], scale, zero, mode, losses, progress[s:s + 1], stop)
 
-        run_tasks(shard, len(self.acts), len(self.acts))
+        run_tasks(shard, len(self.acts))
 
     def views(self, shard: int = 0) -> tuple:
         """Named activation views of one shard (as `act_views` gives them)."""

@@ -49,11 +49,17 @@ def _workers(n: int) -> ThreadPoolExecutor:
         return _pool
 
 
+def worker_count(n_tasks: int, threads: int = 0) -> int:
+    """Threads that n_tasks tasks run on: at most `threads` (0: `thread_cap()`), never
+    more than `thread_cap()` or the number of tasks."""
+    return max(1, min(n_tasks, threads or thread_cap(), thread_cap()))
+
+
 def run_tasks(task: Callable[[int], None], n_tasks: int, threads: int = 0) -> None:
-    """Runs task(0) ... task(n_tasks - 1) on up to `threads` threads (0: `thread_cap()`;
-    never more), the calling thread taking its share, and returns when all are done,
-    re-raising the first error. Which thread runs a task never changes what it computes."""
-    workers = max(1, min(n_tasks, threads or thread_cap(), thread_cap()))
+    """Runs task(0) ... task(n_tasks - 1) on `worker_count(n_tasks, threads)` threads, the
+    calling thread taking its share, and returns when all are done, re-raising the first
+    error. Which thread runs a task never changes what it computes."""
+    workers = worker_count(n_tasks, threads)
 
     def share(first: int) -> None:
         for i in range(first, n_tasks, workers):
@@ -73,8 +79,7 @@ def run_tasks(task: Callable[[int], None], n_tasks: int, threads: int = 0) -> No
 
 
 def run_split(task: Callable[[int, int], None], n: int, threads: int = 0) -> None:
-    """Runs task(lo, hi) over contiguous pieces of range(n), one piece per thread (as
-    many as `run_tasks` would use)."""
-    workers = max(1, min(n, threads or thread_cap(), thread_cap()))
+    """Runs task(lo, hi) over contiguous pieces of range(n), one piece per thread."""
+    workers = worker_count(n, threads)
     cuts = [n * w // workers for w in range(workers + 1)]
     run_tasks(lambda w: task(cuts[w], cuts[w + 1]), workers)
