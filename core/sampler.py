@@ -11,6 +11,7 @@ import numpy as np
 from core.errors import ConfigError, TokenizerError
 from core.model import GPT
 from core.passes import Workspace, decode_step, forward_logits
+from core.text_stream import TextStream
 from core.threads import single_threaded_blas
 
 
@@ -120,23 +121,16 @@ def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> It
     rng = np.random.default_rng(config.seed)
     decoder = Decoder(model)
     logits = decoder.prefill(np.array(ids[-ctx:]))
-    out: list[int] = []
-    emitted = ""
+    stream = TextStream(tok, config.stop)
     for n in range(config.max_tokens):
         if should_stop is not None and should_stop():
             return
         token = pick_token(logits, config, rng)
-        out.append(token)
-        text = tok.decode(out)
-        if config.stop and config.stop in text:
-            final = text[: text.index(config.stop)]
-            if len(final) > len(emitted):
-                yield final[len(emitted):]
+        piece = stream.push(token)
+        if piece:
+            yield piece
+        if stream.stopped:
             return
-        ready = _safe_prefix(text, config.stop)
-        if len(ready) > len(emitted):
-            yield ready[len(emitted):]
-            emitted = ready
         ids.append(token)
         if n == config.max_tokens - 1:
             break  # the last token's logits would never be used
@@ -144,20 +138,9 @@ def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> It
             logits = decoder.prefill(np.array(ids[-(ctx // 2):]))
         else:
             logits = decoder.step(token)
-    text = tok.decode(out)
-    if len(text) > len(emitted):
-        yield text[len(emitted):]
-
-
-def _safe_prefix(text: str, stop: str | None) -> str:
-    """The part of `text` that can be shown now: not an unfinished UTF-8 sequence of
-    byte-level BPE, and not a tail that may turn out to be the start of `stop`."""
-    text = text.rstrip("\ufffd")
-    if stop:
-        for n in range(min(len(stop) - 1, len(text)), 0, -1):
-            if text.endswith(stop[:n]):
-                return text[:-n]
-    return text
+    piece = stream.flush()
+    if piece:
+        yield piece
 
 
 def _start_tokens(tok) -> list[int]:
