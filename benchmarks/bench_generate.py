@@ -17,6 +17,7 @@ the first.
 
     python benchmarks/bench_generate.py
     python benchmarks/bench_generate.py --model models/shakespeare.cllm --write
+    python benchmarks/bench_generate.py --tokens 5000 --ctx-list 256 --repeats 3 --section 'Generation, long samples' --write
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ def main() -> int:
     p.add_argument("--unset-openblas-env", action="store_true",
                    help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the children's environment")
     p.add_argument("--write", action="store_true", help="write the section 'Generation' of RESULTS.md")
+    p.add_argument("--section", default="Generation",
+                   help="title of the RESULTS.md section --write replaces (e.g. a run with --tokens 5000)")
     a = p.parse_args()
     if a.child:
         spec = json.loads(a.child)
@@ -162,7 +165,7 @@ def main() -> int:
     text = "\n".join(out)
     print("\n" + text)
     if a.write:
-        write_section(section_title("Generation", a.unset_openblas_env), text)
+        write_section(section_title(a.section, a.unset_openblas_env), text)
     return 0
 
 
