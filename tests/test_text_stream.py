@@ -64,11 +64,10 @@ def test_only_the_unfinished_tail_is_decoded_again():
             lengths.append(len(ids))
             return tok.decode(ids)
 
+    stream = TextStream(Recording())
     ids = tok.encode(TEXT).tolist()
-    pieces, _ = stream_all(Recording(), ids, None)
-    assert "".join(pieces) == TEXT
-    stream_calls = lengths[::2]  # stream_all itself decodes ids[:k] in between
-    assert len(ids) > 500 and max(stream_calls) <= 4  # an emoji is at most 4 byte tokens
+    assert "".join(stream.push(t) for t in ids) + stream.flush() == TEXT
+    assert len(ids) > 500 and max(lengths) <= 4  # an emoji is at most 4 byte tokens
 
 
 def test_after_the_stop_string_nothing_more_comes():
