@@ -233,7 +233,7 @@ def cmd_generate(a) -> int:
     elapsed = time.perf_counter() - started
     text = "".join(pieces)
     if a.json:
-        print(json.dumps({"prompt": a.prompt, "text": text, "pieces": len(pieces), "seconds": elapsed,
+        print(json.dumps({"prompt": a.prompt, "text": text, "tokens": len(pieces), "seconds": elapsed,
                           "time_to_first_token": first}))
     else:
         sys.stdout.write("\n")

@@ -101,7 +101,9 @@ def pick_token(logits: np.ndarray, config: SampleConfig, rng: np.random.Generato
 
 def generate(model: GPT, prompt: str, config: SampleConfig = SampleConfig(),
              should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
-    """Yields the continuation of `prompt` piece by piece as it is produced.
+    """Yields the continuation of `prompt` as it is produced, one piece per sampled token
+    (so callers can count tokens): "" while a token only starts a character or what may
+    be the stop string, whose text then comes with a later token.
 
     A prompt longer than the context keeps its last ctx tokens. When the context fills
     up, the cache is rebuilt from the last ctx/2 tokens and decoding goes on."""
@@ -127,20 +129,15 @@ def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> It
             return
         token = pick_token(logits, config, rng)
         piece = stream.push(token)
-        if piece:
-            yield piece
-        if stream.stopped:
+        if stream.stopped or n == config.max_tokens - 1:
+            yield piece + stream.flush()  # the last token's logits would never be used
             return
+        yield piece
         ids.append(token)
-        if n == config.max_tokens - 1:
-            break  # the last token's logits would never be used
         if decoder.full:
             logits = decoder.prefill(np.array(ids[-(ctx // 2):]))
         else:
             logits = decoder.step(token)
-    piece = stream.flush()
-    if piece:
-        yield piece
 
 
 def _start_tokens(tok) -> list[int]:

@@ -50,7 +50,8 @@ def test_train_info_eval_generate(tmp_path, corpus_file, capsys):
     code, out, _ = run(capsys, "generate", model, "--prompt", "the ", "--max-tokens", "30", "--seed", "1")
     assert code == 0 and len(out.rstrip("\n")) >= 1
     code, out, _ = run(capsys, "generate", model, "--prompt", "the ", "--max-tokens", "30", "--seed", "1", "--json")
-    assert last_json(out)["text"]
+    sample = last_json(out)
+    assert sample["text"] and sample["tokens"] == 30
 
 
 def test_refuses_to_overwrite_then_resumes(tmp_path, corpus_file, capsys):

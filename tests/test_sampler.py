@@ -59,10 +59,15 @@ def test_generation_runs_past_the_context_and_prompts_longer_than_it(model):
 
 
 def test_stop_string_ends_generation_before_it(model):
-    full = "".join(generate(model, "the ", SampleConfig(max_tokens=80, seed=5)))
+    pieces = list(generate(model, "the ", SampleConfig(max_tokens=80, seed=5)))
+    assert len(pieces) == 80  # one piece per token
+    full = "".join(pieces)
     stop = full[30:32]
-    cut = "".join(generate(model, "the ", SampleConfig(max_tokens=80, seed=5, stop=stop)))
-    assert cut == full[: full.index(stop)]
+    cut = list(generate(model, "the ", SampleConfig(max_tokens=80, seed=5, stop=stop)))
+    assert "".join(cut) == full[: full.index(stop)]
+    # still one piece per token (a character model: one per character), "" for a held-back
+    # start of the stop string, up to the token that completes it
+    assert len(cut) == full.index(stop) + len(stop)
 
 
 def test_should_stop_ends_the_stream(model):
