@@ -39,7 +39,8 @@ SHAPE = dict(n_layer=4, n_head=4, n_embd=128)
 
 
 def timed(gen) -> dict:
-    """Runs a generator of tokens or text pieces to the end."""
+    """Runs a sampler to the end: PyTorch's yield token ids, CLLM's `generate` one text
+    piece per token, so both count tokens."""
     t0 = time.perf_counter()
     first, n = None, 0
     for _ in gen:
@@ -47,7 +48,7 @@ def timed(gen) -> dict:
             first = time.perf_counter() - t0
         n += 1
     total = time.perf_counter() - t0
-    return {"total": total, "ttft": first, "pieces": n}
+    return {"total": total, "ttft": first, "tokens": n}
 
 
 def cllm_models(spec: dict) -> dict:
@@ -152,9 +153,9 @@ def main() -> int:
 
     rows = []
     for (ctx, n, label), runs in sorted(results.items(), key=lambda kv: kv[0][:2]):
-        tok_s = stats([x["pieces"] / x["total"] for x in runs])
+        tok_s = stats([x["tokens"] / x["total"] for x in runs])
         ttft = stats([1e3 * x["ttft"] for x in runs])
-        decode = stats([(x["pieces"] - 1) / (x["total"] - x["ttft"]) for x in runs if x["pieces"] > 1])
+        decode = stats([(x["tokens"] - 1) / (x["total"] - x["ttft"]) for x in runs if x["tokens"] > 1])
         rows.append([str(ctx), str(n), label, fmt_range(tok_s), fmt(ttft["median"]), fmt(decode["median"])])
     weights = f"trained model {a.model}" if a.model else "random weights (GPT-2 initialisation)"
     out = [f"Generation: {a.tokens} new tokens after a {len(prompt)}-character prompt, nanoGPT CPU shape "
