@@ -52,10 +52,10 @@ def timed(gen) -> dict:
 
 
 def cllm_models(spec: dict) -> dict:
-    from core.config import ModelConfig
-    from core.model import GPT
-    from core.model_file import load_model
-    from core.tokenizer import train_tokenizer
+    from cllm.core.config import ModelConfig
+    from cllm.core.model import GPT
+    from cllm.core.model_file import load_model
+    from cllm.core.tokenizer import train_tokenizer
 
     if spec.get("model"):
         m = load_model(spec["model"]).model
@@ -68,8 +68,8 @@ def cllm_models(spec: dict) -> dict:
 def child_cllm(spec: dict) -> dict:
     from threadpoolctl import threadpool_limits
 
-    from core.sampler import SampleConfig, generate
-    from core.warmup import compile_kernels
+    from cllm.core.sampler import SampleConfig, generate
+    from cllm.core.warmup import compile_kernels
 
     n = spec["threads"]
     compile_kernels()

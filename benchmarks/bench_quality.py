@@ -43,8 +43,8 @@ def child_torch(spec: dict) -> dict:
 
     from benchmarks.torch_gpt import evaluate, from_cllm, generate_kv, lr_at, make_optimizer, random_batch
     from benchmarks.torch_gpt import char_tokens, split, train_step
-    from core.config import ModelConfig
-    from core.model import GPT
+    from cllm.core.config import ModelConfig
+    from cllm.core.model import GPT
 
     torch.set_num_threads(spec["threads"])
     tokens, vocab = char_tokens(load_text(spec["corpus"]))

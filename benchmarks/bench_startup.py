@@ -15,7 +15,7 @@ with numba's cache warm (a run that compiles peaks ~100 MiB higher, in LLVM), mi
 same of a tiny model (1 layer, width 8, ctx 8: the same interpreter, imports, kernels and
 corpus), against what the buffers need: the bytes of the numpy arrays a fresh Trainer
 holds (counted in a child), and the formula 4 bytes x (parameters + 2 Adam moments +
-(gradients + activations) x shards) from core.model.Layout and
+(gradients + activations) x shards) from cllm.core.model.Layout and
 core.passes.ActivationLayout, shards = min(threads, batch).
 
     python benchmarks/bench_startup.py
@@ -62,9 +62,9 @@ def trainer_buffers(spec: dict) -> dict:
     core.model.Layout and core.passes.ActivationLayout."""
     import numpy as np
 
-    from core.config import TrainConfig
-    from core.corpus import load_corpus
-    from core.trainer import Trainer
+    from cllm.core.config import TrainConfig
+    from cllm.core.corpus import load_corpus
+    from cllm.core.trainer import Trainer
 
     cfg = spec["config"]
     shape = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "ctx")}
@@ -81,11 +81,11 @@ def trainer_buffers(spec: dict) -> dict:
     # The formula: parameters, Adam's two moments, and per shard gradients and activations.
     formula = None
     try:
-        from core.passes import ActivationLayout
+        from cllm.core.passes import ActivationLayout
 
         rows = int(np.diff(t.bounds).max())
         try:
-            from core.passes import group_size
+            from cllm.core.passes import group_size
 
             alay = ActivationLayout.of(t.model.config, group_size(t.model.config, rows))
         except ImportError:  # before sequences were grouped

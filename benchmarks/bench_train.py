@@ -39,11 +39,11 @@ SOLO = "numpy, one 1-thread process per thread"  # the machine's parallel ceilin
 
 
 def child_cllm(spec: dict) -> dict:
-    from core.config import TrainConfig
-    from core.corpus import load_corpus
-    from core.threads import single_threaded_blas
-    from core.trainer import Trainer
-    from core.warmup import compile_kernels
+    from cllm.core.config import TrainConfig
+    from cllm.core.corpus import load_corpus
+    from cllm.core.threads import single_threaded_blas
+    from cllm.core.trainer import Trainer
+    from cllm.core.warmup import compile_kernels
 
     cfg, n = spec["config"], spec["threads"]
     t0 = time.perf_counter()
@@ -163,8 +163,8 @@ CHILDREN = {"cllm": child_cllm, "torch": child_torch, "peak": child_peak, "torch
 # -- parent -----------------------------------------------------------------------------
 
 def flops_per_token(cfg: dict) -> float:
-    from core.config import ModelConfig
-    from core.model import Layout
+    from cllm.core.config import ModelConfig
+    from cllm.core.model import Layout
 
     layout = Layout.of(ModelConfig(vocab_size=65, **{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "ctx")}))
     non_emb = layout.size - layout.offsets[2]  # everything after wte and wpe (vocabulary-free)

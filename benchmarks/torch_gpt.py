@@ -278,7 +278,7 @@ def cllm_named(cllm_model, flat: np.ndarray) -> dict[str, np.ndarray]:
 
 def cllm_logits(params: np.ndarray, config, tokens: np.ndarray) -> np.ndarray:
     """Logits (T, V) of one sequence by CLLM's training forward pass."""
-    import core.passes as passes
+    import cllm.core.passes as passes
 
     if hasattr(passes, "forward_logits"):
         return np.array(passes.forward_logits(params, config, tokens)[0])
@@ -286,13 +286,13 @@ def cllm_logits(params: np.ndarray, config, tokens: np.ndarray) -> np.ndarray:
 
 
 def check(args) -> bool:
-    from core.config import ModelConfig, TrainConfig
-    from core.model import GPT
-    from core.passes import adamw_update, loss_and_grad
-    from core.sampler import Decoder
-    from core.tokenizer import train_tokenizer
-    from core.trainer import ADAM_EPS
-    from core.trainer import lr_at as cllm_lr_at
+    from cllm.core.config import ModelConfig, TrainConfig
+    from cllm.core.model import GPT
+    from cllm.core.passes import adamw_update, loss_and_grad
+    from cllm.core.sampler import Decoder
+    from cllm.core.tokenizer import train_tokenizer
+    from cllm.core.trainer import ADAM_EPS
+    from cllm.core.trainer import lr_at as cllm_lr_at
 
     torch.manual_seed(0)
     corpus = Path(args.corpus)
@@ -408,7 +408,7 @@ def main() -> int:
     if not args.check:
         p.print_help()
         return 0
-    from core.threads import single_threaded_blas
+    from cllm.core.threads import single_threaded_blas
 
     torch.set_num_threads(1)
     with single_threaded_blas():  # CLLM's kernels run parallel shards, each calling BLAS

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from core.config import ModelConfig, TrainConfig
-from core.errors import CllmError, ConfigError, TokenizerError
+from cllm.core.config import ModelConfig, TrainConfig
+from cllm.core.errors import CllmError, ConfigError, TokenizerError
 
 DEFAULT_MODEL = Path("models") / "saved_model.cllm"
 
@@ -99,9 +99,9 @@ def _train_config(a) -> TrainConfig:
 
 
 def cmd_train(a) -> int:
-    from core.corpus import load_corpus
-    from core.trainer import CheckpointEvent, DoneEvent, EvalEvent, StepEvent, Trainer
-    from core.warmup import compile_kernels, kernels_cached
+    from cllm.core.corpus import load_corpus
+    from cllm.core.trainer import CheckpointEvent, DoneEvent, EvalEvent, StepEvent, Trainer
+    from cllm.core.warmup import compile_kernels, kernels_cached
 
     config = _train_config(a)
     out = a.output
@@ -185,7 +185,7 @@ def _throughput(steps: list) -> float | None:
 
 def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None:
     """Rich progress while the trainer thread runs: the run, then one bar per core."""
-    from core.trainer import CheckpointEvent, EvalEvent, StepEvent
+    from cllm.core.trainer import CheckpointEvent, EvalEvent, StepEvent
 
     if quiet:
         while thread.is_alive():
@@ -215,8 +215,8 @@ def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None
 
 
 def cmd_generate(a) -> int:
-    from core.model_file import load_model
-    from core.sampler import SampleConfig, generate
+    from cllm.core.model_file import load_model
+    from cllm.core.sampler import SampleConfig, generate
 
     loaded = load_model(a.model)
     config = SampleConfig(max_tokens=a.max_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
@@ -241,9 +241,9 @@ def cmd_generate(a) -> int:
 
 
 def cmd_eval(a) -> int:
-    from core.corpus import load_corpus
-    from core.model_file import load_model
-    from core.trainer import evaluate, split_tokens
+    from cllm.core.corpus import load_corpus
+    from cllm.core.model_file import load_model
+    from cllm.core.trainer import evaluate, split_tokens
 
     loaded = load_model(a.model)
     corpus = load_corpus(a.corpus)
@@ -262,7 +262,7 @@ def cmd_eval(a) -> int:
 
 
 def cmd_info(a) -> int:
-    from core.model_file import read_info
+    from cllm.core.model_file import read_info
 
     info = read_info(a.model)
     t = info.training

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, fields
 
-from core.errors import ConfigError
+from cllm.core.errors import ConfigError
 
 
 def _require(cond: bool, message: str) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import CorpusError
+from cllm.core.errors import CorpusError
 
 
 @dataclass(frozen=True)

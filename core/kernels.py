@@ -181,11 +181,11 @@ def encoder_backward(dwte, dwpe, dout, tokens, T):
 # layernorm over the last axis, eps 1e-5
 
 @njit(**JIT)
-def layernorm_forward(out, mean, rstd, inp, weight, bias, T):
-    # out, inp (T, C); mean, rstd (T,); weight, bias (C,)
+def layernorm_forward(out, mean, rstd, inp, weight, bias, N):
+    # out, inp (N, C); mean, rstd (N,); weight, bias (C,)
     C = inp.shape[1]
-    for t in range(T):
-        x = inp[t]
+    for n in range(N):
+        x = inp[n]
         m = 0.0
         for i in range(C):
             m += x[i]
@@ -196,21 +196,21 @@ def layernorm_forward(out, mean, rstd, inp, weight, bias, T):
             v += d * d
         v /= C
         s = 1.0 / math.sqrt(v + 1e-5)
-        o = out[t]
+        o = out[n]
         mt, st = x.dtype.type(m), x.dtype.type(s)  # sums in float64, the row in its own precision
         for i in range(C):
             o[i] = (x[i] - mt) * st * weight[i] + bias[i]
-        mean[t] = m
-        rstd[t] = s
+        mean[n] = m
+        rstd[n] = s
 
 
 @njit(**JIT)
-def layernorm_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, T):
-    # accumulates into dinp (T, C), dweight, dbias (C,)
+def layernorm_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, N):
+    # accumulates into dinp (N, C), dweight, dbias (C,)
     C = inp.shape[1]
-    for t in range(T):
-        x, g, di = inp[t], dout[t], dinp[t]
-        m, s = mean[t], rstd[t]
+    for n in range(N):
+        x, g, di = inp[n], dout[n], dinp[n]
+        m, s = mean[n], rstd[n]
         dnorm_mean = 0.0
         dnorm_norm_mean = 0.0
         for i in range(C):
@@ -232,10 +232,10 @@ def layernorm_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, T):
 # linear layer: out = inp @ W + b, W stored (in, out) as GPT-2's Conv1D
 
 @njit(**JIT)
-def matmul_forward(out, inp, weight, bias, T, accumulate):
-    # out (T, OC), inp (T, IC), weight (IC, OC), bias (OC,); accumulate: out += ...
+def matmul_forward(out, inp, weight, bias, N, accumulate):
+    # out (N, OC), inp (N, IC), weight (IC, OC), bias (OC,); accumulate: out += ...
     IC, OC = weight.shape
-    if T == 1:  # one row (decoding): BLAS would pack the whole weight for a single row
+    if N == 1:  # one row (decoding): BLAS would pack the whole weight for a single row
         o, x = out[0], inp[0]
         if not accumulate:
             o[:OC] = 0.0
@@ -245,43 +245,43 @@ def matmul_forward(out, inp, weight, bias, T, accumulate):
             for j in range(OC):
                 o[j] += xi * w[j]
     else:
-        gemm(NOTRANS, NOTRANS, T, OC, IC, 1.0, inp, weight, 1.0 if accumulate else 0.0, out)
-    for t in range(T):
-        o = out[t]
+        gemm(NOTRANS, NOTRANS, N, OC, IC, 1.0, inp, weight, 1.0 if accumulate else 0.0, out)
+    for n in range(N):
+        o = out[n]
         for i in range(OC):
             o[i] += bias[i]
 
 
 @njit(**JIT)
-def matmul_backward(dinp, dweight, dbias, dout, inp, weight, T, accumulate_dinp):
-    # dweight (IC, OC) += inp^T @ dout; dbias += column sums; dinp (T, IC) (+)= dout @ W^T
+def matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, accumulate_dinp):
+    # dweight (IC, OC) += inp^T @ dout; dbias += column sums; dinp (N, IC) (+)= dout @ W^T
     IC, OC = weight.shape
-    gemm(TRANS, NOTRANS, IC, OC, T, 1.0, inp, dout, 1.0, dweight)
-    for t in range(T):
-        g = dout[t]
+    gemm(TRANS, NOTRANS, IC, OC, N, 1.0, inp, dout, 1.0, dweight)
+    for n in range(N):
+        g = dout[n]
         for i in range(OC):
             dbias[i] += g[i]
-    gemm(NOTRANS, TRANS, T, IC, OC, 1.0, dout, weight, 1.0 if accumulate_dinp else 0.0, dinp)
+    gemm(NOTRANS, TRANS, N, IC, OC, 1.0, dout, weight, 1.0 if accumulate_dinp else 0.0, dinp)
 
 
 # ----------------------------------------------------------------------------------
 # GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
 
 @njit(**JIT)
-def gelu_forward(out, inp, T):
-    # out, inp (T, 4C)
-    for t in range(T):
-        x, o = inp[t], out[t]
+def gelu_forward(out, inp, N):
+    # out, inp (N, 4C)
+    for n in range(N):
+        x, o = inp[n], out[n]
         for i in range(x.shape[0]):
             xi = x[i]
             o[i] = F(0.5) * xi * (F(1) + fast_tanh(GELU_SCALE * (xi + GELU_CUBE * xi * xi * xi)))
 
 
 @njit(**JIT)
-def gelu_backward(dinp, inp, dout, T):
+def gelu_backward(dinp, inp, dout, N):
     # dinp = gelu'(inp) * dout; dinp may be dout itself
-    for t in range(T):
-        x, g, d = inp[t], dout[t], dinp[t]
+    for n in range(N):
+        x, g, d = inp[n], dout[n], dinp[n]
         for i in range(x.shape[0]):
             xi = x[i]
             u = GELU_SCALE * (xi + GELU_CUBE * xi * xi * xi)
@@ -357,11 +357,11 @@ def attention_backward(dqkv, datt, dout, qkv, att, n_head, T):
 # residual stream: the block's input is copied, then the projection adds onto it
 
 @njit(**JIT)
-def copy_rows(out, inp, T):
-    # out[:T] = inp[:T], both (T, C)
+def copy_rows(out, inp, N):
+    # out[:N] = inp[:N], both (N, C)
     C = out.shape[1]
-    for t in range(T):
-        o, x = out[t], inp[t]
+    for n in range(N):
+        o, x = out[n], inp[n]
         for i in range(C):
             o[i] = x[i]
 

@@ -20,10 +20,12 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from core.config import ModelConfig
-from core.errors import ConfigError, ModelFileError, TokenizerError
-from core.model import GPT, Layout, tensor_shapes
-from core.tokenizer import Tokenizer, tokenizer_from_json
+from cllm.core.config import ModelConfig
+from cllm.core.errors import ConfigError, ModelFileError, TokenizerError
+from cllm.core.layout import Layout, tensor_shapes
+from cllm.core.model import GPT
+from cllm.core.run_state import RunState
+from cllm.core.tokenizer import Tokenizer, tokenizer_from_json
 
 FORMAT = "cllm"
 VERSION = 1
@@ -38,7 +40,8 @@ class ModelInfo:
     path: Path
     config: ModelConfig
     tokenizer: dict
-    training: dict
+    training: dict  # the metadata as stored
+    run: RunState  # the same, read
     created: str
     updated: str
     n_params: int
@@ -231,14 +234,20 @@ def _inspect(path: Path) -> tuple[ModelInfo, dict, int]:
         raise _error(path, f"invalid model config: {exc}") from None
     tokenizer = _json_field(path, meta, "tokenizer", "tokenizer description")
     training = _json_field(path, meta, "training", "training state", default={})
+    created = str(meta.get("created", ""))
+    try:
+        run = RunState.from_training_dict(training, created or None)
+    except ValueError as exc:
+        raise _error(path, f"invalid training state: {exc}") from None
     info = ModelInfo(
         path=path,
         config=config,
         tokenizer=tokenizer,
         training=training,
-        created=str(meta.get("created", "")),
+        run=run,
+        created=created,
         updated=str(meta.get("updated", "")),
-        n_params=Layout.of(config).size,
+        n_params=Layout.params(config).size,
         has_optimizer=any(k.startswith(OPTIM_PREFIXES) for k in header),
         file_size=size,
     )
@@ -299,7 +308,7 @@ def load_model(path: str | Path) -> LoadedModel:
         expected |= {prefix + name: shape for prefix in OPTIM_PREFIXES for name, shape in shapes.items()}
     _check_tensors(path, header, expected, info.file_size - 8 - header_len)
 
-    layout = Layout.of(config)
+    layout = Layout.params(config)
     buffers = [np.empty(layout.size, dtype=np.float32) for _ in range(3 if info.has_optimizer else 1)]
     prefixes = ("",) + (OPTIM_PREFIXES if info.has_optimizer else ())
     try:

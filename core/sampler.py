@@ -8,11 +8,12 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from core.errors import ConfigError, TokenizerError
-from core.model import GPT
-from core.passes import Workspace, decode_step, forward_logits
-from core.text_stream import TextStream
-from core.threads import single_threaded_blas
+from cllm.core.errors import ConfigError, TokenizerError
+from cllm.core.model import GPT
+from cllm.core.passes import DecodeBuffers, decode_step
+from cllm.core.text_stream import TextStream
+from cllm.core.threads import single_threaded_blas
+from cllm.core.workspace import Workspace, forward_logits
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,7 @@ class Decoder:
         c = model.config
         self.model = model
         self.workspace = Workspace.create(c, 1, 1)
-        self.kcache = np.zeros((c.n_layer, c.ctx, c.n_embd), np.float32)
-        self.vcache = np.zeros_like(self.kcache)
-        C = c.n_embd
-        self.x, self.xn, self.y = (np.zeros((1, C), np.float32) for _ in range(3))
-        self.qkv = np.zeros((1, 3 * C), np.float32)
-        self.h, self.hg = np.zeros((1, 4 * C), np.float32), np.zeros((1, 4 * C), np.float32)
-        self.att = np.zeros(c.ctx, np.float32)
-        self.logits = np.zeros((1, c.vocab_size), np.float32)
+        self.buffers = DecodeBuffers.create(c.n_layer, c.ctx, c.n_embd, c.vocab_size)
         self.pos = 0
 
     def prefill(self, tokens: np.ndarray) -> np.ndarray:
@@ -59,9 +53,9 @@ class Decoder:
         tokens = np.asarray(tokens[-c.ctx:], dtype=np.int32)
         T, C = len(tokens), c.n_embd
         logits, _ = forward_logits(self.model.params, c, tokens, self.workspace)
-        qkv = self.workspace.views()[4]  # (L, rows, 3C): every layer's q | k | v
-        self.kcache[:, :T] = qkv[:, :T, C:2 * C]
-        self.vcache[:, :T] = qkv[:, :T, 2 * C:]
+        qkv = self.workspace.views().qkv  # (L, rows, 3C): every layer's q | k | v
+        self.buffers.kcache[:, :T] = qkv[:, :T, C:2 * C]
+        self.buffers.vcache[:, :T] = qkv[:, :T, 2 * C:]
         self.pos = T
         return logits[T - 1]
 
@@ -71,10 +65,10 @@ class Decoder:
 
     def step(self, token: int) -> np.ndarray:
         """Logits after appending `token` at the next position."""
-        decode_step(self.model.params, self.model.layout.offsets, self.workspace.dims, self.kcache, self.vcache, token,
-                    self.pos, self.x, self.xn, self.qkv, self.att, self.y, self.h, self.hg, self.logits)
+        decode_step(self.model.params, self.model.layout.table, self.model.config.n_head, self.buffers, token,
+                    self.pos)
         self.pos += 1
-        return self.logits[0]
+        return self.buffers.logits[0]
 
 
 def pick_token(logits: np.ndarray, config: SampleConfig, rng: np.random.Generator) -> int:

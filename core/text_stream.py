@@ -11,7 +11,7 @@ unfinished UTF-8 sequence; the next token may complete it, so it is never shown.
 
 from __future__ import annotations
 
-from core.tokenizer import Tokenizer
+from cllm.core.tokenizer import Tokenizer
 
 
 class TextStream:

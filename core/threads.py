@@ -1,85 +1,99 @@
-"""How the kernels share the cores: one Python thread per shard, BLAS kept to one thread.
+"""How the kernels share the cores: numba `prange` loops on a thread-safe threading layer,
+BLAS on one thread inside them.
 
-Every kernel is a plain `nogil` numba function, so Python threads run them truly in
-parallel. Keeping the threading in Python rather than in numba's `prange` spares the
-compiler a parallel copy of the whole model (about a third of the cold-start compile),
-and lets a Textual worker, the CLI and the tests launch kernels from any thread."""
+Training steps, evaluations and the sampler's prompt pass run one shard per thread in
+one `parallel=True` kernel (`core/workspace.py`); the shard sum and AdamW are `prange`
+loops too (`core/optimizer.py`). Three facts of numba's threading shape this module:
+
+- numba's fallback threading layer, workqueue, aborts the process when two Python
+  threads launch parallel kernels at once, and the TUI trains in one worker thread while
+  another may generate. So the layer is "threadsafe" (oneTBB where it can be loaded,
+  else GNU OpenMP: libgomp, which the Linux wheels of numba use). Should neither load,
+  this module falls back to workqueue, and every launch then takes one lock.
+- `numba.set_num_threads` holds for the calling thread only, so every launch sets it
+  (`parallel_threads`), whichever thread it comes from.
+- numba cannot stop a parallel kernel, so the shard kernel reads a stop flag between
+  groups of sequences.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Iterator
 
+import numba
 import scipy.linalg.cython_blas  # noqa: F401  (loads the OpenBLAS the kernels call, so the limit covers it)
 from threadpoolctl import threadpool_limits
 
-from core.config import default_threads
+from cllm.core.config import default_threads
+
+if not os.environ.get("NUMBA_THREADING_LAYER"):  # a layer the user chose is theirs
+    numba.config.THREADING_LAYER = "threadsafe"
+
+_start_lock = threading.Lock()
+_launch_lock: threading.Lock | None = None  # only for a layer that is not thread-safe
+_started = False
 
 
-@contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """BLAS on one thread while the shard threads run: each shard's matmuls stay on its
-    own core instead of every core fighting over every matmul."""
-    with threadpool_limits(limits=1):
-        yield
+def _start_layer() -> None:
+    """Starts numba's thread pool now, with the fallback described above; which layer runs
+    is then `threading_layer()`. numba would otherwise start it on the first launch."""
+    global _started, _launch_lock
+    with _start_lock:
+        if _started:
+            return
+        from numba.np.ufunc import parallel
+
+        try:
+            parallel._launch_threads()
+        except ValueError:  # neither TBB nor OpenMP could be loaded
+            numba.config.THREADING_LAYER = "workqueue"
+            parallel._launch_threads()
+        if numba.threading_layer() == "workqueue":
+            _launch_lock = threading.Lock()
+        _started = True
+
+
+def threading_layer() -> str:
+    """The numba threading layer the kernels run on: "tbb", "omp" or "workqueue"."""
+    _start_layer()
+    return numba.threading_layer()
 
 
 def thread_cap() -> int:
     """Most threads the kernels run on at once: every core, or `NUMBA_NUM_THREADS` where set
     (the variable users of numba code already know)."""
     value = os.environ.get("NUMBA_NUM_THREADS", "")
-    return max(1, int(value)) if value.strip().isdigit() else default_threads()
-
-
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-_pool_lock = threading.Lock()
-
-
-def _workers(n: int) -> ThreadPoolExecutor:
-    """The shared pool, grown to at least `n` threads."""
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size < n:
-            _pool_size = max(n, default_threads())
-            _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="cllm-shard")
-        return _pool
+    wanted = max(1, int(value)) if value.strip().isdigit() else default_threads()
+    return max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
 
 
 def worker_count(n_tasks: int, threads: int = 0) -> int:
-    """Threads that n_tasks tasks run on: at most `threads` (0: `thread_cap()`), never
-    more than `thread_cap()` or the number of tasks."""
+    """Threads that n_tasks parallel iterations run on: at most `threads` (0: `thread_cap()`),
+    never more than `thread_cap()` or the number of iterations."""
     return max(1, min(n_tasks, threads or thread_cap(), thread_cap()))
 
 
-def run_tasks(task: Callable[[int], None], n_tasks: int, threads: int = 0) -> None:
-    """Runs task(0) ... task(n_tasks - 1) on `worker_count(n_tasks, threads)` threads, the
-    calling thread taking its share, and returns when all are done, re-raising the first
-    error. Which thread runs a task never changes what it computes."""
+@contextmanager
+def parallel_threads(n_tasks: int, threads: int = 0) -> Iterator[int]:
+    """Around one launch of a parallel kernel from this thread: sets numba's thread count
+    for it (`worker_count`) and yields it. Which thread runs an iteration never changes
+    what it computes."""
+    _start_layer()
     workers = worker_count(n_tasks, threads)
-
-    def share(first: int) -> None:
-        for i in range(first, n_tasks, workers):
-            task(i)
-
-    if workers == 1:
-        share(0)
-        return
-    pool = _workers(workers - 1)
-    futures = [pool.submit(share, w) for w in range(1, workers)]
-    try:
-        share(0)
-    finally:  # even when this thread's share failed, the others are writing the same buffers
-        wait(futures)
-    for future in futures:
-        future.result()
+    numba.set_num_threads(workers)
+    if _launch_lock is None:
+        yield workers
+    else:
+        with _launch_lock:
+            yield workers
 
 
-def run_split(task: Callable[[int, int], None], n: int, threads: int = 0) -> None:
-    """Runs task(lo, hi) over contiguous pieces of range(n), one piece per thread."""
-    workers = worker_count(n, threads)
-    cuts = [n * w // workers for w in range(workers + 1)]
-    run_tasks(lambda w: task(cuts[w], cuts[w + 1]), workers)
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS on one thread while the kernel's threads run: each shard's matmuls stay on its
+    own core instead of every core fighting over every matmul."""
+    with threadpool_limits(limits=1):
+        yield

@@ -16,7 +16,7 @@ import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from core.errors import ConfigError, TokenizerError
+from cllm.core.errors import ConfigError, TokenizerError
 
 DEFAULT_VOCAB = {"word": 2000, "bpe": 512}
 UNK = "<unk>"

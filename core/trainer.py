@@ -2,8 +2,9 @@
 checkpoints, and the events a front end shows.
 
 A run is driven from one thread (`Trainer.run`, blocking). Other threads may call
-`pause`, `unpause` and `stop`, and read `shard_progress` (sequences each shard has
-finished in the current step) to draw one progress bar per core.
+`pause`, `unpause` and `stop`, and read `phase`, `shard_progress` and `phase_totals`
+(rows each shard has finished of its share in the current step or evaluation) to draw
+one progress bar per core.
 """
 
 from __future__ import annotations
@@ -11,58 +12,26 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from core.config import ModelConfig, TrainConfig
-from core.corpus import Corpus
-from core.errors import ConfigError, CorpusError, TokenizerError
-from core.model import GPT
-from core.model_file import load_model, save_model
-from core.passes import LOSS, TRAIN, Workspace, adamw_update, reduce_shards
-from core.tokenizer import train_tokenizer
-from core.threads import single_threaded_blas
+from cllm.core.config import ModelConfig, TrainConfig
+from cllm.core.corpus import Corpus
+from cllm.core.errors import ConfigError, CorpusError, TokenizerError
+from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, Event, StepEvent
+from cllm.core.model import GPT
+from cllm.core.model_file import load_model, save_model
+from cllm.core.optimizer import adamw_update, reduce_shards
+from cllm.core.passes import LOSS, TRAIN
+from cllm.core.run_state import CorpusRef, RunState
+from cllm.core.threads import single_threaded_blas
+from cllm.core.tokenizer import train_tokenizer
+from cllm.core.workspace import Workspace
 
 ADAM_EPS = 1e-8
-
-
-@dataclass
-class StepEvent:
-    step: int
-    steps: int
-    loss: float
-    lr: float
-    grad_norm: float
-    tokens_per_s: float
-    elapsed: float
-    eta: float
-    tokens_seen: int
-
-
-@dataclass
-class EvalEvent:
-    step: int
-    val_loss: float
-    best_val_loss: float
-
-
-@dataclass
-class CheckpointEvent:
-    step: int
-    path: Path
-
-
-@dataclass
-class DoneEvent:
-    step: int
-    reason: str  # "finished", "stopped" or "nan"
-    message: str
-
-
-Event = StepEvent | EvalEvent | CheckpointEvent | DoneEvent
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -96,53 +65,6 @@ def eval_chunks(val: np.ndarray, ctx: int, limit: int = 0) -> np.ndarray:
     return np.ascontiguousarray(val[: n * (ctx + 1)].reshape(n, ctx + 1), dtype=np.int32)
 
 
-def shard_bounds(rows: int, shards: int) -> np.ndarray:
-    """Row ranges of `shards` nearly equal shards: shard s has rows bounds[s]:bounds[s+1]."""
-    return np.array([rows * s // shards for s in range(shards + 1)], dtype=np.int64)
-
-
-@dataclass
-class RunState:
-    """Everything needed to continue a run exactly where it stopped."""
-
-    step: int = 0
-    tokens_seen: int = 0
-    loss_history: list = field(default_factory=list)  # [step, loss]
-    val_history: list = field(default_factory=list)  # [step, val_loss]
-    best_val_loss: float | None = None
-    rng_state: dict | None = None
-    data_position: int = 0  # batches drawn so far
-    created: str | None = None
-
-    def to_training_dict(self, corpus: Corpus, config: TrainConfig) -> dict:
-        return {
-            "step": self.step, "tokens_seen": self.tokens_seen,
-            "loss_history": self.loss_history, "val_history": self.val_history,
-            "best_val_loss": self.best_val_loss,
-            "corpus": {"name": corpus.name, "sha256": corpus.sha256},
-            "rng_state": self.rng_state, "data_position": self.data_position,
-            "train_config": config.to_dict(),
-        }
-
-    @classmethod
-    def from_training_dict(cls, data: dict, created: str | None) -> "RunState":
-        return cls(
-            step=int(data.get("step", 0)), tokens_seen=int(data.get("tokens_seen", 0)),
-            loss_history=list(data.get("loss_history", [])), val_history=list(data.get("val_history", [])),
-            best_val_loss=data.get("best_val_loss"), rng_state=data.get("rng_state"),
-            data_position=int(data.get("data_position", 0)), created=created,
-        )
-
-
-def chunk_losses(model: GPT, chunks: np.ndarray, ws: Workspace) -> np.ndarray:
-    """Mean loss of each chunk, forward only, one shard per row of the workspace."""
-    n = len(ws.acts)
-    losses = np.zeros(len(chunks), np.float64)
-    ws.run(model.params, model.layout.offsets, chunks, shard_bounds(len(chunks), n), 1.0, False, LOSS, losses,
-           np.zeros(n, np.int64), np.zeros(1, np.int64))
-    return losses
-
-
 def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0) -> tuple[float, int]:
     """Validation loss by the project's protocol over `tokens` (already the held-out
     part): mean cross-entropy over every position of every ctx+1 chunk. Returns the loss
@@ -154,7 +76,7 @@ def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0) -
     n = min(threads or TrainConfig().n_threads, len(chunks))
     ws = Workspace.create(model.config, n, -(-len(chunks) // n))
     with single_threaded_blas():
-        losses = chunk_losses(model, chunks, ws)
+        losses = ws.run(model.params, chunks, LOSS)
     return float(losses.mean()), int(chunks.shape[0] * ctx)
 
 
@@ -186,13 +108,11 @@ class Trainer:
         else:
             self.m, self.v = np.zeros(size, np.float32), np.zeros(size, np.float32)
         self.n_threads = min(config.n_threads, config.batch)
-        rows = config.batch
-        self.bounds = shard_bounds(rows, self.n_threads)
-        self.shard_sizes = np.diff(self.bounds) * config.grad_accum
-        self.shard_progress = np.zeros(self.n_threads, np.int64)
-        self.workspace = Workspace.create(model.config, self.n_threads, int(np.diff(self.bounds).max()))
+        self.workspace = Workspace.create(model.config, self.n_threads, -(-config.batch // self.n_threads))
+        self.shard_sizes = np.diff(self.workspace.bounds(config.batch)) * config.grad_accum  # rows per step
+        self.eval_sizes = np.diff(self.workspace.bounds(len(self.chunks)))
+        self.phase = "train"  # or "eval": what shard_progress counts, out of phase_totals
         self.segments = model.layout.decay_segments()
-        self._stop_flag = np.zeros(1, np.int64)
         self._unpaused = threading.Event()
         self._unpaused.set()
 
@@ -212,9 +132,9 @@ class Trainer:
         """Continues a saved run. `train_config.steps` is the total to reach; without a
         config, the saved one is used."""
         loaded = load_model(model_path)
-        saved = loaded.training.get("train_config")
+        state = replace(loaded.info.run)
+        saved = state.train_config
         config = train_config or (TrainConfig.from_dict(saved) if saved else TrainConfig())
-        state = RunState.from_training_dict(loaded.training, loaded.info.created)
         try:
             return cls(loaded.model, corpus, config, out_path=out_path or Path(model_path), state=state,
                        optimizer=loaded.optimizer)
@@ -234,16 +154,26 @@ class Trainer:
 
     def stop(self) -> None:
         """Ends the run within one step; what was learned is kept (and saved)."""
-        self._stop_flag[0] = 1
+        self.workspace.stop[0] = 1
         self._unpaused.set()
 
     @property
     def stopping(self) -> bool:
-        return bool(self._stop_flag[0])
+        return bool(self.workspace.stop[0])
 
     @property
     def step(self) -> int:
         return self.state.step
+
+    @property
+    def shard_progress(self) -> np.ndarray:
+        """Rows each shard has finished in the current step or evaluation (live)."""
+        return self.workspace.progress
+
+    @property
+    def phase_totals(self) -> np.ndarray:
+        """Rows each shard does in the current phase: a step's or an evaluation's."""
+        return self.eval_sizes if self.phase == "eval" else self.shard_sizes
 
     # -- the work -----------------------------------------------------------------
     def next_batch(self) -> np.ndarray:
@@ -258,23 +188,20 @@ class Trainer:
         cfg, model = self.config, self.model
         T = model.config.ctx
         rows = cfg.batch * cfg.grad_accum
-        scale = 1.0 / (rows * T)
         losses = np.zeros(cfg.batch, np.float64)
         total = 0.0
-        self.shard_progress[:] = 0
         rng_before = self.rng.bit_generator.state
         position_before = self.state.data_position
         for micro in range(cfg.grad_accum):
-            batch = self.next_batch()
-            self.workspace.run(model.params, model.layout.offsets, batch, self.bounds, scale, micro == 0, TRAIN,
-                               losses, self.shard_progress, self._stop_flag)
+            self.workspace.run(model.params, self.next_batch(), TRAIN, losses=losses, scale=1.0 / (rows * T),
+                               accumulate=micro > 0)
             total += losses.sum()
-        if self._stop_flag[0]:
+        if self.stopping:
             self.rng.bit_generator.state = rng_before
             self.state.data_position = position_before
             return None
         loss = float(total / rows)
-        norm = math.sqrt(reduce_shards(self.workspace.grads))
+        norm = math.sqrt(reduce_shards(self.workspace.grads, self.n_threads))
         if not (math.isfinite(loss) and math.isfinite(norm)):
             return loss, norm
         clip = cfg.grad_clip / (norm + 1e-6) if cfg.grad_clip > 0 and norm > cfg.grad_clip else 1.0
@@ -286,8 +213,17 @@ class Trainer:
         self.state.loss_history.append([self.state.step, round(loss, 6)])
         return loss, norm
 
-    def evaluate(self) -> float:
-        val = float(chunk_losses(self.model, self.chunks, self.workspace).mean())
+    def evaluate(self) -> float | None:
+        """The held-out loss, recorded in the run's state; None if a stop request cut the
+        evaluation short (nothing is recorded then)."""
+        self.phase = "eval"
+        try:
+            losses = self.workspace.run(self.model.params, self.chunks, LOSS)
+        finally:
+            self.phase = "train"
+        if self.stopping:
+            return None
+        val = float(losses.mean())
         self.state.val_history.append([self.state.step, round(val, 6)])
         if self.state.best_val_loss is None or val < self.state.best_val_loss:
             self.state.best_val_loss = val
@@ -296,8 +232,8 @@ class Trainer:
     def save(self, path: Path | None = None) -> Path:
         target = Path(path or self.out_path)
         self.state.rng_state = self.rng.bit_generator.state
-        save_model(target, self.model, optimizer=(self.m, self.v),
-                   training=self.state.to_training_dict(self.corpus, self.config), created=self.state.created)
+        training = self.state.to_training_dict(CorpusRef(self.corpus.name, self.corpus.sha256), self.config.to_dict())
+        save_model(target, self.model, optimizer=(self.m, self.v), training=training, created=self.state.created)
         return target
 
     def run(self, on_event: Callable[[Event], None] | None = None) -> DoneEvent:
@@ -331,7 +267,8 @@ class Trainer:
                                time.perf_counter() - started, step_time * (cfg.steps - step), self.state.tokens_seen))
                 if cfg.eval_interval and (step % cfg.eval_interval == 0 or step == cfg.steps) and len(self.chunks):
                     val = self.evaluate()
-                    emit(EvalEvent(step, val, self.state.best_val_loss))
+                    if val is not None:
+                        emit(EvalEvent(step, val, self.state.best_val_loss))
                 if self.out_path and cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0 \
                         and step < cfg.steps:
                     emit(CheckpointEvent(step, self.save()))

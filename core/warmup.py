@@ -6,8 +6,9 @@ next to the source (`cache=True`); later starts load it in about a second.
 A cold compile is split over processes: the forward pass and the backward pass (each a
 large function holding most of the layer kernels) compile at once in two child
 processes, which write them to the cache; this process then compiles only what calls
-them, loading the rest. On 2 cores that takes the first start from about 29 s to under
-20 s. numba compiles one function at a time per process, hence processes, not threads."""
+them, loading the rest. numba compiles one function at a time per process, hence
+processes, not threads.
+"""
 
 from __future__ import annotations
 
@@ -15,52 +16,78 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from numba.core.caching import FunctionCache
 
-from core.config import ModelConfig, default_threads
-from core.passes import (
-    Workspace, act_views, adamw_range, decode_step, gpt_backward, gpt_forward, param_views, reduce_chunks,
-    train_shard,
-)
+from cllm.core import kernel_cache
+from cllm.core.config import ModelConfig, default_threads
 
-KERNELS = (train_shard, reduce_chunks, adamw_range, decode_step)
 PARTS = ("forward", "backward")  # compiled side by side in child processes
+
+
+def _cached_functions() -> list:
+    from cllm.core.optimizer import adamw_chunks, reduce_chunks
+    from cllm.core.passes import decode_step, shard_pass
+    from cllm.core.workspace import run_shards
+
+    return [shard_pass.py_func, run_shards, reduce_chunks.py_func, adamw_chunks.py_func, decode_step.py_func]
 
 
 def kernels_cached() -> bool:
     """True when every kernel has compiled code on disk newer than its source, so the
     first step will start in about a second rather than after compiling."""
-    for kernel in KERNELS:
+    kernel_cache.drop_stale()
+    for py_func in _cached_functions():
         try:
-            index = kernel._cache._cache_file._index_path
-            source = kernel.py_func.__code__.co_filename
+            index = FunctionCache(py_func)._cache_file._index_path
+            source = py_func.__code__.co_filename
             if not os.path.exists(index) or os.path.getmtime(index) < os.path.getmtime(source):
                 return False
-        except (AttributeError, OSError):
+        except (AttributeError, OSError, RuntimeError):
             return False
     return True
 
 
 def compile_part(part: str) -> None:
-    """Compiles (into the cache) one of PARTS, the forward or the backward pass, for
-    float32 and with the argument types `train_shard` passes, so it loads them."""
-    from core.model import Layout
+    """Compiles (into the cache) one of PARTS for float32: the forward pass, then the
+    one-token decoder (which reuses the forward pass's layer kernels) and the optimiser's
+    kernels; or the backward pass, then the shard pass. The two take about as long."""
+    from cllm.core.passes import gpt_backward, gpt_forward, pass_signatures, shard_pass, shard_pass_signature
 
+    f32 = np.dtype(np.float32)
+    forward, backward = pass_signatures(f32)
     config = ModelConfig(vocab_size=8, n_layer=1, n_head=1, n_embd=4, ctx=4)
-    ws = Workspace.create(config, 1, 2)
-    offsets = Layout.of(config).offsets
-    params = np.zeros(Layout.of(config).size, np.float32)
-    P = param_views(params, offsets, ws.dims)
-    A = act_views(ws.acts[0], ws.act_offsets, ws.dims)
-    tokens = np.zeros((2, config.ctx + 1), np.int32)
     if part == "forward":
-        gpt_forward(P, A, tokens, config.ctx, config.n_head)
+        gpt_forward.compile(forward)
+        compile_decoder(config)
+        compile_optimizer(config)
     elif part == "backward":
-        gpt_backward(param_views(ws.grads[0], offsets, ws.dims), P, A, tokens, config.ctx, config.n_head)
+        gpt_backward.compile(backward)
+        shard_pass.compile(shard_pass_signature(f32))
     else:
         raise ValueError(f"unknown part {part!r}; expected one of {PARTS}")
+
+
+def compile_decoder(config: ModelConfig) -> None:
+    from cllm.core.layout import Layout
+    from cllm.core.passes import DecodeBuffers, decode_step
+
+    layout = Layout.params(config)
+    buffers = DecodeBuffers.create(config.n_layer, config.ctx, config.n_embd, config.vocab_size)
+    decode_step(np.zeros(layout.size, np.float32), layout.table, config.n_head, buffers, 1, 0)
+
+
+def compile_optimizer(config: ModelConfig) -> None:
+    from cllm.core.layout import Layout
+    from cllm.core.optimizer import adamw_update, reduce_shards
+
+    layout = Layout.params(config)
+    grads = np.zeros((2, layout.size), np.float32)
+    reduce_shards(grads, 1)
+    params = np.zeros(layout.size, np.float32)
+    adamw_update(params, grads[0], params.copy(), params.copy(), layout.decay_segments(), 1e-3, 0.9, 0.99, 1e-8, 0.1,
+                 1, 1.0, 1)
 
 
 def start_part_children() -> list[subprocess.Popen]:
@@ -69,11 +96,9 @@ def start_part_children() -> list[subprocess.Popen]:
     process on first use."""
     if default_threads() < 2:
         return []
-    # This very package, first on the path: not whatever `core` the working folder holds.
-    package_root = str(Path(__file__).resolve().parent.parent)
-    code = "import sys; sys.path.insert(0, sys.argv[1]); from core.warmup import compile_part; compile_part(sys.argv[2])"
-    try:
-        return [subprocess.Popen([sys.executable, "-c", code, package_root, part], stdin=subprocess.DEVNULL,
+    code = "import sys; from cllm.core.warmup import compile_part; compile_part(sys.argv[1])"
+    try:  # -P: this installed package, not whatever the working folder holds
+        return [subprocess.Popen([sys.executable, "-P", "-c", code, part], stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for part in PARTS]
     except OSError:
         return []
@@ -82,12 +107,12 @@ def start_part_children() -> list[subprocess.Popen]:
 def compile_kernels() -> float:
     """Compiles (or loads from the cache) every float32 kernel by running a tiny model
     through one training step, an evaluation and a decoding step. Returns the seconds taken."""
-    from core.corpus import Corpus
-    from core.config import TrainConfig
-    from core.sampler import Decoder
-    from core.trainer import Trainer, evaluate
-    from core.tokenizer import train_tokenizer
-    from core.model import GPT
+    from cllm.core.config import TrainConfig
+    from cllm.core.corpus import Corpus
+    from cllm.core.model import GPT
+    from cllm.core.sampler import Decoder
+    from cllm.core.tokenizer import train_tokenizer
+    from cllm.core.trainer import Trainer, evaluate
 
     started = time.perf_counter()
     if not kernels_cached():

@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from core.config import ModelConfig
-from core.corpus import Corpus
-from core.model import GPT
-from core.tokenizer import train_tokenizer
-
-WORDS = ("the cat sat on a mat and the dog ran to the park while a bird sang in the old tree "
-         "so we went home to eat bread with honey and tea before the night came down").split()
-
-
-def make_text(n_words: int = 3000, seed: int = 0) -> str:
-    """A small English-like text with a learnable structure."""
-    rng = np.random.default_rng(seed)
-    lines, line = [], []
-    for w in rng.choice(WORDS, n_words):
-        line.append(str(w))
-        if len(line) >= 8 + rng.integers(0, 5):
-            lines.append(" ".join(line) + ".")
-            line = []
-    return "\n".join(lines) + "\n"
+from cllm.core.corpus import Corpus
+from tests.helpers import make_corpus, make_text
 
 
 @pytest.fixture(scope="session")
@@ -33,11 +15,4 @@ def small_text() -> str:
 
 @pytest.fixture(scope="session")
 def small_corpus(small_text) -> Corpus:
-    import hashlib
-
-    return Corpus("small.txt", small_text, hashlib.sha256(small_text.encode()).hexdigest(), None)
-
-
-def tiny_model(text: str, n_layer=2, n_head=2, n_embd=16, ctx=16, seed=1) -> GPT:
-    tok = train_tokenizer("char", text)
-    return GPT.create(ModelConfig(tok.vocab_size, n_layer, n_head, n_embd, ctx), tok, seed=seed)
+    return make_corpus(small_text)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from core.cli import main
-from core.model_file import load_model
+from cllm.core.cli import main
+from cllm.core.model_file import load_model
 
 TINY = ["--layers", "1", "--heads", "2", "--embd", "16", "--ctx", "16", "--batch", "4", "--steps", "8",
         "--eval-interval", "4", "--threads", "2"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core.corpus import BUILTIN_CORPORA, Corpus, list_builtin, load_corpus
-from core.errors import CorpusError
+from cllm.core.corpus import BUILTIN_CORPORA, Corpus, list_builtin, load_corpus
+from cllm.core.errors import CorpusError
 
 
 def test_builtin_python_docs():

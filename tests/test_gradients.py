@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from core.config import ModelConfig
-from core.kernels import exp_shifted, fast_tanh, fast_tanh_and_grad
-from core.model import Layout, init_params
-from core.passes import loss_and_grad
+from cllm.core.config import ModelConfig
+from cllm.core.kernels import exp_shifted, fast_tanh, fast_tanh_and_grad
+from cllm.core.layout import Layout
+from cllm.core.model import init_params
+from cllm.core.workspace import loss_and_grad
 
 CONFIG = ModelConfig(vocab_size=7, n_layer=2, n_head=2, n_embd=8, ctx=5)
 
@@ -43,7 +44,7 @@ def test_every_gradient_matches_finite_differences(problem):
         minus, _ = loss_and_grad(params, CONFIG, batch, n_shards=2)
         params[i] = old
         numeric[i] = (plus - minus) / (2 * eps)
-    layout = Layout.of(CONFIG)
+    layout = Layout.params(CONFIG)
     worst = {}
     for name, view in layout.named_views(grad).items():
         num = layout.named_views(numeric)[name]
@@ -84,7 +85,7 @@ def test_loss_is_exact_cross_entropy_even_for_confident_wrong_predictions():
     """A clamped log (the first CLLM stuck at -ln(1e-10) = 23.03) cannot give these."""
     config = ModelConfig(vocab_size=5, n_layer=1, n_head=1, n_embd=4, ctx=2)
     params = init_params(config, seed=0, dtype=np.float64)
-    layout = Layout.of(config)
+    layout = Layout.params(config)
     views = layout.named_views(params)
     # The output logits are ln_f(x) @ wte.T: make them huge and very wrong.
     views["ln_f.weight"][:] = 0.0

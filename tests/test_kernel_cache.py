@@ -1,37 +1,40 @@
-"""numba's cache: a change to the layer kernels drops the cached passes built on them, and
-the warm-up's child processes fill it."""
+"""numba's cache: a change to a file whose kernels are compiled into another module drops
+that module's cached code, and the warm-up's child processes fill the cache."""
 
-from core import kernel_cache
+from cllm.core import kernel_cache
 
 
-def test_stale_pass_cache_is_dropped_when_kernels_change(tmp_path, monkeypatch):
-    monkeypatch.setattr(kernel_cache, "HERE", tmp_path)
-    (tmp_path / "kernels.py").write_text("v1")
-    cache = tmp_path / "__pycache__"
+def test_stale_cache_is_dropped_when_a_dependency_changes(tmp_path):
+    source, cache = tmp_path / "src", tmp_path / "cache"
+    source.mkdir()
     cache.mkdir()
-    cached = cache / "passes.train_shard-1.py311.nbi"
+    (source / "kernels.py").write_text("v1")
+    (source / "layout.py").write_text("v1")
+    cached = cache / "passes.shard_pass-1.py311.nbi"
     other = cache / "kernels.gemm-1.py311.nbi"
     cached.write_text("x")
     other.write_text("x")
+    deps = ("kernels.py", "layout.py")
 
-    assert kernel_cache.drop_stale_pass_cache() is True  # no stamp yet: unknown provenance
+    assert kernel_cache.drop_stale_module(cache, "passes", deps, source) is True  # no stamp: unknown provenance
     assert not cached.exists() and other.exists()
     cached.write_text("x")
-    assert kernel_cache.drop_stale_pass_cache() is False  # same kernels: keep
+    assert kernel_cache.drop_stale_module(cache, "passes", deps, source) is False  # same sources: keep
     assert cached.exists()
-    (tmp_path / "kernels.py").write_text("v2")
-    assert kernel_cache.drop_stale_pass_cache() is True
+    (source / "layout.py").write_text("v2")
+    assert kernel_cache.drop_stale_module(cache, "passes", deps, source) is True
     assert not cached.exists()
 
 
 def test_warm_up_children_compile_both_passes_into_the_cache(tmp_path, monkeypatch):
-    """The cold-start split: each child process leaves its pass in numba's cache, where
+    """The cold-start split: each child process leaves its part in numba's cache, where
     this process then loads it instead of compiling it."""
-    from core import warmup
+    from cllm.core import warmup
 
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(warmup, "default_threads", lambda: 2)
     children = warmup.start_part_children()
     assert [child.wait(timeout=300) for child in children] == [0, 0]
-    for part in ("gpt_forward", "gpt_backward"):
-        assert list(tmp_path.rglob(f"passes.{part}-*.nbi")), part
+    for name in ("passes.gpt_forward", "passes.gpt_backward", "passes.shard_pass", "passes.decode_step",
+                 "optimizer.adamw_chunks"):
+        assert list(tmp_path.rglob(f"{name}-*.nbi")), name

@@ -10,12 +10,13 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-import core.model_file as model_file
-from core.config import ModelConfig
-from core.errors import ModelFileError
-from core.model import GPT, Layout, tensor_shapes
-from core.model_file import load_model, read_info, save_model
-from core.tokenizer import train_tokenizer
+import cllm.core.model_file as model_file
+from cllm.core.config import ModelConfig
+from cllm.core.errors import ModelFileError
+from cllm.core.layout import Layout, tensor_shapes
+from cllm.core.model import GPT
+from cllm.core.model_file import load_model, read_info, save_model
+from cllm.core.tokenizer import train_tokenizer
 
 TEXT = "hello world, a tiny corpus.\n"
 TRAINING = {
@@ -162,7 +163,7 @@ def test_failure_mid_write_leaves_old_file(saved, monkeypatch):
 def test_save_rejects_inconsistent_model(tmp_path):
     model = tiny()
     config = ModelConfig(vocab_size=model.config.vocab_size + 1, n_layer=1, n_head=2, n_embd=8, ctx=8)
-    wrong = GPT(config, model.tokenizer, np.zeros(Layout.of(config).size, np.float32))
+    wrong = GPT(config, model.tokenizer, np.zeros(Layout.params(config).size, np.float32))
     with pytest.raises(ModelFileError, match="tokenizer has"):
         save_model(tmp_path / "m.cllm", wrong)
     model.params[3] = np.inf

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.passes import adamw_update, reduce_shards
+from cllm.core.optimizer import adamw_update, reduce_shards
 
 SEGMENTS = np.array([[0, 300, 1], [300, 301, 0], [301, 1000, 1], [1000, 1003, 0]], np.int64)
 

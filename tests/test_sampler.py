@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.errors import TokenizerError
-from core.passes import forward_logits
-from core.sampler import Decoder, SampleConfig, generate, pick_token
-from tests.conftest import tiny_model
+from cllm.core.errors import TokenizerError
+from cllm.core.workspace import forward_logits
+from cllm.core.sampler import Decoder, SampleConfig, generate, pick_token
+from tests.helpers import tiny_model
 
 
 @pytest.fixture(scope="module")

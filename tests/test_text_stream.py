@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.text_stream import TextStream
-from core.tokenizer import train_tokenizer
+from cllm.core.text_stream import TextStream
+from cllm.core.tokenizer import train_tokenizer
 
 # Accents, a euro sign and an emoji: byte-level BPE splits their UTF-8 bytes over tokens.
 TEXT = "Le café coûte 3 € — très cher! 😀 The café is closed; the fox sleeps.\n" * 30

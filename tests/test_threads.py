@@ -1,58 +1,77 @@
-"""The shard threads: every task runs once, errors come back, and the thread count never
-changes what a training step computes."""
+"""The parallel kernels: a thread-safe threading layer, numba's thread count set at each
+launch, and results that do not depend on the thread count."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import replace
 
+import numba
 import numpy as np
 import pytest
 
-from core.config import TrainConfig
-from core.threads import run_split, run_tasks, thread_cap
-from core.trainer import Trainer
+from cllm.core.config import TrainConfig
+from cllm.core.passes import LOSS
+from cllm.core.threads import parallel_threads, thread_cap, threading_layer, worker_count
+from cllm.core.trainer import Trainer
+from cllm.core.workspace import Workspace
+from tests.helpers import tiny_model
 
 
-def test_every_task_runs_once_and_the_caller_takes_a_share(monkeypatch):
-    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
-    seen: list[tuple[int, int]] = []
-    lock = threading.Lock()
-
-    def task(i: int) -> None:
-        with lock:
-            seen.append((i, threading.get_ident()))
-
-    run_tasks(task, 7)
-    assert sorted(i for i, _ in seen) == list(range(7))
-    threads = {t for _, t in seen}
-    assert threading.get_ident() in threads and len(threads) == 2
+def test_the_threading_layer_is_thread_safe():
+    assert threading_layer() in ("tbb", "omp")
 
 
-def test_a_cap_of_one_keeps_everything_on_the_calling_thread(monkeypatch):
+def test_the_thread_count_follows_the_cap_and_the_tasks(monkeypatch):
     monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
-    assert thread_cap() == 1
-    idents: set[int] = set()
-    run_tasks(lambda i: idents.add(threading.get_ident()), 4, threads=4)
-    assert idents == {threading.get_ident()}
-
-
-def test_an_error_in_a_pool_thread_reaches_the_caller(monkeypatch):
+    assert thread_cap() == 1 and worker_count(8) == 1
     monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
-
-    def task(i: int) -> None:
-        if i == 1:  # task 1 runs on the pool's thread
-            raise ValueError("shard 1 failed")
-
-    with pytest.raises(ValueError, match="shard 1 failed"):
-        run_tasks(task, 2)
+    assert worker_count(8) == min(2, numba.config.NUMBA_NUM_THREADS)
+    assert worker_count(1) == 1 and worker_count(8, threads=1) == 1
 
 
-def test_split_covers_the_range_in_contiguous_pieces(monkeypatch):
-    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
-    pieces: list[tuple[int, int]] = []
-    run_split(lambda lo, hi: pieces.append((lo, hi)), 11, threads=2)
-    assert sorted(pieces) == [(0, 5), (5, 11)]
+def test_each_launch_sets_numbas_thread_count_in_its_own_thread(monkeypatch):
+    """numba's thread count is per thread: a launch from a fresh thread (a TUI worker)
+    still gets what parallel_threads asks for."""
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
+    seen = []
+
+    def launch():
+        with parallel_threads(4):
+            seen.append(numba.get_num_threads())
+
+    thread = threading.Thread(target=launch)
+    thread.start()
+    thread.join()
+    assert seen == [1]
+
+
+def test_parallel_kernels_launched_from_two_threads_at_once(small_text):
+    """The workqueue layer would abort the process here; the shard kernel from two Python
+    threads at once gives each the same losses as running alone."""
+    model = tiny_model(small_text)
+    tokens = model.tokenizer.encode(small_text)
+    batch = np.stack([tokens[i:i + 17] for i in range(0, 8 * 17, 17)]).astype(np.int32)
+    alone = Workspace.create(model.config, 2, 4).run(model.params, batch, LOSS)
+    results: list[np.ndarray] = []
+    errors: list[BaseException] = []
+
+    def work():
+        try:
+            ws = Workspace.create(model.config, 2, 4)
+            for _ in range(20):
+                results.append(ws.run(model.params, batch, LOSS))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == 40
+    for losses in results:
+        np.testing.assert_array_equal(losses, alone)
 
 
 @pytest.mark.parametrize("grad_accum", [1, 2])

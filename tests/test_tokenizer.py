@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.corpus import load_corpus
-from core.errors import ConfigError, TokenizerError
-from core.tokenizer import Tokenizer, tokenizer_from_json, train_tokenizer
+from cllm.core.corpus import load_corpus
+from cllm.core.errors import ConfigError, TokenizerError
+from cllm.core.tokenizer import Tokenizer, tokenizer_from_json, train_tokenizer
 
 TRAIN_TEXT = "The quick brown fox jumps over the lazy dog.\nThe dog sleeps; the fox runs!\n" * 20
 

@@ -9,11 +9,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core.config import TrainConfig
-from core.corpus import Corpus
-from core.errors import ConfigError, CorpusError
-from core.model_file import load_model
-from core.trainer import DoneEvent, EvalEvent, StepEvent, Trainer, lr_at
+from cllm.core.config import TrainConfig
+from cllm.core.corpus import Corpus
+from cllm.core.errors import ConfigError, CorpusError
+from cllm.core.model_file import load_model
+from cllm.core.trainer import DoneEvent, EvalEvent, StepEvent, Trainer, lr_at
 
 SHAPE = dict(n_layer=2, n_head=2, n_embd=16, ctx=16)
 CONFIG = TrainConfig(steps=12, batch=6, lr=3e-3, warmup=3, eval_interval=4, eval_chunks=8, threads=2, seed=7)

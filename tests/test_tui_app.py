@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.test_tui_fakes import FakeEngine, make_app, press, wait_for, workspace  # noqa: F401
-from tui import app as app_module
+from cllm.tui import app as app_module
 
 ROOT = Path(__file__).parents[1]
 
@@ -18,7 +18,7 @@ def fps_in_subprocess(env_value: str | None) -> str:
     env = {k: v for k, v in os.environ.items() if k != "TEXTUAL_FPS"}
     if env_value is not None:
         env["TEXTUAL_FPS"] = env_value
-    code = "import tui.app, textual.constants as c; print(c.MAX_FPS)"
+    code = "import cllm.tui.app, textual.constants as c; print(c.MAX_FPS)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                          check=True)
     return out.stdout.strip()
@@ -71,9 +71,9 @@ async def test_palette_lists_every_screen_and_action(workspace):
 
 
 async def test_keys_panel_and_every_binding_has_an_id(workspace):
-    from tui.screens.generate import GenerateScreen
-    from tui.screens.models import ModelsScreen
-    from tui.screens.train import TrainScreen
+    from cllm.tui.screens.generate import GenerateScreen
+    from cllm.tui.screens.models import ModelsScreen
+    from cllm.tui.screens.train import TrainScreen
 
     for cls in (app_module.CllmApp, TrainScreen, GenerateScreen, ModelsScreen):
         for binding in cls.BINDINGS:

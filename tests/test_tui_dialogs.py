@@ -9,10 +9,10 @@ from textual.app import App
 from textual.widgets import Button, Static
 
 from tests.test_tui_fakes import fill, press, wait_for
-from tui.screens.choice_dialog import Choice, ChoiceDialog
-from tui.screens.confirm_dialog import ConfirmDialog
-from tui.screens.file_browser import FileBrowser
-from tui.screens.name_dialog import NameDialog
+from cllm.tui.screens.choice_dialog import Choice, ChoiceDialog
+from cllm.tui.screens.confirm_dialog import ConfirmDialog
+from cllm.tui.screens.file_browser import FileBrowser
+from cllm.tui.screens.name_dialog import NameDialog
 
 
 class Host(App):

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.config import ModelConfig, TrainConfig
-from core.model import GPT
-from core.model_file import load_model, save_model
-from core.tokenizer import train_tokenizer
-from tui.engine import CheckpointEvent, DoneEvent, Engine, EvalEvent, StepEvent
-from tui.settings import Settings
+from cllm.core.config import ModelConfig, TrainConfig
+from cllm.core.model import GPT
+from cllm.core.model_file import load_model, save_model
+from cllm.core.tokenizer import train_tokenizer
+from cllm.tui.engine import CheckpointEvent, DoneEvent, Engine, EvalEvent, StepEvent
+from cllm.tui.settings import Settings
 
 def event(cls, **values):
     """An engine event from keyword values, ignoring fields this engine version lacks."""
@@ -193,7 +193,7 @@ def workspace(tmp_path: Path, monkeypatch) -> dict:
 
 
 def make_app(ws: dict, engine: Engine | None = None, **kwargs):
-    from tui.app import CllmApp
+    from cllm.tui.app import CllmApp
 
     kwargs.setdefault("compile_kernels", False)
     kwargs.setdefault("prewarm", False)  # saves ~1 s per test; the real-engine tests keep it
@@ -303,6 +303,6 @@ async def fill_form(pilot, corpus: Path, **fields: object) -> None:
 
 
 def model_step(path: Path) -> int:
-    from core.model_file import read_info
+    from cllm.core.model_file import read_info
 
     return int(read_info(path).training.get("step", 0))

@@ -18,9 +18,9 @@ from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
     wait_screen,
     workspace,
 )
-from tui.screens.generate import GenerateScreen
-from tui.screens.name_dialog import NameDialog
-from tui.widgets.transcript import Sample
+from cllm.tui.screens.generate import GenerateScreen
+from cllm.tui.screens.name_dialog import NameDialog
+from cllm.tui.widgets.transcript import Sample
 
 
 def app_with_model(ws, engine=None):

@@ -17,10 +17,10 @@ from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
     wait_for,
     workspace,
 )
-from tui.screens.models import ModelsScreen
-from tui.settings import Settings
-from tui.widgets.model_details import ModelDetails
-from tui.widgets.model_tree import ModelTree
+from cllm.tui.screens.models import ModelsScreen
+from cllm.tui.settings import Settings
+from cllm.tui.widgets.model_details import ModelDetails
+from cllm.tui.widgets.model_tree import ModelTree
 
 
 def details_text(app) -> str:

@@ -16,16 +16,16 @@ from textual.widgets import ProgressBar
 from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
     fill, goto, make_app, model_step, press, wait_for, wait_screen, workspace,
 )
-from tui.engine import Engine
-from tui.screens.generate import GenerateScreen
-from tui.screens.models import ModelsScreen
-from tui.screens.name_dialog import NameDialog
-from tui.screens.train import TrainScreen
-from tui.widgets.core_bars import CoreBars
-from tui.widgets.loss_chart import LossChart
-from tui.widgets.model_details import ModelDetails
-from tui.widgets.model_tree import ModelTree
-from tui.widgets.transcript import Sample
+from cllm.tui.engine import Engine
+from cllm.tui.screens.generate import GenerateScreen
+from cllm.tui.screens.models import ModelsScreen
+from cllm.tui.screens.name_dialog import NameDialog
+from cllm.tui.screens.train import TrainScreen
+from cllm.tui.widgets.core_bars import CoreBars
+from cllm.tui.widgets.loss_chart import LossChart
+from cllm.tui.widgets.model_details import ModelDetails
+from cllm.tui.widgets.model_tree import ModelTree
+from cllm.tui.widgets.transcript import Sample
 
 pytestmark = pytest.mark.engine
 
@@ -142,9 +142,9 @@ async def test_real_engine_stays_responsive_and_stops_cleanly(real):
 
 @pytest.fixture
 def real_model(real):
-    from core.config import TrainConfig
-    from core.corpus import load_corpus
-    from core.trainer import Trainer
+    from cllm.core.config import TrainConfig
+    from cllm.core.corpus import load_corpus
+    from cllm.core.trainer import Trainer
 
     path = real["models"] / "tiny.cllm"
     trainer = Trainer.new(load_corpus(real["corpus"]), {"n_layer": 1, "n_head": 2, "n_embd": 16, "ctx": 16},

@@ -11,7 +11,7 @@ import pytest
 from textual.widgets import Input
 
 from tests.test_tui_fakes import FakeEngine, make_app, make_model_file, wait_for, workspace  # noqa: F401
-from tui.widgets.model_tree import ModelTree
+from cllm.tui.widgets.model_tree import ModelTree
 
 SIZES = [(80, 24), (120, 40)]
 FIXED_DATE = "2026-01-02T03:04:05Z"

@@ -22,12 +22,12 @@ from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
     wait_screen,
     workspace,
 )
-from tui.screens.choice_dialog import ChoiceDialog
-from tui.screens.confirm_dialog import ConfirmDialog
-from tui.screens.name_dialog import NameDialog
-from tui.screens.train import TrainScreen
-from tui.widgets.core_bars import CoreBars
-from tui.widgets.loss_chart import LossChart
+from cllm.tui.screens.choice_dialog import ChoiceDialog
+from cllm.tui.screens.confirm_dialog import ConfirmDialog
+from cllm.tui.screens.name_dialog import NameDialog
+from cllm.tui.screens.train import TrainScreen
+from cllm.tui.widgets.core_bars import CoreBars
+from cllm.tui.widgets.loss_chart import LossChart
 
 
 async def start_new_run(pilot, ws, name: str, **fields) -> None:
@@ -272,7 +272,7 @@ async def test_browse_picks_the_corpus_from_a_file_browser(workspace):
         await goto(pilot, "train")
         await fill(pilot, "#corpus", "./")
         await press(pilot, "f8")
-        from tui.screens.file_browser import FileBrowser
+        from cllm.tui.screens.file_browser import FileBrowser
 
         await wait_for(pilot, lambda: isinstance(app.screen, FileBrowser) and app.screen.query("#browse-path"))
         await fill(pilot, "#browse-path", short(workspace["corpus"]))

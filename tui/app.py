@@ -26,14 +26,14 @@ from textual.binding import Binding  # noqa: E402
 from textual.reactive import var  # noqa: E402
 from textual.screen import ModalScreen, Screen  # noqa: E402
 
-from tui.bindings import MODE_BINDINGS  # noqa: E402
-from tui.engine import QUICK_START_PROMPT, Engine, ModelHandle, TrainingRun  # noqa: E402
-from tui.screens.choice_dialog import Choice, ChoiceDialog  # noqa: E402
-from tui.screens.generate import GenerateScreen  # noqa: E402
-from tui.screens.models import ModelsScreen  # noqa: E402
-from tui.screens.train import TrainScreen  # noqa: E402
-from tui.settings import Settings  # noqa: E402
-from tui.worker_errors import ReportWorkerErrors, describe_error  # noqa: E402
+from cllm.tui.bindings import MODE_BINDINGS  # noqa: E402
+from cllm.tui.engine import QUICK_START_PROMPT, Engine, ModelHandle, TrainingRun  # noqa: E402
+from cllm.tui.screens.choice_dialog import Choice, ChoiceDialog  # noqa: E402
+from cllm.tui.screens.generate import GenerateScreen  # noqa: E402
+from cllm.tui.screens.models import ModelsScreen  # noqa: E402
+from cllm.tui.screens.train import TrainScreen  # noqa: E402
+from cllm.tui.settings import Settings  # noqa: E402
+from cllm.tui.worker_errors import ReportWorkerErrors, describe_error  # noqa: E402
 
 DEFAULT_MODEL_NAME = "saved_model.cllm"
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.config import ModelConfig, TrainConfig, default_threads
-from core.errors import CllmError, ConfigError, CorpusError, ModelFileError, TokenizerError
-from core.trainer import CheckpointEvent, DoneEvent, EvalEvent, StepEvent
+from cllm.core.config import ModelConfig, TrainConfig, default_threads
+from cllm.core.errors import CllmError, ConfigError, CorpusError, ModelFileError, TokenizerError
+from cllm.core.trainer import CheckpointEvent, DoneEvent, EvalEvent, StepEvent
 
 __all__ = [
     "CllmError", "ConfigError", "CorpusError", "ModelFileError", "TokenizerError",
@@ -59,41 +59,41 @@ class Engine:
     """Thin adapter over core/. Every method may raise CllmError (user-ready message)."""
 
     def load_corpus(self, source: str | Path | None):
-        from core.corpus import load_corpus
+        from cllm.core.corpus import load_corpus
 
         return load_corpus(source)
 
     def builtin_corpora(self) -> list[str]:
-        from core.corpus import list_builtin
+        from cllm.core.corpus import list_builtin
 
         return list_builtin()
 
     def read_info(self, path: Path):
-        from core.model_file import read_info
+        from cllm.core.model_file import read_info
 
         return read_info(path)
 
     def load_model(self, path: Path):
-        from core.model_file import load_model
+        from cllm.core.model_file import load_model
 
         return load_model(path)
 
     def new_trainer(self, corpus, model_config: dict, train_config: TrainConfig, *,
                     tokenizer: str, vocab_size: int | None, out_path: Path):
-        from core.trainer import Trainer
+        from cllm.core.trainer import Trainer
 
         return Trainer.new(corpus, model_config, train_config, tokenizer=tokenizer,
                            vocab_size=vocab_size, out_path=out_path)
 
     def resume_trainer(self, model_path: Path, corpus, train_config: TrainConfig, *,
                        out_path: Path | None = None):
-        from core.trainer import Trainer
+        from cllm.core.trainer import Trainer
 
         return Trainer.resume(model_path, corpus, train_config, out_path=out_path)
 
     def generate(self, model, prompt: str, *, max_tokens: int, temperature: float, top_k: int,
                  top_p: float, seed: int | None, should_stop: Callable[[], bool]) -> Iterator[str]:
-        from core.sampler import SampleConfig, generate
+        from cllm.core.sampler import SampleConfig, generate
 
         config = SampleConfig(max_tokens=max_tokens, temperature=temperature, top_k=top_k,
                               top_p=top_p, seed=seed)
@@ -101,13 +101,13 @@ class Engine:
 
     def kernels_ready(self) -> bool:
         """True when the numba kernels are compiled and cached (start-up takes a second)."""
-        from core.warmup import kernels_cached
+        from cllm.core.warmup import kernels_cached
 
         return kernels_cached()
 
     def compile_kernels(self) -> None:
         """Compile (or load from the cache) every kernel; blocking, for a thread worker."""
-        from core.warmup import compile_kernels
+        from cllm.core.warmup import compile_kernels
 
         compile_kernels()
 

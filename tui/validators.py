@@ -14,7 +14,7 @@ from pathlib import Path
 
 from textual.validation import ValidationResult, Validator
 
-from tui.engine import ConfigError, ModelConfig, TrainConfig
+from cllm.tui.engine import ConfigError, ModelConfig, TrainConfig
 
 SAFE_MODEL = {"vocab_size": 256, "n_layer": 1, "n_head": 1, "n_embd": 64, "ctx": 16}
 

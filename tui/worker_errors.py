@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from textual.worker import Worker, WorkerState
 
-from tui.engine import CllmError
+from cllm.tui.engine import CllmError
 
 
 def describe_error(error: BaseException | None, task: str) -> str:

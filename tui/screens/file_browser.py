@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DirectoryTree, Input, Static
 
-from tui.widgets.text_file_tree import TextFileTree
+from cllm.tui.widgets.text_file_tree import TextFileTree
 
 
 class FileBrowser(ModalScreen[Path | None]):

@@ -15,16 +15,16 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 from textual.worker import get_current_worker
 
-from tui.engine import format_rate
-from tui.bindings import MODE_BINDINGS
-from tui.messages import GenerationFinished, GenerationProgress
-from tui.validators import NumberValidator, parse_float, parse_int
-from tui.widgets.model_bar import ModelBar
-from tui.worker_errors import ReportWorkerErrors
-from tui.widgets.transcript import Sample, Transcript
+from cllm.tui.engine import format_rate
+from cllm.tui.bindings import MODE_BINDINGS
+from cllm.tui.messages import GenerationFinished, GenerationProgress
+from cllm.tui.validators import NumberValidator, parse_float, parse_int
+from cllm.tui.widgets.model_bar import ModelBar
+from cllm.tui.worker_errors import ReportWorkerErrors
+from cllm.tui.widgets.transcript import Sample, Transcript
 
 if TYPE_CHECKING:
-    from tui.app import CllmApp
+    from cllm.tui.app import CllmApp
 
 POST_EVERY_S = 0.05  # the worker posts the text so far at most 20 times a second
 

@@ -12,15 +12,15 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DirectoryTree, Footer, Input, Tree
 
-from tui.bindings import MODE_BINDINGS
-from tui.engine import CllmError
-from tui.widgets.model_bar import ModelBar
-from tui.worker_errors import ReportWorkerErrors
-from tui.widgets.model_details import ModelDetails
-from tui.widgets.model_tree import ModelTree
+from cllm.tui.bindings import MODE_BINDINGS
+from cllm.tui.engine import CllmError
+from cllm.tui.widgets.model_bar import ModelBar
+from cllm.tui.worker_errors import ReportWorkerErrors
+from cllm.tui.widgets.model_details import ModelDetails
+from cllm.tui.widgets.model_tree import ModelTree
 
 if TYPE_CHECKING:
-    from tui.app import CllmApp
+    from cllm.tui.app import CllmApp
 
 
 class ModelsScreen(ReportWorkerErrors, Screen):

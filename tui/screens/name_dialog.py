@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
-from tui.validators import NewModelName
+from cllm.tui.validators import NewModelName
 
 
 class NameDialog(ModalScreen[str | None]):

@@ -16,7 +16,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Log, ProgressBar, Static
 from textual.worker import get_current_worker
 
-from tui.engine import (
+from cllm.tui.engine import (
     QUICK_START,
     QUICK_START_EVAL_CHUNKS,
     CheckpointEvent,
@@ -32,20 +32,20 @@ from tui.engine import (
     format_loss,
     format_rate,
 )
-from tui.bindings import MODE_BINDINGS
-from tui.messages import TrainCheckpoint, TrainEval, TrainFinished, TrainStarted, TrainStep
-from tui.screens.choice_dialog import Choice, ChoiceDialog
-from tui.screens.confirm_dialog import ConfirmDialog
-from tui.screens.file_browser import FileBrowser
-from tui.screens.name_dialog import NameDialog
-from tui.widgets.core_bars import CoreBars
-from tui.widgets.loss_chart import TRAIN_STYLE, VAL_STYLE, LossChart
-from tui.widgets.model_bar import ModelBar
-from tui.worker_errors import ReportWorkerErrors
-from tui.widgets.train_form import TrainForm
+from cllm.tui.bindings import MODE_BINDINGS
+from cllm.tui.messages import TrainCheckpoint, TrainEval, TrainFinished, TrainStarted, TrainStep
+from cllm.tui.screens.choice_dialog import Choice, ChoiceDialog
+from cllm.tui.screens.confirm_dialog import ConfirmDialog
+from cllm.tui.screens.file_browser import FileBrowser
+from cllm.tui.screens.name_dialog import NameDialog
+from cllm.tui.widgets.core_bars import CoreBars
+from cllm.tui.widgets.loss_chart import TRAIN_STYLE, VAL_STYLE, LossChart
+from cllm.tui.widgets.model_bar import ModelBar
+from cllm.tui.worker_errors import ReportWorkerErrors
+from cllm.tui.widgets.train_form import TrainForm
 
 if TYPE_CHECKING:
-    from tui.app import CllmApp
+    from cllm.tui.app import CllmApp
 
 
 STEP_MESSAGES_HZ = 20

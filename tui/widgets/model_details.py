@@ -8,7 +8,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from tui.engine import format_loss, format_params, tokenizer_label
+from cllm.tui.engine import format_loss, format_params, tokenizer_label
 
 
 def _size(n: int) -> str:

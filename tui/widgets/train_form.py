@@ -10,8 +10,8 @@ from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Static
 
-from tui.engine import QUICK_START, ConfigError, RunPlan, TrainConfig
-from tui.validators import (
+from cllm.tui.engine import QUICK_START, ConfigError, RunPlan, TrainConfig
+from cllm.tui.validators import (
     ConfigValidator,
     CorpusValidator,
     model_check,

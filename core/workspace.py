@@ -1,0 +1,131 @@
+"""A model's per-shard buffers, and the parallel kernel that runs one shard per thread.
+
+`run_shards` is a numba `parallel=True` kernel with `prange` over shards; each iteration
+runs `shard_pass` on its own rows with its own activation and gradient buffers. It has
+one explicit signature per float type, whose first argument is the shard pass as a
+first-class function (core/passes.py says why): the parallel kernel then compiles only
+its own small loop, in about a second, and loads from numba's cache like any other
+kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit, prange, types
+
+from cllm.core import kernel_cache
+from cllm.core.config import ModelConfig
+from cllm.core.kernels import JIT
+from cllm.core.layout import Activations, Layout, group_size
+from cllm.core.passes import FORWARD, TRAIN, compiled_shard_pass, gpt_backward, gpt_forward, numba_array, shard_pass
+from cllm.core.threads import parallel_threads, single_threaded_blas
+
+
+def shard_bounds(rows: int, shards: int) -> np.ndarray:
+    """Row ranges of `shards` nearly equal shards: shard s has rows bounds[s]:bounds[s+1]."""
+    return np.array([rows * s // shards for s in range(shards + 1)], dtype=np.int64)
+
+
+def run_shards(kernel, forward, backward, params, grads, acts, ptable, atable, n_head, group, batch, bounds, scale,
+               zero, mode, losses, progress, stop):
+    """`kernel` (the shard pass) for every shard s over rows bounds[s]:bounds[s+1] of
+    batch, one shard per thread."""
+    for s in prange(grads.shape[0]):
+        kernel(forward, backward, params, grads[s], acts[s], ptable, atable, n_head, group, batch, bounds[s],
+               bounds[s + 1], scale, zero, mode, losses, progress[s:s + 1], stop)
+
+
+@functools.cache
+def shard_launcher(dtype: np.dtype):
+    """`run_shards` compiled (or loaded from the cache) for parameters of `dtype`."""
+    kernel = compiled_shard_pass(dtype)
+    forward, backward = kernel.args[0], kernel.args[1]
+    f, i64 = numba_array(dtype), types.int64
+    table = numba_array(np.int64, 2)
+    sig = types.void(types.FunctionType(kernel), forward, backward, f, numba_array(dtype, 2),
+                     numba_array(dtype, 2), table, table, i64, i64, numba_array(np.int32, 2),
+                     numba_array(np.int64), types.float64, types.boolean, i64, numba_array(np.float64),
+                     numba_array(np.int64), numba_array(np.int64))
+    return njit(sig, parallel=True, **JIT)(run_shards)
+
+
+@dataclass
+class Workspace:
+    """One model's kernel buffers for `shards` shards: each shard's activations and
+    gradients, the rows each shard has finished (for progress bars) and the stop flag."""
+
+    params_layout: Layout
+    acts_layout: Layout
+    n_head: int
+    group: int  # sequences per group inside a shard
+    acts: np.ndarray  # (shards, activation size)
+    grads: np.ndarray  # (shards, parameter count)
+    progress: np.ndarray  # (shards,) rows finished since the last reset
+    stop: np.ndarray  # (1,) non-zero: every shard ends after its current group
+
+    @classmethod
+    def create(cls, config: ModelConfig, shards: int, rows_per_shard: int, dtype=np.float32) -> "Workspace":
+        kernel_cache.drop_stale()  # before any kernel loads from numba's cache
+        group = group_size(config, rows_per_shard)
+        acts_layout = Layout.activations(config, group)
+        params_layout = Layout.params(config)
+        return cls(params_layout, acts_layout, config.n_head, group, np.zeros((shards, acts_layout.size), dtype),
+                   np.zeros((shards, params_layout.size), dtype), np.zeros(shards, np.int64), np.zeros(1, np.int64))
+
+    @property
+    def shards(self) -> int:
+        return len(self.acts)
+
+    def bounds(self, rows: int) -> np.ndarray:
+        """How `rows` rows are split over the shards."""
+        return shard_bounds(rows, self.shards)
+
+    def run(self, params: np.ndarray, batch: np.ndarray, mode: int, *, losses: np.ndarray | None = None,
+            scale: float = 1.0, accumulate: bool = False) -> np.ndarray:
+        """`shard_pass` on every shard at once, shard s over rows bounds[s]:bounds[s+1] of
+        `batch` (B, T+1): FORWARD, LOSS or TRAIN (gradients times `scale`, added to the
+        shard's previous gradients and progress when `accumulate`). Returns the losses
+        (B,) of LOSS and TRAIN, written into `losses` if given."""
+        batch = np.ascontiguousarray(batch, dtype=np.int32)
+        if losses is None:
+            losses = np.zeros(len(batch), np.float64)
+        if not accumulate:
+            self.progress[:] = 0
+        launch = shard_launcher(params.dtype)
+        with parallel_threads(self.shards):
+            launch(shard_pass, gpt_forward, gpt_backward, params, self.grads, self.acts, self.params_layout.table,
+                   self.acts_layout.table, self.n_head, self.group, batch, self.bounds(len(batch)), scale,
+                   not accumulate, mode, losses, self.progress, self.stop)
+        return losses
+
+    def views(self, shard: int = 0) -> Activations:
+        """Named activation views of one shard (the kernels' `A`)."""
+        return self.acts_layout.views(self.acts[shard])
+
+
+def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray, n_shards: int = 1) -> tuple[float, np.ndarray]:
+    """Mean loss over `batch` (B, T+1) and its gradient, in the dtype of `params`.
+    For tests and tools; the trainer keeps its buffers between steps instead."""
+    from cllm.core.optimizer import reduce_shards
+
+    B, T = batch.shape[0], batch.shape[1] - 1
+    ws = Workspace.create(config, n_shards, int(np.diff(shard_bounds(B, n_shards)).max()), params.dtype)
+    with single_threaded_blas():
+        losses = ws.run(params, batch, TRAIN, scale=1.0 / (B * T))
+        reduce_shards(ws.grads)
+    return float(losses.mean()), ws.grads[0].copy()
+
+
+def forward_logits(params: np.ndarray, config: ModelConfig, tokens: np.ndarray,
+                   ws: Workspace | None = None) -> tuple[np.ndarray, Workspace]:
+    """Runs one sequence (T <= ctx tokens) through the model at once. Returns its logits
+    (T, V) and the workspace, whose activations then hold every layer's keys and values."""
+    ws = ws or Workspace.create(config, 1, 1, params.dtype)
+    T = len(tokens)
+    batch = np.zeros((1, T + 1), np.int32)
+    batch[0, :T] = tokens
+    ws.run(params, batch, FORWARD)
+    return ws.views().logits[:T], ws
