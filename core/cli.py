@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
 import time
@@ -17,14 +16,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cllm.core.config import ModelConfig, TrainConfig
 from cllm.core.errors import CllmError, ConfigError, TokenizerError
+from cllm.core.tokenizer import TRAINABLE_KINDS
 
 DEFAULT_MODEL = Path("models") / "saved_model.cllm"
 
 err = Console(stderr=True)
 
+EXIT_CODES = """exit codes:
+  0  training finished, or was stopped (Ctrl-C, SIGTERM, SIGHUP) and saved
+  1  the loss became NaN or infinite: stopped, the last checkpoint kept
+  2  bad input (a file, the corpus, a setting): nothing was trained
+  3  the model file could not be written: the run was saved to a fallback file (printed)
+  4  the run could not be saved anywhere (every place tried is printed)"""
+
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a model on a text file (or the built-in corpus)")
+    p = sub.add_parser("train", help="train a model on a text file (or the built-in corpus)",
+                       description="Train a model. Ctrl-C, SIGTERM or SIGHUP stops at the next step and saves.",
+                       epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("corpus", nargs="?", default=None,
                    help="UTF-8 text file, or 'python-docs' (the default: CPython's documentation)")
     p.add_argument("-o", "--output", type=Path, default=DEFAULT_MODEL, help=f"model file (default {DEFAULT_MODEL})")
@@ -33,7 +42,7 @@ def _add_train(sub) -> None:
     p.add_argument("--heads", type=int, default=d.n_head)
     p.add_argument("--embd", type=int, default=d.n_embd, help="width")
     p.add_argument("--ctx", type=int, default=d.ctx, help="context length in tokens")
-    p.add_argument("--tokenizer", choices=("char", "word", "bpe"), default="char")
+    p.add_argument("--tokenizer", choices=TRAINABLE_KINDS, default="char")
     p.add_argument("--vocab-size", type=int, default=None, help="for word and bpe tokenizers")
     p.add_argument("--batch", type=int, default=t.batch)
     p.add_argument("--steps", type=int, default=t.steps, help="total steps (with --resume: the total to reach)")
@@ -45,7 +54,11 @@ def _add_train(sub) -> None:
     p.add_argument("--grad-accum", type=int, default=t.grad_accum)
     p.add_argument("--eval-interval", type=int, default=t.eval_interval)
     p.add_argument("--eval-chunks", type=int, default=t.eval_chunks, help="0: every held-out chunk")
-    p.add_argument("--checkpoint-interval", type=int, default=t.checkpoint_interval)
+    p.add_argument("--checkpoint-interval", type=int, default=t.checkpoint_interval,
+                   help="save every N steps (0: only at the end)")
+    p.add_argument("--checkpoint-minutes", type=float, default=t.checkpoint_minutes,
+                   help=f"also save when this many minutes passed since the last save (default "
+                        f"{t.checkpoint_minutes:g}; 0: never), so even kill -9 loses at most that much")
     p.add_argument("--threads", type=int, default=t.threads, help="0: all cores")
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument("--resume", action="store_true", help="continue training the model in --output")
@@ -75,8 +88,10 @@ def _add_eval(sub) -> None:
 
 
 def _add_info(sub) -> None:
-    p = sub.add_parser("info", help="describe a model file")
+    p = sub.add_parser("info", help="describe a model file (and check it)")
     p.add_argument("model", type=Path)
+    p.add_argument("--header-only", action="store_true",
+                   help="check what the header says but not the values (quicker for a huge file)")
     p.add_argument("--json", action="store_true")
 
 
@@ -94,13 +109,19 @@ def _train_config(a) -> TrainConfig:
     return TrainConfig(
         steps=a.steps, batch=a.batch, lr=a.lr, min_lr=a.min_lr, warmup=a.warmup, weight_decay=a.weight_decay,
         grad_clip=a.grad_clip, grad_accum=a.grad_accum, eval_interval=a.eval_interval,
-        eval_chunks=a.eval_chunks, checkpoint_interval=a.checkpoint_interval, threads=a.threads, seed=a.seed,
+        eval_chunks=a.eval_chunks, checkpoint_interval=a.checkpoint_interval,
+        checkpoint_minutes=a.checkpoint_minutes, threads=a.threads, seed=a.seed,
     ).validate()
+
+
+
 
 
 def cmd_train(a) -> int:
     from cllm.core.corpus import load_corpus
-    from cllm.core.trainer import CheckpointEvent, DoneEvent, EvalEvent, StepEvent, Trainer
+    from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, SaveFailedEvent, StepEvent
+    from cllm.core.stop_signals import stop_on_signals
+    from cllm.core.trainer import Trainer
     from cllm.core.warmup import compile_kernels, kernels_cached
 
     config = _train_config(a)
@@ -117,21 +138,15 @@ def cmd_train(a) -> int:
         trainer = Trainer.new(corpus, shape, config, tokenizer=a.tokenizer, vocab_size=a.vocab_size, out_path=out)
 
     quiet = a.json
-    started = time.perf_counter()
-    if not kernels_cached():
-        with err.status("compiling kernels (first run only; cached afterwards)…") if not quiet else nullcontext():
-            seconds = compile_kernels()
-        if not quiet:
-            err.print(f"compiled kernels in {seconds:.1f} s")
-    else:
-        compile_kernels()
-    m = trainer.model
-    if not quiet:
-        err.print(f"[bold]{m.n_params:,}[/] parameters, {m.config.n_layer} layers, {m.config.n_head} heads, "
-                  f"width {m.config.n_embd}, ctx {m.config.ctx}, {m.tokenizer.kind} tokenizer "
-                  f"({m.config.vocab_size} tokens); {len(trainer.train_tokens):,} training tokens; "
-                  f"{trainer.n_threads} threads")
 
+    def request_stop(why: str) -> None:
+        first = not trainer.stopping
+        trainer.stop(why)
+        if not quiet:
+            _say(f"{why}: stopping at the next step boundary, then saving…" if first
+                 else f"{why}: already stopping; the save goes on, please wait")
+
+    started = time.perf_counter()
     events: list = []
     first_step = []
     result: dict = {}
@@ -147,32 +162,62 @@ def cmd_train(a) -> int:
         except BaseException as exc:  # handed to the main thread
             result["error"] = exc
 
-    thread = threading.Thread(target=work, name="cllm-train", daemon=True)
-    previous = signal.signal(signal.SIGINT, lambda *_: trainer.stop())
-    try:
+    with stop_on_signals(request_stop):
+        if not kernels_cached():
+            with err.status("compiling kernels (first run only; cached afterwards)…") if not quiet else nullcontext():
+                seconds = compile_kernels()
+            if not quiet:
+                _say(f"compiled kernels in {seconds:.1f} s")
+        else:
+            compile_kernels()
+        m = trainer.model
+        if not quiet:
+            _say(f"[bold]{m.n_params:,}[/] parameters, {m.config.n_layer} layers, {m.config.n_head} heads, "
+                 f"width {m.config.n_embd}, ctx {m.config.ctx}, {m.tokenizer.kind} tokenizer "
+                 f"({m.config.vocab_size} tokens); {len(trainer.train_tokens):,} training tokens; "
+                 f"{trainer.n_threads} threads")
+        # Not a daemon: however the main thread ends, the interpreter waits for the save.
+        thread = threading.Thread(target=work, name="cllm-train")
         thread.start()
         _watch(trainer, thread, events, quiet)
-    finally:
-        signal.signal(signal.SIGINT, previous)
     if "error" in result:
         raise result["error"]
     done: DoneEvent = result["done"]
     last = next((e for e in reversed(events) if isinstance(e, StepEvent)), None)
     val = next((e for e in reversed(events) if isinstance(e, EvalEvent)), None)
+    failed = [e for e in events if isinstance(e, SaveFailedEvent)]
     summary = {
         "reason": done.reason, "step": done.step, "model": str(out),
+        "saved_to": str(done.saved_to) if done.saved_to else None,
         "loss": last.loss if last else None, "val_loss": val.val_loss if val else None,
         "best_val_loss": trainer.state.best_val_loss,
         "tokens_per_s": _throughput([e for e in events if isinstance(e, StepEvent)]),
         "elapsed": time.perf_counter() - started,
         "time_to_first_step": first_step[0] if first_step else None,
         "checkpoints": sum(1 for e in events if isinstance(e, CheckpointEvent)),
+        "failed_saves": [e.message for e in failed],
     }
     if a.json:
-        print(json.dumps(summary))
+        _say(json.dumps(summary), out=True)
     else:
-        err.print(done.message)
-    return 0 if done.reason != "nan" else 1
+        _say(escape(done.message))
+    if done.reason == "nan":
+        return 1
+    if any(e.final for e in failed):
+        return 3 if done.saved_to else 4
+    return 0
+
+
+def _say(text: str, *, out: bool = False) -> None:
+    """A line for the user (standard error, or `out`: standard output). A terminal that
+    went away must not cost the run: a failed write is dropped."""
+    try:
+        if out:
+            print(text, flush=True)
+        else:
+            err.print(text, highlight=False, soft_wrap=True)  # a path stays on one line
+    except (OSError, ValueError):
+        pass
 
 
 def _throughput(steps: list) -> float | None:
@@ -183,9 +228,13 @@ def _throughput(steps: list) -> float | None:
     return (steps[-1].tokens_seen - steps[0].tokens_seen) / (steps[-1].elapsed - steps[0].elapsed)
 
 
+PHASE_LABELS = {"train": "", "eval": "eval", "save": "saving"}
+
+
 def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None:
-    """Rich progress while the trainer thread runs: the run, then one bar per core."""
-    from cllm.core.trainer import CheckpointEvent, EvalEvent, StepEvent
+    """Rich progress while the trainer thread runs: the run, then one bar per core, which
+    follows the evaluations too."""
+    from cllm.core.events import CheckpointEvent, EvalEvent, SaveFailedEvent, StepEvent
 
     if quiet:
         while thread.is_alive():
@@ -194,24 +243,32 @@ def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
     seen = 0
-    with Progress(*columns, console=err, refresh_per_second=8) as progress:
-        run = progress.add_task("train", total=trainer.config.steps, completed=trainer.step, info="")
-        cores = [progress.add_task(f"core {i}", total=int(n), info="")
-                 for i, n in enumerate(trainer.shard_sizes)]
-        while thread.is_alive():
-            thread.join(0.1)
-            for i, task in enumerate(cores):
-                progress.update(task, completed=int(trainer.shard_progress[i]))
-            for event in events[seen:]:
-                if isinstance(event, StepEvent):
-                    progress.update(run, completed=event.step, info=(
-                        f"loss {event.loss:.4f}  lr {event.lr:.2e}  {event.tokens_per_s:,.0f} tok/s  "
-                        f"ETA {event.eta:.0f}s"))
-                elif isinstance(event, EvalEvent):
-                    progress.console.print(f"step {event.step}: val loss {event.val_loss:.4f}")
-                elif isinstance(event, CheckpointEvent):
-                    progress.console.print(f"step {event.step}: saved {event.path}")
-            seen = len(events)
+    try:
+        with Progress(*columns, console=err, refresh_per_second=8) as progress:
+            run = progress.add_task("train", total=trainer.config.steps, completed=trainer.step, info="")
+            cores = [progress.add_task(f"core {i}", total=int(n), info="")
+                     for i, n in enumerate(trainer.phase_totals)]
+            while thread.is_alive():
+                thread.join(0.1)
+                phase = trainer.phase
+                totals, done = trainer.phase_totals, trainer.shard_progress
+                for i, task in enumerate(cores):
+                    progress.update(task, total=int(totals[i]), completed=int(done[i]), info=PHASE_LABELS[phase])
+                for event in events[seen:]:
+                    if isinstance(event, StepEvent):
+                        progress.update(run, completed=event.step, info=(
+                            f"loss {event.loss:.4f}  lr {event.lr:.2e}  {event.tokens_per_s:,.0f} tok/s  "
+                            f"ETA {event.eta:.0f}s"))
+                    elif isinstance(event, EvalEvent):
+                        progress.console.print(f"step {event.step}: val loss {event.val_loss:.4f}")
+                    elif isinstance(event, CheckpointEvent):
+                        progress.console.print(f"step {event.step}: saved {escape(str(event.path))}")
+                    elif isinstance(event, SaveFailedEvent):
+                        then = "; saving elsewhere" if event.final else "; training goes on, the next checkpoint tries again"
+                        progress.console.print(f"[bold red]step {event.step}: {escape(event.message)}[/]{then}")
+                seen = len(events)
+    except (OSError, ValueError):  # the terminal went away: wait quietly for the save
+        thread.join()
 
 
 def cmd_generate(a) -> int:
@@ -253,7 +310,8 @@ def cmd_eval(a) -> int:
     except TokenizerError as exc:
         raise TokenizerError(f"{corpus.path or corpus.name}: {exc}") from None
     _, val = split_tokens(tokens, model.config.ctx, corpus.name)
-    loss, tokens = evaluate(model, val, threads=a.threads)
+    loss, tokens = _with_progress("evaluating", lambda on_start: evaluate(model, val, threads=a.threads,
+                                                                          on_start=on_start), quiet=a.json)
     if a.json:
         print(json.dumps({"val_loss": loss, "tokens": tokens}))
     else:
@@ -261,31 +319,63 @@ def cmd_eval(a) -> int:
     return 0
 
 
-def cmd_info(a) -> int:
-    from cllm.core.model_file import read_info
+def _with_progress(label: str, task, *, quiet: bool):
+    """Runs `task(on_start)` on a thread; `on_start(done, totals)` hands over the live
+    per-shard row counters, which a progress bar shows until the task returns."""
+    arrays: list = []
+    result: dict = {}
 
-    info = read_info(a.model)
-    t = info.training
+    def work() -> None:
+        try:
+            result["value"] = task(lambda done, totals: arrays.extend((done, totals)))
+        except BaseException as exc:  # handed to the main thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=work, name=f"cllm-{label}")
+    thread.start()
+    if quiet:
+        thread.join()
+    else:
+        with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=True) as progress:
+            bar = progress.add_task(label, total=None)
+            while thread.is_alive():
+                thread.join(0.1)
+                if arrays:
+                    progress.update(bar, total=int(arrays[1].sum()), completed=int(arrays[0].sum()))
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def cmd_info(a) -> int:
+    from cllm.core.model_file import check_values, read_info
+
+    info = read_info(a.model) if a.header_only else check_values(a.model)
+    run = info.run
+    values = "not checked (--header-only)" if a.header_only else "all finite (checked)"
     data = {
         "path": str(info.path), "config": info.config.to_dict(), "parameters": info.n_params,
         "tokenizer": info.tokenizer.get("type"), "vocab_size": info.config.vocab_size,
-        "step": t.get("step", 0), "tokens_seen": t.get("tokens_seen", 0), "best_val_loss": t.get("best_val_loss"),
-        "corpus": t.get("corpus"), "has_optimizer": info.has_optimizer, "created": info.created,
-        "updated": info.updated, "file_size": info.file_size,
+        "step": run.step, "tokens_seen": run.tokens_seen, "best_val_loss": run.best_val_loss,
+        "corpus": {"name": run.corpus.name, "sha256": run.corpus.sha256} if run.corpus else None,
+        "has_optimizer": info.has_optimizer, "created": info.created, "updated": info.updated,
+        "file_size": info.file_size, "values_checked": not a.header_only,
     }
     if a.json:
         print(json.dumps(data))
         return 0
     c = info.config
-    best = data["best_val_loss"]
+    best = run.best_val_loss
     print(f"{info.path}\n"
           f"  model      {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, ctx {c.ctx}, "
           f"{info.n_params:,} parameters\n"
           f"  tokenizer  {data['tokenizer']} ({c.vocab_size} tokens)\n"
-          f"  training   {data['step']} steps, {data['tokens_seen']:,} tokens, best val loss "
+          f"  training   {run.step} steps, {run.tokens_seen:,} tokens, best val loss "
           f"{'-' if best is None else f'{best:.4f}'}\n"
-          f"  corpus     {(data['corpus'] or {}).get('name', '-')}\n"
+          f"  corpus     {run.corpus.name if run.corpus else '-'}\n"
           f"  optimizer  {'saved' if info.has_optimizer else 'not saved'}\n"
+          f"  values     {values}\n"
           f"  created    {info.created}, updated {info.updated}")
     return 0
 
@@ -298,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except CllmError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("interrupted")

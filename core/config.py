@@ -78,7 +78,8 @@ class TrainConfig:
     grad_accum: int = 1
     eval_interval: int = 250
     eval_chunks: int = 0  # 0: every held-out chunk; n: the first n (faster evaluation)
-    checkpoint_interval: int = 0  # 0: only at the end (and on stop)
+    checkpoint_interval: int = 0  # steps; 0: only at the end (and on stop)
+    checkpoint_minutes: float = 10.0  # also save when this long has passed since the last save; 0: never
     threads: int = 0  # 0: all cores
     seed: int = 1337
 
@@ -103,6 +104,7 @@ class TrainConfig:
         _require(self.eval_interval >= 0, f"eval interval cannot be negative, got {self.eval_interval}")
         _require(self.eval_chunks >= 0, f"eval chunks cannot be negative, got {self.eval_chunks}")
         _require(self.checkpoint_interval >= 0, "checkpoint interval cannot be negative")
+        _require(self.checkpoint_minutes >= 0, f"checkpoint minutes cannot be negative, got {self.checkpoint_minutes}")
         _require(0 <= self.threads <= 1024, f"threads must be between 0 (all) and 1024, got {self.threads}")
         return self
 

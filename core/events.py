@@ -31,6 +31,19 @@ class EvalEvent:
 class CheckpointEvent:
     step: int
     path: Path
+    reason: str = "interval"  # "interval" (steps), "time" (minutes) or "final"
+
+
+@dataclass
+class SaveFailedEvent:
+    """A save did not happen; the file there is as it was. After a failed checkpoint
+    training goes on and the next checkpoint tries again; after a failed final save the
+    run's state goes to a fallback file (DoneEvent.saved_to)."""
+
+    step: int
+    path: Path
+    message: str  # names the file and the operating system's reason
+    final: bool
 
 
 @dataclass
@@ -38,6 +51,7 @@ class DoneEvent:
     step: int
     reason: str  # "finished", "stopped" or "nan"
     message: str
+    saved_to: Path | None = None  # where the run's last state is: the model file, a fallback, or nowhere
 
 
-Event = StepEvent | EvalEvent | CheckpointEvent | DoneEvent
+Event = StepEvent | EvalEvent | CheckpointEvent | SaveFailedEvent | DoneEvent

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import stat
 import struct
@@ -18,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import save_file
 
 from cllm.core.config import ModelConfig
 from cllm.core.errors import ConfigError, ModelFileError, TokenizerError
@@ -74,6 +74,24 @@ def _non_finite(tensors: dict[str, np.ndarray]) -> str:
     return "; ".join(parts) + more
 
 
+def write_safetensors(f, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    """Streams `tensors` (float32) to the open binary file `f` in the safetensors layout
+    (docs/FORMAT.md): the header, padded with spaces to a multiple of 8 bytes, then each
+    tensor's bytes in order. Unlike safetensors' own `save_file` it copies no tensor, and
+    a failing write raises the operating system's OSError (a full disk says so)."""
+    header: dict[str, object] = {"__metadata__": metadata}
+    offset = 0
+    for name, array in tensors.items():
+        header[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    f.write(struct.pack("<Q", len(raw)))
+    f.write(raw)
+    for array in tensors.values():
+        f.write(memoryview(np.ascontiguousarray(array, dtype="<f4")).cast("B"))
+
+
 def save_model(
     path: str | Path,
     model: GPT,
@@ -90,13 +108,13 @@ def save_model(
     if tokenizer.vocab_size != config.vocab_size:
         raise _error(path, f"cannot save: the tokenizer has {tokenizer.vocab_size} tokens "
                            f"but the model's vocab_size is {config.vocab_size}")
-    tensors = {name: np.ascontiguousarray(v, dtype=np.float32) for name, v in model.tensors().items()}
+    tensors = dict(model.tensors())
     if optimizer is not None:
         for prefix, buffer in zip(OPTIM_PREFIXES, optimizer):
             if buffer.shape != (model.layout.size,):
                 raise ValueError(f"optimizer buffer has shape {buffer.shape}, expected ({model.layout.size},)")
             for name, v in model.layout.named_views(buffer).items():
-                tensors[prefix + name] = np.ascontiguousarray(v, dtype=np.float32)
+                tensors[prefix + name] = v
     bad = _non_finite(tensors)
     if bad:
         raise _error(path, f"cannot save: {bad}")
@@ -125,13 +143,11 @@ def save_model(
         raise _error(path, f"cannot save: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        with open(tmp, "wb") as f:
+            write_safetensors(f, tensors, metadata)
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, mode)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -207,7 +223,49 @@ def _json_field(path: Path, meta: dict, key: str, what: str, default: dict | Non
     return value
 
 
-def _inspect(path: Path) -> tuple[ModelInfo, dict, int]:
+def _check_tensors(path: Path, header: dict, expected: dict[str, tuple[int, ...]], data_len: int) -> None:
+    """Every tensor `expected` is present, with its shape and dtype, and their bytes tile
+    the data section exactly: in order, without gaps or overlaps, within the file."""
+    entries = {k: v for k, v in header.items() if k != "__metadata__"}
+    missing = [name for name in expected if name not in entries]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise _error(path, f"missing tensor {missing[0]!r}{more}")
+    unexpected = [name for name in entries if name not in expected]
+    if unexpected:
+        raise _error(path, f"unexpected tensor {unexpected[0]!r} (not part of a model with this config)")
+    spans = []
+    for name, shape in expected.items():
+        entry = entries[name]
+        try:
+            found = tuple(int(d) for d in entry["shape"])
+            dtype = str(entry["dtype"])
+            begin, stop = (int(o) for o in entry["data_offsets"])
+        except (TypeError, KeyError, ValueError):
+            raise _error(path, f"tensor {name!r} has a malformed header entry") from None
+        if found != shape:
+            raise _error(path, f"tensor {name!r} has shape {list(found)}, expected {list(shape)}")
+        if dtype != "F32":
+            raise _error(path, f"tensor {name!r} has dtype {dtype}, expected F32 (float32)")
+        if begin < 0 or stop - begin != 4 * math.prod(shape):
+            raise _error(path, f"tensor {name!r} has data offsets [{begin}, {stop}] that do not fit its shape")
+        spans.append((begin, stop, name))
+    spans.sort()
+    end = 0
+    for begin, stop, name in spans:
+        if begin != end:
+            what = "overlaps the tensor before it" if begin < end else f"leaves a gap of {begin - end} bytes before it"
+            raise _error(path, f"tensor {name!r} at data offset {begin} {what}")
+        end = stop
+    if end > data_len:
+        raise _error(path, f"the file is truncated: its data section has {data_len} bytes, the header describes {end}")
+    if end < data_len:
+        raise _error(path, f"the data section has {data_len - end} bytes after the last tensor (a damaged file?)")
+
+
+def _inspect(path: Path) -> tuple[ModelInfo, Tokenizer]:
+    """Everything the header can tell, checked: the metadata, the tokenizer, and every
+    tensor's name, shape, dtype and place in the file. Reads no tensor data."""
     header, header_len, size = _read_header(path)
     meta = header.get("__metadata__")
     fmt = meta.get("format") if isinstance(meta, dict) else None
@@ -232,97 +290,94 @@ def _inspect(path: Path) -> tuple[ModelInfo, dict, int]:
         config = ModelConfig.from_dict(_json_field(path, meta, "config", "model config")).validate()
     except ConfigError as exc:
         raise _error(path, f"invalid model config: {exc}") from None
-    tokenizer = _json_field(path, meta, "tokenizer", "tokenizer description")
+    tokenizer_json = _json_field(path, meta, "tokenizer", "tokenizer description")
+    try:
+        tokenizer = tokenizer_from_json(tokenizer_json)
+    except TokenizerError as exc:
+        raise _error(path, f"broken tokenizer: {exc}") from None
+    if tokenizer.vocab_size != config.vocab_size:
+        raise _error(path, f"the tokenizer has {tokenizer.vocab_size} tokens but the model config "
+                           f"says vocab_size={config.vocab_size}")
     training = _json_field(path, meta, "training", "training state", default={})
     created = str(meta.get("created", ""))
     try:
         run = RunState.from_training_dict(training, created or None)
     except ValueError as exc:
         raise _error(path, f"invalid training state: {exc}") from None
+    shapes = tensor_shapes(config)
+    has_optimizer = any(k.startswith(OPTIM_PREFIXES) for k in header)
+    expected = dict(shapes)
+    if has_optimizer:
+        expected |= {prefix + name: shape for prefix in OPTIM_PREFIXES for name, shape in shapes.items()}
+    _check_tensors(path, header, expected, size - 8 - header_len)
     info = ModelInfo(
         path=path,
         config=config,
-        tokenizer=tokenizer,
+        tokenizer=tokenizer_json,
         training=training,
         run=run,
         created=created,
         updated=str(meta.get("updated", "")),
         n_params=Layout.params(config).size,
-        has_optimizer=any(k.startswith(OPTIM_PREFIXES) for k in header),
+        has_optimizer=has_optimizer,
         file_size=size,
     )
-    return info, header, header_len
+    return info, tokenizer
 
 
 def read_info(path: str | Path) -> ModelInfo:
-    """Read and check only the header (fast however big the file is)."""
+    """Read and check the header (fast however big the file is): a file this returns for
+    can be loaded unless its values are not finite (`check_values`) or it changes."""
     return _inspect(Path(path).expanduser())[0]
 
 
-def _check_tensors(path: Path, header: dict, expected: dict[str, tuple[int, ...]], data_len: int) -> None:
-    entries = {k: v for k, v in header.items() if k != "__metadata__"}
-    missing = [name for name in expected if name not in entries]
-    if missing:
-        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise _error(path, f"missing tensor {missing[0]!r}{more}")
-    unexpected = [name for name in entries if name not in expected]
-    if unexpected:
-        raise _error(path, f"unexpected tensor {unexpected[0]!r} (not part of a model with this config)")
-    end = 0
-    for name, shape in expected.items():
-        entry = entries[name]
-        try:
-            found = tuple(int(d) for d in entry["shape"])
-            dtype = str(entry["dtype"])
-            begin, stop = (int(o) for o in entry["data_offsets"])
-        except (TypeError, KeyError, ValueError):
-            raise _error(path, f"tensor {name!r} has a malformed header entry") from None
-        if found != shape:
-            raise _error(path, f"tensor {name!r} has shape {list(found)}, expected {list(shape)}")
-        if dtype != "F32":
-            raise _error(path, f"tensor {name!r} has dtype {dtype}, expected F32 (float32)")
-        if stop - begin != 4 * int(np.prod(shape)):
-            raise _error(path, f"tensor {name!r} has data offsets [{begin}, {stop}] that do not fit its shape")
-        end = max(end, stop)
-    if end > data_len:
-        raise _error(path, f"the file is truncated: its data section has {data_len} bytes, the header describes {end}")
-
-
-def load_model(path: str | Path) -> LoadedModel:
-    """Load and check a model (and its optimiser state, if saved). Raises ModelFileError
-    naming the file and the problem; nothing is returned half-built."""
-    path = Path(path).expanduser()
-    info, header, header_len = _inspect(path)
-    config = info.config
-    try:
-        tokenizer: Tokenizer = tokenizer_from_json(info.tokenizer)
-    except TokenizerError as exc:
-        raise _error(path, f"broken tokenizer: {exc}") from None
-    if tokenizer.vocab_size != config.vocab_size:
-        raise _error(path, f"the tokenizer has {tokenizer.vocab_size} tokens but the model config "
-                           f"says vocab_size={config.vocab_size}")
-
-    shapes = tensor_shapes(config)
-    expected = dict(shapes)
-    if info.has_optimizer:
-        expected |= {prefix + name: shape for prefix in OPTIM_PREFIXES for name, shape in shapes.items()}
-    _check_tensors(path, header, expected, info.file_size - 8 - header_len)
-
-    layout = Layout.params(config)
-    buffers = [np.empty(layout.size, dtype=np.float32) for _ in range(3 if info.has_optimizer else 1)]
+def _read_buffers(path: Path, info: ModelInfo) -> list[np.ndarray]:
+    """The parameters and, if saved, the two Adam moments, as flat buffers."""
+    layout = Layout.params(info.config)
     prefixes = ("",) + (OPTIM_PREFIXES if info.has_optimizer else ())
+    buffers = [np.empty(layout.size, dtype=np.float32) for _ in prefixes]
     try:
         with safe_open(str(path), framework="numpy") as f:
             for prefix, buffer in zip(prefixes, buffers):
                 for name, view in layout.named_views(buffer).items():
                     view[...] = f.get_tensor(prefix + name)
+    except OSError as exc:
+        raise _error(path, f"cannot be read ({exc.strerror or exc})") from None
     except Exception as exc:  # safetensors raises its own error types for malformed files
         raise _error(path, f"not a valid safetensors file ({exc})") from None
     for prefix, buffer in zip(prefixes, buffers):
         bad = _non_finite({prefix + k: v for k, v in layout.named_views(buffer).items()})
         if bad:
             raise _error(path, bad)
+    return buffers
 
-    model = GPT(config, tokenizer, buffers[0])
+
+def check_values(path: str | Path) -> ModelInfo:
+    """`read_info`, then every value read and checked to be finite, one tensor at a time
+    (so a big file needs little memory). Raises ModelFileError naming the tensors."""
+    path = Path(path).expanduser()
+    info = read_info(path)
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            for name in f.keys():
+                bad = _non_finite({name: f.get_tensor(name)})
+                if bad:
+                    raise _error(path, bad)
+    except OSError as exc:
+        raise _error(path, f"cannot be read ({exc.strerror or exc})") from None
+    except ModelFileError:
+        raise
+    except Exception as exc:  # safetensors' own error types
+        raise _error(path, f"not a valid safetensors file ({exc})") from None
+    return info
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """Load and check a model (and its optimiser state, if saved). Raises ModelFileError
+    naming the file and the problem; nothing is returned half-built."""
+    path = Path(path).expanduser()
+    info, tokenizer = _inspect(path)
+    buffers = _read_buffers(path, info)
+    model = GPT(info.config, tokenizer, buffers[0])
     optimizer = (buffers[1], buffers[2]) if info.has_optimizer else None
     return LoadedModel(model=model, optimizer=optimizer, training=info.training, info=info)

@@ -18,7 +18,10 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from cllm.core.errors import ConfigError, TokenizerError
 
-DEFAULT_VOCAB = {"word": 2000, "bpe": 512}
+TRAINABLE_KINDS = ("char", "word", "bpe")  # what `train_tokenizer` builds from a text
+DEFAULT_VOCAB = {"word": 2000, "bpe": 512}  # char: the text decides
+MIN_VOCAB = {"word": 2, "bpe": 256}  # word: <unk> and one more; bpe: one token per byte
+MAX_VOCAB = 65536
 UNK = "<unk>"
 
 # Words, whitespace runs, or one other character: the pieces concatenate back to the text.
@@ -201,20 +204,27 @@ class BpeTokenizer:
 _KINDS = {"char": CharTokenizer, "word": WordTokenizer, "bpe": BpeTokenizer}
 
 
+def check_vocab_size(kind: str, size: int) -> None:
+    """ConfigError unless `size` is a vocabulary size a `kind` tokenizer can be trained to."""
+    if kind not in TRAINABLE_KINDS:
+        raise ConfigError(f"unknown tokenizer {kind!r}; choose one of {', '.join(TRAINABLE_KINDS)}")
+    if kind in MIN_VOCAB and size < MIN_VOCAB[kind]:
+        why = f"with {UNK}" if kind == "word" else "one per byte"
+        raise ConfigError(f"a {'word' if kind == 'word' else 'byte-level BPE'} vocabulary needs at least "
+                          f"{MIN_VOCAB[kind]} entries ({why}), got {size}")
+    if size > MAX_VOCAB:
+        raise ConfigError(f"vocabulary size must be at most {MAX_VOCAB}, got {size}")
+
+
 def train_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Tokenizer:
     """Build a tokenizer from a training text. `vocab_size` is ignored for "char" (the
     text decides) and is an upper bound for "bpe" (a small text may yield fewer merges)."""
-    if kind not in _KINDS:
-        raise ConfigError(f"unknown tokenizer {kind!r}; choose one of {', '.join(_KINDS)}")
     if kind == "char":
         return CharTokenizer.train(text)
-    size = DEFAULT_VOCAB[kind] if vocab_size is None else vocab_size
+    size = DEFAULT_VOCAB.get(kind, 0) if vocab_size is None else vocab_size
+    check_vocab_size(kind, size)
     if kind == "word":
-        if size < 2:
-            raise ConfigError(f"a word vocabulary needs at least 2 entries (with {UNK}), got {size}")
         return WordTokenizer.train(text, size)
-    if size < 256:
-        raise ConfigError(f"a byte-level BPE vocabulary needs at least 256 entries (one per byte), got {size}")
     return BpeTokenizer.train(text, size)
 
 

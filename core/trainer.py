@@ -10,18 +10,21 @@ one progress bar per core.
 from __future__ import annotations
 
 import math
+import tempfile
 import threading
 import time
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import platformdirs
 
 from cllm.core.config import ModelConfig, TrainConfig
 from cllm.core.corpus import Corpus
-from cllm.core.errors import ConfigError, CorpusError, TokenizerError
-from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, Event, StepEvent
+from cllm.core.errors import CllmError, ConfigError, CorpusError, TokenizerError
+from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, Event, SaveFailedEvent, StepEvent
 from cllm.core.model import GPT
 from cllm.core.model_file import load_model, save_model
 from cllm.core.optimizer import adamw_update, reduce_shards
@@ -65,16 +68,29 @@ def eval_chunks(val: np.ndarray, ctx: int, limit: int = 0) -> np.ndarray:
     return np.ascontiguousarray(val[: n * (ctx + 1)].reshape(n, ctx + 1), dtype=np.int32)
 
 
-def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0) -> tuple[float, int]:
+def fallback_paths(path: Path) -> list[Path]:
+    """Where a run's state goes when its model file cannot be written, in order: beside it
+    under a new name (enough when the target is a folder), then the user's data folder and
+    the temporary folder (another disk, perhaps, when this one is full or read-only)."""
+    name = f"{path.stem}.unsaved-{datetime.now().strftime('%Y%m%d-%H%M%S')}{path.suffix or '.cllm'}"
+    return [path.with_name(name), Path(platformdirs.user_data_dir("cllm", appauthor=False)) / "unsaved" / name,
+            Path(tempfile.gettempdir()) / "cllm-unsaved" / name]
+
+
+def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0,
+             on_start: Callable[[np.ndarray, np.ndarray], None] | None = None) -> tuple[float, int]:
     """Validation loss by the project's protocol over `tokens` (already the held-out
     part): mean cross-entropy over every position of every ctx+1 chunk. Returns the loss
-    and the number of predicted tokens."""
+    and the number of predicted tokens. `on_start(done, totals)`, if given, first gets
+    the live per-shard counters of finished chunks and each shard's number of chunks."""
     ctx = model.config.ctx
     chunks = eval_chunks(tokens, ctx, limit)
     if len(chunks) == 0:
         raise CorpusError(f"evaluation needs at least {ctx + 1} held-out tokens, got {len(tokens)}")
     n = min(threads or TrainConfig().n_threads, len(chunks))
     ws = Workspace.create(model.config, n, -(-len(chunks) // n))
+    if on_start is not None:
+        on_start(ws.progress, np.diff(ws.bounds(len(chunks))))
     with single_threaded_blas():
         losses = ws.run(model.params, chunks, LOSS)
     return float(losses.mean()), int(chunks.shape[0] * ctx)
@@ -111,10 +127,12 @@ class Trainer:
         self.workspace = Workspace.create(model.config, self.n_threads, -(-config.batch // self.n_threads))
         self.shard_sizes = np.diff(self.workspace.bounds(config.batch)) * config.grad_accum  # rows per step
         self.eval_sizes = np.diff(self.workspace.bounds(len(self.chunks)))
-        self.phase = "train"  # or "eval": what shard_progress counts, out of phase_totals
+        self.phase = "train"  # or "eval" or "save": what the run is doing (shard_progress counts train and eval rows)
         self.segments = model.layout.decay_segments()
         self._unpaused = threading.Event()
         self._unpaused.set()
+        self.stop_reason = ""
+        self._last_save = time.monotonic()
 
     # -- construction -------------------------------------------------------------
     @classmethod
@@ -152,8 +170,10 @@ class Trainer:
     def paused(self) -> bool:
         return not self._unpaused.is_set()
 
-    def stop(self) -> None:
-        """Ends the run within one step; what was learned is kept (and saved)."""
+    def stop(self, why: str = "") -> None:
+        """Ends the run within one step; what was learned is kept (and saved). `why` (a
+        signal's name, say) goes into the final message."""
+        self.stop_reason = self.stop_reason or why
         self.workspace.stop[0] = 1
         self._unpaused.set()
 
@@ -220,6 +240,7 @@ class Trainer:
         try:
             losses = self.workspace.run(self.model.params, self.chunks, LOSS)
         finally:
+            self.workspace.progress[:] = self.shard_sizes  # back to the finished step's counts
             self.phase = "train"
         if self.stopping:
             return None
@@ -230,11 +251,54 @@ class Trainer:
         return val
 
     def save(self, path: Path | None = None) -> Path:
+        """Writes the run's state (model, optimiser, random generator, data position) to
+        `path` (default: the run's model file). Raises ModelFileError if it cannot."""
         target = Path(path or self.out_path)
         self.state.rng_state = self.rng.bit_generator.state
         training = self.state.to_training_dict(CorpusRef(self.corpus.name, self.corpus.sha256), self.config.to_dict())
-        save_model(target, self.model, optimizer=(self.m, self.v), training=training, created=self.state.created)
+        phase, self.phase = self.phase, "save"
+        try:
+            save_model(target, self.model, optimizer=(self.m, self.v), training=training, created=self.state.created)
+        finally:
+            self.phase = phase
+        self._last_save = time.monotonic()
         return target
+
+    def _checkpoint(self, emit: Callable[[Event], None], reason: str) -> None:
+        """A save during the run; a failure is reported and training goes on."""
+        try:
+            emit(CheckpointEvent(self.state.step, self.save(), reason))
+        except CllmError as exc:
+            self._last_save = time.monotonic()  # try again at the next checkpoint, not at every step
+            emit(SaveFailedEvent(self.state.step, self.out_path, str(exc), final=False))
+
+    def _checkpoint_due(self, step: int) -> str | None:
+        cfg = self.config
+        if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0:
+            return "interval"
+        if cfg.checkpoint_minutes and time.monotonic() - self._last_save >= 60 * cfg.checkpoint_minutes:
+            return "time"
+        return None
+
+    def _final_save(self, emit: Callable[[Event], None]) -> tuple[Path | None, str]:
+        """The end-of-run save, falling back to `fallback_paths` if the model file cannot
+        be written. Returns where the state went (None: nowhere) and what to tell."""
+        try:
+            path = self.save()
+        except CllmError as exc:
+            emit(SaveFailedEvent(self.state.step, self.out_path, str(exc), final=True))
+            failures = [str(exc)]
+            for candidate in fallback_paths(self.out_path):
+                try:
+                    path = self.save(candidate)
+                except CllmError as again:
+                    failures.append(str(again))
+                    continue
+                emit(CheckpointEvent(self.state.step, path, "final"))
+                return path, f"{exc}; the run was saved to {path} instead"
+            return None, "could not save the run anywhere: " + "; ".join(failures)
+        emit(CheckpointEvent(self.state.step, path, "final"))
+        return path, f"saved to {path}"
 
     def run(self, on_event: Callable[[Event], None] | None = None) -> DoneEvent:
         """Trains until `config.steps`, a stop request, or a non-finite loss."""
@@ -242,6 +306,7 @@ class Trainer:
         cfg = self.config
         tokens_per_step = cfg.batch * cfg.grad_accum * self.model.config.ctx
         started = time.perf_counter()
+        self._last_save = time.monotonic()
         step_time = None
         first_step = self.state.step
         with single_threaded_blas():
@@ -257,7 +322,8 @@ class Trainer:
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     message = (f"loss became {loss} (gradient norm {norm}) at step {self.state.step + 1}; "
                                "training stopped and the last checkpoint was kept")
-                    done = DoneEvent(self.state.step, "nan", message)
+                    done = DoneEvent(self.state.step, "nan", message,
+                                     self.out_path if self.out_path and self.out_path.exists() else None)
                     emit(done)
                     return done
                 dt = time.perf_counter() - t0
@@ -269,14 +335,18 @@ class Trainer:
                     val = self.evaluate()
                     if val is not None:
                         emit(EvalEvent(step, val, self.state.best_val_loss))
-                if self.out_path and cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0 \
-                        and step < cfg.steps:
-                    emit(CheckpointEvent(step, self.save()))
+                reason = self._checkpoint_due(step) if self.out_path and step < cfg.steps else None
+                if reason:
+                    self._checkpoint(emit, reason)
         stopped = self.state.step < cfg.steps
-        if self.out_path and (self.state.step > first_step or not self.out_path.exists()):
-            emit(CheckpointEvent(self.state.step, self.save()))
         reason = "stopped" if stopped else "finished"
-        done = DoneEvent(self.state.step, reason,
-                         f"{reason} at step {self.state.step}" + (f", saved to {self.out_path}" if self.out_path else ""))
+        how = f" ({self.stop_reason})" if stopped and self.stop_reason else ""
+        saved_to, where = None, ""
+        if self.out_path and (self.state.step > first_step or not self.out_path.exists()):
+            saved_to, where = self._final_save(emit)
+        elif self.out_path:
+            saved_to, where = self.out_path, f"{self.out_path} is unchanged"
+        done = DoneEvent(self.state.step, reason, f"{reason}{how} at step {self.state.step}" + (f", {where}" if where else ""),
+                         saved_to)
         emit(done)
         return done

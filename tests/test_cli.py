@@ -84,3 +84,67 @@ def test_bad_paths_get_a_clear_message(tmp_path, capsys):
     for command in (["info", broken], ["generate", broken], ["eval", broken]):
         code, _, err = run(capsys, *command)
         assert code == 2 and "broken.cllm" in err and "Traceback" not in err
+
+
+def poisoned_copy(model, tmp_path):
+    """`model` with NaN values in one tensor: its header is fine."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(model), framework="numpy") as f:
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+        metadata = f.metadata()
+    tensors["ln_f.weight"][0] = float("nan")
+    bad = tmp_path / "nan.cllm"
+    save_file(tensors, bad, metadata=metadata)
+    return bad
+
+
+def test_info_checks_the_values_unless_told_not_to(tmp_path, corpus_file, capsys):
+    model = tmp_path / "m.cllm"
+    assert run(capsys, "train", corpus_file, "-o", model, *TINY, "--json")[0] == 0
+    code, out, _ = run(capsys, "info", model)
+    assert code == 0 and "all finite (checked)" in out
+    bad = poisoned_copy(model, tmp_path)
+    code, out, err = run(capsys, "info", bad)
+    assert code == 2 and "nan.cllm" in err and "'ln_f.weight' has 1 non-finite values" in err and not out
+    code, out, _ = run(capsys, "info", bad, "--header-only", "--json")
+    assert code == 0 and last_json(out)["values_checked"] is False
+
+
+@pytest.mark.parametrize("cut", ["header", "tensor entry", "data"])
+def test_info_refuses_a_broken_header(tmp_path, corpus_file, capsys, cut):
+    import json as json_module
+    import struct
+
+    model = tmp_path / "m.cllm"
+    assert run(capsys, "train", corpus_file, "-o", model, *TINY, "--json")[0] == 0
+    data = model.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    if cut == "data":
+        model.write_bytes(data[:-40])
+        problem = "truncated"
+    else:
+        header = json_module.loads(data[8:8 + n])
+        if cut == "header":
+            header.pop("h.0.ln_2.bias")
+            problem = "missing tensor 'h.0.ln_2.bias'"
+        else:
+            header["wpe.weight"]["shape"] = [3]
+            problem = "tensor 'wpe.weight' has shape [3]"
+        raw = json_module.dumps(header).encode()
+        model.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+    for flags in ([], ["--header-only"]):
+        code, out, err = run(capsys, "info", model, *flags)
+        assert code == 2 and problem in err and str(model) in err and not out
+
+
+def test_a_failed_final_save_exits_3_and_says_where_the_run_went(tmp_path, corpus_file, capsys):
+    target = tmp_path / "m.cllm"
+    target.mkdir()  # the model file's name is taken by a folder
+    code, out, err = run(capsys, "train", corpus_file, "-o", target, *TINY, "--force", "--json")
+    assert code == 3
+    result = last_json(out)
+    rescued = result["saved_to"]
+    assert rescued and rescued != str(target) and "is a directory" in result["failed_saves"][0]
+    assert load_model(rescued).info.run.step == 8

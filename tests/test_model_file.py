@@ -1,7 +1,9 @@
 """The .cllm file: exact round trips, atomic saves, and a precise error for each kind of
 broken file."""
 
+import errno
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -47,11 +49,27 @@ def saved(tmp_path) -> Path:
 
 
 def load_error(path: Path) -> str:
-    with pytest.raises(ModelFileError) as info:
+    """A problem the header shows: reading the details and loading refuse alike, naming
+    the file."""
+    with pytest.raises(ModelFileError) as loading:
         load_model(path)
-    message = str(info.value)
+    with pytest.raises(ModelFileError) as details:
+        read_info(path)
+    message = str(loading.value)
     assert message.startswith(str(path)), message
+    assert str(details.value) == message
     return message
+
+
+def raw_header(path: Path) -> tuple[dict, bytes]:
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + n]), data[8 + n:]
+
+
+def write_raw(path: Path, header: dict, body: bytes) -> None:
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + body)
 
 
 def rewrite(path: Path, tensors=None, meta=None) -> None:
@@ -116,8 +134,7 @@ def test_read_info_reads_only_the_header(saved, monkeypatch):
     assert info.config == ModelConfig(vocab_size=len(set(TEXT)), n_layer=1, n_head=2, n_embd=8, ctx=8)
     assert info.n_params == tiny().n_params and info.has_optimizer
     assert info.training == TRAINING and info.tokenizer["type"] == "char"
-    saved.write_bytes(saved.read_bytes()[:-100])  # the data section does not matter
-    assert read_info(saved).config == info.config
+    assert info.run.step == 12 and info.run.best_val_loss == 3.5 and info.run.corpus.name == "t.txt"
 
 
 # Saving -------------------------------------------------------------------------------
@@ -148,16 +165,37 @@ def test_failed_rename_leaves_old_file(saved, monkeypatch):
     assert [p.name for p in saved.parent.iterdir()] == [saved.name]
 
 
-def test_failure_mid_write_leaves_old_file(saved, monkeypatch):
+def failing_write(error: BaseException):
+    """A write_safetensors that writes part of the file, then fails with `error`."""
+    real = model_file.write_safetensors
+
+    def write(f, tensors, metadata):
+        real(f, dict(list(tensors.items())[:2]), metadata)
+        f.flush()
+        raise error
+    return write
+
+
+@pytest.mark.parametrize("error, reason", [
+    (KeyboardInterrupt(), None),
+    (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), "No space left on device"),
+    (PermissionError(errno.EACCES, os.strerror(errno.EACCES)), "Permission denied"),
+])
+def test_failure_mid_write_leaves_old_file(saved, monkeypatch, error, reason):
     before = saved.read_bytes()
-    def half_write(tensors, filename, metadata=None):
-        Path(filename).write_bytes(b"partial")
-        raise KeyboardInterrupt
-    monkeypatch.setattr(model_file, "save_file", half_write)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(model_file, "write_safetensors", failing_write(error))
+    with pytest.raises(type(error) if reason is None else ModelFileError) as failure:
         save_model(saved, tiny(seed=5))
+    if reason is not None:
+        assert str(failure.value) == f"{saved}: cannot save: {reason}"
     assert saved.read_bytes() == before
     assert [p.name for p in saved.parent.iterdir()] == [saved.name]
+
+
+def test_saving_onto_a_folder_is_refused(tmp_path):
+    (tmp_path / "m.cllm").mkdir()
+    with pytest.raises(ModelFileError, match="is a directory"):
+        save_model(tmp_path / "m.cllm", tiny())
 
 
 def test_save_rejects_inconsistent_model(tmp_path):
@@ -252,10 +290,58 @@ def test_wrong_dtype(saved):
 
 
 def test_nan_values(saved):
+    """Values are not in the header: the details read, the value check and loading refuse."""
     def poison(t):
         t["h.0.mlp.c_fc.weight"][0, :2] = [np.nan, np.inf]
     rewrite(saved, tensors=poison)
-    assert "tensor 'h.0.mlp.c_fc.weight' has 2 non-finite values" in load_error(saved)
+    read_info(saved)
+    for check in (model_file.check_values, load_model):
+        with pytest.raises(ModelFileError, match="tensor 'h.0.mlp.c_fc.weight' has 2 non-finite values"):
+            check(saved)
+
+
+def test_check_values_passes_a_good_file(saved):
+    assert model_file.check_values(saved).config == read_info(saved).config
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda h: h["wpe.weight"].update(data_offsets=[h["wpe.weight"]["data_offsets"][0] - 4,
+                                                    h["wpe.weight"]["data_offsets"][1] - 4]), "overlaps"),
+    (lambda h: h["wte.weight"].update(data_offsets=[h["wte.weight"]["data_offsets"][0] + 4,
+                                                    h["wte.weight"]["data_offsets"][1] + 4]), "gap"),
+    (lambda h: h["ln_f.bias"].update(shape=[3, 3]), "has shape [3, 3]"),
+    (lambda h: h["ln_f.bias"].pop("data_offsets"), "malformed header entry"),
+])
+def test_offsets_and_entries_are_checked(saved, change, problem):
+    header, body = raw_header(saved)
+    change(header)
+    write_raw(saved, header, body)
+    assert problem in load_error(saved)
+
+
+def test_bytes_after_the_last_tensor(saved):
+    saved.write_bytes(saved.read_bytes() + bytes(16))
+    assert "16 bytes after the last tensor" in load_error(saved)
+
+
+@pytest.mark.parametrize("training, problem", [
+    ({"step": "twelve"}, "'step' must be a whole number"),
+    ({"step": 3, "best_val_loss": "low"}, "'best_val_loss' must be a number"),
+])
+def test_broken_training_state(saved, training, problem):
+    rewrite(saved, meta=lambda m: m.update(training=json.dumps(training)))
+    message = load_error(saved)
+    assert "invalid training state" in message and problem in message
+
+
+def test_files_are_plain_safetensors(saved):
+    """Our own streaming writer produces what safetensors itself reads, bit for bit."""
+    model = tiny()
+    with safe_open(str(saved), framework="numpy") as f:
+        np.testing.assert_array_equal(f.get_tensor("wte.weight"), model.tensors()["wte.weight"])
+        assert f.metadata()["format"] == "cllm"
+    (n,) = struct.unpack("<Q", saved.read_bytes()[:8])
+    assert n % 8 == 0
 
 
 def test_newer_version(saved):

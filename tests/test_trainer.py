@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -13,7 +14,8 @@ from cllm.core.config import TrainConfig
 from cllm.core.corpus import Corpus
 from cllm.core.errors import ConfigError, CorpusError
 from cllm.core.model_file import load_model
-from cllm.core.trainer import DoneEvent, EvalEvent, StepEvent, Trainer, lr_at
+from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, SaveFailedEvent, StepEvent
+from cllm.core.trainer import Trainer, lr_at
 
 SHAPE = dict(n_layer=2, n_head=2, n_embd=16, ctx=16)
 CONFIG = TrainConfig(steps=12, batch=6, lr=3e-3, warmup=3, eval_interval=4, eval_chunks=8, threads=2, seed=7)
@@ -181,3 +183,103 @@ def test_nonsense_shapes_are_refused(small_corpus, bad, message):
 def test_nonsense_training_settings_are_refused(bad, message):
     with pytest.raises(ConfigError, match=message):
         replace(CONFIG, **bad).validate()
+
+
+# Nothing lost: checkpoints by time, failed saves ------------------------------------
+
+def test_a_checkpoint_comes_when_the_minutes_are_up(small_corpus, tmp_path, monkeypatch):
+    """checkpoint_minutes: the clock, not the step count, triggers a save (here the clock
+    jumps 10 minutes at step 4); 0 turns it off."""
+    from cllm.core import trainer as trainer_module
+
+    path = tmp_path / "m.cllm"
+    now = [1000.0]
+    monkeypatch.setattr(trainer_module.time, "monotonic", lambda: now[0])
+    trainer = Trainer.new(small_corpus, SHAPE, replace(CONFIG, steps=8, eval_interval=0, checkpoint_minutes=10),
+                          out_path=path)
+    events = []
+
+    def on_event(event):
+        events.append(event)
+        if isinstance(event, StepEvent) and event.step == 4:
+            now[0] += 600
+    trainer.run(on_event)
+    saves = [(e.step, e.reason) for e in events if isinstance(e, CheckpointEvent)]
+    assert saves == [(4, "time"), (8, "final")]
+
+    trainer = Trainer.new(small_corpus, SHAPE, replace(CONFIG, steps=8, eval_interval=0, checkpoint_minutes=0),
+                          out_path=tmp_path / "n.cllm")
+    events = []
+    trainer.run(on_event)
+    assert [(e.step, e.reason) for e in events if isinstance(e, CheckpointEvent)] == [(8, "final")]
+
+
+def failing_saves(monkeypatch, fail):
+    """save_model raises a disk-full ModelFileError whenever fail(path) is true."""
+    from cllm.core import trainer as trainer_module
+    from cllm.core.errors import ModelFileError
+
+    real = trainer_module.save_model
+
+    def save(path, *args, **kwargs):
+        if fail(Path(path)):
+            raise ModelFileError(f"{path}: cannot save: No space left on device")
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(trainer_module, "save_model", save)
+
+
+def test_a_failed_checkpoint_is_reported_and_training_goes_on(small_corpus, tmp_path, monkeypatch):
+    path = tmp_path / "m.cllm"
+    attempts = []
+    failing_saves(monkeypatch, lambda p: attempts.append(p) or len(attempts) == 1)
+    trainer = Trainer.new(small_corpus, SHAPE, replace(CONFIG, steps=9, eval_interval=0, checkpoint_interval=3),
+                          out_path=path)
+    events = []
+    done = trainer.run(events.append)
+    failed = [e for e in events if isinstance(e, SaveFailedEvent)]
+    assert [(e.step, e.final) for e in failed] == [(3, False)]
+    assert "No space left on device" in failed[0].message and str(path) in failed[0].message
+    assert [e.step for e in events if isinstance(e, CheckpointEvent)] == [6, 9]
+    assert done.reason == "finished" and done.saved_to == path
+    assert load_model(path).info.run.step == 9
+
+
+def test_a_failed_final_save_goes_to_a_fallback_file(small_corpus, tmp_path, monkeypatch):
+    path = tmp_path / "m.cllm"
+    Trainer.new(small_corpus, SHAPE, replace(CONFIG, steps=2, eval_interval=0), out_path=path).run()
+    before = path.read_bytes()
+    failing_saves(monkeypatch, lambda p: p == path)
+    trainer = Trainer.resume(path, small_corpus, replace(CONFIG, steps=5, eval_interval=0))
+    events = []
+    done = trainer.run(events.append)
+    assert path.read_bytes() == before  # the old file, whole
+    assert [e.final for e in events if isinstance(e, SaveFailedEvent)] == [True]
+    fallback = done.saved_to
+    assert fallback is not None and fallback != path and fallback.parent == tmp_path
+    assert "No space left on device" in done.message and str(fallback) in done.message
+    rescued = load_model(fallback)
+    assert rescued.info.run.step == 5 and rescued.optimizer is not None  # resumable
+    np.testing.assert_array_equal(rescued.model.params, trainer.model.params)
+
+
+def test_when_no_place_takes_the_run_every_failure_is_told(small_corpus, tmp_path, monkeypatch):
+    failing_saves(monkeypatch, lambda p: True)
+    trainer = Trainer.new(small_corpus, SHAPE, replace(CONFIG, steps=2, eval_interval=0), out_path=tmp_path / "m.cllm")
+    done = trainer.run()
+    assert done.saved_to is None and "could not save the run anywhere" in done.message
+    assert done.message.count("No space left on device") == 4
+
+
+def test_saving_onto_a_folder_falls_back_beside_it(small_corpus, tmp_path):
+    target = tmp_path / "m.cllm"
+    target.mkdir()
+    done = Trainer.new(small_corpus, SHAPE, replace(CONFIG, steps=2, eval_interval=0), out_path=target).run()
+    assert done.saved_to is not None and done.saved_to.parent == tmp_path and target.is_dir()
+    assert "is a directory" in done.message
+    assert load_model(done.saved_to).info.run.step == 2
+
+
+def test_a_stop_during_an_evaluation_records_no_loss(small_corpus, tmp_path):
+    trainer = Trainer.new(small_corpus, SHAPE, replace(CONFIG, steps=4, eval_interval=2, eval_chunks=0))
+    trainer.run(lambda e: trainer.stop() if isinstance(e, StepEvent) and e.step == 2 else None)
+    assert trainer.state.val_history == []
