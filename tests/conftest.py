@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cllm.core.corpus import Corpus
 from tests.helpers import make_corpus, make_text
+from tests.tui_helpers import TEXT
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +19,17 @@ def small_text() -> str:
 @pytest.fixture(scope="session")
 def small_corpus(small_text) -> Corpus:
     return make_corpus(small_text)
+
+
+@pytest.fixture
+def tui_home(tmp_path: Path, monkeypatch) -> dict:
+    """For an app under test: models/, a settings folder and a small corpus, all under
+    tmp_path, which is also the working folder (typed paths stay short)."""
+    models = tmp_path / "models"
+    models.mkdir()
+    config = tmp_path / "config"
+    monkeypatch.setenv("CLLM_CONFIG_DIR", str(config))
+    monkeypatch.chdir(tmp_path)
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(TEXT)
+    return {"root": tmp_path, "models": models, "config": config, "corpus": corpus}

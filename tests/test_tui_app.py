@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.test_tui_fakes import FakeEngine, make_app, press, wait_for, workspace  # noqa: F401
+from tests.tui_helpers import FakeEngine, make_app, press, wait_for
 from cllm.tui import app as app_module
 
 ROOT = Path(__file__).parents[1]
@@ -41,9 +41,9 @@ def test_command_line(monkeypatch, tmp_path):
     assert seen == {"models_dir": tmp_path, "model_path": Path("x.cllm")}
 
 
-async def test_first_compile_shows_a_status(workspace):
+async def test_first_compile_shows_a_status(tui_home):
     engine = FakeEngine(kernels_ready=False)
-    app = make_app(workspace, engine=engine, compile_kernels=True)
+    app = make_app(tui_home, engine=engine, compile_kernels=True)
     async with app.run_test() as pilot:
         await pilot.pause()
         assert app.activity == "compiling kernels…"
@@ -55,8 +55,8 @@ async def test_first_compile_shows_a_status(workspace):
         assert any(n.startswith("Kernels compiled in") for n in app.notices)
 
 
-async def test_palette_lists_every_screen_and_action(workspace):
-    app = make_app(workspace)
+async def test_palette_lists_every_screen_and_action(tui_home):
+    app = make_app(tui_home)
     async with app.run_test() as pilot:
         await pilot.pause()
         titles = [c.title for c in app.get_system_commands(app.screen)]
@@ -70,7 +70,7 @@ async def test_palette_lists_every_screen_and_action(workspace):
         await wait_for(pilot, lambda: app.current_mode == "models", what="the palette command")
 
 
-async def test_keys_panel_and_every_binding_has_an_id(workspace):
+async def test_keys_panel_and_every_binding_has_an_id(tui_home):
     from cllm.tui.screens.generate import GenerateScreen
     from cllm.tui.screens.models import ModelsScreen
     from cllm.tui.screens.train import TrainScreen
@@ -79,7 +79,7 @@ async def test_keys_panel_and_every_binding_has_an_id(workspace):
         for binding in cls.BINDINGS:
             assert binding.id, f"{cls.__name__}: {binding.key} has no id"
             assert binding.key not in ("ctrl+s", "ctrl+enter", "shift+enter", "ctrl+j")
-    app = make_app(workspace)
+    app = make_app(tui_home)
     async with app.run_test() as pilot:
         await press(pilot, "f1")
         assert app.screen.query("HelpPanel")

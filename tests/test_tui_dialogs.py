@@ -8,7 +8,7 @@ from pathlib import Path
 from textual.app import App
 from textual.widgets import Button, Static
 
-from tests.test_tui_fakes import fill, press, wait_for
+from tests.tui_helpers import fill, press, wait_for
 from cllm.tui.screens.choice_dialog import Choice, ChoiceDialog
 from cllm.tui.screens.confirm_dialog import ConfirmDialog
 from cllm.tui.screens.file_browser import FileBrowser

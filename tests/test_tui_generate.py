@@ -7,7 +7,7 @@ import time
 
 from textual.widgets import Static
 
-from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
+from tests.tui_helpers import (
     FakeEngine,
     fill,
     goto,
@@ -16,7 +16,6 @@ from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
     press,
     wait_for,
     wait_screen,
-    workspace,
 )
 from cllm.tui.screens.generate import GenerateScreen
 from cllm.tui.screens.name_dialog import NameDialog
@@ -28,8 +27,8 @@ def app_with_model(ws, engine=None):
     return make_app(ws, engine=engine or FakeEngine(token_time=0.003), model_path=path)
 
 
-async def test_generation_streams_and_escape_stops_at_once(workspace):
-    app = app_with_model(workspace, FakeEngine(token_time=0.005))
+async def test_generation_streams_and_escape_stops_at_once(tui_home):
+    app = app_with_model(tui_home, FakeEngine(token_time=0.005))
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
         screen = app.screen
@@ -65,8 +64,8 @@ async def test_generation_streams_and_escape_stops_at_once(workspace):
         assert app.clipboard == "Again" + samples[1].output
 
 
-async def test_bad_settings_are_explained_and_nothing_runs(workspace):
-    app = app_with_model(workspace)
+async def test_bad_settings_are_explained_and_nothing_runs(tui_home):
+    app = app_with_model(tui_home)
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
         await fill(pilot, "#top-p", "1.5")
@@ -77,8 +76,8 @@ async def test_bad_settings_are_explained_and_nothing_runs(workspace):
         assert any("top-p" in n for n in app.notices)
 
 
-async def test_without_a_model_it_offers_the_quick_start(workspace):
-    app = make_app(workspace)
+async def test_without_a_model_it_offers_the_quick_start(tui_home):
+    app = make_app(tui_home)
     async with app.run_test() as pilot:
         await pilot.pause()
         screen = app.screen
@@ -92,9 +91,9 @@ async def test_without_a_model_it_offers_the_quick_start(workspace):
         assert any("No model loaded" in n for n in app.notices)
 
 
-async def test_quick_start_trains_then_generates(workspace):
+async def test_quick_start_trains_then_generates(tui_home):
     engine = FakeEngine(step_time=0.0005, token_time=0.0005)
-    app = make_app(workspace, engine=engine)
+    app = make_app(tui_home, engine=engine)
     async with app.run_test() as pilot:
         await pilot.pause()
         await press(pilot, "ctrl+n")
@@ -105,14 +104,14 @@ async def test_quick_start_trains_then_generates(workspace):
         await wait_for(pilot, lambda: not run.active, timeout=30, what="the run")
         await wait_for(pilot, lambda: isinstance(app.screen, GenerateScreen) and app.screen.query(Sample),
                        what="the first sample")
-        assert (workspace["models"] / "quickstart.cllm").exists()
+        assert (tui_home["models"] / "quickstart.cllm").exists()
         await wait_for(pilot, lambda: not app.screen._generating, what="generation")
         assert app.screen.query_one(Sample).output
 
 
-async def test_generating_while_training_uses_the_last_saved_weights(workspace):
+async def test_generating_while_training_uses_the_last_saved_weights(tui_home):
     engine = FakeEngine(step_time=0.01, token_time=0.001)
-    app = make_app(workspace, engine=engine)
+    app = make_app(tui_home, engine=engine)
     async with app.run_test() as pilot:
         await goto(pilot, "train")
         await fill(pilot, "#corpus", "tiny.txt")

@@ -13,8 +13,8 @@ import time
 import pytest
 from textual.widgets import ProgressBar
 
-from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
-    fill, goto, make_app, model_step, press, wait_for, wait_screen, workspace,
+from tests.tui_helpers import (
+    fill, goto, make_app, model_step, press, wait_for, wait_screen,
 )
 from cllm.tui.engine import Engine
 from cllm.tui.screens.generate import GenerateScreen
@@ -48,10 +48,10 @@ def kernels():
 
 
 @pytest.fixture
-def real(workspace):
+def real(tui_home):
     text = ("def add(a, b):\n    return a + b\n\nclass Point:\n    x: int\n    y: int\n\n" * 60)
-    workspace["corpus"].write_text(text)
-    return workspace
+    tui_home["corpus"].write_text(text)
+    return tui_home
 
 
 async def train_tiny(pilot, name: str, steps: int, eval_every: int = 10) -> None:
@@ -129,7 +129,7 @@ async def test_real_engine_stays_responsive_and_stops_cleanly(real):
         assert trainer.step > 10 and app.training.active  # training went on meanwhile
         await goto(pilot, "train")
         await press(pilot, "f6")
-        assert trainer.paused
+        await wait_for(pilot, lambda: trainer.paused, what="the pause")
         held = trainer.step
         await pilot.pause(0.3)
         assert trainer.step <= held + 1  # the step in flight may finish

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
-from tests.test_tui_fakes import FakeEngine, make_app, make_model_file, wait_for, workspace  # noqa: F401
+from tests.tui_helpers import FakeEngine, make_app, make_model_file, wait_for
 from cllm.tui.widgets.model_tree import ModelTree
 
 SIZES = [(80, 24), (120, 40)]
@@ -39,8 +39,8 @@ def relative_app(ws, **kwargs):
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_train_screen(snap_compare, workspace, size):
-    app = relative_app(workspace, autoload=False, models_dir=Path("models"))
+def test_train_screen(snap_compare, tui_home, size):
+    app = relative_app(tui_home, autoload=False, models_dir=Path("models"))
 
     async def run_before(pilot):
         await pilot.press("ctrl+t")
@@ -51,8 +51,8 @@ def test_train_screen(snap_compare, workspace, size):
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_generate_screen_without_a_model(snap_compare, workspace, size):
-    app = relative_app(workspace, autoload=False)
+def test_generate_screen_without_a_model(snap_compare, tui_home, size):
+    app = relative_app(tui_home, autoload=False)
 
     async def run_before(pilot):
         await pilot.pause()
@@ -62,9 +62,9 @@ def test_generate_screen_without_a_model(snap_compare, workspace, size):
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_generate_screen_with_a_model(snap_compare, workspace, size):
-    make_model_file(workspace["models"] / "saved_model.cllm", steps=40, best=1.25)
-    app = relative_app(workspace, models_dir=Path("models"))
+def test_generate_screen_with_a_model(snap_compare, tui_home, size):
+    make_model_file(tui_home["models"] / "saved_model.cllm", steps=40, best=1.25)
+    app = relative_app(tui_home, models_dir=Path("models"))
 
     async def run_before(pilot):
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
@@ -75,27 +75,29 @@ def test_generate_screen_with_a_model(snap_compare, workspace, size):
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_models_screen(snap_compare, workspace, size):
-    models = workspace["models"]
+def test_models_screen(snap_compare, tui_home, size):
+    models = tui_home["models"]
     make_model_file(models / "alpha.cllm", steps=40, best=1.25)
     make_model_file(models / "beta.cllm", steps=7, n_embd=32)
     (models / "archive").mkdir()
-    app = make_app(workspace, engine=SnapshotEngine(), models_dir=Path("models"), autoload=False)
+    app = make_app(tui_home, engine=SnapshotEngine(), models_dir=Path("models"), autoload=False)
 
     async def run_before(pilot):
         await pilot.press("ctrl+o")
         tree = app.screen.query_one(ModelTree)
         await wait_for(pilot, lambda: len(tree.root.children) == 3, what="the listing")
         await pilot.press("down", "down")
-        await wait_for(pilot, lambda: "alpha.cllm" in app.screen.query_one("#model-details").plain)
+        details = app.screen.query_one("#model-details")
+        await wait_for(pilot, lambda: "alpha.cllm" in details.plain and "all finite" in details.plain)
+        await pilot.pause()
         still(app)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
 
 
-def test_replace_dialog(snap_compare, workspace):
-    base = make_model_file(workspace["models"] / "base.cllm", steps=40, best=1.25)
-    app = relative_app(workspace, models_dir=Path("models"), model_path=Path("models") / base.name)
+def test_replace_dialog(snap_compare, tui_home):
+    base = make_model_file(tui_home["models"] / "base.cllm", steps=40, best=1.25)
+    app = relative_app(tui_home, models_dir=Path("models"), model_path=Path("models") / base.name)
 
     async def run_before(pilot):
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")

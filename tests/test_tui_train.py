@@ -8,7 +8,7 @@ import math
 import numpy as np
 from textual.widgets import Button, Input, ProgressBar, Static
 
-from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
+from tests.tui_helpers import (
     FakeEngine,
     fill,
     fill_form,
@@ -20,7 +20,6 @@ from tests.test_tui_fakes import (  # noqa: F401 - workspace is a fixture
     short,
     wait_for,
     wait_screen,
-    workspace,
 )
 from cllm.tui.screens.choice_dialog import ChoiceDialog
 from cllm.tui.screens.confirm_dialog import ConfirmDialog
@@ -39,11 +38,11 @@ async def start_new_run(pilot, ws, name: str, **fields) -> None:
     await press(pilot, "ctrl+u", *name, "enter")
 
 
-async def test_run_shows_bars_chart_and_writes_the_model(workspace):
+async def test_run_shows_bars_chart_and_writes_the_model(tui_home):
     engine = FakeEngine(step_time=0.012)
-    app = make_app(workspace, engine=engine)
+    app = make_app(tui_home, engine=engine)
     async with app.run_test(size=(100, 30)) as pilot:
-        await start_new_run(pilot, workspace, "first", steps=120, eval=20)
+        await start_new_run(pilot, tui_home, "first", steps=120, eval=20)
         await wait_for(pilot, lambda: app.training is not None and app.training.trainer is not None)
         screen = app.screen
         assert isinstance(screen, TrainScreen)
@@ -61,7 +60,7 @@ async def test_run_shows_bars_chart_and_writes_the_model(workspace):
         assert any(any(r > 0 for r in rates) for rates in seen_rates)
         assert len(chart_draws) >= 2
         await wait_for(pilot, lambda: app.loaded is not None and app.loaded.info is not None, what="reload")
-        path = workspace["models"] / "first.cllm"
+        path = tui_home["models"] / "first.cllm"
         assert path.exists() and model_step(path) == 120
         assert app.loaded.path == path
         assert "first" in app.model_summary and "120 steps" in app.model_summary
@@ -71,15 +70,15 @@ async def test_run_shows_bars_chart_and_writes_the_model(workspace):
         assert any("Training finished" in n for n in app.notices)
 
 
-async def test_pause_resume_and_stop_keep_what_was_learned(workspace):
+async def test_pause_resume_and_stop_keep_what_was_learned(tui_home):
     engine = FakeEngine(step_time=0.004)
-    app = make_app(workspace, engine=engine)
+    app = make_app(tui_home, engine=engine)
     async with app.run_test() as pilot:
-        await start_new_run(pilot, workspace, "long", steps=100000, eval=1000)
+        await start_new_run(pilot, tui_home, "long", steps=100000, eval=1000)
         await wait_for(pilot, lambda: engine.trainers and engine.trainers[0].step > 5, what="steps")
         trainer = engine.trainers[0]
         await press(pilot, "f6")
-        assert trainer.paused
+        await wait_for(pilot, lambda: trainer.paused, what="the pause")
         await pilot.pause(0.05)
         held = trainer.step
         await pilot.pause(0.3)
@@ -87,12 +86,12 @@ async def test_pause_resume_and_stop_keep_what_was_learned(workspace):
         assert "PAUSED" in str(app.screen.query_one("#run-status", Static).render())
         assert str(app.screen.query_one("#pause", Button).label) == "Resume"
         await press(pilot, "f6")
-        assert not trainer.paused
+        await wait_for(pilot, lambda: not trainer.paused, what="the resume")
         await wait_for(pilot, lambda: trainer.step > held + 5, what="resumed steps")
         await press(pilot, "f7")
         await wait_for(pilot, lambda: not app.training.active, what="the run to stop")
         assert app.training.done.reason == "stopped"
-        path = workspace["models"] / "long.cllm"
+        path = tui_home["models"] / "long.cllm"
         assert path.exists() and model_step(path) == trainer.step
         await wait_for(pilot, lambda: any("Stopped at step" in n for n in app.notices), what="the stop notice")
         assert not app.screen.query_one("#start", Button).disabled
@@ -112,12 +111,12 @@ def loaded_app(ws, engine=None):
     return app, base
 
 
-async def test_cancel_leaves_the_file_byte_identical(workspace):
-    app, base = loaded_app(workspace)
+async def test_cancel_leaves_the_file_byte_identical(tui_home):
+    app, base = loaded_app(tui_home)
     before = base.read_bytes()
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
-        await open_replace_dialog(pilot, workspace, steps=30)
+        await open_replace_dialog(pilot, tui_home, steps=30)
         await press(pilot, "escape")
         await pilot.pause(0.2)
         assert isinstance(app.screen, TrainScreen)
@@ -133,15 +132,15 @@ async def test_cancel_leaves_the_file_byte_identical(workspace):
         await pilot.pause(0.2)
         assert app.training is None
     assert base.read_bytes() == before
-    assert sorted(p.name for p in workspace["models"].iterdir()) == ["base.cllm"]
+    assert sorted(p.name for p in tui_home["models"].iterdir()) == ["base.cllm"]
 
 
-async def test_create_new_refuses_existing_names_and_writes_a_new_file(workspace):
-    app, base = loaded_app(workspace)
+async def test_create_new_refuses_existing_names_and_writes_a_new_file(tui_home):
+    app, base = loaded_app(tui_home)
     before = base.read_bytes()
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
-        await open_replace_dialog(pilot, workspace, steps=30, eval=10)
+        await open_replace_dialog(pilot, tui_home, steps=30, eval=10)
         await press(pilot, "n")
         await wait_screen(pilot, NameDialog)
         await press(pilot, "ctrl+u", *"base")
@@ -152,17 +151,17 @@ async def test_create_new_refuses_existing_names_and_writes_a_new_file(workspace
         assert app.screen is dialog
         await press(pilot, "ctrl+u", *"fresh", "enter")
         await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
-    fresh = workspace["models"] / "fresh.cllm"
+    fresh = tui_home["models"] / "fresh.cllm"
     assert fresh.exists() and model_step(fresh) == 30
     assert base.read_bytes() == before
 
 
-async def test_overwrite_replaces_the_file_after_confirmation(workspace):
-    app, base = loaded_app(workspace)
+async def test_overwrite_replaces_the_file_after_confirmation(tui_home):
+    app, base = loaded_app(tui_home)
     before = base.read_bytes()
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
-        await open_replace_dialog(pilot, workspace, steps=25, eval=10)
+        await open_replace_dialog(pilot, tui_home, steps=25, eval=10)
         await press(pilot, "o")
         await wait_screen(pilot, ConfirmDialog)
         await press(pilot, "y")
@@ -170,14 +169,14 @@ async def test_overwrite_replaces_the_file_after_confirmation(workspace):
         await wait_for(pilot, lambda: app.loaded.info is not None and app.loaded.steps == 25, what="reload")
     assert base.read_bytes() != before
     assert model_step(base) == 25  # a new model, not 40 + 25
-    assert sorted(p.name for p in workspace["models"].iterdir()) == ["base.cllm"]
+    assert sorted(p.name for p in tui_home["models"].iterdir()) == ["base.cllm"]
 
 
-async def test_continue_training_resumes_the_loaded_model(workspace):
-    app, base = loaded_app(workspace)
+async def test_continue_training_resumes_the_loaded_model(tui_home):
+    app, base = loaded_app(tui_home)
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
-        await open_replace_dialog(pilot, workspace, steps=30, eval=10)
+        await open_replace_dialog(pilot, tui_home, steps=30, eval=10)
         label = str(app.screen.query_one("#choice-continue", Button).label)
         assert "40 → 70 steps" in label
         await press(pilot, "c")
@@ -189,10 +188,10 @@ async def test_continue_training_resumes_the_loaded_model(workspace):
     assert model_step(base) == 70
 
 
-async def test_continue_is_refused_when_the_corpus_does_not_fit(workspace):
-    other = workspace["root"] / "other.txt"
+async def test_continue_is_refused_when_the_corpus_does_not_fit(tui_home):
+    other = tui_home["root"] / "other.txt"
     other.write_text("ZZZ QQQ 123 " * 50)  # characters the model has never seen
-    app, base = loaded_app(workspace)
+    app, base = loaded_app(tui_home)
     before = base.read_bytes()
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
@@ -210,26 +209,26 @@ async def test_continue_is_refused_when_the_corpus_does_not_fit(workspace):
 
 
 # -- failures and validation --------------------------------------------------------
-async def test_nan_stops_the_run_and_keeps_the_last_checkpoint(workspace):
+async def test_nan_stops_the_run_and_keeps_the_last_checkpoint(tui_home):
     engine = FakeEngine(step_time=0.002, nan_at=35)
-    app = make_app(workspace, engine=engine)
+    app = make_app(tui_home, engine=engine)
     async with app.run_test() as pilot:
-        await start_new_run(pilot, workspace, "unstable", steps=100, eval=10)
+        await start_new_run(pilot, tui_home, "unstable", steps=100, eval=10)
         await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
         assert app.training.done.reason == "nan"
         await wait_for(pilot, lambda: any("nan" in n.lower() and "last good checkpoint" in n.lower()
                                           for n in app.notices), what="the NaN notice")
-        path = workspace["models"] / "unstable.cllm"
+        path = tui_home["models"] / "unstable.cllm"
         assert path.exists() and model_step(path) == 30  # the checkpoint before the NaN
         await wait_for(pilot, lambda: app.loaded is not None and app.loaded.info is not None, what="reload")
         assert app.loaded.steps == 30
         await goto(pilot, "generate")  # the app goes on: keys still switch screens
 
 
-async def test_engine_error_is_a_notification_not_a_traceback(workspace):
-    empty = workspace["root"] / "empty.txt"
+async def test_engine_error_is_a_notification_not_a_traceback(tui_home):
+    empty = tui_home["root"] / "empty.txt"
     empty.write_text("")
-    app = make_app(workspace)
+    app = make_app(tui_home)
     async with app.run_test() as pilot:
         await goto(pilot, "train")
         await fill(pilot, "#corpus", short(empty))
@@ -240,12 +239,12 @@ async def test_engine_error_is_a_notification_not_a_traceback(workspace):
         await wait_for(pilot, lambda: any("empty.txt: the file is empty" in n for n in app.notices),
                        what="the CorpusError message")
         assert not any("Traceback" in n for n in app.notices)
-        assert not list(workspace["models"].iterdir())
+        assert not list(tui_home["models"].iterdir())
         assert not app.screen.query_one("#start", Button).disabled
 
 
-async def test_form_validates_as_you_type(workspace):
-    app = make_app(workspace)
+async def test_form_validates_as_you_type(tui_home):
+    app = make_app(tui_home)
     async with app.run_test() as pilot:
         await goto(pilot, "train")
         screen = app.screen
@@ -266,8 +265,8 @@ async def test_form_validates_as_you_type(workspace):
         assert any("learning rate" in n for n in app.notices)
 
 
-async def test_browse_picks_the_corpus_from_a_file_browser(workspace):
-    app = make_app(workspace)
+async def test_browse_picks_the_corpus_from_a_file_browser(tui_home):
+    app = make_app(tui_home)
     async with app.run_test() as pilot:
         await goto(pilot, "train")
         await fill(pilot, "#corpus", "./")
@@ -275,17 +274,17 @@ async def test_browse_picks_the_corpus_from_a_file_browser(workspace):
         from cllm.tui.screens.file_browser import FileBrowser
 
         await wait_for(pilot, lambda: isinstance(app.screen, FileBrowser) and app.screen.query("#browse-path"))
-        await fill(pilot, "#browse-path", short(workspace["corpus"]))
+        await fill(pilot, "#browse-path", short(tui_home["corpus"]))
         await press(pilot, "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen)
                        and app.screen.query_one("#corpus", Input).value == "tiny.txt", what="the chosen file")
 
 
-async def test_quit_while_training_asks_then_stops_and_saves(workspace):
+async def test_quit_while_training_asks_then_stops_and_saves(tui_home):
     engine = FakeEngine(step_time=0.004)
-    app = make_app(workspace, engine=engine)
+    app = make_app(tui_home, engine=engine)
     async with app.run_test() as pilot:
-        await start_new_run(pilot, workspace, "bye", steps=100000, eval=1000)
+        await start_new_run(pilot, tui_home, "bye", steps=100000, eval=1000)
         await wait_for(pilot, lambda: engine.trainers and engine.trainers[0].step > 3, what="steps")
         await press(pilot, "ctrl+q")
         await wait_screen(pilot, ChoiceDialog)
@@ -297,6 +296,6 @@ async def test_quit_while_training_asks_then_stops_and_saves(workspace):
         await press(pilot, "s")  # stop, save, quit
         await wait_for(pilot, lambda: not app.is_running, what="the app to exit")
     assert app.training.done.reason == "stopped"
-    path = workspace["models"] / "bye.cllm"
+    path = tui_home["models"] / "bye.cllm"
     assert path.exists() and model_step(path) == engine.trainers[0].step
     assert math.isfinite(float(app.training.loss_values[-1]))

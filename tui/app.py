@@ -6,36 +6,54 @@ Without --model it loads the model used last time (remembered in the settings fi
 else MODELS_DIR/saved_model.cllm if it exists, else starts empty and offers a quick
 start. The settings file also holds a "keymap" (binding id -> keys) that remaps any
 binding below; see tui/settings.py.
+
+The app owns what outlives a screen: the loaded model and the training run. Screens ask
+for things with messages (`RunRequested`, `StopRequested`, `LoadRequested`, ...); the
+app runs the workers, and the screens watch its reactive attributes.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
+import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 os.environ.setdefault("TEXTUAL_FPS", "20")  # before Textual is imported (see tui/__init__.py)
 
-from textual import work  # noqa: E402
+from textual import on, work  # noqa: E402
 from textual.app import App, SystemCommand  # noqa: E402
 from textual.binding import Binding  # noqa: E402
 from textual.reactive import var  # noqa: E402
 from textual.screen import ModalScreen, Screen  # noqa: E402
+from textual.worker import get_current_worker  # noqa: E402
 
 from cllm.tui.bindings import MODE_BINDINGS  # noqa: E402
-from cllm.tui.engine import QUICK_START_PROMPT, Engine, ModelHandle, TrainingRun  # noqa: E402
+from cllm.tui.engine import (  # noqa: E402
+    QUICK_START_PROMPT, CheckpointEvent, CllmError, CorpusRef, Engine, EvalEvent, SaveFailedEvent, StepEvent,
+)
+from cllm.tui.formatting import format_loss  # noqa: E402
+from cllm.tui.messages import (  # noqa: E402
+    KernelsCompiled, LoadRequested, ModelLoaded, ModelLoadFailed, PauseRequested, RunRequested, RunSavedAs,
+    StopRequested, TrainEval, TrainFinished, TrainSaved, TrainSaveFailed, TrainStarted, TrainStep,
+)
+from cllm.tui.model_handle import ModelHandle  # noqa: E402
 from cllm.tui.screens.choice_dialog import Choice, ChoiceDialog  # noqa: E402
 from cllm.tui.screens.generate import GenerateScreen  # noqa: E402
 from cllm.tui.screens.models import ModelsScreen  # noqa: E402
+from cllm.tui.screens.save_as_dialog import SaveAsDialog  # noqa: E402
 from cllm.tui.screens.train import TrainScreen  # noqa: E402
 from cllm.tui.settings import Settings  # noqa: E402
+from cllm.tui.training_run import RunPlan, TrainingRun  # noqa: E402
 from cllm.tui.worker_errors import ReportWorkerErrors, describe_error  # noqa: E402
 
 DEFAULT_MODEL_NAME = "saved_model.cllm"
+STEP_MESSAGES_HZ = 20  # the training worker posts at most this many step messages a second
+TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 class CllmApp(ReportWorkerErrors, App[None]):
@@ -52,9 +70,14 @@ class CllmApp(ReportWorkerErrors, App[None]):
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
-    # var, not reactive: a change must repaint only the status bars that watch it, not the app.
+    # var, not reactive: a change repaints only what watches it, not the app.
     model_summary: var[str] = var("no model loaded")
     activity: var[str] = var("")
+    train_state: var[str] = var("idle")  # idle, preparing, running, paused, stopping
+    train_step: var[StepEvent | None] = var(None)  # the run's latest step
+    train_log_size: var[int] = var(0)  # lines in the run's log
+    models_saved: var[int] = var(0)  # counts the model files this app wrote: the Models tree refreshes
+    load_failure: var[tuple[Path, str] | None] = var(None)  # the last file that failed to load, and why
 
     def __init__(
         self,
@@ -79,12 +102,14 @@ class CllmApp(ReportWorkerErrors, App[None]):
         self.loaded: ModelHandle | None = None
         self.training: TrainingRun | None = None
         self.kernels_ready = True
-        self.compiling = threading.Event()  # set while the compile thread runs (it cannot be stopped)
+        self.compiling = False  # the compile thread cannot be stopped: main() does not wait for it
         self.quit_after_run = False
         self.notices: list[str] = []  # every notification, for tests and the log
 
     # -- start-up ----------------------------------------------------------------------
     async def on_mount(self) -> None:
+        self._install_signal_handlers()
+        self._make_models_dir()
         if self.prewarm:
             # Build every screen now, while nothing else runs: the first visit to a screen
             # during a training run is then as quick as any other switch.
@@ -108,6 +133,14 @@ class CllmApp(ReportWorkerErrors, App[None]):
             if path is not None:
                 self.load_model(path, remember=self.model_path is not None)
 
+    def _make_models_dir(self) -> None:
+        """The Models tree is rooted at the models folder from the first start."""
+        try:
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.notify(f"{self.models_dir}: cannot create the models folder ({exc.strerror or exc})",
+                        severity="warning", markup=False)
+
     def startup_model(self) -> Path | None:
         """--model, else the last model (if its file still exists), else saved_model.cllm."""
         if self.model_path is not None:
@@ -121,49 +154,82 @@ class CllmApp(ReportWorkerErrors, App[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="kernels", name="compile kernels")
     def _compile_kernels(self) -> None:
         started = time.monotonic()
-        self.compiling.set()
+        self.compiling = True
         try:
             self.engine.compile_kernels()
         finally:
-            self.compiling.clear()
-        self.call_from_thread(self._kernels_compiled, time.monotonic() - started)
+            self.compiling = False
+        self.post_message(KernelsCompiled(time.monotonic() - started))
 
-    def _kernels_compiled(self, seconds: float) -> None:
+    def on_kernels_compiled(self, message: KernelsCompiled) -> None:
         self.kernels_ready = True
         if self.activity.startswith("compiling"):
             self.activity = ""
-        self.notify(f"Kernels compiled in {seconds:.0f} s (cached for next time).")
+        self.notify(f"Kernels compiled in {message.seconds:.0f} s (cached for next time).")
+
+    # -- signals: the terminal went away (SIGHUP), or the system asks to stop (SIGTERM) --
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in TERMINATING_SIGNALS:
+            try:
+                loop.add_signal_handler(sig, self.terminate, signal.Signals(sig).name)
+            except (RuntimeError, ValueError, NotImplementedError):  # not the main thread, or no such signal
+                continue
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in TERMINATING_SIGNALS:
+            try:
+                loop.remove_signal_handler(sig)
+            except (RuntimeError, ValueError, NotImplementedError):
+                continue
+
+    def terminate(self, why: str) -> None:
+        """Stop what runs and leave: a training run stops at its next step and saves (main()
+        waits for that after the screen is gone, and says where it went); a generation just
+        stops with the app."""
+        run = self.training
+        if run is not None and run.active:
+            run.stop(why)
+        self.exit()
 
     # -- the loaded model --------------------------------------------------------------
-    def load_model(self, path: Path, *, remember: bool = True,
-                   on_loaded: Callable[[], object] | None = None,
-                   on_error: Callable[[str], None] | None = None) -> None:
+    def load_model(self, path: Path, *, remember: bool = True, then_generate: str | None = None) -> None:
         """Load `path` on a worker thread; errors become notifications naming the file."""
         self.activity = f"loading {Path(path).name}…"
-        self._load_model(Path(path), remember, on_loaded, on_error)
+        self._load_model(Path(path), remember, then_generate)
+
+    @on(LoadRequested)
+    def _load_requested(self, message: LoadRequested) -> None:
+        self.load_model(message.path)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load", name="load model")
-    def _load_model(self, path: Path, remember: bool, on_loaded, on_error) -> None:
+    def _load_model(self, path: Path, remember: bool, then_generate: str | None) -> None:
         try:
             loaded = self.engine.load_model(path)
         except Exception as exc:
-            self.call_from_thread(self._clear_activity, "loading")
-            if on_error is not None:
-                self.call_from_thread(on_error, describe_error(exc, f"loading {path}"))
+            self.post_message(ModelLoadFailed(path, describe_error(exc, f"loading {path}")))
             raise  # the notification comes from on_worker_state_changed
-        handle = ModelHandle.from_loaded(path, loaded)
-        self.call_from_thread(self._model_loaded, handle, remember, on_loaded)
+        self.post_message(ModelLoaded(ModelHandle.from_loaded(path, loaded), remember, then_generate))
 
     def _clear_activity(self, prefix: str) -> None:
         if self.activity.startswith(prefix):
             self.activity = ""
 
-    def _model_loaded(self, handle: ModelHandle, remember: bool, on_loaded) -> None:
+    def on_model_load_failed(self, message: ModelLoadFailed) -> None:
         self._clear_activity("loading")
-        self.set_loaded(handle, remember=remember)
+        self.load_failure = (message.path, message.message)
+
+    async def on_model_loaded(self, message: ModelLoaded) -> None:
+        self._clear_activity("loading")
+        handle = message.handle
+        self.set_loaded(handle, remember=message.remember)
         self.notify(f"Loaded {handle.path}", markup=False)
-        if on_loaded is not None:
-            self.call_later(on_loaded)
+        if message.then_generate is not None:
+            await self.action_mode("generate")
+            screen = self.screen
+            if isinstance(screen, GenerateScreen):
+                screen.generate_now(message.then_generate)
 
     def set_loaded(self, handle: ModelHandle | None, *, remember: bool = True) -> None:
         had_model = self.loaded is not None
@@ -178,6 +244,220 @@ class CllmApp(ReportWorkerErrors, App[None]):
 
     def refresh_summary(self) -> None:
         self.model_summary = self.loaded.summary() if self.loaded else "no model loaded"
+
+    def _follows_run(self) -> bool:
+        """Whether the loaded model is the one the current run trains."""
+        run, loaded = self.training, self.loaded
+        return run is not None and run.trainer is not None and loaded is not None and loaded.model is run.trainer.model
+
+    # -- the training run --------------------------------------------------------------
+    @on(RunRequested)
+    def _run_requested(self, message: RunRequested) -> None:
+        if self.training is not None and self.training.active:
+            self.notify("A run is already in progress: stop it first.", severity="warning")
+            return
+        self.start_training(message.plan)
+
+    def start_training(self, plan: RunPlan) -> None:
+        """Start the training worker for a decided plan."""
+        assert plan.out_path is not None
+        run = TrainingRun(plan=plan, name=plan.out_path.stem)
+        if plan.action == "continue" and self.loaded is not None and self.loaded.info is not None:
+            run.prefill(self.loaded.info.run)  # the chart continues the saved curves
+        run.log.append({"new": "new model", "overwrite": "new model, will overwrite",
+                        "continue": "continuing"}[plan.action] + f" → {plan.out_path.name}")
+        self.training = run
+        self.train_step = None
+        self.train_log_size = len(run.log)
+        self.activity = "preparing run…" if self.kernels_ready else "compiling kernels…"
+        self.train_state = "preparing"
+        self._train(run)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="train", name="train")
+    def _train(self, run: TrainingRun) -> None:
+        worker = get_current_worker()
+        plan = run.plan
+        try:
+            if run.stop_requested:
+                return
+            corpus = self.engine.load_corpus(plan.corpus)
+            if plan.action == "continue":
+                assert plan.resume_from is not None
+                trainer = self.engine.resume_trainer(plan.resume_from, corpus, plan.train_config,
+                                                     out_path=plan.out_path)
+            else:
+                trainer = self.engine.new_trainer(corpus, plan.model_config, plan.train_config,
+                                                  tokenizer=plan.tokenizer, vocab_size=plan.vocab_size,
+                                                  out_path=plan.out_path)
+            run.trainer, run.corpus = trainer, CorpusRef(corpus.name, corpus.sha256)
+            self.post_message(TrainStarted(run))
+            if run.stop_requested:
+                trainer.stop()
+            last_post = 0.0
+
+            def on_event(event) -> None:
+                nonlocal last_post
+                run.record(event)
+                if worker.is_cancelled and not run.stop_requested:
+                    run.stop()
+                if isinstance(event, StepEvent):
+                    # at most STEP_MESSAGES_HZ a second; the histories get every step anyway
+                    now = time.monotonic()
+                    if now - last_post >= 1 / STEP_MESSAGES_HZ or event.step >= event.steps:
+                        last_post = now
+                        self.post_message(TrainStep(event))
+                elif isinstance(event, EvalEvent):
+                    self.post_message(TrainEval(event))
+                elif isinstance(event, CheckpointEvent):
+                    self.post_message(TrainSaved(event))
+                elif isinstance(event, SaveFailedEvent):
+                    self.post_message(TrainSaveFailed(event))
+
+            trainer.run(on_event)
+        except BaseException as exc:
+            run.error = describe_error(exc, "training")
+            raise
+        finally:
+            run.finished.set()
+            self.post_message(TrainFinished(run))
+
+    def on_train_started(self, message: TrainStarted) -> None:
+        run = message.run
+        trainer = run.trainer
+        assert trainer is not None
+        previous = self.loaded
+        continuing = run.plan.action == "continue" and previous is not None
+        handle = ModelHandle(path=run.out_path, model=trainer.model,
+                             info=previous.info if continuing else None, steps=trainer.step,
+                             best_val=previous.best_val if continuing else None, corpus=run.corpus)
+        self.set_loaded(handle, remember=False)
+        self.train_state = "paused" if trainer.paused else "running"
+
+    def on_train_step(self, message: TrainStep) -> None:
+        if self._follows_run():
+            self.loaded.steps = message.event.step
+            self.refresh_summary()
+        self.train_step = message.event
+        if self.train_state == "running":
+            self.activity = "training"
+
+    def on_train_eval(self, message: TrainEval) -> None:
+        if self._follows_run():
+            self.loaded.best_val = message.event.best_val_loss
+            self.refresh_summary()
+        self._sync_log()
+
+    def on_train_saved(self, message: TrainSaved) -> None:
+        self.models_saved += 1
+        self._sync_log()
+
+    def on_train_save_failed(self, message: TrainSaveFailed) -> None:
+        event = message.event
+        then = ("The run goes to a fallback file." if event.final
+                else "Training goes on; the next checkpoint tries again.")
+        self.notify(f"{event.message}. {then}", title="Save failed", severity="error", timeout=15, markup=False)
+        self._sync_log()
+
+    def _sync_log(self) -> None:
+        if self.training is not None:
+            self.train_log_size = len(self.training.log)
+
+    @on(PauseRequested)
+    def _pause_requested(self) -> None:
+        run = self.training
+        if run is None or not run.active or run.trainer is None or self.train_state == "stopping":
+            return
+        if run.paused:
+            run.unpause()
+            self.notify("Training resumed.")
+            self.train_state = "running"
+            self.activity = "training"
+        else:
+            run.pause()
+            self.notify("Training paused (the current step finishes first).")
+            self.train_state = "paused"
+            self.activity = "paused"
+
+    @on(StopRequested)
+    def _stop_requested(self) -> None:
+        run = self.training
+        if run is None or not run.active:
+            return
+        run.stop()
+        self.train_state = "stopping"
+        self.activity = "stopping…"
+
+    def on_train_finished(self, message: TrainFinished) -> None:
+        run = message.run
+        self._sync_log()
+        self.train_state = "idle"
+        self.activity = ""
+        done = run.done
+        path = run.out_path
+        if done is None:
+            if run.stop_requested and run.error is None:
+                self.notify("Run cancelled before it started: no file was touched.")
+        elif done.reason == "nan":
+            if run.checkpoints:
+                kept = f"Last good checkpoint: {path} (step {run.last_checkpoint_step})."
+            elif path.exists():
+                kept = f"Nothing was saved: {path} is unchanged."
+            else:
+                kept = "Nothing was saved."
+            self.notify(f"{path.name}: {done.message.rstrip('.')}. Try a lower learning rate. {kept}",
+                        title="Training stopped", severity="error", timeout=15, markup=False)
+        elif any(failure.final for failure in run.save_failures):
+            self._offer_save_as(run)
+        elif done.reason == "stopped":
+            self.notify(f"Stopped at step {done.step}; everything learned so far is saved in {path}.",
+                        markup=False)
+        else:
+            self.notify(f"Training finished: {path} ({done.step} steps, best val loss "
+                        f"{format_loss(run.best_val)}).", markup=False)
+        # What is on disk is the truth now: reload it (the run's in-memory weights may be NaN).
+        if done is not None and done.saved_to is not None and done.saved_to.exists():
+            quick = run.plan.quick_start and done.reason in ("finished", "stopped") and done.saved_to == path
+            self.load_model(done.saved_to, then_generate=QUICK_START_PROMPT if quick else None)
+        elif self._follows_run():
+            self.set_loaded(None, remember=False)
+        if self.quit_after_run:
+            self.exit()
+
+    def _offer_save_as(self, run: TrainingRun) -> None:
+        done = run.done
+        assert done is not None
+        failure = next(f for f in run.save_failures if f.final)
+        where = (f"The run was saved to {done.saved_to} instead." if done.saved_to
+                 else f"It could not be saved anywhere ({done.message}).")
+        self.notify(f"{failure.message}. {where}", title="Save failed", severity="error", timeout=20,
+                    markup=False)
+
+        def chosen(path: Path | None) -> None:
+            if path is not None:
+                self._save_as(run, path)
+
+        self.push_screen(SaveAsDialog(failure.message, done.saved_to, run.out_path), chosen)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="save-as", name="save as")
+    def _save_as(self, run: TrainingRun, path: Path) -> None:
+        assert run.trainer is not None
+        try:
+            run.trainer.save(path)
+        except CllmError as exc:
+            self.post_message(RunSavedAs(path, str(exc)))
+            return
+        self.post_message(RunSavedAs(path, None))
+
+    def on_run_saved_as(self, message: RunSavedAs) -> None:
+        if message.error is not None:
+            self.notify(message.error, title="Save as failed", severity="error", timeout=15, markup=False)
+            run = self.training
+            if run is not None:
+                self._offer_save_as(run)
+            return
+        self.models_saved += 1
+        self.notify(f"Saved {message.path}", markup=False)
+        self.load_model(message.path)
 
     # -- modes and actions -------------------------------------------------------------
     def key_for(self, binding_id: str) -> str:
@@ -217,12 +497,6 @@ class CllmApp(ReportWorkerErrors, App[None]):
         if isinstance(screen, TrainScreen):
             screen.quick_start()
 
-    async def after_quick_start(self) -> None:
-        await self.action_mode("generate")
-        screen = self.screen
-        if isinstance(screen, GenerateScreen):
-            screen.generate_now(QUICK_START_PROMPT)
-
     def action_keys(self) -> None:
         if self.screen.query("HelpPanel"):
             self.action_hide_help_panel()
@@ -238,8 +512,7 @@ class CllmApp(ReportWorkerErrors, App[None]):
         def answer(choice: str | None) -> None:
             if choice == "stop" and self.training is not None and self.training.active:
                 self.quit_after_run = True
-                self.training.stop()
-                self.activity = "stopping, then quitting…"
+                self.post_message(StopRequested())
                 self.notify("Stopping: saving the model, then quitting…")
 
         self.push_screen(ChoiceDialog(
@@ -291,9 +564,25 @@ class CllmApp(ReportWorkerErrors, App[None]):
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     def on_unmount(self) -> None:
+        self._remove_signal_handlers()
         # Thread workers cannot be killed: ask the trainer to stop so the process can exit.
         if self.training is not None and self.training.active:
             self.training.stop()
+
+
+def wait_for_training(app: CllmApp) -> str:
+    """After the screen is gone: a run still saving is waited for (signals meanwhile do not
+    cut the save short). Returns what to tell the user about a run the exit stopped."""
+    from cllm.core.stop_signals import stop_on_signals
+
+    run = app.training
+    if run is None or not run.stop_requested:
+        return ""
+    with stop_on_signals(lambda why: None):
+        run.finished.wait()
+    if run.done is not None:
+        return f"{run.name}: {run.done.message}"
+    return f"{run.name}: {run.error or 'stopped before it started; no file was touched'}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,8 +593,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     app = CllmApp(models_dir=args.models_dir, model_path=args.model)
     app.run()
+    note = wait_for_training(app)
+    if note:
+        try:
+            print(note, flush=True)
+        except OSError:  # the terminal is gone (SIGHUP): the file is saved all the same
+            pass
     code = app.return_code or 0
-    if app.compiling.is_set():
+    if app.compiling:
         # Quitting during the first kernel compilation: numba cannot be interrupted and the
         # interpreter would wait for it (up to a minute) after the screen is gone. Nothing
         # is lost by not waiting: a run, if any, was stopped and saved before exit.

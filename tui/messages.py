@@ -1,80 +1,145 @@
-"""Messages that workers post to the UI (post_message is thread-safe).
+"""The app's messages, as small dataclasses.
 
-Progress messages define `can_replace`: when the UI is busy, a newer one replaces an
-older one still in the queue, so a slow screen shows the latest numbers instead of
-working through a backlog. Messages that must not be lost (evaluations, checkpoints,
-the end of a run) do not.
+Workers post them from their threads (post_message is thread-safe); screens post
+requests up to the app, which owns the training run and the loaded model. Progress
+messages define `can_replace`: when the UI is busy, a newer one replaces an older one
+still in the queue, so a slow screen shows the latest numbers instead of working through
+a backlog. Messages that must not be lost (evaluations, saves, the end of a run) do not.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
 
 from textual.message import Message
 
+from cllm.tui.engine import CheckpointEvent, EvalEvent, SaveFailedEvent, StepEvent
+from cllm.tui.model_handle import ModelHandle
+from cllm.tui.training_run import RunPlan, TrainingRun
 
+
+# -- requests from the screens to the app ---------------------------------------------
+@dataclass
+class RunRequested(Message):
+    """Start a run: the plan, with the start dialogs' decisions in it."""
+
+    plan: RunPlan
+
+
+@dataclass
+class PauseRequested(Message):
+    """Pause the running training, or resume it if it is paused."""
+
+
+@dataclass
+class StopRequested(Message):
+    """Stop the running training; what it learned is saved."""
+
+
+@dataclass
+class LoadRequested(Message):
+    """Load this model file."""
+
+    path: Path
+
+
+# -- from the workers -------------------------------------------------------------------
+@dataclass
+class KernelsCompiled(Message):
+    seconds: float
+
+
+@dataclass
+class ModelLoaded(Message):
+    handle: ModelHandle
+    remember: bool  # make it the model the next start opens
+    then_generate: str | None = None  # a prompt to generate from at once (the quick start)
+
+
+@dataclass
+class ModelLoadFailed(Message):
+    path: Path
+    message: str
+
+
+@dataclass
 class TrainStarted(Message):
-    """The trainer is built (corpus tokenized, model created): `run.trainer` is set."""
+    """The trainer is built (corpus read, model created): `run.trainer` is set."""
 
-    def __init__(self, run: Any) -> None:
-        super().__init__()
-        self.run = run
+    run: TrainingRun
 
 
+@dataclass
 class TrainStep(Message):
-    """A training step finished (a core.trainer.StepEvent)."""
-
-    def __init__(self, event: Any) -> None:
-        super().__init__()
-        self.event = event
+    event: StepEvent
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, TrainStep)
 
 
+@dataclass
 class TrainEval(Message):
-    """An evaluation on held-out text finished (EvalEvent)."""
-
-    def __init__(self, event: Any) -> None:
-        super().__init__()
-        self.event = event
+    event: EvalEvent
 
 
-class TrainCheckpoint(Message):
-    """The model was saved (CheckpointEvent)."""
-
-    def __init__(self, event: Any) -> None:
-        super().__init__()
-        self.event = event
+@dataclass
+class TrainSaved(Message):
+    event: CheckpointEvent
 
 
+@dataclass
+class TrainSaveFailed(Message):
+    event: SaveFailedEvent
+
+
+@dataclass
 class TrainFinished(Message):
     """The training worker ended: `run.done` holds the DoneEvent, or `run.error` why not."""
 
-    def __init__(self, run: Any) -> None:
-        super().__init__()
-        self.run = run
+    run: TrainingRun
 
 
+@dataclass
+class RunSavedAs(Message):
+    """The user's Save as, after a failed final save: `error` is None when it worked."""
+
+    path: Path
+    error: str | None
+
+
+@dataclass
 class GenerationProgress(Message):
     """The text generated so far (whole, so that replacing an older one loses nothing)."""
 
-    def __init__(self, text: str, tokens: int, tokens_per_s: float) -> None:
-        super().__init__()
-        self.text = text
-        self.tokens = tokens
-        self.tokens_per_s = tokens_per_s
+    text: str
+    tokens: int
+    tokens_per_s: float
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, GenerationProgress)
 
 
+@dataclass
 class GenerationFinished(Message):
-    """Generation ended: `reason` is "done", "stopped" or "error"."""
+    text: str
+    tokens: int
+    tokens_per_s: float
+    reason: str  # "done", "stopped" or "error"
 
-    def __init__(self, text: str, tokens: int, tokens_per_s: float, reason: str) -> None:
-        super().__init__()
-        self.text = text
-        self.tokens = tokens
-        self.tokens_per_s = tokens_per_s
-        self.reason = reason
+
+@dataclass
+class DetailsRead(Message):
+    """A model file's header, checked: `info`, or `problem` saying why it is unusable."""
+
+    path: Path
+    info: object | None
+    problem: str | None
+
+
+@dataclass
+class ValuesChecked(Message):
+    """Every value of a model file read: `problem` is None when all are finite."""
+
+    path: Path
+    problem: str | None

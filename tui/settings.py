@@ -3,7 +3,8 @@
 A small JSON file in platformdirs' user config folder (``~/.config/cllm/settings.json``
 on Linux). ``CLLM_CONFIG_DIR`` or the ``config_dir`` argument put it elsewhere (tests
 do). A missing file means defaults; a broken one also means defaults, and ``problem``
-says why so the app can tell the user instead of failing.
+says why so the app can tell the user (once) instead of failing; a broken file is then
+left as it is, never overwritten.
 
     {
       "last_model": "/home/me/models/shakespeare.cllm",
@@ -74,5 +75,9 @@ class Settings:
         return None
 
     def remember_model(self, path: Path | str) -> str | None:
+        """Remember the model for the next start. A file that could not be read is the
+        user's to mend: it is not overwritten (the model is remembered for this session)."""
         self.last_model = str(Path(path).resolve())
+        if self.problem:
+            return None
         return self.save()

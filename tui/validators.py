@@ -14,7 +14,7 @@ from pathlib import Path
 
 from textual.validation import ValidationResult, Validator
 
-from cllm.tui.engine import ConfigError, ModelConfig, TrainConfig
+from cllm.tui.engine import ConfigError, ModelConfig, TrainConfig, check_vocab_size
 
 SAFE_MODEL = {"vocab_size": 256, "n_layer": 1, "n_head": 1, "n_embd": 64, "ctx": 16}
 
@@ -84,16 +84,10 @@ def train_check(field: str) -> Callable[[int | float], None]:
 
 
 def vocab_check(tokenizer: Callable[[], str]) -> Callable[[int], None]:
-    """The tokenizer's own limits (core.tokenizer.train_tokenizer)."""
+    """The tokenizer's own limits (core.tokenizer.check_vocab_size)."""
 
     def check(value: int) -> None:
-        kind = tokenizer()
-        if kind == "bpe" and value < 256:
-            raise ConfigError(f"a byte-level BPE vocabulary needs at least 256 entries (one per byte), got {value}")
-        if kind == "word" and value < 2:
-            raise ConfigError(f"a word vocabulary needs at least 2 entries, got {value}")
-        if value > 65536:
-            raise ConfigError(f"vocabulary size must be at most 65536, got {value}")
+        check_vocab_size(tokenizer(), value)
 
     return check
 

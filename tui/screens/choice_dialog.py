@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual import events
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -43,7 +43,7 @@ class ChoiceDialog(ModalScreen[str]):
                     key = "esc" if choice.key == "escape" else choice.key
                     yield Button(f"{choice.label} ({key})", id=f"choice-{choice.id}",
                                  variant=choice.variant, disabled=bool(choice.disabled_reason),
-                                 compact=True)
+                                 compact=True, classes="choice")
                     if choice.disabled_reason:
                         yield Static(f"  {choice.disabled_reason}", classes="dialog-note", markup=False)
 
@@ -53,7 +53,8 @@ class ChoiceDialog(ModalScreen[str]):
                 button.focus()
                 break
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
+    @on(Button.Pressed, ".choice")
+    def _picked(self, event: Button.Pressed) -> None:
         event.stop()
         self.dismiss((event.button.id or "").removeprefix("choice-"))
 

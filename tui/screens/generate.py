@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from rich.markup import escape
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -15,8 +15,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 from textual.worker import get_current_worker
 
-from cllm.tui.engine import format_rate
 from cllm.tui.bindings import MODE_BINDINGS
+from cllm.tui.formatting import format_rate
 from cllm.tui.messages import GenerationFinished, GenerationProgress
 from cllm.tui.validators import NumberValidator, parse_float, parse_int
 from cllm.tui.widgets.model_bar import ModelBar
@@ -103,7 +103,8 @@ class GenerateScreen(ReportWorkerErrors, Screen):
             return None if self._generating else True
         return True
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
+    @on(Input.Submitted)
+    def _prompt_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         self.action_generate()
 
@@ -156,8 +157,7 @@ class GenerateScreen(ReportWorkerErrors, Screen):
         run = app.training
         if run is not None and run.active and run.trainer is not None and handle.model is run.trainer.model:
             # The trainer is changing these weights: read the last saved ones instead.
-            saved = run.checkpoints > 0 or (run.plan.action == "continue" and run.out_path.exists())
-            if not saved:
+            if not run.saved:
                 app.notify(f"{run.name} is training and has not been saved yet, so there are no "
                            "finished weights to generate from. Wait for the first checkpoint "
                            f"(every {run.plan.train_config.checkpoint_interval} steps) or stop the run.",

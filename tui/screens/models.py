@@ -1,26 +1,36 @@
-"""Models: browse .cllm files, see what each holds, load one."""
+"""Models: browse .cllm files, see what each holds, load one.
+
+Highlighting a file reads and checks its header at once (a broken file says why), then
+reads every value in a worker: Load is offered once they are known to be finite."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DirectoryTree, Footer, Input, Tree
+from textual.widgets.directory_tree import DirEntry
+from textual.worker import get_current_worker
 
 from cllm.tui.bindings import MODE_BINDINGS
 from cllm.tui.engine import CllmError
+from cllm.tui.messages import DetailsRead, LoadRequested, ValuesChecked
 from cllm.tui.widgets.model_bar import ModelBar
-from cllm.tui.worker_errors import ReportWorkerErrors
 from cllm.tui.widgets.model_details import ModelDetails
 from cllm.tui.widgets.model_tree import ModelTree
+from cllm.tui.worker_errors import ReportWorkerErrors
 
 if TYPE_CHECKING:
     from cllm.tui.app import CllmApp
+
+RELOAD_S = 0.5
+CHECKING = "checking…"
+FINITE = "all finite (checked)"
 
 
 class ModelsScreen(ReportWorkerErrors, Screen):
@@ -36,8 +46,12 @@ class ModelsScreen(ReportWorkerErrors, Screen):
     def __init__(self) -> None:
         super().__init__(id="models")
         self.highlighted: Path | None = None
-        self.problems: dict[Path, str] = {}  # files whose header cannot be read, and why
-        self.load_failures: dict[Path, str] = {}  # header fine, data not (until refreshed)
+        self.infos: dict[Path, object] = {}  # header details of files whose header is fine
+        self.problems: dict[Path, str] = {}  # why a file cannot be loaded (header, values or loading)
+        self.checked: set[Path] = set()  # files whose values are all finite
+        self.load_when_checked: Path | None = None
+        self._tree_stale = False  # a file was saved since the tree was read
+        self._reload_timer = None
 
     def compose(self) -> ComposeResult:
         root = self.app.models_dir
@@ -53,54 +67,115 @@ class ModelsScreen(ReportWorkerErrors, Screen):
 
     def on_mount(self) -> None:
         self.query_one(ModelTree).focus()
+        self.watch(self.app, "models_saved", self._models_saved, init=False)
+        self.watch(self.app, "load_failure", self._load_failed, init=False)
 
     # -- browsing ----------------------------------------------------------------------
     def on_tree_node_highlighted(self, event: Tree.NodeHighlighted) -> None:
         entry = event.node.data
-        path = getattr(entry, "path", None)
-        if path is None:
+        if not isinstance(entry, DirEntry):
             return
-        path = Path(path)
+        path = Path(entry.path)
         if path.suffix == ".cllm" and not path.is_dir():
-            self.highlighted = path
-            self._read_info(path)
+            self.inspect(path)
         else:
             self.highlighted = None
+            self.refresh_bindings()
             self.query_one(ModelDetails).show_hint(f"{path}\n\nA folder: open it with enter or space.")
 
+    def inspect(self, path: Path) -> None:
+        self.highlighted = path
+        self.refresh_bindings()
+        self._show(path)
+        if path not in self.problems and path not in self.checked:
+            self._read_details(path)
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="details")
-    def _read_info(self, path: Path) -> None:
+    def _read_details(self, path: Path) -> None:
+        worker = get_current_worker()
+        engine = self.app.engine
         try:
-            info = self.app.engine.read_info(path)
+            info = engine.read_info(path)
         except CllmError as exc:
-            self.app.call_from_thread(self._show_problem, path, str(exc))
+            self.post_message(DetailsRead(path, None, str(exc)))
             return
-        self.app.call_from_thread(self._show_info, path, info)
+        self.post_message(DetailsRead(path, info, None))
+        if worker.is_cancelled:
+            return
+        try:
+            engine.check_values(path)
+        except CllmError as exc:
+            self.post_message(ValuesChecked(path, str(exc)))
+            return
+        self.post_message(ValuesChecked(path, None))
 
-    def _show_problem(self, path: Path, message: str) -> None:
-        self.problems[path] = message
-        if path == self.highlighted:
-            self.query_one(ModelDetails).show_error(path, message)
+    def on_details_read(self, message: DetailsRead) -> None:
+        if message.problem is not None:
+            self.problems[message.path] = message.problem
+        else:
+            self.infos[message.path] = message.info
+        self._show(message.path)
 
-    def _show_info(self, path: Path, info) -> None:
-        self.problems.pop(path, None)
+    def on_values_checked(self, message: ValuesChecked) -> None:
+        path = message.path
+        if message.problem is not None:
+            self.problems[path] = message.problem
+        else:
+            self.checked.add(path)
+        self._show(path)
+        self.refresh_bindings()
+        if self.load_when_checked == path:
+            self.load_when_checked = None
+            self.load(path)
+
+    def _show(self, path: Path) -> None:
+        """The highlighted file's details as far as they are known."""
         if path != self.highlighted:
             return
-        if path in self.load_failures:  # the header reads, but loading failed: say why
-            self.query_one(ModelDetails).show_error(path, self.load_failures[path])
+        details = self.query_one(ModelDetails)
+        if path in self.problems:
+            details.show_error(path, self.problems[path])
+        elif path in self.infos:
+            details.show_info(self.infos[path], FINITE if path in self.checked else CHECKING)
         else:
-            self.query_one(ModelDetails).show_info(info)
+            details.show_hint(f"{path.name}\n\nreading the header…")
 
-    def _load_failed(self, path: Path, message: str) -> None:
-        self.load_failures[path] = message
-        if path == self.highlighted:
-            self.query_one(ModelDetails).show_error(path, message)
+    def _load_failed(self, failure: tuple[Path, str] | None) -> None:
+        if failure is not None:
+            path, message = failure
+            self.problems[path] = message
+            self.checked.discard(path)
+            self._show(path)
+            self.refresh_bindings()
 
-    def on_directory_tree_file_selected(self, event: DirectoryTree.FileSelected) -> None:
+    def _models_saved(self, count: int) -> None:
+        """A run saved a file: it may be new, or changed. The tree is read again when this
+        screen shows (at most every RELOAD_S while it does: saves can come in bursts)."""
+        self._tree_stale = True
+        if self.is_current and self._reload_timer is None:
+            self._reload_timer = self.set_timer(RELOAD_S, self._reload_tree)
+
+    def on_screen_resume(self) -> None:
+        if self._tree_stale:
+            self._reload_tree()
+
+    def _reload_tree(self) -> None:
+        self._reload_timer = None
+        self._tree_stale = False
+        for table in (self.infos, self.problems):
+            table.clear()
+        self.checked.clear()
+        self.query_one(ModelTree).reload()
+        if self.highlighted is not None:
+            self.inspect(self.highlighted)
+
+    @on(DirectoryTree.FileSelected)
+    def _file_selected(self, event: DirectoryTree.FileSelected) -> None:
         event.stop()
         self.load(Path(event.path))
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
+    @on(Input.Submitted, "#models-path")
+    def _path_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         path = Path(event.value.strip()).expanduser()
         tree = self.query_one(ModelTree)
@@ -109,13 +184,17 @@ class ModelsScreen(ReportWorkerErrors, Screen):
             tree.focus()
         elif path.is_file():
             tree.path = path.parent
-            self.highlighted = path
-            self._read_info(path)
+            self.inspect(path)
             self.load(path)
         else:
             self.query_one(ModelDetails).show_error(path, f"{path}: no such file or folder")
 
     # -- actions -----------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "load":
+            return True if self.highlighted in self.checked else None
+        return True
+
     def load(self, path: Path) -> None:
         if path.suffix != ".cllm":
             self.app.notify(f"{path}: not a .cllm model file", severity="warning", markup=False)
@@ -124,7 +203,11 @@ class ModelsScreen(ReportWorkerErrors, Screen):
         if problem:
             self.app.notify(f"Cannot load: {problem}", severity="error", markup=False)
             return
-        self.app.load_model(path, on_error=lambda message: self._load_failed(path, message))
+        if path not in self.checked:
+            self.load_when_checked = path
+            self.app.notify(f"Checking the values of {path.name} first…", markup=False)
+            return
+        self.post_message(LoadRequested(path))
 
     def action_load(self) -> None:
         if self.highlighted is None:
@@ -136,6 +219,4 @@ class ModelsScreen(ReportWorkerErrors, Screen):
         self.query_one("#models-path", Input).focus()
 
     def action_refresh(self) -> None:
-        self.problems.clear()
-        self.load_failures.clear()
-        self.query_one(ModelTree).reload()
+        self._reload_tree()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -52,12 +53,10 @@ class NameDialog(ModalScreen[str | None]):
         event.stop()
         self._submit()
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
+    @on(Button.Pressed, "#create")
+    def _create(self, event: Button.Pressed) -> None:
         event.stop()
-        if event.button.id == "create":
-            self._submit()
-        else:
-            self.dismiss(None)
+        self._submit()
 
     def _submit(self) -> None:
         name = self.query_one("#name", Input)
@@ -67,5 +66,6 @@ class NameDialog(ModalScreen[str | None]):
             return
         self.dismiss(name.value.strip().removesuffix(".cllm"))
 
+    @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
         self.dismiss(None)

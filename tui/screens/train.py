@@ -1,54 +1,40 @@
-"""Train: the form on the left, the run on the right (bars per core, loss chart, log)."""
+"""Train: the form on the left, the run on the right (bars per core, loss chart, log).
+
+The screen decides a run's plan with the user (the start dialogs) and asks the app to
+run it; what it shows of the run comes from the app's reactive attributes."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Log, ProgressBar, Static
-from textual.worker import get_current_worker
 
-from cllm.tui.engine import (
-    QUICK_START,
-    QUICK_START_EVAL_CHUNKS,
-    CheckpointEvent,
-    CllmError,
-    ConfigError,
-    DoneEvent,
-    EvalEvent,
-    ModelHandle,
-    RunPlan,
-    StepEvent,
-    TrainingRun,
-    format_duration,
-    format_loss,
-    format_rate,
-)
 from cllm.tui.bindings import MODE_BINDINGS
-from cllm.tui.messages import TrainCheckpoint, TrainEval, TrainFinished, TrainStarted, TrainStep
+from cllm.tui.engine import QUICK_START, QUICK_START_EVAL_CHUNKS, CllmError, ConfigError, StepEvent
+from cllm.tui.formatting import format_duration, format_loss, format_rate
+from cllm.tui.messages import PauseRequested, RunRequested, StopRequested
+from cllm.tui.model_handle import ModelHandle
 from cllm.tui.screens.choice_dialog import Choice, ChoiceDialog
 from cllm.tui.screens.confirm_dialog import ConfirmDialog
 from cllm.tui.screens.file_browser import FileBrowser
 from cllm.tui.screens.name_dialog import NameDialog
+from cllm.tui.training_run import RunPlan, TrainingRun
 from cllm.tui.widgets.core_bars import CoreBars
 from cllm.tui.widgets.loss_chart import TRAIN_STYLE, VAL_STYLE, LossChart
 from cllm.tui.widgets.model_bar import ModelBar
-from cllm.tui.worker_errors import ReportWorkerErrors
 from cllm.tui.widgets.train_form import TrainForm
+from cllm.tui.worker_errors import ReportWorkerErrors
 
 if TYPE_CHECKING:
     from cllm.tui.app import CllmApp
-
-
-STEP_MESSAGES_HZ = 20
 
 
 def free_name(models_dir: Path, base: str) -> str:
@@ -75,6 +61,7 @@ class TrainScreen(ReportWorkerErrors, Screen):
     def __init__(self) -> None:
         super().__init__(id="train")
         self._log_seen = 0
+        self._attached: TrainingRun | None = None  # the run the bars and the chart follow
 
     def compose(self) -> ComposeResult:
         yield ModelBar(classes="model-bar")
@@ -89,26 +76,42 @@ class TrainScreen(ReportWorkerErrors, Screen):
                 yield Log(id="run-log", max_lines=200)
         yield Footer(compact=True, show_command_palette=False)
 
+    def on_mount(self) -> None:
+        self.watch(self.app, "train_state", self._state_changed)
+        self.watch(self.app, "train_step", self._show_progress)
+        self.watch(self.app, "train_log_size", self._sync_log)
+
     @property
     def form(self) -> TrainForm:
         return self.query_one(TrainForm)
 
+    @property
+    def active(self) -> bool:
+        return self.app.train_state != "idle"
+
     # -- bindings ----------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        run = self.app.training
-        active = run is not None and run.active
         if action in ("start", "browse"):
-            return None if active else True
+            return None if self.active else True
         if action in ("pause", "stop"):
-            return True if active else None
+            return True if self.active else None
         return True
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        actions = {"start": self.action_start, "pause": self.action_pause,
-                   "stop": self.action_stop, "browse": self.action_browse}
-        if event.button.id in actions:
-            event.stop()
-            actions[event.button.id]()
+    @on(Button.Pressed, "#start")
+    def _start_pressed(self) -> None:
+        self.action_start()
+
+    @on(Button.Pressed, "#pause")
+    def _pause_pressed(self) -> None:
+        self.action_pause()
+
+    @on(Button.Pressed, "#stop")
+    def _stop_pressed(self) -> None:
+        self.action_stop()
+
+    @on(Button.Pressed, "#browse")
+    def _browse_pressed(self) -> None:
+        self.action_browse()
 
     # -- actions -----------------------------------------------------------------------
     def action_browse(self) -> None:
@@ -124,8 +127,7 @@ class TrainScreen(ReportWorkerErrors, Screen):
         self.app.push_screen(FileBrowser(start), chosen)
 
     def action_start(self, quick_start: bool = False) -> None:
-        run = self.app.training
-        if run is not None and run.active:
+        if self.active:
             self.app.notify("A run is already in progress: stop it first.", severity="warning")
             return
         try:
@@ -139,32 +141,18 @@ class TrainScreen(ReportWorkerErrors, Screen):
         self._start_flow(plan)
 
     def quick_start(self) -> None:
+        """Fill the form with the quick start's settings and start (the app's ctrl+n)."""
         self.form.set_values(QUICK_START)
         self.form.refresh_errors()
         self.action_start(quick_start=True)
 
     def action_pause(self) -> None:
-        run = self.app.training
-        if run is None or not run.active or run.trainer is None:
-            return
-        if run.paused:
-            run.unpause()
-            self.app.notify("Training resumed.")
-        else:
-            run.pause()
-            self.app.notify("Training paused (the current step finishes first).")
-        self._show_state()
+        self.post_message(PauseRequested())
 
     def action_stop(self) -> None:
-        run = self.app.training
-        if run is None or not run.active:
-            return
-        if run.trainer is None:
-            run.stop_requested = True
-        else:
-            run.stop()
-        self.query_one("#run-status", Static).update("Stopping: saving what was learned so far…")
-        self.app.activity = "stopping…"
+        if self.active:
+            self.query_one("#run-status", Static).update("Stopping: saving what was learned so far…")
+            self.post_message(StopRequested())
 
     # -- the start dialogs -------------------------------------------------------------
     @work(exclusive=True, group="start-flow", exit_on_error=False)
@@ -186,7 +174,11 @@ class TrainScreen(ReportWorkerErrors, Screen):
                 return
             plan.action = "new"
             plan.out_path = models_dir / f"{name}.cllm"
-        self.begin(plan)
+        # Checkpoints by step come with the evaluations (they can be waited for in Generate).
+        plan.train_config = dataclasses.replace(
+            plan.train_config, checkpoint_interval=plan.train_config.checkpoint_interval
+            or plan.train_config.eval_interval)
+        self.post_message(RunRequested(plan))
 
     async def _ask_replace(self, plan: RunPlan, handle: ModelHandle) -> bool:
         """The replace dialog. Fills in plan.action/out_path; False means cancel."""
@@ -236,206 +228,79 @@ class TrainScreen(ReportWorkerErrors, Screen):
         return False
 
     def _fits(self, handle: ModelHandle, corpus_source: str) -> tuple[bool, str]:
+        if handle.model is None:
+            return False, "the model's weights are not loaded"
         try:
             corpus = self.app.engine.load_corpus(corpus_source)
         except CllmError as exc:
             return False, str(exc)
-        return self.app.engine.fits_corpus(handle, corpus)
+        return self.app.engine.fits_corpus(handle.model, handle.corpus, corpus)
 
-    # -- the run -----------------------------------------------------------------------
-    def begin(self, plan: RunPlan) -> None:
-        """Start the training worker for a decided plan."""
-        assert plan.out_path is not None
-        plan.train_config = dataclasses.replace(
-            plan.train_config, checkpoint_interval=plan.train_config.checkpoint_interval
-            or plan.train_config.eval_interval)
-        run = TrainingRun(trainer=None, plan=plan, name=plan.out_path.stem)
-        loaded = self.app.loaded
-        if plan.action == "continue" and loaded is not None and loaded.info is not None:
-            run.prefill(loaded.info.training)  # the chart continues the saved curves
-        self.app.training = run
-        self._log_seen = 0
-        self.query_one("#run-log", Log).clear()
-        self.query_one("#run-log", Log).write_line(
-            {"new": "new model", "overwrite": "new model, will overwrite",
-             "continue": "continuing"}[plan.action] + f" → {plan.out_path.name}")
-        kernels = "" if self.app.kernels_ready else "compiling kernels (first run only)… "
-        self.query_one("#run-status", Static).update(f"{kernels}preparing: reading the corpus, building the model…")
-        self.app.activity = "compiling kernels…" if kernels else "preparing run…"
-        self.form.set_running(True)
+    # -- what the run shows ------------------------------------------------------------
+    def _state_changed(self, state: str) -> None:
+        """Buttons, bindings, bars and chart: when the run starts, pauses, resumes or ends."""
+        run = self.app.training
+        self.form.set_running(state != "idle", state == "paused")
         self.refresh_bindings()
-        self._train(run)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="train", name="train")
-    def _train(self, run: TrainingRun) -> None:
-        worker = get_current_worker()
-        engine = self.app.engine
-        plan = run.plan
-        try:
-            if run.stop_requested:
-                return
-            corpus = engine.load_corpus(plan.corpus)
-            if plan.action == "continue":
-                trainer = engine.resume_trainer(plan.resume_from, corpus, plan.train_config, out_path=plan.out_path)
-            else:
-                trainer = engine.new_trainer(corpus, plan.model_config, plan.train_config,
-                                             tokenizer=plan.tokenizer, vocab_size=plan.vocab_size,
-                                             out_path=plan.out_path)
-            run.trainer = trainer
-            run.corpus_name, run.corpus_sha = corpus.name, corpus.sha256
-            self.post_message(TrainStarted(run))
-            if run.stop_requested:
-                trainer.stop()
-
-            last_post = 0.0
-
-            def on_event(event) -> None:
-                nonlocal last_post
-                run.record(event)
-                if worker.is_cancelled and not run.stop_requested:
-                    run.stop()
-                if isinstance(event, StepEvent):
-                    # at most STEP_MESSAGES_HZ a second; the histories get every step anyway
-                    now = time.monotonic()
-                    if now - last_post >= 1 / STEP_MESSAGES_HZ or event.step >= event.steps:
-                        last_post = now
-                        self.post_message(TrainStep(event))
-                elif isinstance(event, EvalEvent):
-                    self.post_message(TrainEval(event))
-                elif isinstance(event, CheckpointEvent):
-                    self.post_message(TrainCheckpoint(event))
-
-            done = trainer.run(on_event)
-            if run.done is None and isinstance(done, DoneEvent):
-                run.record(done)
-        except BaseException as exc:
-            run.error = str(exc) if isinstance(exc, CllmError) else f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            run.finished.set()
-            self.post_message(TrainFinished(run))
-
-    async def on_train_started(self, message: TrainStarted) -> None:
-        run = message.run
-        trainer = run.trainer
-        await self.query_one(CoreBars).attach(trainer)
-        self.query_one(LossChart).attach(run)
-        self.query_one("#overall", ProgressBar).update(total=trainer.config.steps, progress=trainer.step)
-        previous = self.app.loaded
-        handle = ModelHandle(path=run.out_path, model=trainer.model,
-                             info=previous.info if previous and run.plan.action == "continue" else None,
-                             steps=int(trainer.step), corpus_name=run.corpus_name, corpus_sha=run.corpus_sha)
-        if run.plan.action == "continue" and previous is not None:
-            handle.best_val = previous.best_val
-        self.app.set_loaded(handle, remember=False)
-        self._show_state()
-
-    def on_train_step(self, message: TrainStep) -> None:
-        event = message.event
-        run = self.app.training
-        self.query_one("#overall", ProgressBar).update(total=event.steps, progress=event.step)
-        loaded = self.app.loaded
-        if run is not None and loaded is not None and run.trainer is not None and loaded.model is run.trainer.model:
-            loaded.steps = int(event.step)
-            self.app.refresh_summary()
-        self._show_progress(event)
-
-    def on_train_eval(self, message: TrainEval) -> None:
-        loaded = self.app.loaded
-        run = self.app.training
-        if run is not None and loaded is not None and run.trainer is not None and loaded.model is run.trainer.model:
-            loaded.best_val = message.event.best_val_loss
-            self.app.refresh_summary()
-        self._sync_log()
-
-    def on_train_checkpoint(self, message: TrainCheckpoint) -> None:
-        self._sync_log()
-
-    def _sync_log(self) -> None:
-        run = self.app.training
         if run is None:
             return
-        log = self.query_one("#run-log", Log)
-        lines = run.log[self._log_seen:]
-        self._log_seen += len(lines)
-        for line in lines:
-            log.write_line(line)
+        if state == "preparing":
+            self._log_seen = 0
+            self.query_one("#run-log", Log).clear()
+            kernels = "" if self.app.kernels_ready else "compiling kernels (first run only)… "
+            self.query_one("#run-status", Static).update(
+                f"{kernels}preparing: reading the corpus, building the model…")
+        elif state in ("running", "paused") and run.trainer is not None and self._attached is not run:
+            self._attached = run
+            self.run_worker(self.query_one(CoreBars).attach(run.trainer), exclusive=True, group="attach")
+            self.query_one(LossChart).attach(run)
+            self.query_one("#overall", ProgressBar).update(total=run.trainer.config.steps, progress=run.trainer.step)
+        if state == "idle":
+            self._finished(run)
+        else:
+            self._show_progress(self.app.train_step)
 
-    def _show_state(self, event=None) -> None:
-        """Buttons and bindings: call when the run starts, pauses, resumes or ends."""
+    def _show_progress(self, event: StepEvent | None) -> None:
+        """The numbers: for every step message (at most a few dozen a second)."""
         run = self.app.training
-        if run is None:
+        state = self.app.train_state
+        if run is None or state in ("idle", "preparing", "stopping"):
             return
-        self.form.set_running(run.active, run.paused)
-        self.refresh_bindings()
-        self._show_progress(event)
-
-    def _show_progress(self, event=None) -> None:
-        """The numbers: called for every step message (at most a few dozen a second)."""
-        run = self.app.training
-        if run is None:
-            return
-        event = event or run.last_step
         status = self.query_one("#run-status", Static)
-        paused = run.paused
+        paused = "PAUSED · " if state == "paused" else ""
         if event is None:
-            status.update(("PAUSED · " if paused else "") + "starting: first step (and kernel compilation "
-                          "if needed)…", layout=False)
+            status.update(paused + "starting: first step (and kernel compilation if needed)…", layout=False)
             return
-        state = "PAUSED · " if paused else ""
+        self.query_one("#overall", ProgressBar).update(total=event.steps, progress=event.step)
         status.update(
-            f"{state}step {event.step:,}/{event.steps:,} · ETA {format_duration(event.eta)}\n"
+            f"{paused}step {event.step:,}/{event.steps:,} · ETA {format_duration(event.eta)}\n"
             f"loss {format_loss(event.loss)} · lr {event.lr:.1e}\n"
             f"{format_rate(event.tokens_per_s)} tokens/s · elapsed {format_duration(event.elapsed)}",
             layout=False,  # fixed size: no layout pass per step
         )
-        if not run.stop_requested:
-            self.app.activity = "paused" if paused else "training"  # the step is in the model summary
 
-    def on_train_finished(self, message: TrainFinished) -> None:
-        run: TrainingRun = message.run
+    def _sync_log(self, size: int) -> None:
+        run = self.app.training
+        if run is None:
+            return
+        log = self.query_one("#run-log", Log)
+        for line in run.log[self._log_seen:size]:
+            log.write_line(line)
+        self._log_seen = max(self._log_seen, size)
+
+    def _finished(self, run: TrainingRun) -> None:
         self.query_one(CoreBars).detach()
         self.query_one(LossChart).detach()
-        self._sync_log()
-        self.form.set_running(False)
-        self.refresh_bindings()
-        self.app.activity = ""
         status = self.query_one("#run-status", Static)
         done = run.done
-        app = self.app
-        path = run.out_path
         if done is None:
             status.update(f"Run failed: {run.error or 'stopped before it started'}")
-            if run.stop_requested and run.error is None:
-                app.notify("Run cancelled before it started: no file was touched.")
+        elif done.reason == "nan":
+            status.update(f"Stopped after step {done.step}: the loss is not a number.")
+        elif any(failure.final for failure in run.save_failures):
+            where = f"saved to {done.saved_to}" if done.saved_to else "not saved"
+            status.update(f"Step {done.step}: {run.out_path.name} could not be written; the run is {where}.")
+        elif done.reason == "stopped":
+            status.update(f"Stopped at step {done.step}; saved {run.out_path.name}.")
         else:
-            message_text = getattr(done, "message", "") or ""
-            if done.reason == "nan":
-                if run.checkpoints:
-                    kept = f"Last good checkpoint: {path} (step {run.last_checkpoint_step})."
-                elif path.exists():
-                    kept = f"Nothing was saved: {path} is unchanged."
-                else:
-                    kept = "Nothing was saved."
-                what = message_text or f"the loss became NaN or infinite at step {done.step + 1}"
-                status.update(f"Stopped after step {done.step}: the loss is not a number.")
-                app.notify(f"{path.name}: {what.rstrip('.')}. Try a lower learning rate. {kept}",
-                           title="Training stopped", severity="error", timeout=15, markup=False)
-            elif done.reason == "stopped":
-                status.update(f"Stopped at step {done.step}; saved {path.name}.")
-                app.notify(f"Stopped at step {done.step}; everything learned so far is saved in {path}.",
-                           markup=False)
-            else:
-                status.update(f"Finished: {done.step} steps; saved {path.name}.")
-                app.notify(f"Training finished: {path} ({done.step} steps, best val loss "
-                           f"{format_loss(run.best_val)}).", markup=False)
-        # What is on disk is the truth now: reload it (the run's in-memory weights may be NaN).
-        if path.exists():
-            after = None
-            if run.plan.quick_start and done is not None and done.reason in ("finished", "stopped"):
-                after = app.after_quick_start
-            app.load_model(path, on_loaded=after)
-        elif run.trainer is not None and app.loaded is not None and app.loaded.model is run.trainer.model:
-            app.set_loaded(None, remember=False)
-        if app.quit_after_run:
-            app.exit()
+            status.update(f"Finished: {done.step} steps; saved {run.out_path.name}.")

@@ -1,4 +1,5 @@
-"""What a model file's header says (core.model_file.read_info), or why it is unusable."""
+"""What a model file's header says (core.model_file.read_info), whether its values were
+checked, or why it is unusable."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from cllm.tui.engine import format_loss, format_params, tokenizer_label
+from cllm.tui.formatting import format_loss, format_params, tokenizer_label
 
 
 def _size(n: int) -> str:
@@ -47,38 +48,30 @@ class ModelDetails(Static):
         self.plain = body.plain
         self.update(body)
 
-    def show_info(self, info) -> None:
+    def show_info(self, info, values: str) -> None:
+        """The header's details; `values` says where the check of the values stands."""
         self.remove_class("invalid")
         cfg = info.config
-        training = info.training or {}
-        corpus = training.get("corpus") or {}
-        rows: list[tuple[str, str]] = []
-
-        def add(name: str, value: str) -> None:
-            rows.append((name, value))
-
-        add("Model", Path(info.path).name)
-        add("Config", f"{cfg.n_layer} layers · {cfg.n_head} heads · width {cfg.n_embd} · ctx {cfg.ctx}")
-        add("Params", f"{format_params(info.n_params)} ({info.n_params:,})")
-        add("Tokenizer", tokenizer_label(info.tokenizer.get("type"), cfg.vocab_size))
-        steps = int(training.get("step", 0) or 0)
-        seen = training.get("tokens_seen")
-        add("Steps", f"{steps:,}" + (f" ({int(seen):,} tokens seen)" if seen else ""))
-        add("Best val", format_loss(training.get("best_val_loss")))
-        history = training.get("val_history") or []
-        if history:
-            last = history[-1]
-            value = last[1] if isinstance(last, (list, tuple)) and len(last) > 1 else last
-            if isinstance(value, dict):
-                value = value.get("val_loss", value.get("loss"))
-            add("Last val", format_loss(value if isinstance(value, (int, float)) else None))
-        if isinstance(corpus, dict) and corpus:
-            sha = str(corpus.get("sha256", ""))[:12]
-            add("Corpus", f"{corpus.get('name', '?')}" + (f" (sha256 {sha}…)" if sha else ""))
-        add("Created", _date(info.created))
-        add("Updated", _date(info.updated))
-        add("File", f"{_size(info.file_size)}"
-            + (", with optimizer state" if info.has_optimizer else ", weights only"))
+        run = info.run
+        rows: list[tuple[str, str]] = [
+            ("Model", Path(info.path).name),
+            ("Config", f"{cfg.n_layer} layers · {cfg.n_head} heads · width {cfg.n_embd} · ctx {cfg.ctx}"),
+            ("Params", f"{format_params(info.n_params)} ({info.n_params:,})"),
+            ("Tokenizer", tokenizer_label(info.tokenizer.get("type"), cfg.vocab_size)),
+            ("Steps", f"{run.step:,}" + (f" ({run.tokens_seen:,} tokens seen)" if run.tokens_seen else "")),
+            ("Best val", format_loss(run.best_val_loss)),
+        ]
+        if run.val_history:
+            rows.append(("Last val", format_loss(run.last_val_loss)))
+        if run.corpus is not None:
+            sha = run.corpus.sha256[:12]
+            rows.append(("Corpus", run.corpus.name + (f" (sha256 {sha}…)" if sha else "")))
+        rows += [
+            ("Created", _date(info.created)),
+            ("Updated", _date(info.updated)),
+            ("File", f"{_size(info.file_size)}" + (", with optimizer state" if info.has_optimizer else ", weights only")),
+            ("Values", values),
+        ]
         table = Table.grid(padding=(0, 1))
         table.add_column(style="bold", no_wrap=True)
         table.add_column()

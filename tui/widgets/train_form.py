@@ -10,7 +10,8 @@ from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Static
 
-from cllm.tui.engine import QUICK_START, ConfigError, RunPlan, TrainConfig
+from cllm.tui.engine import DEFAULT_VOCAB, QUICK_START, TRAINABLE_KINDS, ConfigError, TrainConfig
+from cllm.tui.training_run import RunPlan
 from cllm.tui.validators import (
     ConfigValidator,
     CorpusValidator,
@@ -24,8 +25,7 @@ from cllm.tui.validators import (
 
 INT_CHARS = r"[0-9_]*"
 FLOAT_CHARS = r"[0-9eE.+\-]*"
-TOKENIZERS = [("char", "char"), ("word", "word"), ("bpe", "bpe")]
-DEFAULT_VOCAB = {"word": "2000", "bpe": "512", "char": ""}
+TOKENIZERS = [(kind, kind) for kind in TRAINABLE_KINDS]
 
 # id -> (label, initial value); order is the order on screen (two per grid row)
 INT_FIELDS = {
@@ -112,9 +112,9 @@ class TrainForm(VerticalScroll, can_focus=False):
         vocab = self.query_one("#vocab", Input)
         kind = self._tokenizer_kind()
         vocab.disabled = kind == "char"
-        vocab.placeholder = "auto" if kind == "char" else DEFAULT_VOCAB[kind]
+        vocab.placeholder = "auto" if kind == "char" else str(DEFAULT_VOCAB[kind])
         if kind != "char" and not vocab.value:
-            vocab.value = DEFAULT_VOCAB[kind]
+            vocab.value = str(DEFAULT_VOCAB[kind])
         if kind == "char":
             vocab.value = ""
         vocab.validate(vocab.value)

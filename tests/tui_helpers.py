@@ -1,13 +1,14 @@
-"""Shared helpers for the TUI tests: a fake trainer and sampler, real model files.
+"""Helpers for the TUI tests: a fake trainer and sampler, real model files, and Pilot
+helpers that wait for what a flow shows.
 
-The fake trainer has the real Trainer's attributes and events but takes milliseconds per
-step; it builds a real model and writes real .cllm files (core.model_file), so loading,
-the Models screen and the replace dialog see exactly what the real engine would write.
+The fake trainer provides what the app needs of a trainer (`TrainerLike`) and the real
+Trainer's events, but takes milliseconds per step; it builds a real model and writes real
+.cllm files (core.model_file), so loading, the Models screen and the replace dialog see
+exactly what the real engine would write.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 import time
@@ -15,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from cllm.core.config import ModelConfig, TrainConfig
 from cllm.core.model import GPT
@@ -24,19 +24,12 @@ from cllm.core.tokenizer import train_tokenizer
 from cllm.tui.engine import CheckpointEvent, DoneEvent, Engine, EvalEvent, StepEvent
 from cllm.tui.settings import Settings
 
-def event(cls, **values):
-    """An engine event from keyword values, ignoring fields this engine version lacks."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    values.setdefault("grad_norm", 1.0)
-    values.setdefault("message", "")
-    return cls(**{k: v for k, v in values.items() if k in names})
-
-
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 
 
 class FakeTrainer:
-    """Same surface as core.trainer.Trainer; `step_time` seconds per step."""
+    """What the app needs of a trainer (cllm.tui.engine.TrainerLike), with the real
+    Trainer's events; `step_time` seconds per step."""
 
     step_time = 0.004
 
@@ -48,34 +41,47 @@ class FakeTrainer:
         self.out_path = Path(out_path)
         self.corpus = corpus
         self.n_threads = n_threads
-        self.shard_sizes = np.array([(config.batch + i) // n_threads for i in range(n_threads)], dtype=np.int64)
+        self.phase = "train"
+        self.phase_totals = np.array([(config.batch + i) // n_threads for i in range(n_threads)], dtype=np.int64)
         self.shard_progress = np.zeros(n_threads, dtype=np.int64)
         self.step = step
         self.best = best
         self.created = created
         self.nan_at = nan_at
+        self.stop_reason = ""
         self._pause = threading.Event()
         self._stop = threading.Event()
-        self.paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._pause.is_set()
 
     def pause(self) -> None:
-        self.paused = True
         self._pause.set()
 
     def unpause(self) -> None:
-        self.paused = False
         self._pause.clear()
 
-    def stop(self) -> None:
+    def stop(self, why: str = "") -> None:
+        self.stop_reason = self.stop_reason or why
         self._stop.set()
+        self._pause.clear()
 
-    def _save(self) -> None:
+    def save(self, path: Path | None = None) -> Path:
         training = {"step": self.step, "tokens_seen": self.step * self.config.batch * self.model.config.ctx,
                     "best_val_loss": self.best,
                     "corpus": {"name": self.corpus.name, "sha256": self.corpus.sha256}}
-        save_model(self.out_path, self.model, training=training, created=self.created)
+        return save_model(path or self.out_path, self.model, training=training, created=self.created)
 
-    def run(self, on_event=None):
+    def _finish(self, emit, reason: str) -> DoneEvent:
+        path = self.save()
+        emit(CheckpointEvent(self.step, path, "final"))
+        how = f" ({self.stop_reason})" if self.stop_reason else ""
+        done = DoneEvent(self.step, reason, f"{reason}{how} at step {self.step}, saved to {path}", path)
+        emit(done)
+        return done
+
+    def run(self, on_event=None) -> DoneEvent:
         emit = on_event or (lambda event: None)
         cfg = self.config
         started = time.monotonic()
@@ -83,36 +89,26 @@ class FakeTrainer:
             while self._pause.is_set() and not self._stop.is_set():
                 time.sleep(0.005)
             if self._stop.is_set():
-                self._save()
-                emit(event(CheckpointEvent, step=self.step, path=self.out_path))
-                done = event(DoneEvent, step=self.step, reason="stopped")
-                emit(done)
-                return done
+                return self._finish(emit, "stopped")
             for part in range(1, 3):  # half the sequences done, then all (as a real step's counters rise)
-                self.shard_progress[:] = self.shard_sizes * part // 2
+                self.shard_progress[:] = self.phase_totals * part // 2
                 time.sleep(self.step_time / 2)
             loss = 4.0 * math.exp(-self.step / 50) + 1.0
             if self.nan_at is not None and self.step + 1 >= self.nan_at:
                 message = f"loss became nan at step {self.step + 1}; training stopped and the last checkpoint was kept"
-                done = event(DoneEvent, step=self.step, reason="nan", message=message)
+                done = DoneEvent(self.step, "nan", message, self.out_path if self.out_path.exists() else None)
                 emit(done)
                 return done
             self.step += 1
             elapsed = time.monotonic() - started
-            emit(event(StepEvent, step=self.step, steps=cfg.steps, loss=loss, lr=cfg.lr, tokens_per_s=1000.0,
-                       elapsed=elapsed, eta=elapsed / self.step * (cfg.steps - self.step),
-                       tokens_seen=self.step * 100))
+            emit(StepEvent(self.step, cfg.steps, loss, cfg.lr, 1.0, 1000.0, elapsed,
+                           elapsed / self.step * (cfg.steps - self.step), self.step * 100))
             if cfg.eval_interval and self.step % cfg.eval_interval == 0:
                 self.best = min(self.best or loss + 0.1, loss + 0.1)
-                emit(event(EvalEvent, step=self.step, val_loss=loss + 0.1, best_val_loss=self.best))
+                emit(EvalEvent(self.step, loss + 0.1, self.best))
             if cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0 and self.step < cfg.steps:
-                self._save()
-                emit(event(CheckpointEvent, step=self.step, path=self.out_path))
-        self._save()
-        emit(event(CheckpointEvent, step=self.step, path=self.out_path))
-        done = event(DoneEvent, step=self.step, reason="finished")
-        emit(done)
-        return done
+                emit(CheckpointEvent(self.step, self.save(), "interval"))
+        return self._finish(emit, "finished")
 
 
 class FakeEngine(Engine):
@@ -138,10 +134,9 @@ class FakeEngine(Engine):
 
     def resume_trainer(self, model_path, corpus, train_config, *, out_path=None):
         loaded = load_model(model_path)
-        training = loaded.training
+        run = loaded.info.run
         trainer = FakeTrainer(loaded.model, train_config, out_path or model_path, corpus,
-                              step=int(training.get("step", 0)), created=loaded.info.created,
-                              best=training.get("best_val_loss"), nan_at=self.nan_at)
+                              step=run.step, created=loaded.info.created, best=run.best_val_loss, nan_at=self.nan_at)
         trainer.step_time = self.step_time
         self.trainers.append(trainer)
         return trainer
@@ -177,19 +172,6 @@ def make_model_file(path: Path, *, steps: int = 40, text: str = TEXT, best: floa
                                       "val_history": [[steps, best]]},
                created="2026-01-02T03:04:05Z")
     return path
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch) -> dict:
-    """models/, a settings folder and a small corpus, all under tmp_path."""
-    models = tmp_path / "models"
-    models.mkdir()
-    config = tmp_path / "config"
-    monkeypatch.setenv("CLLM_CONFIG_DIR", str(config))
-    monkeypatch.chdir(tmp_path)  # typed paths stay short
-    corpus = tmp_path / "tiny.txt"
-    corpus.write_text(TEXT)
-    return {"root": tmp_path, "models": models, "config": config, "corpus": corpus}
 
 
 def make_app(ws: dict, engine: Engine | None = None, **kwargs):
@@ -305,4 +287,4 @@ async def fill_form(pilot, corpus: Path, **fields: object) -> None:
 def model_step(path: Path) -> int:
     from cllm.core.model_file import read_info
 
-    return int(read_info(path).training.get("step", 0))
+    return read_info(path).run.step

@@ -1,0 +1,131 @@
+"""A training run as the app holds it: what was asked for (`RunPlan`), and the trainer
+with what the screens show about it (`TrainingRun`).
+
+The trainer thread appends to the run's histories and log; the UI reads them on timers
+and when messages arrive. Python list appends are atomic, so append-only lists need no
+lock.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cllm.tui.engine import (
+    CheckpointEvent, CorpusRef, DoneEvent, EvalEvent, Event, RunState, SaveFailedEvent, StepEvent, TrainConfig,
+    TrainerLike,
+)
+from cllm.tui.formatting import format_loss
+
+
+@dataclass
+class RunPlan:
+    """What the user asked for when pressing Start (the form's values, checked), and
+    what the start dialogs decided."""
+
+    corpus: str
+    tokenizer: str
+    vocab_size: int | None
+    model_config: dict  # n_layer, n_head, n_embd, ctx
+    train_config: TrainConfig
+    action: str = "new"  # "new" | "overwrite" | "continue"
+    out_path: Path | None = None
+    resume_from: Path | None = None
+    quick_start: bool = False
+
+
+DONE_TEXT = {"finished": "finished", "stopped": "stopped, progress saved", "nan": "stopped: loss is not a number"}
+
+
+@dataclass
+class TrainingRun:
+    plan: RunPlan
+    name: str
+    trainer: TrainerLike | None = None  # set once the corpus is read and the model built
+    corpus: CorpusRef | None = None
+    loss_steps: list[int] = field(default_factory=list)
+    loss_values: list[float] = field(default_factory=list)
+    val_steps: list[int] = field(default_factory=list)
+    val_values: list[float] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    last_step: StepEvent | None = None
+    best_val: float | None = None
+    checkpoints: int = 0
+    last_checkpoint_step: int | None = None
+    save_failures: list[SaveFailedEvent] = field(default_factory=list)
+    done: DoneEvent | None = None  # once run() returned
+    error: str | None = None  # why the run could not start or failed
+    started: float = field(default_factory=time.monotonic)
+    finished: threading.Event = field(default_factory=threading.Event)
+    stop_requested: bool = False
+
+    @property
+    def out_path(self) -> Path:
+        assert self.plan.out_path is not None
+        return self.plan.out_path
+
+    @property
+    def active(self) -> bool:
+        return not self.finished.is_set()
+
+    @property
+    def paused(self) -> bool:
+        return self.trainer is not None and self.trainer.paused
+
+    @property
+    def saved(self) -> bool:
+        """Whether the model file holds weights of this run's model already."""
+        return self.checkpoints > 0 or (self.plan.action == "continue" and self.out_path.exists())
+
+    def prefill(self, state: RunState) -> None:
+        """Start the curves from a saved model's history."""
+        for history, steps, values in ((state.loss_history, self.loss_steps, self.loss_values),
+                                       (state.val_history, self.val_steps, self.val_values)):
+            for step, value in history:
+                if math.isfinite(value):
+                    steps.append(step)
+                    values.append(value)
+        self.best_val = state.best_val_loss
+
+    def record(self, event: Event) -> None:
+        """Called on the trainer's thread for every event."""
+        if isinstance(event, StepEvent):
+            self.last_step = event
+            if math.isfinite(event.loss):
+                self.loss_steps.append(event.step)
+                self.loss_values.append(event.loss)
+        elif isinstance(event, EvalEvent):
+            if math.isfinite(event.val_loss):
+                self.val_steps.append(event.step)
+                self.val_values.append(event.val_loss)
+            self.best_val = event.best_val_loss
+            self.log.append(f"step {event.step}: val loss {format_loss(event.val_loss)} "
+                            f"(best {format_loss(event.best_val_loss)})")
+        elif isinstance(event, CheckpointEvent):
+            if event.path == self.out_path:
+                self.checkpoints += 1
+                self.last_checkpoint_step = event.step
+            self.log.append(f"step {event.step}: saved {event.path.name}")
+        elif isinstance(event, SaveFailedEvent):
+            self.save_failures.append(event)
+            self.log.append(f"step {event.step}: {event.message}")
+        elif isinstance(event, DoneEvent):
+            self.done = event
+            self.log.append(f"step {event.step}: {DONE_TEXT.get(event.reason, event.reason)} — {event.message}")
+
+    def pause(self) -> None:
+        if self.trainer is not None:
+            self.trainer.pause()
+
+    def unpause(self) -> None:
+        if self.trainer is not None:
+            self.trainer.unpause()
+
+    def stop(self, why: str = "") -> None:
+        """Ends the run (within a step); before the trainer exists, keeps it from starting."""
+        self.stop_requested = True
+        if self.trainer is not None:
+            self.trainer.stop(why)  # also lets a paused trainer reach its stop check
