@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
+    check_tree,
     DEFAULT_CORPUS, NO_TORCH, child_env, child_result, command_line, fmt, fmt_range, load_text, machine_lines,
     parse_int_list, run_child, section_title, stats, table, torch_available, write_section,
 )
@@ -112,6 +113,7 @@ def child_torch(spec: dict) -> dict:
 
 
 def main() -> int:
+    check_tree()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=5, help="samples per implementation, ctx and threads")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
+    check_tree,
     DEFAULT_CORPUS, NO_TORCH, all_threads, check_ok, child_env, child_result, cllm_cmd, command_line, fmt,
     load_text, machine_lines, run_child, run_cmd, section_title, table, torch_available, write_section,
 )
@@ -88,6 +89,7 @@ def run_cllm(a, work: Path, env: dict) -> dict:
 
 
 def main() -> int:
+    check_tree()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=2000)

@@ -15,8 +15,8 @@ with numba's cache warm (a run that compiles peaks ~100 MiB higher, in LLVM), mi
 same of a tiny model (1 layer, width 8, ctx 8: the same interpreter, imports, kernels and
 corpus), against what the buffers need: the bytes of the numpy arrays a fresh Trainer
 holds (counted in a child), and the formula 4 bytes x (parameters + 2 Adam moments +
-(gradients + activations) x shards) from cllm.core.model.Layout and
-core.passes.ActivationLayout, shards = min(threads, batch).
+(gradients + activations) x shards) from the trainer's workspace layouts
+(core/layout.py), shards = min(threads, batch).
 
     python benchmarks/bench_startup.py
     python benchmarks/bench_startup.py --cold-repeats 2 --warm-repeats 5 --write
@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
+    check_tree,
     CONFIGS, DEFAULT_CORPUS, all_threads, check_ok, child_env, cllm_cmd, command_line, config_label, fmt,
     fmt_range, child_result, machine_lines, run_child, run_cmd, section_title, stats, table, write_section,
 )
@@ -58,8 +59,8 @@ def startup_run(corpus: str, cfg: dict, threads: int, cache: Path, work: Path, u
 
 def trainer_buffers(spec: dict) -> dict:
     """Child: bytes of every numpy array a fresh Trainer holds (one level into its
-    attributes, so the workspace's buffers count), and the formula's figure from
-    core.model.Layout and core.passes.ActivationLayout."""
+    attributes, so the workspace's buffers count), and the formula's figure from the
+    workspace's layouts (core/layout.py)."""
     import numpy as np
 
     from cllm.core.config import TrainConfig
@@ -79,22 +80,10 @@ def trainer_buffers(spec: dict) -> dict:
                 if isinstance(v, np.ndarray) and v.nbytes > 4096 and not sub.endswith("offsets"):
                     arrays[f"{name}.{sub}"] = v.nbytes
     # The formula: parameters, Adam's two moments, and per shard gradients and activations.
-    formula = None
-    try:
-        from cllm.core.passes import ActivationLayout
-
-        rows = int(np.diff(t.bounds).max())
-        try:
-            from cllm.core.passes import group_size
-
-            alay = ActivationLayout.of(t.model.config, group_size(t.model.config, rows))
-        except ImportError:  # before sequences were grouped
-            alay = ActivationLayout.of(t.model.config)
-        P, shards = t.model.layout.size, t.n_threads
-        formula = {"parameters": 4 * P, f"gradients x{shards}": 4 * P * shards, "Adam m and v": 8 * P,
-                   f"activations x{shards}": 4 * alay.size * shards}
-    except Exception as exc:  # the layout API changed: the arrays above still tell
-        formula = {"error": str(exc)}
+    ws = t.workspace
+    P, A, shards = ws.params_layout.size, ws.acts_layout.size, ws.shards
+    formula = {"parameters": 4 * P, f"gradients x{shards}": 4 * P * shards, "Adam m and v": 8 * P,
+               f"activations x{shards}": 4 * A * shards}
     return {"arrays": arrays, "formula": formula}
 
 
@@ -102,6 +91,7 @@ TOKEN_ARRAYS = ("train_tokens", "val_tokens", "chunks")  # the corpus: the tiny 
 
 
 def main() -> int:
+    check_tree()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--cold-repeats", type=int, default=1, help="cold starts (each compiles everything: ~1 min)")

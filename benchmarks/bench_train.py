@@ -26,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
+    check_tree,
     CONFIGS, DEFAULT_CORPUS, NO_TORCH, child_env, child_result, command_line, config_label, fmt, fmt_range,
     machine_lines, parse_int_list, run_child, section_title, stats, table, torch_available, write_section,
 )
@@ -164,14 +165,15 @@ CHILDREN = {"cllm": child_cllm, "torch": child_torch, "peak": child_peak, "torch
 
 def flops_per_token(cfg: dict) -> float:
     from cllm.core.config import ModelConfig
-    from cllm.core.model import Layout
+    from cllm.core.layout import Layout
 
-    layout = Layout.of(ModelConfig(vocab_size=65, **{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "ctx")}))
+    layout = Layout.params(ModelConfig(vocab_size=65, **{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "ctx")}))
     non_emb = layout.size - layout.offsets[2]  # everything after wte and wpe (vocabulary-free)
     return 6 * int(non_emb) + 12 * cfg["n_layer"] * cfg["ctx"] * cfg["n_embd"]
 
 
 def main() -> int:
+    check_tree()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--repeats", type=int, default=5, help="runs of each implementation per config and threads")

@@ -61,7 +61,6 @@ def parse_int_list(text: str) -> list[int]:
 
 def child_env(unset_openblas: bool = False, extra: dict | None = None) -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     if unset_openblas:
         for name in OPENBLAS_VARS:
             env.pop(name, None)
@@ -92,12 +91,12 @@ _LAUNCHER = ("import resource, subprocess, sys\n"
              "sys.exit(rc)\n")
 
 
-def run_cmd(cmd: list[str], env: dict | None = None) -> dict:
-    """Runs a command from the repository root; returns its exit code, output, wall time
-    and peak resident memory (`maxrss`, bytes, ru_maxrss of that command alone). The last
-    stdout line that parses as a JSON object is returned as `json`."""
+def run_cmd(cmd: list[str], env: dict | None = None, cwd: Path = ROOT) -> dict:
+    """Runs a command from `cwd` (the repository root); returns its exit code, output, wall
+    time and peak resident memory (`maxrss`, bytes, ru_maxrss of that command alone). The
+    last stdout line that parses as a JSON object is returned as `json`."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *map(str, cmd)], cwd=ROOT, env=env or child_env(),
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *map(str, cmd)], cwd=cwd, env=env or child_env(),
                           capture_output=True, text=True)
     wall = time.perf_counter() - t0
     stderr, _, tail = proc.stderr.rpartition("\nMAXRSS ")
@@ -115,8 +114,19 @@ def run_cmd(cmd: list[str], env: dict | None = None) -> dict:
 
 
 def cllm_cmd(*args: str) -> list[str]:
-    """`cllm ARGS` from this working tree (python -m core.cli, not an installed copy)."""
-    return [sys.executable, "-m", "core.cli", *map(str, args)]
+    """`cllm ARGS` by this interpreter: the cllm package installed from this working tree
+    (`pip install -e .`; `check_tree` says if it is another)."""
+    return [sys.executable, "-m", "cllm.core.cli", *map(str, args)]
+
+
+def check_tree() -> None:
+    """The benchmarks measure the `cllm` this checkout holds: refuse to run another."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("cllm.core")
+    where = Path(next(iter(spec.submodule_search_locations))).resolve() if spec else None
+    if where != ROOT / "core":
+        raise SystemExit(f"cllm.core comes from {where}, not this checkout: run `pip install -e {ROOT}` first")
 
 
 def check_ok(result: dict, what: str) -> dict:

@@ -278,17 +278,16 @@ def cllm_named(cllm_model, flat: np.ndarray) -> dict[str, np.ndarray]:
 
 def cllm_logits(params: np.ndarray, config, tokens: np.ndarray) -> np.ndarray:
     """Logits (T, V) of one sequence by CLLM's training forward pass."""
-    import cllm.core.passes as passes
+    from cllm.core.workspace import forward_logits
 
-    if hasattr(passes, "forward_logits"):
-        return np.array(passes.forward_logits(params, config, tokens)[0])
-    return passes.sequence_logits(params, config, tokens)  # the API before forward_logits
+    return np.array(forward_logits(params, config, tokens)[0])
 
 
 def check(args) -> bool:
     from cllm.core.config import ModelConfig, TrainConfig
     from cllm.core.model import GPT
-    from cllm.core.passes import adamw_update, loss_and_grad
+    from cllm.core.optimizer import adamw_update
+    from cllm.core.workspace import loss_and_grad
     from cllm.core.sampler import Decoder
     from cllm.core.tokenizer import train_tokenizer
     from cllm.core.trainer import ADAM_EPS

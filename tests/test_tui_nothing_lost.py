@@ -10,20 +10,11 @@ import signal
 import numpy as np
 import pytest
 
-from tests.tui_helpers import FakeEngine, fill, fill_form, goto, make_app, model_step, press, wait_for, wait_screen
+from tests.tui_helpers import FakeEngine, fill, goto, make_app, model_step, press, start_new_run, wait_for, wait_screen
 from cllm.tui.app import wait_for_training
 from cllm.tui.engine import Engine
-from cllm.tui.screens.name_dialog import NameDialog
 from cllm.tui.screens.save_as_dialog import SaveAsDialog
 from cllm.tui.widgets.core_bars import CoreBars
-
-
-async def start_run(pilot, home, name: str, **fields) -> None:
-    await goto(pilot, "train")
-    await fill_form(pilot, home["corpus"], **fields)
-    await press(pilot, "f5")
-    await wait_screen(pilot, NameDialog)
-    await press(pilot, "ctrl+u", *name, "enter")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
@@ -31,7 +22,7 @@ async def test_a_signal_stops_the_run_saves_it_and_exits(tui_home, sig):
     engine = FakeEngine(step_time=0.004)
     app = make_app(tui_home, engine=engine)
     async with app.run_test() as pilot:
-        await start_run(pilot, tui_home, "long", steps=100000, eval=1000)
+        await start_new_run(pilot, tui_home, "long", steps=100000, eval=1000)
         await wait_for(pilot, lambda: engine.trainers and engine.trainers[0].step > 20, what="steps")
         os.kill(os.getpid(), sig)  # as the system or the terminal would
         await wait_for(pilot, lambda: not app.is_running, what="the app to exit")
@@ -78,7 +69,7 @@ async def test_a_failed_final_save_offers_save_as_with_the_real_engine(tui_home,
     monkeypatch.setattr(trainer_module, "save_model", disk_full_for_the_target)
     app = make_app(tui_home, engine=Engine())
     async with app.run_test(size=(100, 30)) as pilot:
-        await start_run(pilot, tui_home, "full", layers=1, heads=2, width=16, ctx=16, batch=4, steps=12, eval=6)
+        await start_new_run(pilot, tui_home, "full", layers=1, heads=2, width=16, ctx=16, batch=4, steps=12, eval=6)
         await wait_screen(pilot, SaveAsDialog, selector="Input", timeout=120)
         dialog = app.screen
         assert "No space left on device" in dialog.problem and dialog.fallback is not None

@@ -9,6 +9,7 @@ import numpy as np
 from textual.widgets import Button, Input, ProgressBar, Static
 
 from tests.tui_helpers import (
+    start_new_run,
     FakeEngine,
     fill,
     fill_form,
@@ -27,15 +28,6 @@ from cllm.tui.screens.name_dialog import NameDialog
 from cllm.tui.screens.train import TrainScreen
 from cllm.tui.widgets.core_bars import CoreBars
 from cllm.tui.widgets.loss_chart import LossChart
-
-
-async def start_new_run(pilot, ws, name: str, **fields) -> None:
-    """ctrl+t, fill the form, f5, name the model, enter."""
-    await goto(pilot, "train")
-    await fill_form(pilot, ws["corpus"], **fields)
-    await press(pilot, "f5")
-    await wait_screen(pilot, NameDialog)
-    await press(pilot, "ctrl+u", *name, "enter")
 
 
 async def test_run_shows_bars_chart_and_writes_the_model(tui_home):

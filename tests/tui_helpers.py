@@ -284,6 +284,17 @@ async def fill_form(pilot, corpus: Path, **fields: object) -> None:
         await fill(pilot, f"#{field_id}", str(value))
 
 
+async def start_new_run(pilot, home: dict, name: str, **fields) -> None:
+    """ctrl+t, fill the form (the corpus and `fields`), f5, name the model, enter."""
+    from cllm.tui.screens.name_dialog import NameDialog
+
+    await goto(pilot, "train")
+    await fill_form(pilot, home["corpus"], **fields)
+    await press(pilot, "f5")
+    await wait_screen(pilot, NameDialog)
+    await press(pilot, "ctrl+u", *name, "enter")
+
+
 def model_step(path: Path) -> int:
     from cllm.core.model_file import read_info
 
