@@ -133,6 +133,7 @@ def export_gpt(model: GPT, folder: str | Path, *, force: bool = False, source: P
         (tmp / TOKENIZER_FILE).write_text(files.tokenizer_json, encoding="utf-8")
         save_file(_tensors(model), tmp / WEIGHTS_FILE, metadata={"format": "pt"})
         for name in FILES:
+            os.chmod(tmp / name, 0o644)
             fd = os.open(tmp / name, os.O_RDONLY)
             try:
                 os.fsync(fd)

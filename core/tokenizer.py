@@ -286,6 +286,18 @@ def train_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Toke
     return BpeTokenizer.train(text, size)
 
 
+def coverage_problem(tokenizer: Tokenizer, text: str) -> str | None:
+    """Why `tokenizer` cannot encode `text`, or None if it can. Only a character
+    tokenizer can fail: a word tokenizer maps unknown words to <unk>, and byte-level BPE
+    encodes any text."""
+    if isinstance(tokenizer, CharTokenizer):
+        try:
+            tokenizer.encode(text)
+        except TokenizerError as exc:
+            return str(exc)
+    return None
+
+
 def tokenizer_from_json(data: dict) -> Tokenizer:
     """Rebuild a tokenizer from `to_json()` output; TokenizerError if it is broken."""
     if not isinstance(data, dict):
