@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from safetensors import safe_open
@@ -288,9 +289,10 @@ def _check_tensors(path: Path, header: dict, expected: dict[str, tuple[int, ...]
         raise _error(path, f"the file is truncated: its data section has {data_len} bytes, the header describes {end}")
 
 
-def load_model(path: str | Path) -> LoadedModel:
+def load_model(path: str | Path, progress: Callable[[int, int], None] | None = None) -> LoadedModel:
     """Load and check a model (and its optimiser state, if saved). Raises ModelFileError
-    naming the file and the problem; nothing is returned half-built."""
+    naming the file and the problem; nothing is returned half-built. `progress(bytes
+    read, bytes in all)` is called as the tensors are read (for a large model's load)."""
     path = Path(path).expanduser()
     info, header, header_len = _inspect(path)
     config = info.config
@@ -311,11 +313,15 @@ def load_model(path: str | Path) -> LoadedModel:
     layout = Layout.params(config)
     buffers = [np.empty(layout.size, dtype=np.float32) for _ in range(3 if info.has_optimizer else 1)]
     prefixes = ("",) + (OPTIM_PREFIXES if info.has_optimizer else ())
+    total, done = 4 * layout.size * len(buffers), 0
     try:
         with safe_open(str(path), framework="numpy") as f:
             for prefix, buffer in zip(prefixes, buffers):
                 for name, view in layout.named_views(buffer).items():
                     view[...] = f.get_tensor(prefix + name)
+                    done += view.nbytes
+                    if progress is not None:
+                        progress(done, total)
     except Exception as exc:  # safetensors raises its own error types for malformed files
         raise _error(path, f"not a valid safetensors file ({exc})") from None
     for prefix, buffer in zip(prefixes, buffers):
