@@ -29,7 +29,7 @@ from cllm.core.hf_import import inspect_hf_folder, load_hf_folder  # noqa: E402
 from cllm.core.sampler import SampleConfig, generate  # noqa: E402
 from cllm.core.workspace import forward_logits  # noqa: E402
 from tests.helpers import make_text  # noqa: E402
-from tests.hf_helpers import EOT, KINDS, PROBES, gpt2_style, trained_model  # noqa: E402
+from tests.hf_helpers import EOT, KINDS, PROBES, gpt2_style, tiny_model, trained_model  # noqa: E402
 
 TOLERANCE = 1e-4
 transformers.logging.set_verbosity_error()
@@ -83,6 +83,22 @@ def test_transformers_loads_an_export(tmp_path, trained, kind):
     text = make_text(400, seed=4)
     assert_same_logits(model, hf_model, model.tokenizer.encode(text))
     assert_same_ids(model.tokenizer, hf_tok, encodable(model.tokenizer, PROBES) + [text])
+
+
+def test_transformers_computes_the_same_gelu(tmp_path):
+    """MLP weights large enough that GELU works far from 0, where its tanh approximation
+    (gelu_new, CLLM's) and the exact erf form differ by ~1e-3: the logits still agree,
+    so transformers runs the same GELU (a tiny trained model would not tell them apart)."""
+    model = tiny_model("char")
+    rng = np.random.default_rng(0)
+    for name, view in model.tensors().items():
+        if name.endswith("mlp.c_fc.weight"):
+            view[...] = rng.normal(0, 0.6, view.shape)
+        elif name.endswith("mlp.c_proj.weight"):
+            view[...] = rng.normal(0, 2.0, view.shape)
+    export_gpt(model, tmp_path / "hf")
+    assert_same_logits(model, GPT2LMHeadModel.from_pretrained(tmp_path / "hf"),
+                       model.tokenizer.encode(make_text(100, seed=3)))
 
 
 @pytest.mark.parametrize("kind", ["char", "gpt2"])
