@@ -256,7 +256,9 @@ def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None
             totals = trainer.phase_totals
             progress.update(run, description="eval" if evaluating else "train")
             for i, task in enumerate(cores):
-                progress.update(task, completed=int(trainer.shard_progress[i]), total=int(totals[i]),
+                # After an evaluation the counters hold its rows until the next step starts.
+                done = min(int(trainer.shard_progress[i]), int(totals[i]))
+                progress.update(task, completed=done, total=int(totals[i]),
                                 description=f"core {i}" + (" eval" if evaluating else ""))
             for event in events[seen:]:
                 if isinstance(event, StepEvent):
