@@ -285,10 +285,15 @@ def child_train_torch(spec: dict) -> dict:
     if spec["ctx"] != trainer.model.config.ctx:
         shorten(trainer, spec["ctx"])
     model = from_cllm(trainer.model)
-    del trainer.workspace
+    tokens, rng, T, B = trainer.train_tokens, trainer.rng, trainer.model.config.ctx, spec["batch"]
+    del trainer  # its copy of the weights would count in PyTorch's peak memory
+
+    def batch():  # Trainer.next_batch's draws, from the same generator
+        starts = rng.integers(0, len(tokens) - T - 1, B)
+        return torch.from_numpy(np.stack([tokens[s:s + T + 1] for s in starts]).astype(np.int64))
+
     opt = make_optimizer(model, lr=1e-4)
     losses = []
-    batch = lambda: torch.from_numpy(trainer.next_batch().astype(np.int64))  # noqa: E731
     train_step(model, opt, batch(), 1e-4)
     start = time.perf_counter()
     for _ in range(spec["steps"]):
