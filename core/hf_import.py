@@ -24,9 +24,9 @@ import numpy as np
 
 from cllm.core.config import ModelConfig
 from cllm.core.errors import ConfigError, HuggingFaceFolderError
+from cllm.core.hf_tokenizer import load_tokenizer, tokenizer_files, tokenizer_kind
 from cllm.core.layout import Layout, tensor_shapes
 from cllm.core.model import GPT
-from cllm.core.hf_tokenizer import load_tokenizer, tokenizer_files, tokenizer_kind
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
