@@ -39,11 +39,12 @@ def _add_train(sub) -> None:
                    help="UTF-8 text file, or 'python-docs' (the default: CPython's documentation)")
     p.add_argument("-o", "--output", type=Path, default=DEFAULT_MODEL, help=f"model file (default {DEFAULT_MODEL})")
     d, t = ModelConfig(vocab_size=2), TrainConfig()
-    p.add_argument("--layers", type=int, default=d.n_layer)
-    p.add_argument("--heads", type=int, default=d.n_head)
-    p.add_argument("--embd", type=int, default=d.n_embd, help="width")
-    p.add_argument("--ctx", type=int, default=d.ctx, help="context length in tokens")
-    p.add_argument("--tokenizer", choices=TRAINABLE_KINDS, default="char")
+    # The shape flags default to None so that --init can tell whether they were given.
+    p.add_argument("--layers", type=int, default=None, help=f"default {d.n_layer}")
+    p.add_argument("--heads", type=int, default=None, help=f"default {d.n_head}")
+    p.add_argument("--embd", type=int, default=None, help=f"width, default {d.n_embd}")
+    p.add_argument("--ctx", type=int, default=None, help=f"context length in tokens, default {d.ctx}")
+    p.add_argument("--tokenizer", choices=TRAINABLE_KINDS, default=None, help="default char")
     p.add_argument("--vocab-size", type=int, default=None, help="for word and bpe tokenizers")
     p.add_argument("--batch", type=int, default=t.batch)
     p.add_argument("--steps", type=int, default=t.steps, help="total steps (with --resume: the total to reach)")
@@ -63,6 +64,8 @@ def _add_train(sub) -> None:
     p.add_argument("--threads", type=int, default=t.threads, help="0: all cores")
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument("--resume", action="store_true", help="continue training the model in --output")
+    p.add_argument("--init", type=Path, default=None, metavar="MODEL",
+                   help="fine-tune: start from MODEL's weights and tokenizer (a new run saved to --output)")
     p.add_argument("--force", action="store_true", help="replace an existing model file")
     p.add_argument("--json", action="store_true", help="print one JSON line of results")
 
@@ -89,10 +92,26 @@ def _add_eval(sub) -> None:
 
 
 def _add_info(sub) -> None:
-    p = sub.add_parser("info", help="describe a model file (and check it)")
+    p = sub.add_parser("info", help="describe and check a model file, or a Hugging Face folder an import would read")
     p.add_argument("model", type=Path)
     p.add_argument("--header-only", action="store_true",
                    help="check what the header says but not the values (quicker for a huge file)")
+    p.add_argument("--json", action="store_true")
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a model as a Hugging Face GPT-2 folder (transformers loads it)")
+    p.add_argument("model", type=Path)
+    p.add_argument("folder", type=Path)
+    p.add_argument("--force", action="store_true", help="replace a folder that is not empty")
+    p.add_argument("--json", action="store_true")
+
+
+def _add_import(sub) -> None:
+    p = sub.add_parser("import", help="read a Hugging Face GPT-2 folder into a model file")
+    p.add_argument("folder", type=Path)
+    p.add_argument("-o", "--output", type=Path, default=None, help="model file (default models/FOLDER.cllm)")
+    p.add_argument("--force", action="store_true", help="replace an existing model file")
     p.add_argument("--json", action="store_true")
 
 
@@ -103,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_eval(sub)
     _add_info(sub)
+    _add_export(sub)
+    _add_import(sub)
     return parser
 
 
@@ -127,6 +148,7 @@ def cmd_train(a) -> int:
 
     config = _train_config(a)
     out = a.output
+    _check_init(a)
     if a.resume and not out.exists():
         raise ConfigError(f"{out}: no such model to resume")
     if out.exists() and not (a.force or a.resume):
@@ -134,9 +156,14 @@ def cmd_train(a) -> int:
     corpus = load_corpus(a.corpus)
     if a.resume:
         trainer = Trainer.resume(out, corpus, config, out_path=out)
+    elif a.init is not None:
+        trainer = Trainer.fine_tune(a.init, corpus, config, out_path=out)
     else:
-        shape = dict(n_layer=a.layers, n_head=a.heads, n_embd=a.embd, ctx=a.ctx)
-        trainer = Trainer.new(corpus, shape, config, tokenizer=a.tokenizer, vocab_size=a.vocab_size, out_path=out)
+        d = ModelConfig(vocab_size=2)
+        shape = dict(n_layer=_given(a.layers, d.n_layer), n_head=_given(a.heads, d.n_head),
+                     n_embd=_given(a.embd, d.n_embd), ctx=_given(a.ctx, d.ctx))
+        trainer = Trainer.new(corpus, shape, config, tokenizer=a.tokenizer or "char", vocab_size=a.vocab_size,
+                              out_path=out)
 
     quiet = a.json
 
@@ -177,6 +204,9 @@ def cmd_train(a) -> int:
                  f"width {m.config.n_embd}, ctx {m.config.ctx}, {m.tokenizer.kind} tokenizer "
                  f"({m.config.vocab_size} tokens); {len(trainer.train_tokens):,} training tokens; "
                  f"{trainer.n_threads} threads")
+            if trainer.state.parent is not None:
+                _say(f"fine-tuning {escape(str(a.init))} ({trainer.state.parent.step} steps) into {escape(str(out))}: "
+                     "fresh optimiser, schedule and step count")
         # Not a daemon: however the main thread ends, the interpreter waits for the save.
         thread = threading.Thread(target=work, name="cllm-train")
         thread.start()
@@ -197,6 +227,7 @@ def cmd_train(a) -> int:
         "time_to_first_step": first_step[0] if first_step else None,
         "checkpoints": sum(1 for e in events if isinstance(e, CheckpointEvent)),
         "failed_saves": [e.message for e in failed],
+        "parent": trainer.state.parent.to_dict() if trainer.state.parent else None,
     }
     if a.json:
         _say(json.dumps(summary), out=True)
@@ -219,6 +250,26 @@ def _say(text: str, *, out: bool = False) -> None:
             err.print(text, highlight=False, soft_wrap=True)  # a path stays on one line
     except (OSError, ValueError):
         pass
+
+
+def _given(value, default):
+    return default if value is None else value
+
+
+SHAPE_FLAGS = {"layers": "--layers", "heads": "--heads", "embd": "--embd", "ctx": "--ctx",
+               "tokenizer": "--tokenizer", "vocab_size": "--vocab-size"}
+
+
+def _check_init(a) -> None:
+    """--init takes the model's shape and tokenizer from MODEL, and starts a new run."""
+    if a.init is None:
+        return
+    if a.resume:
+        raise ConfigError("--init starts a new run from a model and --resume continues one: choose one")
+    given = [flag for name, flag in SHAPE_FLAGS.items() if getattr(a, name) is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)} cannot be used with --init: the shape and tokenizer come from "
+                          f"{a.init}")
 
 
 def _throughput(steps: list) -> float | None:
@@ -311,8 +362,14 @@ def cmd_eval(a) -> int:
     except TokenizerError as exc:
         raise TokenizerError(f"{corpus.path or corpus.name}: {exc}") from None
     _, val = split_tokens(tokens, model.config.ctx, corpus.name)
-    loss, tokens = _with_progress("evaluating", lambda on_start: evaluate(model, val, threads=a.threads,
-                                                                          on_start=on_start), quiet=a.json)
+    if a.json:
+        loss, tokens = evaluate(model, val, threads=a.threads)
+    else:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=err, refresh_per_second=8, transient=True) as progress:
+            task = progress.add_task("evaluating (chunks)", total=None)
+            loss, tokens = evaluate(model, val, threads=a.threads,
+                                    on_progress=lambda done, total: progress.update(task, completed=done, total=total))
     if a.json:
         print(json.dumps({"val_loss": loss, "tokens": tokens}))
     else:
@@ -320,40 +377,14 @@ def cmd_eval(a) -> int:
     return 0
 
 
-def _with_progress(label: str, task, *, quiet: bool):
-    """Runs `task(on_start)` on a thread; `on_start(done, totals)` hands over the live
-    per-shard row counters, which a progress bar shows until the task returns."""
-    arrays: list = []
-    result: dict = {}
-
-    def work() -> None:
-        try:
-            result["value"] = task(lambda done, totals: arrays.extend((done, totals)))
-        except BaseException as exc:  # handed to the main thread
-            result["error"] = exc
-
-    thread = threading.Thread(target=work, name=f"cllm-{label}")
-    thread.start()
-    if quiet:
-        thread.join()
-    else:
-        with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err, transient=True) as progress:
-            bar = progress.add_task(label, total=None)
-            while thread.is_alive():
-                thread.join(0.1)
-                if arrays:
-                    progress.update(bar, total=int(arrays[1].sum()), completed=int(arrays[0].sum()))
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
 def cmd_info(a) -> int:
     from cllm.core.model_file import check_values, read_info
 
+    if a.model.is_dir():
+        return _hf_folder_info(a)
     info = read_info(a.model) if a.header_only else check_values(a.model)
     run = info.run
+    parent, imported = run.parent, run.imported
     values = "not checked (--header-only)" if a.header_only else "all finite (checked)"
     data = {
         "path": str(info.path), "config": info.config.to_dict(), "parameters": info.n_params,
@@ -362,26 +393,100 @@ def cmd_info(a) -> int:
         "corpus": {"name": run.corpus.name, "sha256": run.corpus.sha256} if run.corpus else None,
         "has_optimizer": info.has_optimizer, "created": info.created, "updated": info.updated,
         "file_size": info.file_size, "values_checked": not a.header_only,
+        "parent": parent.to_dict() if parent else None, "imported": imported,
     }
     if a.json:
         print(json.dumps(data))
         return 0
     c = info.config
     best = run.best_val_loss
-    print(f"{info.path}\n"
-          f"  model      {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, ctx {c.ctx}, "
-          f"{info.n_params:,} parameters\n"
-          f"  tokenizer  {data['tokenizer']} ({c.vocab_size} tokens)\n"
-          f"  training   {run.step} steps, {run.tokens_seen:,} tokens, best val loss "
-          f"{'-' if best is None else f'{best:.4f}'}\n"
-          f"  corpus     {run.corpus.name if run.corpus else '-'}\n"
-          f"  optimizer  {'saved' if info.has_optimizer else 'not saved'}\n"
-          f"  values     {values}\n"
-          f"  created    {info.created}, updated {info.updated}")
+    lines = [f"{info.path}",
+             f"  model      {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, ctx {c.ctx}, "
+             f"{info.n_params:,} parameters",
+             f"  tokenizer  {data['tokenizer']} ({c.vocab_size} tokens)",
+             f"  training   {run.step} steps, {run.tokens_seen:,} tokens, best val loss "
+             f"{'-' if best is None else f'{best:.4f}'}",
+             f"  corpus     {run.corpus.name if run.corpus else '-'}"]
+    if parent:
+        lines.append(f"  parent     {parent.name} ({parent.step} steps, sha256 {parent.sha256[:16]}…)")
+    if imported:
+        lines.append(f"  imported   from {imported.get('folder', '?')} ({imported.get('dtype') or 'float32'})")
+    lines += [f"  optimizer  {'saved' if info.has_optimizer else 'not saved'}",
+              f"  values     {values}",
+              f"  created    {info.created}, updated {info.updated}"]
+    print("\n".join(lines))
     return 0
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "info": cmd_info}
+def _hf_folder_info(a) -> int:
+    """`cllm info DIR` for a Hugging Face folder: what an import would make of it."""
+    from cllm.core.hf_import import inspect_hf_folder
+
+    info = inspect_hf_folder(a.model)
+    c = info.config
+    data = {"path": str(info.path), "format": "hugging-face", "model_type": info.hf_config.get("model_type"),
+            "config": c.to_dict() if c else None, "parameters": info.n_params, "tokenizer": info.tokenizer_kind,
+            "tokenizer_files": info.tokenizer_files, "weight_files": info.weight_files, "dtype": info.dtype,
+            "importable": info.importable, "problems": info.problems, "notes": info.notes}
+    if a.json:
+        print(json.dumps(data))
+        return 0
+    lines = [f"{info.path} (Hugging Face folder, model_type {data['model_type']})"]
+    if c:
+        lines.append(f"  model      {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, ctx {c.ctx}, "
+                     f"{info.n_params:,} parameters")
+    lines += [f"  tokenizer  {info.tokenizer_kind or '-'} ({', '.join(info.tokenizer_files) or 'no files'})",
+              f"  weights    {', '.join(info.weight_files) or '-'} ({info.dtype or '-'})"]
+    lines += [f"  note       {n}" for n in info.notes]
+    lines += [f"  problem    {p}" for p in info.problems] or ["  importable yes: cllm import " + str(info.path)]
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_export(a) -> int:
+    from cllm.core.hf_export import export_model
+
+    started = time.perf_counter()
+    result = export_model(a.model, a.folder, force=a.force)
+    elapsed = time.perf_counter() - started
+    if a.json:
+        print(json.dumps({"folder": str(result.folder), "files": result.files, "seconds": elapsed,
+                          "bos_token_id": result.bos_token_id, "eos_token_id": result.eos_token_id}))
+    else:
+        err.print(f"wrote {result.folder} ({', '.join(result.files)}) in {elapsed:.1f} s; "
+                  f"transformers loads it with GPT2LMHeadModel.from_pretrained and AutoTokenizer.from_pretrained")
+    return 0
+
+
+def cmd_import(a) -> int:
+    from cllm.core.hf_import import import_hf_folder
+
+    out = a.output or DEFAULT_MODEL.parent / f"{a.folder.resolve().name}.cllm"
+    if a.json:
+        result = import_hf_folder(a.folder, out, force=a.force)
+    else:
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=err, refresh_per_second=8, transient=True) as progress:
+            task = progress.add_task("reading weights", total=None)
+            result = import_hf_folder(a.folder, out, force=a.force,
+                                      progress=lambda done, total: progress.update(task, completed=done, total=total))
+    info = result.info
+    if a.json:
+        print(json.dumps({"model": str(result.path), "parameters": info.n_params, "tokenizer": info.tokenizer_kind,
+                          "dtype": info.dtype, "notes": info.notes, "seconds": result.seconds}))
+    else:
+        for note in info.notes:
+            err.print(f"note: {escape(note)}", highlight=False)
+        c = info.config
+        err.print(f"imported {info.path} as {result.path}: {info.n_params:,} parameters, {c.n_layer} layers, "
+                  f"{c.n_head} heads, width {c.n_embd}, ctx {c.ctx}, {info.tokenizer_kind} tokenizer "
+                  f"({c.vocab_size} tokens), in {result.seconds:.1f} s")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "info": cmd_info,
+            "export": cmd_export, "import": cmd_import}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,3 +19,8 @@ class ModelFileError(CllmError):
 
 class ConfigError(CllmError):
     """Hyper-parameters that make no sense together."""
+
+
+class HuggingFaceFolderError(CllmError):
+    """A Hugging Face model folder that cannot be imported, or a folder an export cannot
+    be written to."""

@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from safetensors import safe_open
@@ -331,16 +332,22 @@ def read_info(path: str | Path) -> ModelInfo:
     return _inspect(Path(path).expanduser())[0]
 
 
-def _read_buffers(path: Path, info: ModelInfo) -> list[np.ndarray]:
-    """The parameters and, if saved, the two Adam moments, as flat buffers."""
+def _read_buffers(path: Path, info: ModelInfo,
+                  progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
+    """The parameters and, if saved, the two Adam moments, as flat buffers.
+    `progress(bytes read, bytes in all)` follows the reading."""
     layout = Layout.params(info.config)
     prefixes = ("",) + (OPTIM_PREFIXES if info.has_optimizer else ())
     buffers = [np.empty(layout.size, dtype=np.float32) for _ in prefixes]
+    total, done = 4 * layout.size * len(buffers), 0
     try:
         with safe_open(str(path), framework="numpy") as f:
             for prefix, buffer in zip(prefixes, buffers):
                 for name, view in layout.named_views(buffer).items():
                     view[...] = f.get_tensor(prefix + name)
+                    done += view.nbytes
+                    if progress is not None:
+                        progress(done, total)
     except OSError as exc:
         raise _error(path, f"cannot be read ({exc.strerror or exc})") from None
     except Exception as exc:  # safetensors raises its own error types for malformed files
@@ -372,12 +379,13 @@ def check_values(path: str | Path) -> ModelInfo:
     return info
 
 
-def load_model(path: str | Path) -> LoadedModel:
+def load_model(path: str | Path, progress: Callable[[int, int], None] | None = None) -> LoadedModel:
     """Load and check a model (and its optimiser state, if saved). Raises ModelFileError
-    naming the file and the problem; nothing is returned half-built."""
+    naming the file and the problem; nothing is returned half-built. `progress(bytes
+    read, bytes in all)` is called as the tensors are read (for a large model's load)."""
     path = Path(path).expanduser()
     info, tokenizer = _inspect(path)
-    buffers = _read_buffers(path, info)
+    buffers = _read_buffers(path, info, progress)
     model = GPT(info.config, tokenizer, buffers[0])
     optimizer = (buffers[1], buffers[2]) if info.has_optimizer else None
     return LoadedModel(model=model, optimizer=optimizer, training=info.training, info=info)

@@ -14,6 +14,27 @@ class CorpusRef:
     sha256: str
 
 
+@dataclass(frozen=True)
+class ParentRef:
+    """The model a fine-tuned model started from: its file name, the SHA-256 of that file
+    and the steps it had trained."""
+
+    name: str
+    sha256: str
+    step: int
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "sha256": self.sha256, "step": self.step}
+
+    @classmethod
+    def from_dict(cls, data: object) -> "ParentRef | None":
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            return None
+        step = data.get("step", 0)
+        return cls(data["name"], str(data.get("sha256") or ""),
+                   step if isinstance(step, int) and not isinstance(step, bool) and step >= 0 else 0)
+
+
 def _history(value: object) -> list[list]:
     """[step, value] pairs with an integer step; other entries are dropped."""
     pairs = []
@@ -45,9 +66,11 @@ class RunState:
     created: str | None = None
     corpus: CorpusRef | None = None
     train_config: dict | None = None  # the TrainConfig fields of the run that wrote it
+    parent: ParentRef | None = None  # the model a fine-tune started from
+    imported: dict | None = None  # where an imported model came from (core/hf_import.py)
 
     def to_training_dict(self, corpus: CorpusRef, train_config: dict) -> dict:
-        return {
+        data = {
             "step": self.step, "tokens_seen": self.tokens_seen,
             "loss_history": self.loss_history, "val_history": self.val_history,
             "best_val_loss": self.best_val_loss,
@@ -55,6 +78,11 @@ class RunState:
             "rng_state": self.rng_state, "data_position": self.data_position,
             "train_config": train_config,
         }
+        if self.parent is not None:
+            data["parent"] = self.parent.to_dict()
+        if self.imported is not None:
+            data["imported"] = self.imported
+        return data
 
     @classmethod
     def from_training_dict(cls, data: dict, created: str | None = None) -> "RunState":
@@ -69,6 +97,7 @@ class RunState:
             ref = CorpusRef(corpus["name"], str(corpus.get("sha256") or ""))
         rng_state = data.get("rng_state")
         train_config = data.get("train_config")
+        imported = data.get("imported")
         return cls(
             step=_count(data, "step"), tokens_seen=_count(data, "tokens_seen"),
             loss_history=_history(data.get("loss_history")), val_history=_history(data.get("val_history")),
@@ -76,6 +105,8 @@ class RunState:
             rng_state=rng_state if isinstance(rng_state, dict) else None,
             data_position=_count(data, "data_position"), created=created, corpus=ref,
             train_config=train_config if isinstance(train_config, dict) else None,
+            parent=ParentRef.from_dict(data.get("parent")),
+            imported=imported if isinstance(imported, dict) else None,
         )
 
     @property

@@ -135,7 +135,11 @@ def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> It
 
 
 def _start_tokens(tok) -> list[int]:
-    """What an empty prompt starts from: a newline where the vocabulary has one."""
+    """What an empty prompt starts from: the tokenizer's beginning-of-text token (GPT-2's
+    <|endoftext|>) if it has one, else a newline where the vocabulary has one."""
+    bos = getattr(tok, "bos_id", None)
+    if bos is not None:
+        return [bos]
     try:
         ids = list(tok.encode("\n"))
     except TokenizerError:

@@ -1,7 +1,8 @@
-"""Tokenizers: characters, words, and byte-level BPE (trained with HF `tokenizers`).
+"""Tokenizers: characters, words, byte-level BPE (trained with HF `tokenizers`), and
+GPT-2's own byte-level BPE with its special tokens (imported from Hugging Face folders).
 
-All three share one small interface (`Tokenizer`) and describe themselves as a JSON
-object with a "type" key, which is what a .cllm file stores.
+All share one small interface (`Tokenizer`) and describe themselves as a JSON object
+with a "type" key, which is what a .cllm file stores.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from cllm.core.errors import ConfigError, TokenizerError
 
-TRAINABLE_KINDS = ("char", "word", "bpe")  # what `train_tokenizer` builds from a text
+TRAINABLE_KINDS = ("char", "word", "bpe")  # what `train_tokenizer` builds from a text ("gpt2" is imported)
 DEFAULT_VOCAB = {"word": 2000, "bpe": 512}  # char: the text decides
 MIN_VOCAB = {"word": 2, "bpe": 256}  # word: <unk> and one more; bpe: one token per byte
 MAX_VOCAB = 65536
@@ -147,6 +148,17 @@ class WordTokenizer:
         return cls(vocab)
 
 
+def _chunk_safe(spec: dict) -> bool:
+    """Whether encoding a text in pieces split by `_BPE_CHUNK_RE` gives the ids of
+    encoding it whole: GPT-2's splitting regex (the ByteLevel pre-tokenizer's own), and
+    no special token that contains a newline or eats the whitespace around it."""
+    pre = spec.get("pre_tokenizer") or {}
+    if pre.get("type") != "ByteLevel" or not pre.get("use_regex", True) or spec.get("normalizer"):
+        return False
+    return all("\n" not in t.get("content", "") and not t.get("lstrip") and not t.get("rstrip")
+               for t in spec.get("added_tokens") or [])
+
+
 class BpeTokenizer:
     """Byte-level BPE as in GPT-2: any text can be encoded and decodes back exactly."""
 
@@ -155,6 +167,7 @@ class BpeTokenizer:
     def __init__(self, hf: HFTokenizer) -> None:
         self.hf = hf
         self._size = hf.get_vocab_size()
+        self._chunked = _chunk_safe(json.loads(hf.to_str()))
 
     @classmethod
     def train(cls, text: str, vocab_size: int) -> "BpeTokenizer":
@@ -174,34 +187,88 @@ class BpeTokenizer:
         return self._size
 
     def encode(self, text: str) -> np.ndarray:
-        if len(text) < _BPE_CHUNK_MIN:
-            return np.array(self.hf.encode(text).ids, dtype=np.int32)
+        if len(text) < _BPE_CHUNK_MIN or not self._chunked:
+            return np.array(self.hf.encode(text, add_special_tokens=False).ids, dtype=np.int32)
         batch = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
-        encodings = batch(_BPE_CHUNK_RE.split(text))
+        encodings = batch(_BPE_CHUNK_RE.split(text), add_special_tokens=False)
         return np.fromiter((i for enc in encodings for i in enc.ids), dtype=np.int32)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        return self.hf.decode(_id_list(ids, self._size))
+        return self.hf.decode(_id_list(ids, self._size), skip_special_tokens=False)
 
     def to_json(self) -> dict:
         return {"type": "bpe", "tokenizer": self.hf.to_str()}
 
     @classmethod
-    def from_json(cls, data: dict) -> "BpeTokenizer":
+    def _hf_from_json(cls, data: dict) -> HFTokenizer:
+        kind = data.get("type")
         spec = data.get("tokenizer")
         if not isinstance(spec, str):
-            raise TokenizerError("bpe tokenizer: 'tokenizer' must be the HF tokenizer's JSON string")
+            raise TokenizerError(f"{kind} tokenizer: 'tokenizer' must be the HF tokenizer's JSON string")
         try:
             model_type = json.loads(spec)["model"]["type"]
             hf = HFTokenizer.from_str(spec)
         except Exception as exc:  # the HF library raises plain Exception for bad JSON
-            raise TokenizerError(f"bpe tokenizer: the HF tokenizer JSON is broken ({exc})") from None
+            raise TokenizerError(f"{kind} tokenizer: the HF tokenizer JSON is broken ({exc})") from None
         if model_type != "BPE":
-            raise TokenizerError(f"bpe tokenizer: the HF tokenizer is a {model_type} model, not BPE")
-        return cls(hf)
+            raise TokenizerError(f"{kind} tokenizer: the HF tokenizer is a {model_type} model, not BPE")
+        return hf
+
+    @classmethod
+    def from_json(cls, data: dict) -> "BpeTokenizer":
+        return cls(cls._hf_from_json(data))
 
 
-_KINDS = {"char": CharTokenizer, "word": WordTokenizer, "bpe": BpeTokenizer}
+class Gpt2Tokenizer(BpeTokenizer):
+    """GPT-2's tokenizer as a Hugging Face folder holds it: byte-level BPE with special
+    tokens such as <|endoftext|>. A special token's text encodes to its id wherever it
+    appears and its id decodes to that text, as in `transformers`; nothing is added to a
+    text (no BOS or EOS token). `bos_token` and `eos_token` name the special tokens a
+    model begins and ends documents with (GPT-2: both <|endoftext|>)."""
+
+    kind = "gpt2"
+
+    def __init__(self, hf: HFTokenizer, bos_token: str | None = None, eos_token: str | None = None) -> None:
+        super().__init__(hf)
+        self.bos_token, self.eos_token = bos_token, eos_token
+        for role, token in (("bos_token", bos_token), ("eos_token", eos_token)):
+            if token is not None and hf.token_to_id(token) is None:
+                raise TokenizerError(f"gpt2 tokenizer: its {role} {token!r} is not in the vocabulary")
+
+    @property
+    def bos_id(self) -> int | None:
+        return None if self.bos_token is None else self.hf.token_to_id(self.bos_token)
+
+    @property
+    def eos_id(self) -> int | None:
+        return None if self.eos_token is None else self.hf.token_to_id(self.eos_token)
+
+    @property
+    def special_tokens(self) -> list[str]:
+        """The special tokens' texts, in id order."""
+        added = self.hf.get_added_tokens_decoder()
+        return [added[i].content for i in sorted(added) if added[i].special]
+
+    def to_json(self) -> dict:
+        return {"type": "gpt2", "tokenizer": self.hf.to_str(), "bos_token": self.bos_token,
+                "eos_token": self.eos_token}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Gpt2Tokenizer":
+        hf = cls._hf_from_json(data)
+        decoder = json.loads(hf.to_str()).get("decoder") or {}
+        if decoder.get("type") != "ByteLevel":
+            raise TokenizerError("gpt2 tokenizer: the HF tokenizer's decoder is not ByteLevel")
+        tokens = {}
+        for role in ("bos_token", "eos_token"):
+            token = data.get(role)
+            if token is not None and not isinstance(token, str):
+                raise TokenizerError(f"gpt2 tokenizer: {role!r} must be a string or null")
+            tokens[role] = token
+        return cls(hf, **tokens)
+
+
+_KINDS = {"char": CharTokenizer, "word": WordTokenizer, "bpe": BpeTokenizer, "gpt2": Gpt2Tokenizer}
 
 
 def check_vocab_size(kind: str, size: int) -> None:
@@ -226,6 +293,18 @@ def train_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Toke
     if kind == "word":
         return WordTokenizer.train(text, size)
     return BpeTokenizer.train(text, size)
+
+
+def coverage_problem(tokenizer: Tokenizer, text: str) -> str | None:
+    """Why `tokenizer` cannot encode `text`, or None if it can. Only a character
+    tokenizer can fail: a word tokenizer maps unknown words to <unk>, and byte-level BPE
+    encodes any text."""
+    if isinstance(tokenizer, CharTokenizer):
+        try:
+            tokenizer.encode(text)
+        except TokenizerError as exc:
+            return str(exc)
+    return None
 
 
 def tokenizer_from_json(data: dict) -> Tokenizer:

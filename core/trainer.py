@@ -9,6 +9,7 @@ one progress bar per core.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import tempfile
 import threading
@@ -29,9 +30,9 @@ from cllm.core.model import GPT
 from cllm.core.model_file import load_model, save_model
 from cllm.core.optimizer import adamw_update, reduce_shards
 from cllm.core.passes import LOSS, TRAIN
-from cllm.core.run_state import CorpusRef, RunState
+from cllm.core.run_state import CorpusRef, ParentRef, RunState
 from cllm.core.threads import single_threaded_blas
-from cllm.core.tokenizer import train_tokenizer
+from cllm.core.tokenizer import coverage_problem, train_tokenizer
 from cllm.core.workspace import Workspace
 
 ADAM_EPS = 1e-8
@@ -78,22 +79,41 @@ def fallback_paths(path: Path) -> list[Path]:
 
 
 def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0,
-             on_start: Callable[[np.ndarray, np.ndarray], None] | None = None) -> tuple[float, int]:
+             on_progress: Callable[[int, int], None] | None = None) -> tuple[float, int]:
     """Validation loss by the project's protocol over `tokens` (already the held-out
     part): mean cross-entropy over every position of every ctx+1 chunk. Returns the loss
-    and the number of predicted tokens. `on_start(done, totals)`, if given, first gets
-    the live per-shard counters of finished chunks and each shard's number of chunks."""
+    and the number of predicted tokens. `on_progress(chunks done, chunks)` is called
+    from a helper thread while the kernels run, then once at the end."""
     ctx = model.config.ctx
     chunks = eval_chunks(tokens, ctx, limit)
     if len(chunks) == 0:
         raise CorpusError(f"evaluation needs at least {ctx + 1} held-out tokens, got {len(tokens)}")
     n = min(threads or TrainConfig().n_threads, len(chunks))
     ws = Workspace.create(model.config, n, -(-len(chunks) // n))
-    if on_start is not None:
-        on_start(ws.progress, np.diff(ws.bounds(len(chunks))))
-    with single_threaded_blas():
-        losses = ws.run(model.params, chunks, LOSS)
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(0.2):
+            on_progress(int(ws.progress.sum()), len(chunks))
+
+    watcher = threading.Thread(target=watch, name="cllm-eval-progress", daemon=True) if on_progress else None
+    if watcher is not None:
+        watcher.start()
+    try:
+        with single_threaded_blas():
+            losses = ws.run(model.params, chunks, LOSS)
+    finally:
+        finished.set()
+        if watcher is not None:
+            watcher.join()
+    if on_progress is not None:
+        on_progress(len(chunks), len(chunks))
     return float(losses.mean()), int(chunks.shape[0] * ctx)
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class Trainer:
@@ -158,6 +178,23 @@ class Trainer:
                        optimizer=loaded.optimizer)
         except TokenizerError as exc:
             raise TokenizerError(f"{model_path} cannot continue on {corpus.name}: {exc}") from None
+
+    @classmethod
+    def fine_tune(cls, parent_path: Path, corpus: Corpus, train_config: TrainConfig, *,
+                  out_path: Path | None = None) -> "Trainer":
+        """A new run that starts from a saved model's weights and tokenizer, with a fresh
+        optimiser, schedule and step count (unlike `resume`, which continues the same
+        run). The run records its parent: file name, SHA-256 and steps. The corpus must
+        be one the parent's tokenizer can encode."""
+        parent_path = Path(parent_path).expanduser()
+        if out_path is not None and Path(out_path).expanduser().resolve() == parent_path.resolve():
+            raise ConfigError(f"{parent_path}: a fine-tune is saved to a new file, not over the model it starts from")
+        loaded = load_model(parent_path)
+        problem = coverage_problem(loaded.model.tokenizer, corpus.text)
+        if problem:
+            raise TokenizerError(f"{parent_path} cannot be fine-tuned on {corpus.name}: {problem}")
+        parent = ParentRef(parent_path.name, file_sha256(parent_path), loaded.info.run.step)
+        return cls(loaded.model, corpus, train_config, out_path=out_path, state=RunState(parent=parent))
 
     # -- control from other threads -----------------------------------------------
     def pause(self) -> None:

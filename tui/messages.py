@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 
 from cllm.tui.engine import CheckpointEvent, EvalEvent, SaveFailedEvent, StepEvent
 from cllm.tui.model_handle import ModelHandle
 from cllm.tui.training_run import RunPlan, TrainingRun
+
+if TYPE_CHECKING:
+    from cllm.core.model_file import ModelInfo
 
 
 # -- requests from the screens to the app ---------------------------------------------
@@ -133,7 +137,7 @@ class DetailsRead(Message):
     """A model file's header, checked: `info`, or `problem` saying why it is unusable."""
 
     path: Path
-    info: object | None
+    info: "ModelInfo | None"
     problem: str | None
 
 

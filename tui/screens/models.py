@@ -26,6 +26,7 @@ from cllm.tui.widgets.model_tree import ModelTree
 from cllm.tui.worker_errors import ReportWorkerErrors
 
 if TYPE_CHECKING:
+    from cllm.core.model_file import ModelInfo
     from cllm.tui.app import CllmApp
 
 RELOAD_S = 0.5
@@ -46,7 +47,7 @@ class ModelsScreen(ReportWorkerErrors, Screen):
     def __init__(self) -> None:
         super().__init__(id="models")
         self.highlighted: Path | None = None
-        self.infos: dict[Path, object] = {}  # header details of files whose header is fine
+        self.infos: dict[Path, ModelInfo] = {}  # header details of files whose header is fine
         self.problems: dict[Path, str] = {}  # why a file cannot be loaded (header, values or loading)
         self.checked: set[Path] = set()  # files whose values are all finite
         self.load_when_checked: Path | None = None
