@@ -200,3 +200,25 @@ async def test_real_model_browser_details_and_load(real, real_model):
         await press(pilot, "enter")
         await wait_for(pilot, lambda: app.loaded is not None, what="the load")
         assert app.loaded.path == real_model and app.loaded.model.n_params == app.loaded.info.n_params
+
+
+async def test_real_fine_tune_records_its_parent(real, real_model):
+    from cllm.core.model_file import read_info
+    from cllm.tui.screens.choice_dialog import ChoiceDialog
+
+    app = make_app(real, engine=Engine(), model_path=real_model)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
+        await goto(pilot, "train")
+        await fill(pilot, "#corpus", "tiny.txt")
+        await fill(pilot, "#steps", "6")
+        await fill(pilot, "#eval", "3")
+        await press(pilot, "f5")
+        await wait_screen(pilot, ChoiceDialog)
+        await press(pilot, "f")
+        await wait_screen(pilot, NameDialog, selector="Input")
+        await press(pilot, "ctrl+u", *"tuned", "enter")
+        await wait_for(pilot, lambda: app.training is not None and not app.training.active, timeout=60,
+                       what="the fine-tune")
+        run = read_info(real["models"] / "tuned.cllm").run
+        assert run.step == 6 and run.parent.name == "tiny.cllm" and run.parent.step == 20

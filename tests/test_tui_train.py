@@ -193,7 +193,8 @@ async def test_continue_is_refused_when_the_corpus_does_not_fit(tui_home):
         await wait_screen(pilot, ChoiceDialog)
         dialog = app.screen
         assert dialog.query_one("#choice-continue", Button).disabled
-        assert "cannot continue" in str(dialog.query_one(".dialog-note", Static).render())
+        notes = [str(note.render()) for note in dialog.query(".dialog-note").results(Static)]
+        assert any("cannot continue" in note for note in notes)
         await press(pilot, "c")  # ignored
         assert app.screen is dialog
         await press(pilot, "escape")

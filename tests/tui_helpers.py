@@ -141,6 +141,14 @@ class FakeEngine(Engine):
         self.trainers.append(trainer)
         return trainer
 
+    def fine_tune_trainer(self, parent_path, corpus, train_config, *, out_path):
+        loaded = load_model(parent_path)
+        trainer = FakeTrainer(loaded.model, train_config, out_path, corpus, nan_at=self.nan_at)
+        trainer.step_time = self.step_time
+        trainer.parent = parent_path
+        self.trainers.append(trainer)
+        return trainer
+
     def generate(self, model, prompt, *, max_tokens, temperature, top_k, top_p, seed, should_stop) -> Iterator[str]:
         words = "lorem ipsum dolor sit amet ".split()
         for i in range(max_tokens):

@@ -38,8 +38,9 @@ from cllm.tui.engine import (  # noqa: E402
 )
 from cllm.tui.formatting import format_loss  # noqa: E402
 from cllm.tui.messages import (  # noqa: E402
-    KernelsCompiled, LoadRequested, ModelLoaded, ModelLoadFailed, PauseRequested, RunRequested, RunSavedAs,
-    StopRequested, TrainEval, TrainFinished, TrainSaved, TrainSaveFailed, TrainStarted, TrainStep,
+    Imported, ImportRequested, KernelsCompiled, LoadRequested, ModelLoaded, ModelLoadFailed, PauseRequested,
+    ReadProgress, RunRequested, RunSavedAs, StopRequested, TrainEval, TrainFinished, TrainSaved, TrainSaveFailed,
+    TrainStarted, TrainStep,
 )
 from cllm.tui.model_handle import ModelHandle  # noqa: E402
 from cllm.tui.screens.choice_dialog import Choice, ChoiceDialog  # noqa: E402
@@ -53,6 +54,7 @@ from cllm.tui.worker_errors import ReportWorkerErrors, describe_error  # noqa: E
 
 DEFAULT_MODEL_NAME = "saved_model.cllm"
 STEP_MESSAGES_HZ = 20  # the training worker posts at most this many step messages a second
+PROGRESS_HZ = 10  # and a reading worker this many progress messages
 TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
@@ -203,14 +205,53 @@ class CllmApp(ReportWorkerErrors, App[None]):
     def _load_requested(self, message: LoadRequested) -> None:
         self.load_model(message.path)
 
+    def _progress_poster(self, what: str, name: str) -> Callable[[int, int], None]:
+        """A progress callback for a worker reading a model: posts ReadProgress, at most
+        PROGRESS_HZ times a second."""
+        last = [0.0]
+
+        def post(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 1 / PROGRESS_HZ or done >= total:
+                last[0] = now
+                self.post_message(ReadProgress(what, name, done, total))
+        return post
+
+    def on_read_progress(self, message: ReadProgress) -> None:
+        if message.total and self.activity.startswith(message.what):
+            self.activity = f"{message.what} {message.name}… {100 * message.done // message.total}%"
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="load", name="load model")
     def _load_model(self, path: Path, remember: bool, then_generate: str | None) -> None:
         try:
-            loaded = self.engine.load_model(path)
+            loaded = self.engine.load_model(path, self._progress_poster("loading", path.name))
         except Exception as exc:
             self.post_message(ModelLoadFailed(path, describe_error(exc, f"loading {path}")))
             raise  # the notification comes from on_worker_state_changed
         self.post_message(ModelLoaded(ModelHandle.from_loaded(path, loaded), remember, then_generate))
+
+    @on(ImportRequested)
+    def _import_requested(self, message: ImportRequested) -> None:
+        self.activity = f"importing {message.folder.name}…"
+        self._import(message.folder, message.out)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="import", name="import")
+    def _import(self, folder: Path, out: Path) -> None:
+        try:
+            self.engine.import_hf_folder(folder, out, self._progress_poster("importing", folder.name))
+        except Exception as exc:  # noqa: BLE001 - reported in a message, the user's words
+            self.post_message(Imported(folder, out, describe_error(exc, f"importing {folder}")))
+            return
+        self.post_message(Imported(folder, out, None))
+
+    def on_imported(self, message: Imported) -> None:
+        self._clear_activity("importing")
+        if message.error is not None:
+            self.notify(message.error, title="Import failed", severity="error", timeout=15, markup=False)
+            return
+        self.models_saved += 1
+        self.notify(f"Imported {message.folder} as {message.out}", markup=False)
+        self.load_model(message.out)
 
     def _clear_activity(self, prefix: str) -> None:
         if self.activity.startswith(prefix):
@@ -264,8 +305,9 @@ class CllmApp(ReportWorkerErrors, App[None]):
         run = TrainingRun(plan=plan, name=plan.out_path.stem)
         if plan.action == "continue" and self.loaded is not None and self.loaded.info is not None:
             run.prefill(self.loaded.info.run)  # the chart continues the saved curves
-        run.log.append({"new": "new model", "overwrite": "new model, will overwrite",
-                        "continue": "continuing"}[plan.action] + f" → {plan.out_path.name}")
+        source = plan.start_from.name if plan.start_from else ""
+        run.log.append({"new": "new model", "overwrite": "new model, will overwrite", "continue": "continuing",
+                        "fine-tune": f"fine-tuning {source}"}[plan.action] + f" → {plan.out_path.name}")
         self.training = run
         self.train_step = None
         self.train_log_size = len(run.log)
@@ -282,9 +324,13 @@ class CllmApp(ReportWorkerErrors, App[None]):
                 return
             corpus = self.engine.load_corpus(plan.corpus)
             if plan.action == "continue":
-                assert plan.resume_from is not None
-                trainer = self.engine.resume_trainer(plan.resume_from, corpus, plan.train_config,
+                assert plan.start_from is not None
+                trainer = self.engine.resume_trainer(plan.start_from, corpus, plan.train_config,
                                                      out_path=plan.out_path)
+            elif plan.action == "fine-tune":
+                assert plan.start_from is not None and plan.out_path is not None
+                trainer = self.engine.fine_tune_trainer(plan.start_from, corpus, plan.train_config,
+                                                        out_path=plan.out_path)
             else:
                 trainer = self.engine.new_trainer(corpus, plan.model_config, plan.train_config,
                                                   tokenizer=plan.tokenizer, vocab_size=plan.vocab_size,

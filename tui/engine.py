@@ -23,8 +23,11 @@ from cllm.core.tokenizer import DEFAULT_VOCAB, TRAINABLE_KINDS, check_vocab_size
 
 if TYPE_CHECKING:
     from cllm.core.corpus import Corpus
+    from cllm.core.hf_import import HfFolderInfo, ImportResult
     from cllm.core.model import GPT
     from cllm.core.model_file import LoadedModel, ModelInfo
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 __all__ = [
     "CllmError", "ConfigError", "CorpusError", "ModelFileError", "TokenizerError",
@@ -113,10 +116,27 @@ class Engine:
 
         return check_values(path)
 
-    def load_model(self, path: Path) -> "LoadedModel":
+    def load_model(self, path: Path, progress: Progress | None = None) -> "LoadedModel":
         from cllm.core.model_file import load_model
 
-        return load_model(path)
+        return load_model(path, progress)
+
+    def is_hf_folder(self, path: Path) -> bool:
+        """A Hugging Face GPT-2 folder (its config.json says so; cheap, never raises)."""
+        from cllm.core.hf_import import is_hf_gpt2_folder
+
+        return is_hf_gpt2_folder(path)
+
+    def inspect_hf_folder(self, path: Path) -> "HfFolderInfo":
+        """What an import would make of the folder, without reading the weights."""
+        from cllm.core.hf_import import inspect_hf_folder
+
+        return inspect_hf_folder(path)
+
+    def import_hf_folder(self, path: Path, out: Path, progress: Progress | None = None) -> "ImportResult":
+        from cllm.core.hf_import import import_hf_folder
+
+        return import_hf_folder(path, out, progress=progress)
 
     def new_trainer(self, corpus: "Corpus", model_config: dict, train_config: TrainConfig, *,
                     tokenizer: str, vocab_size: int | None, out_path: Path) -> TrainerLike:
@@ -130,6 +150,12 @@ class Engine:
         from cllm.core.trainer import Trainer
 
         return Trainer.resume(model_path, corpus, train_config, out_path=out_path)
+
+    def fine_tune_trainer(self, parent_path: Path, corpus: "Corpus", train_config: TrainConfig, *,
+                          out_path: Path) -> TrainerLike:
+        from cllm.core.trainer import Trainer
+
+        return Trainer.fine_tune(parent_path, corpus, train_config, out_path=out_path)
 
     def generate(self, model: "GPT", prompt: str, *, max_tokens: int, temperature: float, top_k: int,
                  top_p: float, seed: int | None, should_stop: Callable[[], bool]) -> Iterator[str]:
@@ -152,12 +178,11 @@ class Engine:
         compile_kernels()
 
     def fits_corpus(self, model: "GPT", trained_on: CorpusRef | None, corpus: "Corpus") -> tuple[bool, str]:
-        """Whether `model` can continue training on `corpus`, and why not: the
-        tokenizer's own error names what its vocabulary lacks."""
+        """Whether `model` can go on training (or be fine-tuned) on `corpus`, and why not:
+        the tokenizer's own words name what its vocabulary lacks."""
+        from cllm.core.tokenizer import coverage_problem
+
         if trained_on is not None and trained_on.sha256 == corpus.sha256:
             return True, ""
-        try:
-            model.tokenizer.encode(corpus.text)
-        except CllmError as exc:
-            return False, f"{corpus.name}: {exc}"
-        return True, ""
+        problem = coverage_problem(model.tokenizer, corpus.text)
+        return (False, f"{corpus.name}: {problem}") if problem else (True, "")

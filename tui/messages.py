@@ -20,6 +20,7 @@ from cllm.tui.model_handle import ModelHandle
 from cllm.tui.training_run import RunPlan, TrainingRun
 
 if TYPE_CHECKING:
+    from cllm.core.hf_import import HfFolderInfo
     from cllm.core.model_file import ModelInfo
 
 
@@ -48,6 +49,14 @@ class LoadRequested(Message):
     path: Path
 
 
+@dataclass
+class ImportRequested(Message):
+    """Import the Hugging Face folder `folder` as the model file `out`, then load it."""
+
+    folder: Path
+    out: Path
+
+
 # -- from the workers -------------------------------------------------------------------
 @dataclass
 class KernelsCompiled(Message):
@@ -59,6 +68,28 @@ class ModelLoaded(Message):
     handle: ModelHandle
     remember: bool  # make it the model the next start opens
     then_generate: str | None = None  # a prompt to generate from at once (the quick start)
+
+
+@dataclass
+class ReadProgress(Message):
+    """A model being read (loaded or imported): `done` of `total` bytes."""
+
+    what: str  # "loading" or "importing"
+    name: str
+    done: int
+    total: int
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ReadProgress)
+
+
+@dataclass
+class Imported(Message):
+    """An import ended: `error` is None when `out` was written."""
+
+    folder: Path
+    out: Path
+    error: str | None
 
 
 @dataclass
@@ -139,6 +170,15 @@ class DetailsRead(Message):
     path: Path
     info: "ModelInfo | None"
     problem: str | None
+
+
+@dataclass
+class FolderRead(Message):
+    """A Hugging Face folder, inspected: what an import would make of it."""
+
+    path: Path
+    info: "HfFolderInfo | None"  # None: not a Hugging Face GPT-2 folder
+    problem: str | None  # why it could not be read at all
 
 
 @dataclass

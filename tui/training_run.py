@@ -31,9 +31,9 @@ class RunPlan:
     vocab_size: int | None
     model_config: dict  # n_layer, n_head, n_embd, ctx
     train_config: TrainConfig
-    action: str = "new"  # "new" | "overwrite" | "continue"
+    action: str = "new"  # "new" | "overwrite" | "continue" | "fine-tune"
     out_path: Path | None = None
-    resume_from: Path | None = None
+    start_from: Path | None = None  # the model file a continued run or a fine-tune starts from
     quick_start: bool = False
 
 

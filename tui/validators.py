@@ -131,6 +131,17 @@ class NumberValidator(ConfigValidator):
         return super().validate(value)
 
 
+def free_name(models_dir: Path, base: str) -> str:
+    """A name for a new model file from `base`: `base`, or `base-2`, `base-3`, ...
+    whichever has no file yet."""
+    base = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in base).strip("-") or "model"
+    name, n = base, 1
+    while (models_dir / f"{name}.cllm").exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
 class NewModelName(Validator):
     """A name for a new model file: a plain file name that does not exist yet."""
 

@@ -1,7 +1,10 @@
-"""Models: browse .cllm files, see what each holds, load one.
+"""Models: browse .cllm files, see what each holds, load one; import a Hugging Face
+GPT-2 folder.
 
 Highlighting a file reads and checks its header at once (a broken file says why), then
-reads every value in a worker: Load is offered once they are known to be finite."""
+reads every value in a worker: Load is offered once they are known to be finite.
+Highlighting a folder that holds a Hugging Face GPT-2 model says what an import would make
+of it, or every reason it cannot be imported."""
 
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ from textual.worker import get_current_worker
 
 from cllm.tui.bindings import MODE_BINDINGS
 from cllm.tui.engine import CllmError
-from cllm.tui.messages import DetailsRead, LoadRequested, ValuesChecked
+from cllm.tui.messages import DetailsRead, FolderRead, ImportRequested, LoadRequested, ValuesChecked
+from cllm.tui.screens.name_dialog import NameDialog
+from cllm.tui.validators import free_name
 from cllm.tui.widgets.model_bar import ModelBar
 from cllm.tui.widgets.model_details import ModelDetails
 from cllm.tui.widgets.model_tree import ModelTree
@@ -38,6 +43,7 @@ class ModelsScreen(ReportWorkerErrors, Screen):
     BINDINGS = [
         *MODE_BINDINGS,
         Binding("f5", "load", "Load", id="models.load"),
+        Binding("f6", "import", "Import", id="models.import"),
         Binding("f2", "focus_path", "Path", id="models.path"),
         Binding("f9", "refresh", "Refresh", id="models.refresh"),
     ]
@@ -51,6 +57,7 @@ class ModelsScreen(ReportWorkerErrors, Screen):
         self.problems: dict[Path, str] = {}  # why a file cannot be loaded (header, values or loading)
         self.checked: set[Path] = set()  # files whose values are all finite
         self.load_when_checked: Path | None = None
+        self.folder: Path | None = None  # the highlighted folder, if it is an importable Hugging Face one
         self._tree_stale = False  # a file was saved since the tree was read
         self._reload_timer = None
 
@@ -61,7 +68,8 @@ class ModelsScreen(ReportWorkerErrors, Screen):
             with Vertical(id="models-browser"):
                 yield Input(str(root), id="models-path", compact=True,
                             placeholder="a folder or .cllm file, then enter")
-                yield ModelTree(root if root.is_dir() else Path.cwd(), id="model-tree")
+                yield ModelTree(root if root.is_dir() else Path.cwd(), is_hf_folder=self.app.engine.is_hf_folder,
+                                id="model-tree")
             with VerticalScroll(id="details-scroll"):
                 yield ModelDetails(id="model-details")
         yield Footer(compact=True, show_command_palette=False)
@@ -77,12 +85,39 @@ class ModelsScreen(ReportWorkerErrors, Screen):
         if not isinstance(entry, DirEntry):
             return
         path = Path(entry.path)
+        self.folder = None
         if path.suffix == ".cllm" and not path.is_dir():
             self.inspect(path)
         else:
             self.highlighted = None
             self.refresh_bindings()
             self.query_one(ModelDetails).show_hint(f"{path}\n\nA folder: open it with enter or space.")
+            self._read_folder(path)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="details")
+    def _read_folder(self, path: Path) -> None:
+        engine = self.app.engine
+        if not engine.is_hf_folder(path):
+            return
+        try:
+            self.post_message(FolderRead(path, engine.inspect_hf_folder(path), None))
+        except CllmError as exc:
+            self.post_message(FolderRead(path, None, str(exc)))
+
+    def on_folder_read(self, message: FolderRead) -> None:
+        if self.highlighted is not None or not self._is_highlighted_folder(message.path):
+            return
+        details = self.query_one(ModelDetails)
+        if message.info is None:
+            details.show_error(message.path, message.problem or "", "Cannot be imported")
+            return
+        details.show_hf_folder(message.info)
+        self.folder = message.path if message.info.importable else None
+        self.refresh_bindings()
+
+    def _is_highlighted_folder(self, path: Path) -> bool:
+        node = self.query_one(ModelTree).cursor_node
+        return node is not None and isinstance(node.data, DirEntry) and Path(node.data.path) == path
 
     def inspect(self, path: Path) -> None:
         self.highlighted = path
@@ -194,7 +229,23 @@ class ModelsScreen(ReportWorkerErrors, Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "load":
             return True if self.highlighted in self.checked else None
+        if action == "import":
+            return True if self.folder is not None else None
         return True
+
+    def action_import(self) -> None:
+        folder = self.folder
+        if folder is None:
+            self.app.notify("Highlight a Hugging Face GPT-2 folder first.", severity="warning")
+            return
+        models_dir = self.app.models_dir
+
+        def named(name: str | None) -> None:
+            if name is not None:
+                self.post_message(ImportRequested(folder, models_dir / f"{name}.cllm"))
+
+        self.app.push_screen(NameDialog(models_dir, free_name(models_dir, folder.name),
+                                        title=f"Import {folder.name}"), named)
 
     def load(self, path: Path) -> None:
         if path.suffix != ".cllm":

@@ -19,14 +19,15 @@ class NameDialog(ModalScreen[str | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
 
-    def __init__(self, models_dir: Path, suggestion: str = "") -> None:
+    def __init__(self, models_dir: Path, suggestion: str = "", title: str = "Create new model") -> None:
         super().__init__(classes="dialog")
         self.models_dir = models_dir
         self.suggestion = suggestion
+        self.title_text = title
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
-            yield Static("Create new model", classes="dialog-title")
+            yield Static(self.title_text, classes="dialog-title")
             yield Static(f"Name (saved as {self.models_dir}/NAME.cllm):", classes="dialog-message",
                          markup=False)
             yield Input(self.suggestion, placeholder="name", id="name",

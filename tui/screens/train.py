@@ -27,6 +27,7 @@ from cllm.tui.screens.confirm_dialog import ConfirmDialog
 from cllm.tui.screens.file_browser import FileBrowser
 from cllm.tui.screens.name_dialog import NameDialog
 from cllm.tui.training_run import RunPlan, TrainingRun
+from cllm.tui.validators import free_name
 from cllm.tui.widgets.core_bars import CoreBars
 from cllm.tui.widgets.loss_chart import TRAIN_STYLE, VAL_STYLE, LossChart
 from cllm.tui.widgets.model_bar import ModelBar
@@ -35,16 +36,6 @@ from cllm.tui.worker_errors import ReportWorkerErrors
 
 if TYPE_CHECKING:
     from cllm.tui.app import CllmApp
-
-
-def free_name(models_dir: Path, base: str) -> str:
-    """`base`, or `base-2`, `base-3`, ... whichever has no file yet."""
-    base = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in base).strip("-") or "model"
-    name, n = base, 1
-    while (models_dir / f"{name}.cllm").exists():
-        n += 1
-        name = f"{base}-{n}"
-    return name
 
 
 class TrainScreen(ReportWorkerErrors, Screen):
@@ -192,6 +183,8 @@ class TrainScreen(ReportWorkerErrors, Screen):
             f"from {handle.path}. What should this run do?",
             [
                 Choice("new", "Create new model…", "n", "primary"),
+                Choice("fine-tune", f"Fine-tune {name} on this corpus (new file)…", "f", "primary",
+                       disabled_reason="" if fits else f"cannot fine-tune: {why}"),
                 Choice("overwrite", f"Overwrite {name}…", "o", "error"),
                 Choice("continue", f"Continue training {name} ({handle.steps} → {target} steps)", "c",
                        "success", disabled_reason="" if fits else f"cannot continue: {why}"),
@@ -204,6 +197,16 @@ class TrainScreen(ReportWorkerErrors, Screen):
             if new_name is None:
                 return False
             plan.action = "new"
+            plan.out_path = app.models_dir / f"{new_name}.cllm"
+            return True
+        if choice == "fine-tune" and fits:
+            # A new run from the loaded weights and tokenizer: its shape is the model's own.
+            suggestion = free_name(app.models_dir, f"{name}-{Path(plan.corpus).stem}")
+            new_name = await app.push_screen_wait(NameDialog(app.models_dir, suggestion))
+            if new_name is None:
+                return False
+            plan.action = "fine-tune"
+            plan.start_from = handle.path
             plan.out_path = app.models_dir / f"{new_name}.cllm"
             return True
         if choice == "overwrite":
@@ -221,7 +224,7 @@ class TrainScreen(ReportWorkerErrors, Screen):
             return True
         if choice == "continue" and fits:
             plan.action = "continue"
-            plan.resume_from = handle.path
+            plan.start_from = handle.path
             plan.out_path = handle.path
             plan.train_config = dataclasses.replace(plan.train_config, steps=target)
             return True

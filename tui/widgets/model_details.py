@@ -39,14 +39,42 @@ class ModelDetails(Static):
         self.plain = text
         self.update(Text(text, style="italic"))
 
-    def show_error(self, path: Path, message: str) -> None:
+    def show_error(self, path: Path, message: str, cannot: str = "Cannot be loaded") -> None:
         self.add_class("invalid")
         body = Text()
         body.append(f"{path.name}\n", style="bold")
-        body.append("Cannot be loaded\n\n", style="bold")
+        body.append(f"{cannot}\n\n", style="bold")
         body.append(message)
         self.plain = body.plain
         self.update(body)
+
+    def _table(self, rows: list[tuple[str, str]]) -> None:
+        table = Table.grid(padding=(0, 1))
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column()
+        for name, value in rows:
+            table.add_row(name, value)
+        self.plain = "\n".join(f"{name}: {value}" for name, value in rows)
+        self.update(table)
+
+    def show_hf_folder(self, info) -> None:
+        """A Hugging Face GPT-2 folder (core.hf_import.HfFolderInfo): what an import makes
+        of it, or every reason it cannot be imported."""
+        if info.problems:
+            self.show_error(Path(info.path), "\n".join(info.problems), "Cannot be imported")
+            return
+        self.remove_class("invalid")
+        cfg = info.config
+        rows = [
+            ("Folder", Path(info.path).name),
+            ("Kind", "Hugging Face GPT-2: Import makes it a .cllm model"),
+            ("Config", f"{cfg.n_layer} layers · {cfg.n_head} heads · width {cfg.n_embd} · ctx {cfg.ctx}"),
+            ("Params", f"{format_params(info.n_params)} ({info.n_params:,})"),
+            ("Tokenizer", tokenizer_label(info.tokenizer_kind, cfg.vocab_size)),
+            ("Weights", f"{', '.join(info.weight_files)} ({info.dtype})"),
+        ]
+        rows += [("Note", note) for note in info.notes]
+        self._table(rows)
 
     def show_info(self, info, values: str) -> None:
         """The header's details; `values` says where the check of the values stands."""
@@ -66,16 +94,14 @@ class ModelDetails(Static):
         if run.corpus is not None:
             sha = run.corpus.sha256[:12]
             rows.append(("Corpus", run.corpus.name + (f" (sha256 {sha}…)" if sha else "")))
+        if run.parent is not None:
+            rows.append(("Parent", f"{run.parent.name} ({run.parent.step:,} steps)"))
+        if run.imported:
+            rows.append(("Imported", f"from {run.imported.get('folder', '?')}"))
         rows += [
             ("Created", _date(info.created)),
             ("Updated", _date(info.updated)),
             ("File", f"{_size(info.file_size)}" + (", with optimizer state" if info.has_optimizer else ", weights only")),
             ("Values", values),
         ]
-        table = Table.grid(padding=(0, 1))
-        table.add_column(style="bold", no_wrap=True)
-        table.add_column()
-        for name, value in rows:
-            table.add_row(name, value)
-        self.plain = "\n".join(f"{name}: {value}" for name, value in rows)
-        self.update(table)
+        self._table(rows)
