@@ -14,6 +14,11 @@ loops too (`core/optimizer.py`). Three facts of numba's threading shape this mod
   (`parallel_threads`), whichever thread it comes from.
 - numba cannot stop a parallel kernel, so the shard kernel reads a stop flag between
   groups of sequences.
+
+And one of OpenMP's: by default its idle threads spin for a while after every parallel
+region, burning the core that the app's UI (and the trainer's own Python between
+kernels) would use; OMP_WAIT_POLICY=PASSIVE, unless the user set it, makes them sleep.
+A step launches three regions, and waking a sleeping thread costs microseconds.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from cllm.core.config import default_threads
 
 if not os.environ.get("NUMBA_THREADING_LAYER"):  # a layer the user chose is theirs
     numba.config.THREADING_LAYER = "threadsafe"
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when numba first loads OpenMP
 
 _start_lock = threading.Lock()
 _launch_lock: threading.Lock | None = None  # only for a layer that is not thread-safe
