@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 from pathlib import Path
 from typing import Callable
 
@@ -74,6 +75,15 @@ def run_fingerprint(trainer: Trainer) -> str:
     return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _stop_code(reason: str) -> float:
+    """A stop request's reason as a number an all-reduce carries: a signal's number, else -1."""
+    return float(signal.Signals[reason].value) if reason in signal.Signals.__members__ else -1.0
+
+
+def _stop_name(code: float) -> str:
+    return signal.Signals(int(code)).name if code > 0 else "a stop request"
+
+
 def _one_line(errors: list[tuple[int, str]], size: int) -> str:
     messages = {message for _, message in errors}
     if len(messages) == 1 and len(errors) == size:
@@ -120,7 +130,7 @@ def error_message(exc: CllmError) -> tuple[str | None, int]:
         return (str(exc) if world.is_root else None), 2
     code = 5 if isinstance(exc, PeerLost) else 2
     message = str(exc) if isinstance(exc, PeerLost) else f"rank {world.rank}: {exc}"
-    world.leave(message)
+    world.part(message)
     return message, code
 
 
@@ -158,14 +168,15 @@ class DistributedTrainer(Trainer):
         flat = losses.reshape(-1)
         votes = np.zeros(flat.size + self.world.size, np.float64)
         votes[:flat.size] = flat  # other ranks' rows are 0 here: the sum is every row's loss, exactly
-        votes[flat.size + self.world.rank] = float(self.workspace.stop[0] != 0)
+        votes[flat.size + self.world.rank] = _stop_code(self.stop_reason) if self.workspace.stop[0] else 0.0
         what = f"step {self.state.step + 1}" if losses.ndim == 2 else f"the evaluation at step {self.state.step}"
         self.world.sum(votes, what)
         flat[:] = votes[:flat.size]
         asking = np.flatnonzero(votes[flat.size:])
         if asking.size:
             self._agreed_stop = True
-            self.stop_reason = self.stop_reason or f"asked on rank {int(asking[0])}"
+            rank = int(asking[0])
+            self.stop_reason = self.stop_reason or f"{_stop_name(votes[flat.size + rank])} on rank {rank}"
         return self._agreed_stop
 
     def _sum_gradients(self) -> float:
@@ -212,21 +223,21 @@ class DistributedTrainer(Trainer):
             raise
 
     def run(self, on_event: Callable[[Event], None] | None = None) -> DoneEvent:
-        """`Trainer.run`, and when a rank is lost, or the ranks' parameters differ, the run
-        ends: after a lost rank, rank 0 saves the last finished step (the others do not
-        wait for it: they are told it leaves); the reason is "lost" or "diverged"."""
+        """`Trainer.run`; when a rank is lost (reason "lost"), rank 0 saves the last
+        finished step and then parts from the others, who wait for that; when the ranks'
+        parameters differ ("diverged"), nothing is saved."""
         emit = on_event or (lambda event: None)
         first_step = self.state.step
         try:
             return super().run(emit)
         except PeerLost as exc:
-            self.world.leave(str(exc))
-            saved_to, where = None, "nothing saved on this rank"
+            saved_to, where = None, "rank 0 saves the run"
             if self.world.is_root and self.out_path:
                 if self.state.step > first_step or not self.out_path.exists():
                     saved_to, where = self._final_save(emit)
                 else:
                     saved_to, where = self.out_path, f"{self.out_path} is unchanged"
+            self.world.part(str(exc))  # rank 0 after its save: its exit ends the job
             done = DoneEvent(self.state.step, "lost", f"{exc}; stopped at step {self.state.step}, {where}", saved_to)
         except RanksDiverged as exc:
             kept = self.out_path if self.out_path and self.out_path.exists() else None

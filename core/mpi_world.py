@@ -36,6 +36,7 @@ DEFAULT_TIMEOUT = 300.0  # seconds a rank waits for the others at one collective
 SPIN_SECONDS = 0.2  # a wait polls without sleeping this long (the others are about to arrive), then every POLL_SLEEP
 POLL_SLEEP = 0.001
 NOTICE_TAG = 7
+SEND_SECONDS = 1.0  # a rank that parts waits this long at most for its notices to leave
 NOTICE_BYTES = 2048
 
 
@@ -76,6 +77,7 @@ class World:
     _notice: Any = field(repr=False)  # the pending receive of one notice from any rank
     _notice_buffer: bytearray = field(repr=False)
     started: bool = False  # the ranks' start-up handshake happened (core/distributed.py)
+    left: list[int] = field(default_factory=list)  # ranks that sent a notice that they leave
     lost: bool = False  # a rank is gone: collectives may never complete, so no MPI_Finalize
 
     @property
@@ -96,13 +98,12 @@ class World:
         status = MPI.Status()
         try:
             while True:
-                index, done = MPI.Request.Testany([request, self._notice or MPI.REQUEST_NULL], status)
+                index, done = MPI.Request.Testany([request, self._notice], status)
                 if done and index != 1:
                     return
                 if done:
-                    self._notice = None
-                    reason = bytes(self._notice_buffer[:status.Get_count(MPI.BYTE)]).decode(errors="replace")
-                    raise self._lose(f"rank {status.Get_source()} left the run ({reason})")
+                    source, reason = self._take_notice(status)
+                    raise self._lose(f"rank {source} left the run ({reason})")
                 waited = time.monotonic() - started
                 if waited > self.timeout:
                     raise self._lose(f"no answer from the other ranks for {self.timeout:g} s (during {what}): "
@@ -117,6 +118,16 @@ class World:
     def _lose(self, why: str) -> PeerLost:
         self.lost = True
         return PeerLost(f"rank {self.rank}: {why}")
+
+    def _take_notice(self, status: Any) -> tuple[int, str]:
+        """The notice that just arrived (its sender and reason); listens for the next."""
+        from mpi4py import MPI
+
+        source = status.Get_source()
+        reason = bytes(self._notice_buffer[:status.Get_count(MPI.BYTE)]).decode(errors="replace")
+        self.left.append(source)
+        self._notice = self.notices.Irecv([self._notice_buffer, MPI.BYTE], source=MPI.ANY_SOURCE, tag=NOTICE_TAG)
+        return source, reason
 
     # -- collectives --------------------------------------------------------------------
     def sum(self, buffer: np.ndarray, what: str) -> None:
@@ -144,34 +155,43 @@ class World:
         return int(buffer[0])
 
     # -- leaving -----------------------------------------------------------------------
-    def leave(self, reason: str) -> None:
-        """Tells every other rank that this one is gone (best effort, within a second),
-        so they stop waiting for it at once."""
+    def part(self, reason: str) -> None:
+        """Leaves a run that cannot go on: tells every other rank (so none waits for this
+        one any longer). A rank other than 0 then waits, at most `timeout` seconds, for
+        rank 0 to part too: rank 0 saves first, and a process that ends without
+        MPI_Finalize makes the launcher end the whole job."""
         from mpi4py import MPI
 
         self.lost = True
         payload = bytearray(reason.encode()[:NOTICE_BYTES])
         try:
-            requests = [self.notices.Isend([payload, MPI.BYTE], dest=r, tag=NOTICE_TAG)
-                        for r in range(self.size) if r != self.rank]
-            deadline = time.monotonic() + 1.0
-            while not MPI.Request.Testall(requests) and time.monotonic() < deadline:
+            sends = [self.notices.Isend([payload, MPI.BYTE], dest=r, tag=NOTICE_TAG)
+                     for r in range(self.size) if r != self.rank]
+            started = time.monotonic()
+            status = MPI.Status()
+            while True:
+                waited = time.monotonic() - started
+                if self.is_root or 0 in self.left:
+                    if MPI.Request.Testall(sends) or waited > SEND_SECONDS:
+                        return
+                elif waited > self.timeout:
+                    return
+                if self._notice.Test(status):
+                    self._take_notice(status)
                 time.sleep(POLL_SLEEP)
         except MPI.Exception:
             pass
 
     def close(self) -> None:
         """At the end of a run every rank finished: withdraws the pending notice receive,
-        so MPI_Finalize (at exit, by mpi4py) has nothing left to wait for."""
+        so MPI_Finalize has nothing left to wait for."""
         from mpi4py import MPI
 
-        if self._notice is not None and not self.lost:
-            try:
-                self._notice.Cancel()
-                self._notice.Wait()
-            except MPI.Exception:
-                pass
-            self._notice = None
+        try:
+            self._notice.Cancel()
+            self._notice.Wait()
+        except MPI.Exception:
+            pass
 
 
 _world: World | None = None
