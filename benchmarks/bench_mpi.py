@@ -136,8 +136,12 @@ def communication_rows(params: int, batch: int, ranks: int, step_s: float) -> li
     for label, factor in ((f"{ranks} ranks", 2 * (ranks - 1) / ranks), ("many ranks", 2.0)):
         moved = factor * (gradient + small)  # sent (and received) by each rank in a ring all-reduce
         times = [moved * 8 / (g * 1e9) for g in BANDWIDTHS_GBIT]
-        rows.append([label, f"{moved / 1e6:.2f} MB"] + [f"{t * 1e3:.2f} ms ({100 * t / step_s:.0f}%)" for t in times])
+        rows.append([label, f"{moved / 1e6:.2f} MB"] + [f"{t * 1e3:.2f} ms ({_percent(t / step_s)})" for t in times])
     return rows
+
+
+def _percent(share: float) -> str:
+    return f"{100 * share:.0f}%" if share >= 0.1 else f"{100 * share:.1f}%"
 
 
 def main() -> int:
