@@ -9,18 +9,20 @@ No wait for the other ranks is unbounded. Collectives are non-blocking and polle
 deadline (`timeout`), so a rank that dies or hangs shows up on the others as `PeerLost`
 within `timeout` seconds; a rank that fails or gives up first sends a "leaving" notice on
 a communicator of its own, and the others raise `PeerLost` at their next wait; and MPI's
-start-up, which waits for every rank inside C code, runs under an alarm of the same
-length. (Launchers also end the whole job when one of its processes is killed by a
-signal, before any of this is needed.)
+start-up, which waits for every rank inside C code, runs under a guard process that ends
+this one after as long. (Launchers also end the whole job when one of its processes is
+killed by a signal, before any of this is needed.)
 """
 
 from __future__ import annotations
 
 import atexit
 import os
-import signal
+import subprocess
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -221,11 +223,7 @@ def join(timeout: float = DEFAULT_TIMEOUT) -> World | None:
                           "pip install 'cllm[mpi]'") from None
     mpi4py.rc.thread_level = "serialized"  # the training thread makes the calls, never two threads at once
     mpi4py.rc.finalize = False  # `_finalize` does it, unless a rank was lost
-    # MPI's start-up waits inside C code for every rank; a rank that died first would
-    # keep it waiting for ever, so an alarm ends this process then (its default action).
-    previous = signal.signal(signal.SIGALRM, signal.SIG_DFL)
-    signal.alarm(max(1, int(timeout)))
-    try:
+    with _start_guard(rank, timeout):
         from mpi4py import MPI
 
         comm = MPI.COMM_WORLD
@@ -238,14 +236,32 @@ def join(timeout: float = DEFAULT_TIMEOUT) -> World | None:
         ranks_here = here.Get_size()
         here.Free()
         notices = comm.Dup()
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
     buffer = bytearray(NOTICE_BYTES)
     notice = notices.Irecv([buffer, MPI.BYTE], source=MPI.ANY_SOURCE, tag=NOTICE_TAG)
     _world = World(comm, comm.Get_rank(), size, ranks_here, timeout, notices, notice, buffer)
     atexit.register(_finalize)
     return _world
+
+
+# Sleeps, says why, and ends the process that started it (argv: its id, seconds, message).
+_GUARD = "import os, sys, time; time.sleep(float(sys.argv[2])); print(sys.argv[3], file=sys.stderr, flush=True); " \
+         "os.kill(int(sys.argv[1]), 9)"
+
+
+@contextmanager
+def _start_guard(rank: int, timeout: float) -> Iterator[None]:
+    """MPI's start-up waits inside C code, holding the interpreter, for every rank; one
+    that died before it would keep the others there for ever. A small child process ends
+    this one, saying why, if the start-up takes more than `timeout` seconds."""
+    message = (f"rank {rank}: MPI did not start within {timeout:g} s: a rank died or hung before it started; "
+               "exiting")
+    guard = subprocess.Popen([sys.executable, "-c", _GUARD, str(os.getpid()), str(timeout), message],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        guard.kill()
+        guard.wait()
 
 
 def _finalize() -> None:

@@ -288,6 +288,18 @@ def test_a_killed_rank_ends_the_job_at_once_and_the_last_checkpoint_stays(tmp_pa
     assert run.step >= 5 and run.step % 5 == 0
 
 
+@needs_mpi
+def test_a_rank_gone_before_mpi_starts_does_not_keep_the_others_waiting(tmp_path, corpus):
+    quoted = " ".join(f'"{part}"' for part in train_command(corpus, "--steps", "2", "--mpi-timeout", "3"))
+    script = f'cd "{tmp_path}" && if [ {RANK} = 1 ]; then exit 3; fi; exec {quoted}'
+    process = subprocess.Popen([find_mpiexec(), "-n", "2", "sh", "-c", script], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    started = time.monotonic()
+    code, _, err = finish(process, timeout=60)
+    assert code != 0 and time.monotonic() - started < 30
+    assert "rank 0: MPI did not start within 3 s: a rank died or hung before it started; exiting" in err
+
+
 def per_rank_corpus(tmp_path: Path, command: list[str]) -> list[str]:
     """`command` with the corpus tmp_path/corpus-<rank>.txt: a file of each rank's own."""
     return [*command[:4], f"{tmp_path}/corpus-{RANK}.txt", *command[5:]]
