@@ -94,6 +94,7 @@ def child_ranks(spec: dict) -> dict | None:
     for _ in range(spec["allreduce_reps"]):
         world.sum(grad, "the all-reduce timing")
     allreduce = (time.perf_counter() - start) / spec["allreduce_reps"]
+    world.completed = True  # every rank got here: MPI_Finalize at exit
     if not world.is_root:
         return None
     return {"seconds": seconds, "loss": loss, "params": trainer.model.n_params, "threads_per_rank": threads,

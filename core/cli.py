@@ -195,8 +195,6 @@ def cmd_train(a) -> int:
         thread.start()
         _watch(trainer, thread, events, quiet)
     if "error" in result:
-        if world is not None and not isinstance(result["error"], CllmError):
-            world.part(f"rank {world.rank} failed: {result['error']!r}")  # the others stop waiting for it
         raise result["error"]
     done: DoneEvent = result["done"]
     last = next((e for e in reversed(events) if isinstance(e, StepEvent)), None)

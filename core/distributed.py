@@ -100,10 +100,11 @@ def start(world: World, trainer: Trainer | None, error: str | None = None) -> li
             "fingerprint": run_fingerprint(trainer) if trainer else None}
     everyone = [json.loads(data) for data in world.gather(json.dumps(mine).encode(), "the start of the run")]
     errors = [(rank, entry["error"]) for rank, entry in enumerate(everyone) if entry["error"]]
-    if errors:
-        raise StartFailed(_one_line(errors, world.size))
     other = next((rank for rank, entry in enumerate(everyone) if entry["fingerprint"] != everyone[0]["fingerprint"]),
                  None)
+    world.completed = bool(errors) or other is not None  # every rank ends here, and knows it
+    if errors:
+        raise StartFailed(_one_line(errors, world.size))
     if other is not None:
         raise StartFailed(f"rank {other} would train another run than rank 0 (its model, tokenizer, corpus or "
                           "settings differ): every rank must read the same corpus, and with --resume the same "
@@ -115,7 +116,8 @@ def error_message(exc: CllmError) -> tuple[str | None, int]:
     """For an error that ends `cllm train` on this rank: what this rank prints (None:
     nothing, rank 0 speaks for all) and the exit code (5 when a rank was lost, else 2).
     An error before the handshake goes through it, so every rank learns of it and rank 0
-    tells it once; after the handshake the others are told this rank is leaving."""
+    tells it once; after the handshake the others are told at exit (`mpi_world`) that
+    this rank left, and why."""
     world = current()
     if world is None:
         return str(exc), 5 if isinstance(exc, PeerLost) else 2
@@ -129,9 +131,8 @@ def error_message(exc: CllmError) -> tuple[str | None, int]:
     if isinstance(exc, StartFailed):
         return (str(exc) if world.is_root else None), 2
     code = 5 if isinstance(exc, PeerLost) else 2
-    message = str(exc) if isinstance(exc, PeerLost) else f"rank {world.rank}: {exc}"
-    world.part(message)
-    return message, code
+    world.failure = str(exc) if isinstance(exc, PeerLost) else f"rank {world.rank}: {exc}"
+    return world.failure, code
 
 
 class DistributedTrainer(Trainer):
@@ -229,7 +230,9 @@ class DistributedTrainer(Trainer):
         emit = on_event or (lambda event: None)
         first_step = self.state.step
         try:
-            return super().run(emit)
+            done = super().run(emit)
+            self.world.completed = True
+            return done
         except PeerLost as exc:
             saved_to, where = None, "rank 0 saves the run"
             if self.world.is_root and self.out_path:
@@ -240,6 +243,7 @@ class DistributedTrainer(Trainer):
             self.world.part(str(exc))  # rank 0 after its save: its exit ends the job
             done = DoneEvent(self.state.step, "lost", f"{exc}; stopped at step {self.state.step}, {where}", saved_to)
         except RanksDiverged as exc:
+            self.world.completed = True  # every rank compared the same checksums
             kept = self.out_path if self.out_path and self.out_path.exists() else None
             done = DoneEvent(self.state.step, "diverged", f"{exc}; training stopped and the last checkpoint was kept",
                              kept)

@@ -81,6 +81,9 @@ class World:
     started: bool = False  # the ranks' start-up handshake happened (core/distributed.py)
     left: list[int] = field(default_factory=list)  # ranks that sent a notice that they leave
     lost: bool = False  # a rank is gone: collectives may never complete, so no MPI_Finalize
+    completed: bool = False  # every rank reached the same end of the run (or of a failed start)
+    parted: bool = False  # this rank told the others it leaves
+    failure: str = ""  # why this rank ends before the others, if it knows
 
     @property
     def is_root(self) -> bool:
@@ -164,7 +167,7 @@ class World:
         MPI_Finalize makes the launcher end the whole job."""
         from mpi4py import MPI
 
-        self.lost = True
+        self.lost = self.parted = True
         payload = bytearray(reason.encode()[:NOTICE_BYTES])
         try:
             sends = [self.notices.Isend([payload, MPI.BYTE], dest=r, tag=NOTICE_TAG)
@@ -265,11 +268,20 @@ def _start_guard(rank: int, timeout: float) -> Iterator[None]:
 
 
 def _finalize() -> None:
-    """At exit: MPI_Finalize, unless a rank was lost (it could wait for that rank for ever;
-    the process then just ends, and the launcher cleans up)."""
-    if _world is None or _world.lost:
+    """At exit. After an end every rank reached: MPI_Finalize. Otherwise this rank leaves
+    early (an error of its own, or it lost the others): it tells them, if it has not yet,
+    and skips MPI_Finalize, which could wait for them for ever; a process that ends without
+    it makes the launcher end the whole job."""
+    world = _world
+    if world is None:
+        return
+    if not world.completed:
+        if not world.parted:
+            uncaught = getattr(sys, "last_value", None)  # what Python just printed, if anything
+            world.part(world.failure or (f"rank {world.rank} failed: {uncaught!r}" if uncaught else
+                                         f"rank {world.rank} ended before the run did"))
         return
     from mpi4py import MPI
 
-    _world.close()
+    world.close()
     MPI.Finalize()

@@ -288,6 +288,27 @@ def test_a_killed_rank_ends_the_job_at_once_and_the_last_checkpoint_stays(tmp_pa
     assert run.step >= 5 and run.step % 5 == 0
 
 
+# `cllm train` whose rank 1 fails (a bug, say) when it reaches step 8.
+FAILING_RANK = ("import sys; from cllm.core import distributed; step = distributed.DistributedTrainer.train_step; "
+                "distributed.DistributedTrainer.train_step = lambda self: (_ for _ in ()).throw("
+                "RuntimeError('injected failure')) if self.world.rank == 1 and self.state.step == 7 else step(self); "
+                "from cllm.core.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+@needs_mpi
+def test_a_rank_that_fails_tells_the_others_and_rank_0_saves_at_once(tmp_path, corpus):
+    command = [sys.executable, "-c", FAILING_RANK, *train_command(corpus)[3:], "--steps", "1000000",
+               "--eval-interval", "0", "--threads", "1", "--mpi-timeout", "120"]
+    started = time.monotonic()
+    code, _, err = finish(launch(tmp_path, 2, command), timeout=100)
+    assert code != 0 and time.monotonic() - started < 60  # told, not timed out
+    assert "RuntimeError: injected failure" in err  # rank 1's own traceback: a bug is a bug
+    assert ("rank 0: rank 1 left the run (rank 1 failed: RuntimeError('injected failure')); stopped at step 7, "
+            "saved to m.cllm") in err
+    run = load_model(tmp_path / "rank0" / "m.cllm").info.run
+    assert run.step == run.data_position == 7
+
+
 @needs_mpi
 def test_a_rank_gone_before_mpi_starts_does_not_keep_the_others_waiting(tmp_path, corpus):
     quoted = " ".join(f'"{part}"' for part in train_command(corpus, "--steps", "2", "--mpi-timeout", "3"))
