@@ -244,16 +244,20 @@ def long_run(corpus: Path, *args: str) -> list[str]:
 
 
 @needs_mpi
-def test_a_signal_on_one_rank_stops_every_rank_at_one_step_with_one_save(tmp_path, corpus):
+@pytest.mark.parametrize("sig, target, told", [
+    (signal.SIGTERM, "rank 1", "SIGTERM on rank 1"),  # one rank alone gets it
+    (signal.SIGINT, "mpiexec", "SIGINT"),  # Ctrl-C: the launcher passes it to every rank
+])
+def test_a_signal_stops_every_rank_at_one_step_with_one_save(tmp_path, corpus, sig, target, told):
     process = launch(tmp_path, 2, long_run(corpus))
     model = tmp_path / "rank0" / "m.cllm"
     wait_for(model, process)
     time.sleep(0.3)
-    os.kill(rank_pid(tmp_path, 1), signal.SIGTERM)
+    os.kill(rank_pid(tmp_path, 1) if target == "rank 1" else process.pid, sig)
     code, _, err = finish(process)
     assert code == 0, err
     run = load_model(model).info.run
-    assert f"stopped (SIGTERM on rank 1) at step {run.step}, saved to m.cllm" in err
+    assert f"stopped ({told}) at step {run.step}, saved to m.cllm" in err
     assert run.step >= 5 and run.data_position == run.step
     assert err.count("stopped (") == 1 and "Traceback" not in err  # rank 0 alone tells (and saves: below)
     assert_only_rank_0_wrote(tmp_path, 2)
