@@ -104,7 +104,7 @@ def child_ranks(spec: dict) -> dict | None:
 def _mpi_library() -> str:
     from mpi4py import MPI
 
-    return MPI.Get_library_version().splitlines()[0].strip()
+    return " ".join(MPI.Get_library_version().splitlines()[0].split())
 
 
 CHILDREN = {"alone": child_alone, "ranks": child_ranks}
