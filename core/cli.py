@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from cllm.core.config import ModelConfig, TrainConfig
 from cllm.core.errors import CllmError, ConfigError, TokenizerError
+from cllm.core.mpi_world import DEFAULT_TIMEOUT as MPI_TIMEOUT
 from cllm.core.tokenizer import TRAINABLE_KINDS
 
 DEFAULT_MODEL = Path("models") / "saved_model.cllm"
@@ -28,7 +29,9 @@ EXIT_CODES = """exit codes:
   1  the loss became NaN or infinite: stopped, the last checkpoint kept
   2  bad input (a file, the corpus, a setting): nothing was trained
   3  the model file could not be written: the run was saved to a fallback file (printed)
-  4  the run could not be saved anywhere (every place tried is printed)"""
+  4  the run could not be saved anywhere (every place tried is printed)
+  5  under mpiexec: a rank was lost (died, left, or no answer in --mpi-timeout seconds;
+     rank 0 saved the last finished step) or the ranks' parameters differ"""
 
 
 def _add_train(sub) -> None:
@@ -61,7 +64,11 @@ def _add_train(sub) -> None:
     p.add_argument("--checkpoint-minutes", type=float, default=t.checkpoint_minutes,
                    help=f"also save when this many minutes passed since the last save (default "
                         f"{t.checkpoint_minutes:g}; 0: never), so even kill -9 loses at most that much")
-    p.add_argument("--threads", type=int, default=t.threads, help="0: all cores")
+    p.add_argument("--threads", type=int, default=t.threads,
+                   help="0: all cores (under mpiexec, per rank: a machine's cores shared among its ranks)")
+    p.add_argument("--mpi-timeout", type=float, default=MPI_TIMEOUT,
+                   help=f"under mpiexec: seconds a rank waits for the others before it gives up on them "
+                        f"(default {MPI_TIMEOUT:g}; docs/MPI.md)")
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument("--resume", action="store_true", help="continue training the model in --output")
     p.add_argument("--init", type=Path, default=None, metavar="MODEL",
@@ -140,12 +147,17 @@ def _train_config(a) -> TrainConfig:
 
 
 def cmd_train(a) -> int:
+    from cllm.core import mpi_world
     from cllm.core.corpus import load_corpus
     from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, SaveFailedEvent, StepEvent
     from cllm.core.stop_signals import stop_on_signals
     from cllm.core.trainer import Trainer
     from cllm.core.warmup import compile_kernels, kernels_cached
 
+    world = mpi_world.join(a.mpi_timeout)  # None unless an MPI launcher started this as one of several ranks
+    if world is not None:
+        from cllm.core import distributed
+        from cllm.core.distributed import DistributedTrainer as Trainer  # noqa: F811  (one rank of the run)
     config = _train_config(a)
     out = a.output
     _check_init(a)
@@ -164,8 +176,9 @@ def cmd_train(a) -> int:
                      n_embd=_given(a.embd, d.n_embd), ctx=_given(a.ctx, d.ctx))
         trainer = Trainer.new(corpus, shape, config, tokenizer=a.tokenizer or "char", vocab_size=a.vocab_size,
                               out_path=out)
-
-    quiet = a.json
+    rank_threads = distributed.start(world, trainer) if world else [trainer.n_threads]  # every rank ready
+    speaks = world is None or world.is_root  # under MPI rank 0 alone shows the run
+    quiet = a.json or not speaks
 
     def request_stop(why: str) -> None:
         first = not trainer.stopping
@@ -203,7 +216,8 @@ def cmd_train(a) -> int:
             _say(f"[bold]{m.n_params:,}[/] parameters, {m.config.n_layer} layers, {m.config.n_head} heads, "
                  f"width {m.config.n_embd}, ctx {m.config.ctx}, {m.tokenizer.kind} tokenizer "
                  f"({m.config.vocab_size} tokens); {len(trainer.train_tokens):,} training tokens; "
-                 f"{trainer.n_threads} threads")
+                 + (f"{trainer.n_threads} threads" if world is None else
+                    f"{world.size} MPI ranks, threads per rank {', '.join(map(str, rank_threads))}"))
             if trainer.state.parent is not None:
                 _say(f"fine-tuning {escape(str(a.init))} ({trainer.state.parent.step} steps) into {escape(str(out))}: "
                      "fresh optimiser, schedule and step count")
@@ -229,12 +243,16 @@ def cmd_train(a) -> int:
         "failed_saves": [e.message for e in failed],
         "parent": trainer.state.parent.to_dict() if trainer.state.parent else None,
     }
-    if a.json:
+    if world is not None:
+        summary.update(ranks=world.size, threads_per_rank=rank_threads)
+    if a.json and speaks:
         _say(json.dumps(summary), out=True)
-    else:
+    if (speaks and not a.json) or done.reason == "lost":  # each rank tells why it lost the others
         _say(escape(done.message))
     if done.reason == "nan":
         return 1
+    if done.reason in ("lost", "diverged"):
+        return 5
     if any(e.final for e in failed):
         return 3 if done.saved_to else 4
     return 0
@@ -485,6 +503,19 @@ def cmd_import(a) -> int:
     return 0
 
 
+def _error_message(exc: CllmError) -> tuple[str | None, int]:
+    """What to print of an error that ends a command (None: nothing) and the exit code.
+    Ranks of an MPI run agree on their errors first (core/distributed.py)."""
+    from cllm.core import mpi_world
+
+    if mpi_world.current() is not None:
+        from cllm.core.distributed import error_message
+
+        return error_message(exc)
+    rank, size = mpi_world.launched_ranks()
+    return (str(exc) if size <= 1 else f"rank {rank}: {exc}"), 2
+
+
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "info": cmd_info,
             "export": cmd_export, "import": cmd_import}
 
@@ -494,8 +525,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except CllmError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        return 2
+        message, code = _error_message(exc)
+        if message is not None:
+            err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        return code
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130

@@ -143,10 +143,13 @@ class Trainer:
             self.m, self.v = (np.ascontiguousarray(a, dtype=np.float32) for a in optimizer)
         else:
             self.m, self.v = np.zeros(size, np.float32), np.zeros(size, np.float32)
-        self.n_threads = min(config.n_threads, config.batch)
-        self.workspace = Workspace.create(model.config, self.n_threads, -(-config.batch // self.n_threads))
-        self.shard_sizes = np.diff(self.workspace.bounds(config.batch)) * config.grad_accum  # rows per step
-        self.eval_sizes = np.diff(self.workspace.bounds(len(self.chunks)))
+        self.rows = self._share(config.batch)  # the rows of every batch this process computes
+        self.eval_rows = self._share(len(self.chunks))
+        n_rows = self.rows.stop - self.rows.start
+        self.n_threads = min(self._thread_count(), n_rows)
+        self.workspace = Workspace.create(model.config, self.n_threads, -(-n_rows // self.n_threads))
+        self.shard_sizes = np.diff(self.workspace.bounds(n_rows)) * config.grad_accum  # rows per step
+        self.eval_sizes = np.diff(self.workspace.bounds(self.eval_rows.stop - self.eval_rows.start))
         self.phase = "train"  # or "eval" or "save": what the run is doing (shard_progress counts train and eval rows)
         self.segments = model.layout.decay_segments()
         self._unpaused = threading.Event()
@@ -232,6 +235,23 @@ class Trainer:
         """Rows each shard does in the current phase: a step's or an evaluation's."""
         return self.eval_sizes if self.phase == "eval" else self.shard_sizes
 
+    # -- what a process of a run over several (core/distributed.py) does otherwise --
+    def _share(self, rows: int) -> slice:
+        """The rows of a batch (or of the evaluation chunks) this process computes: all."""
+        return slice(0, rows)
+
+    def _thread_count(self) -> int:
+        return self.config.n_threads
+
+    def _agree_to_stop(self, losses: np.ndarray) -> bool:
+        """After a step's or an evaluation's kernels, which filled this process's rows of
+        `losses`: whether a stop request means dropping their work."""
+        return self.stopping
+
+    def _sum_gradients(self) -> float:
+        """Every shard's gradient summed into workspace.grads[0]; returns the squared norm."""
+        return reduce_shards(self.workspace.grads, self.n_threads)
+
     # -- the work -----------------------------------------------------------------
     def next_batch(self) -> np.ndarray:
         T = self.model.config.ctx
@@ -245,20 +265,22 @@ class Trainer:
         cfg, model = self.config, self.model
         T = model.config.ctx
         rows = cfg.batch * cfg.grad_accum
-        losses = np.zeros(cfg.batch, np.float64)
-        total = 0.0
+        losses = np.zeros((cfg.grad_accum, cfg.batch), np.float64)
+        mine = self.rows
         rng_before = self.rng.bit_generator.state
         position_before = self.state.data_position
         for micro in range(cfg.grad_accum):
-            self.workspace.run(model.params, self.next_batch(), TRAIN, losses=losses, scale=1.0 / (rows * T),
-                               accumulate=micro > 0)
-            total += losses.sum()
-        if self.stopping:
+            self.workspace.run(model.params, self.next_batch()[mine], TRAIN, losses=losses[micro, mine],
+                               scale=1.0 / (rows * T), accumulate=micro > 0)
+        if self._agree_to_stop(losses):
             self.rng.bit_generator.state = rng_before
             self.state.data_position = position_before
             return None
+        total = 0.0
+        for micro_losses in losses:
+            total += micro_losses.sum()
         loss = float(total / rows)
-        norm = math.sqrt(reduce_shards(self.workspace.grads, self.n_threads))
+        norm = math.sqrt(self._sum_gradients())
         if not (math.isfinite(loss) and math.isfinite(norm)):
             return loss, norm
         clip = cfg.grad_clip / (norm + 1e-6) if cfg.grad_clip > 0 and norm > cfg.grad_clip else 1.0
@@ -274,12 +296,14 @@ class Trainer:
         """The held-out loss, recorded in the run's state; None if a stop request cut the
         evaluation short (nothing is recorded then)."""
         self.phase = "eval"
+        losses = np.zeros(len(self.chunks), np.float64)
+        mine = self.eval_rows
         try:
-            losses = self.workspace.run(self.model.params, self.chunks, LOSS)
+            self.workspace.run(self.model.params, self.chunks[mine], LOSS, losses=losses[mine])
         finally:
             self.workspace.progress[:] = self.shard_sizes  # back to the finished step's counts
             self.phase = "train"
-        if self.stopping:
+        if self._agree_to_stop(losses):
             return None
         val = float(losses.mean())
         self.state.val_history.append([self.state.step, round(val, 6)])
