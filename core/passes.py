@@ -25,10 +25,19 @@ from numba import njit, typeof, types
 from cllm.core.kernels import (
     JIT, NOTRANS, TRANS, attention_backward, attention_forward, copy_rows, crossentropy_backward,
     crossentropy_forward, encoder_backward, encoder_forward, gelu_backward, gelu_forward, gemm,
-    layernorm_backward, layernorm_forward, matmul_backward, matmul_forward,
+    layernorm_backward, layernorm_forward, matmul_backward, matmul_forward, short_attention_backward,
+    short_attention_forward,
 )
 from cllm.core.config import ModelConfig
 from cllm.core.layout import Layout, act_views, param_views
+
+
+@njit(**JIT)
+def keeps_probabilities(A, T):
+    """Whether attention keeps the probabilities of T positions (the short kernels) or
+    one log-sum-exp per query (the tiled kernels): `core.layout.attention_shapes` sized
+    the buffers for one of the two."""
+    return A.att.shape[3] >= T
 
 
 @njit(**JIT)
@@ -47,7 +56,10 @@ def gpt_forward(P, A, tokens, T, n_head):
         matmul_forward(A.qkv[l], A.ln1[l], P.qkvw[l], P.qkvb[l], N, False)
         for r in range(R):
             rows = slice(r * T, (r + 1) * T)
-            attention_forward(A.atty[l, rows], A.att[l, r], A.qkv[l, rows], n_head, T)
+            if keeps_probabilities(A, T):
+                short_attention_forward(A.atty[l, rows], A.att[l, r], A.qkv[l, rows], n_head, T)
+            else:
+                attention_forward(A.atty[l, rows], A.lse[l, r], A.atttiles, A.qkv[l, rows], n_head, T)
         copy_rows(A.res2[l], residual, N)
         matmul_forward(A.res2[l], A.atty[l], P.attprojw[l], P.attprojb[l], N, True)
         layernorm_forward(A.ln2[l], A.ln2_mean[l], A.ln2_rstd[l], A.res2[l], P.ln2w[l], P.ln2b[l], N)
@@ -87,7 +99,12 @@ def gpt_backward(G, P, A, tokens, T, n_head):
         matmul_backward(dbranch, G.attprojw[l], G.attprojb[l], dres, A.atty[l], P.attprojw[l], N, False)  # d atty
         for r in range(R):
             rows = slice(r * T, (r + 1) * T)
-            attention_backward(A.dqkv[rows], A.datt, dbranch[rows], A.qkv[l, rows], A.att[l, r], n_head, T)
+            if keeps_probabilities(A, T):
+                short_attention_backward(A.dqkv[rows], A.atttiles[0], dbranch[rows], A.qkv[l, rows], A.att[l, r],
+                                         n_head, T)
+            else:
+                attention_backward(A.dqkv[rows], A.atttiles, dbranch[rows], A.qkv[l, rows], A.atty[l, rows],
+                                   A.lse[l, r], n_head, T)
         matmul_backward(dbranch, G.qkvw[l], G.qkvb[l], A.dqkv, A.ln1[l], P.qkvw[l], N, False)  # d ln1
         layernorm_backward(dres, G.ln1w[l], G.ln1b[l], dbranch, residual, A.ln1_mean[l], A.ln1_rstd[l],
                            P.ln1w[l], N)
