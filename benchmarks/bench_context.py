@@ -92,7 +92,7 @@ def attention_driver():
             for i in range(sequences):
                 r = i % group
                 rows = slice(r * T, (r + 1) * T)
-                if keeps_probabilities(A, T):
+                if keeps_probabilities(A.att, T):
                     if backward:
                         short_attention_backward(A.dqkv[rows], A.atttiles[0], A.dbranch[rows], A.qkv[l, rows],
                                                  A.att[l, r], n_head, T)

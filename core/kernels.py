@@ -303,19 +303,28 @@ def gelu_backward(dinp, inp, dout, N):
 # more than it saves. core/layout.py sizes the buffers, and so picks the pair.
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _head(x, h, hs, T):
     """Head h's columns [h*hs, (h+1)*hs) of rows :T."""
     return x[:T, h * hs:(h + 1) * hs]
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _causal_width(q, k0, width):
     """How many of the `width` keys from k0 on query position q sees: 0 to width."""
     return max(0, min(width, q - k0 + 1))
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
+def _zero_rows(x, rows):
+    """x[:rows] = 0 (a loop: numba's slice assignment costs compile time)."""
+    for r in range(rows):
+        row = x[r]
+        for i in range(row.shape[0]):
+            row[i] = 0.0
+
+
+@njit(inline="always", **JIT)
 def _scale_rows(x, rows, factors):
     """x[r] *= factors[r] for r < rows."""
     for r in range(rows):
@@ -324,7 +333,7 @@ def _scale_rows(x, rows, factors):
             row[i] *= f
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _online_softmax_tile(s, br, bc, q0, k0, row_max, row_sum, rescale, scratch):
     """Scores s[:br, :bc] (queries q0.., keys k0..) -> exp(s - running max), zero where a
     key lies after its query; updates each row's running max and sum and gives the factor
@@ -364,24 +373,24 @@ def attention_forward(out, lse, tiles, qkv, n_head, T):
             _head(out, h, hs, T)
         for q0 in range(0, T, Br):
             br = min(Br, T - q0)
-            q1 = q0 + br
+            qi, oi = q[q0:q0 + br], o[q0:q0 + br]
             for r in range(br):
                 row_max[r] = -np.inf
                 row_sum[r] = 0.0
-            o[q0:q1] = 0.0
-            for k0 in range(0, q1, Bc):  # key blocks up to the diagonal
-                bc = min(Bc, q1 - k0)
-                gemm(NOTRANS, TRANS, br, bc, hs, scale, q[q0:q1], k[k0:k0 + bc], 0.0, s)
+            _zero_rows(oi, br)
+            for k0 in range(0, q0 + br, Bc):  # key blocks up to the diagonal
+                bc = min(Bc, q0 + br - k0)
+                gemm(NOTRANS, TRANS, br, bc, hs, scale, qi, k[k0:k0 + bc], 0.0, s)
                 _online_softmax_tile(s, br, bc, q0, k0, row_max, row_sum, factors, scratch)
-                _scale_rows(o[q0:q1], br, factors)
-                gemm(NOTRANS, NOTRANS, br, hs, bc, 1.0, s, v[k0:k0 + bc], 1.0, o[q0:q1])
+                _scale_rows(oi, br, factors)
+                gemm(NOTRANS, NOTRANS, br, hs, bc, 1.0, s, v[k0:k0 + bc], 1.0, oi)
             for r in range(br):
                 factors[r] = 1.0 / row_sum[r]
                 lse[h, q0 + r] = row_max[r] + math.log(row_sum[r])
-            _scale_rows(o[q0:q1], br, factors)
+            _scale_rows(oi, br, factors)
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _tile_score_grads(p, dp, br, bc, q0, k0, lse, delta, scale, scratch):
     """Recomputed probabilities p = exp(s - lse) from the scores p[:br, :bc], and from
     dp = dO V^T the score gradients dp <- p * (dp - delta) * scale; both zero where a key
@@ -399,7 +408,7 @@ def _tile_score_grads(p, dp, br, bc, q0, k0, lse, delta, scale, scratch):
             dprow[u] = 0.0
 
 
-@njit(**JIT)
+@njit(inline="always", **JIT)
 def _row_dots(out, a, b, rows):
     """out[r] = <a[r], b[r]> for r < rows, summed in float64."""
     for r in range(rows):
@@ -421,23 +430,24 @@ def attention_backward(dqkv, tiles, dout, qkv, out, lse, n_head, T):
     p, dp = tiles[0], tiles[1]
     scratch = np.empty(Bc, np.float64)
     delta = np.empty(Br, dout.dtype)
-    dqkv[:T] = 0.0
+    _zero_rows(dqkv, T)
     for h in range(n_head):
         q, k, v = _head(qkv, h, hs, T), _head(qkv, n_head + h, hs, T), _head(qkv, 2 * n_head + h, hs, T)
         dq, dk, dv = _head(dqkv, h, hs, T), _head(dqkv, n_head + h, hs, T), _head(dqkv, 2 * n_head + h, hs, T)
         do, o = _head(dout, h, hs, T), _head(out, h, hs, T)
         for q0 in range(0, T, Br):
             br = min(Br, T - q0)
-            q1 = q0 + br
-            _row_dots(delta, do[q0:q1], o[q0:q1], br)  # <dO, O> = <dP, P> of each query
-            for k0 in range(0, q1, Bc):
-                bc = min(Bc, q1 - k0)
-                gemm(NOTRANS, TRANS, br, bc, hs, scale, q[q0:q1], k[k0:k0 + bc], 0.0, p)   # S
-                gemm(NOTRANS, TRANS, br, bc, hs, 1.0, do[q0:q1], v[k0:k0 + bc], 0.0, dp)   # dP = dO V^T
+            qi, dqi, doi = q[q0:q0 + br], dq[q0:q0 + br], do[q0:q0 + br]
+            _row_dots(delta, doi, o[q0:q0 + br], br)  # <dO, O> = <dP, P> of each query
+            for k0 in range(0, q0 + br, Bc):  # key blocks up to the diagonal
+                bc = min(Bc, q0 + br - k0)
+                kj, vj, dkj, dvj = k[k0:k0 + bc], v[k0:k0 + bc], dk[k0:k0 + bc], dv[k0:k0 + bc]
+                gemm(NOTRANS, TRANS, br, bc, hs, scale, qi, kj, 0.0, p)  # S
+                gemm(NOTRANS, TRANS, br, bc, hs, 1.0, doi, vj, 0.0, dp)  # dP = dO V^T
                 _tile_score_grads(p, dp, br, bc, q0, k0, lse[h], delta, scale, scratch)
-                gemm(TRANS, NOTRANS, bc, hs, br, 1.0, p, do[q0:q1], 1.0, dv[k0:k0 + bc])  # dv += P^T dO
-                gemm(NOTRANS, NOTRANS, br, hs, bc, 1.0, dp, k[k0:k0 + bc], 1.0, dq[q0:q1])  # dq += dS K
-                gemm(TRANS, NOTRANS, bc, hs, br, 1.0, dp, q[q0:q1], 1.0, dk[k0:k0 + bc])  # dk += dS^T Q
+                gemm(TRANS, NOTRANS, bc, hs, br, 1.0, p, doi, 1.0, dvj)  # dv += P^T dO
+                gemm(NOTRANS, NOTRANS, br, hs, bc, 1.0, dp, kj, 1.0, dqi)  # dq += dS K
+                gemm(TRANS, NOTRANS, bc, hs, br, 1.0, dp, qi, 1.0, dkj)  # dk += dS^T Q
 
 
 @njit(**JIT)
