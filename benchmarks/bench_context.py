@@ -76,33 +76,24 @@ def force_attention(pair: str) -> None:
 
 
 def attention_driver():
-    """A compiled loop over one shard's attention calls of one step (layers x sequences),
-    forward or backward, choosing the kernel pair as core.passes does; nogil, so one
+    """A compiled loop over one shard's attention calls of one step, layers x sequences:
+    `calls(attend, A, n_layer, sequences, group, T, n_head)` with `attend` CLLM's
+    `attention_forward_pass` or `attention_backward_pass` (which pick the kernels as in a
+    step), called by address as gpt_forward and gpt_backward call them; nogil, so one
     Python thread per shard runs them at once."""
-    from numba import njit
+    import numpy as np
+    from numba import njit, types
 
-    from cllm.core.kernels import (
-        attention_backward, attention_forward, short_attention_backward, short_attention_forward,
-    )
-    from cllm.core.passes import keeps_probabilities
+    from cllm.core.passes import pass_signatures
 
-    @njit(nogil=True)
-    def calls(A, n_layer, sequences, group, T, n_head, backward):
+    attention = pass_signatures(np.dtype(np.float32)).attention_forward  # the backward's is the same
+    i64 = types.int64
+
+    @njit(types.void(types.FunctionType(attention), attention.args[0], i64, i64, i64, i64, i64), nogil=True)
+    def calls(attend, A, n_layer, sequences, group, T, n_head):
         for l in range(n_layer):
             for i in range(sequences):
-                r = i % group
-                rows = slice(r * T, (r + 1) * T)
-                if keeps_probabilities(A.att, T):
-                    if backward:
-                        short_attention_backward(A.dqkv[rows], A.atttiles[0], A.dbranch[rows], A.qkv[l, rows],
-                                                 A.att[l, r], n_head, T)
-                    else:
-                        short_attention_forward(A.atty[l, rows], A.att[l, r], A.qkv[l, rows], n_head, T)
-                elif backward:
-                    attention_backward(A.dqkv[rows], A.atttiles, A.dbranch[rows], A.qkv[l, rows], A.atty[l, rows],
-                                       A.lse[l, r], n_head, T)
-                else:
-                    attention_forward(A.atty[l, rows], A.lse[l, r], A.atttiles, A.qkv[l, rows], n_head, T)
+                attend(A, l, i % group, T, n_head)
 
     return calls
 
@@ -133,13 +124,15 @@ def concurrent_seconds(jobs: list, clock: str = "wall") -> float:
 def attention_profile(trainer, repeats: int = 5) -> dict:
     """Seconds of one step's attention forward and backward calls (see the docstring
     above), median of `repeats`."""
+    from cllm.core.passes import attention_backward_pass, attention_forward_pass
+
     calls = attention_driver()
     ws, c = trainer.workspace, trainer.model.config
     sequences = int(max(trainer.shard_sizes))
     views = [ws.views(s) for s in range(ws.shards)]
     out = {}
-    for name, backward in (("forward", False), ("backward", True)):
-        jobs = [lambda A=A: calls(A, c.n_layer, sequences, ws.group, c.ctx, c.n_head, backward) for A in views]
+    for name, attend in (("forward", attention_forward_pass), ("backward", attention_backward_pass)):
+        jobs = [lambda A=A: calls(attend, A, c.n_layer, sequences, ws.group, c.ctx, c.n_head) for A in views]
         concurrent_seconds(jobs)  # compiles, warms the caches
         out[name] = statistics.median(concurrent_seconds(jobs) for _ in range(repeats))
     return out
@@ -183,6 +176,7 @@ def child_crossover(spec: dict) -> dict:
 
     from cllm.core.config import ModelConfig
     from cllm.core.layout import Layout
+    from cllm.core.passes import attention_backward_pass, attention_forward_pass
     from cllm.core.threads import single_threaded_blas
 
     calls = attention_driver()
@@ -199,8 +193,9 @@ def child_crossover(spec: dict) -> dict:
                                for _ in range(spec["copies"])]
 
             def jobs(pair):
-                return [lambda A=A: (calls(A, 1, 1, 1, ctx, config.n_head, False),
-                                     calls(A, 1, 1, 1, ctx, config.n_head, True)) for A in views[pair]]
+                return [lambda A=A: (calls(attention_forward_pass, A, 1, 1, 1, ctx, config.n_head),
+                                     calls(attention_backward_pass, A, 1, 1, 1, ctx, config.n_head))
+                        for A in views[pair]]
 
             for pair in PAIRS:
                 concurrent_seconds(jobs(pair))
