@@ -293,19 +293,173 @@ def gelu_backward(dinp, inp, dout, N):
 
 # ----------------------------------------------------------------------------------
 # causal self-attention, heads side by side inside q | k | v
+#
+# Two formulations of the same arithmetic. The tiled pair (FlashAttention-2's) never holds
+# a T x T matrix: blocks of queries meet blocks of keys in a (Br, Bc) tile, tiles above the
+# diagonal are skipped, the softmax runs online (a running max and sum per query), and the
+# backward pass recomputes each tile's probabilities from the one log-sum-exp per query
+# the forward pass kept. The short pair keeps every head's probabilities (T x T) for the
+# backward pass instead: at short contexts they fit in cache and recomputing them costs
+# more than it saves. core/layout.py sizes the buffers, and so picks the pair.
+
+
+@njit(inline="always", **JIT)
+def _head(x, h, hs, T):
+    """Head h's columns [h*hs, (h+1)*hs) of rows :T."""
+    return x[:T, h * hs:(h + 1) * hs]
+
+
+@njit(inline="always", **JIT)
+def _causal_width(q, k0, width):
+    """How many of the `width` keys from k0 on query position q sees: 0 to width."""
+    return max(0, min(width, q - k0 + 1))
+
+
+@njit(inline="always", **JIT)
+def _zero_rows(x, rows):
+    """x[:rows] = 0 (a loop: numba's slice assignment costs compile time)."""
+    for r in range(rows):
+        row = x[r]
+        for i in range(row.shape[0]):
+            row[i] = 0.0
+
+
+@njit(inline="always", **JIT)
+def _scale_rows(x, rows, factors):
+    """x[r] *= factors[r] for r < rows."""
+    for r in range(rows):
+        row, f = x[r], x.dtype.type(factors[r])
+        for i in range(row.shape[0]):
+            row[i] *= f
+
+
+@njit(inline="always", **JIT)
+def _online_softmax_tile(s, br, bc, q0, k0, row_max, row_sum, rescale, scratch):
+    """Scores s[:br, :bc] (queries q0.., keys k0..) -> exp(s - running max), zero where a
+    key lies after its query; updates each row's running max and sum and gives the factor
+    rescale[r] = exp(old max - new max) the rows' partial outputs must take."""
+    for r in range(br):
+        row = s[r]
+        n = _causal_width(q0 + r, k0, bc)
+        mx = row_max[r]
+        for u in range(n):
+            mx = max(mx, row[u])
+        rescale[r] = 1.0
+        if n > 0:
+            total = exp_shifted(row, n, mx, scratch)
+            rescale[r] = math.exp(row_max[r] - mx)
+            row_sum[r] = row_sum[r] * rescale[r] + total
+            row_max[r] = mx
+        for u in range(n, bc):
+            row[u] = 0.0
+
 
 @njit(**JIT)
-def attention_forward(out, att, qkv, n_head, T):
+def attention_forward(out, lse, tiles, qkv, n_head, T):
+    # out (T, C); lse (NH, maxT) each query's log-sum-exp of its scores, for backward;
+    # tiles (2, Br, Bc) scratch, the tile shape (the first is used); qkv (T, 3C) with
+    # columns q | k | v, head h at [h*hs, (h+1)*hs) inside each
+    C = out.shape[1]
+    hs = C // n_head
+    scale = 1.0 / math.sqrt(hs)
+    Br, Bc = tiles.shape[1], tiles.shape[2]
+    s = tiles[0]
+    scratch = np.empty(Bc, np.float64)
+    row_max = np.empty(Br, out.dtype)
+    row_sum = np.empty(Br, np.float64)
+    factors = np.empty(Br, np.float64)
+    for h in range(n_head):
+        q, k, v, o = _head(qkv, h, hs, T), _head(qkv, n_head + h, hs, T), _head(qkv, 2 * n_head + h, hs, T), \
+            _head(out, h, hs, T)
+        for q0 in range(0, T, Br):
+            br = min(Br, T - q0)
+            qi, oi = q[q0:q0 + br], o[q0:q0 + br]
+            for r in range(br):
+                row_max[r] = -np.inf
+                row_sum[r] = 0.0
+            _zero_rows(oi, br)
+            for k0 in range(0, q0 + br, Bc):  # key blocks up to the diagonal
+                bc = min(Bc, q0 + br - k0)
+                gemm(NOTRANS, TRANS, br, bc, hs, scale, qi, k[k0:k0 + bc], 0.0, s)
+                _online_softmax_tile(s, br, bc, q0, k0, row_max, row_sum, factors, scratch)
+                _scale_rows(oi, br, factors)
+                gemm(NOTRANS, NOTRANS, br, hs, bc, 1.0, s, v[k0:k0 + bc], 1.0, oi)
+            for r in range(br):
+                factors[r] = 1.0 / row_sum[r]
+                lse[h, q0 + r] = row_max[r] + math.log(row_sum[r])
+            _scale_rows(oi, br, factors)
+
+
+@njit(inline="always", **JIT)
+def _tile_score_grads(p, dp, br, bc, q0, k0, lse, delta, scale, scratch):
+    """Recomputed probabilities p = exp(s - lse) from the scores p[:br, :bc], and from
+    dp = dO V^T the score gradients dp <- p * (dp - delta) * scale; both zero where a key
+    lies after its query."""
+    scale_t = p.dtype.type(scale)
+    for r in range(br):
+        prow, dprow = p[r], dp[r]
+        n = _causal_width(q0 + r, k0, bc)
+        exp_shifted(prow, n, lse[q0 + r], scratch)
+        d = delta[r]
+        for u in range(n):
+            dprow[u] = prow[u] * (dprow[u] - d) * scale_t
+        for u in range(n, bc):
+            prow[u] = 0.0
+            dprow[u] = 0.0
+
+
+@njit(inline="always", **JIT)
+def _row_dots(out, a, b, rows):
+    """out[r] = <a[r], b[r]> for r < rows, summed in float64."""
+    for r in range(rows):
+        x, y = a[r], b[r]
+        acc = 0.0
+        for i in range(x.shape[0]):
+            acc += x[i] * y[i]
+        out[r] = acc
+
+
+@njit(**JIT)
+def attention_backward(dqkv, tiles, dout, qkv, out, lse, n_head, T):
+    # dqkv (T, 3C) overwritten; tiles (2, Br, Bc) scratch; dout, out (T, C): the output's
+    # gradient and the output; qkv (T, 3C); lse (NH, maxT) from the forward pass
+    C = dout.shape[1]
+    hs = C // n_head
+    scale = 1.0 / math.sqrt(hs)
+    Br, Bc = tiles.shape[1], tiles.shape[2]
+    p, dp = tiles[0], tiles[1]
+    scratch = np.empty(Bc, np.float64)
+    delta = np.empty(Br, dout.dtype)
+    _zero_rows(dqkv, T)
+    for h in range(n_head):
+        q, k, v = _head(qkv, h, hs, T), _head(qkv, n_head + h, hs, T), _head(qkv, 2 * n_head + h, hs, T)
+        dq, dk, dv = _head(dqkv, h, hs, T), _head(dqkv, n_head + h, hs, T), _head(dqkv, 2 * n_head + h, hs, T)
+        do, o = _head(dout, h, hs, T), _head(out, h, hs, T)
+        for q0 in range(0, T, Br):
+            br = min(Br, T - q0)
+            qi, dqi, doi = q[q0:q0 + br], dq[q0:q0 + br], do[q0:q0 + br]
+            _row_dots(delta, doi, o[q0:q0 + br], br)  # <dO, O> = <dP, P> of each query
+            for k0 in range(0, q0 + br, Bc):  # key blocks up to the diagonal
+                bc = min(Bc, q0 + br - k0)
+                kj, vj, dkj, dvj = k[k0:k0 + bc], v[k0:k0 + bc], dk[k0:k0 + bc], dv[k0:k0 + bc]
+                gemm(NOTRANS, TRANS, br, bc, hs, scale, qi, kj, 0.0, p)  # S
+                gemm(NOTRANS, TRANS, br, bc, hs, 1.0, doi, vj, 0.0, dp)  # dP = dO V^T
+                _tile_score_grads(p, dp, br, bc, q0, k0, lse[h], delta, scale, scratch)
+                gemm(TRANS, NOTRANS, bc, hs, br, 1.0, p, doi, 1.0, dvj)  # dv += P^T dO
+                gemm(NOTRANS, NOTRANS, br, hs, bc, 1.0, dp, kj, 1.0, dqi)  # dq += dS K
+                gemm(TRANS, NOTRANS, bc, hs, br, 1.0, dp, qi, 1.0, dkj)  # dk += dS^T Q
+
+
+@njit(**JIT)
+def short_attention_forward(out, att, qkv, n_head, T):
     # out (T, C); att (NH, maxT, maxT) softmax probabilities (zero above the diagonal);
-    # qkv (T, 3C) with columns q | k | v, head h at [h*hs, (h+1)*hs) inside each
+    # qkv (T, 3C) as for attention_forward
     C = out.shape[1]
     hs = C // n_head
     scale = 1.0 / math.sqrt(hs)
     scratch = np.empty(T, np.float64)
     for h in range(n_head):
-        q = qkv[:T, h * hs:(h + 1) * hs]
-        k = qkv[:T, C + h * hs:C + (h + 1) * hs]
-        v = qkv[:T, 2 * C + h * hs:2 * C + (h + 1) * hs]
+        q, k, v = _head(qkv, h, hs, T), _head(qkv, n_head + h, hs, T), _head(qkv, 2 * n_head + h, hs, T)
         a = att[h]
         gemm(NOTRANS, TRANS, T, T, hs, scale, q, k, 0.0, a)
         for t in range(T):
@@ -319,23 +473,19 @@ def attention_forward(out, att, qkv, n_head, T):
                 row[u] *= inv
             for u in range(t + 1, T):
                 row[u] = 0.0
-        gemm(NOTRANS, NOTRANS, T, hs, T, 1.0, a, v, 0.0, out[:T, h * hs:(h + 1) * hs])
+        gemm(NOTRANS, NOTRANS, T, hs, T, 1.0, a, v, 0.0, _head(out, h, hs, T))
 
 
 @njit(**JIT)
-def attention_backward(dqkv, datt, dout, qkv, att, n_head, T):
-    # dqkv (T, 3C) overwritten; datt (maxT, maxT) scratch; dout (T, C)
+def short_attention_backward(dqkv, datt, dout, qkv, att, n_head, T):
+    # dqkv (T, 3C) overwritten; datt (maxT, maxT) scratch; dout (T, C); att from the forward pass
     C = dout.shape[1]
     hs = C // n_head
     scale = 1.0 / math.sqrt(hs)
     for h in range(n_head):
-        q = qkv[:T, h * hs:(h + 1) * hs]
-        k = qkv[:T, C + h * hs:C + (h + 1) * hs]
-        v = qkv[:T, 2 * C + h * hs:2 * C + (h + 1) * hs]
-        dq = dqkv[:T, h * hs:(h + 1) * hs]
-        dk = dqkv[:T, C + h * hs:C + (h + 1) * hs]
-        dv = dqkv[:T, 2 * C + h * hs:2 * C + (h + 1) * hs]
-        do = dout[:T, h * hs:(h + 1) * hs]
+        q, k, v = _head(qkv, h, hs, T), _head(qkv, n_head + h, hs, T), _head(qkv, 2 * n_head + h, hs, T)
+        dq, dk, dv = _head(dqkv, h, hs, T), _head(dqkv, n_head + h, hs, T), _head(dqkv, 2 * n_head + h, hs, T)
+        do = _head(dout, h, hs, T)
         a = att[h]
         gemm(TRANS, NOTRANS, T, hs, T, 1.0, a, do, 0.0, dv)       # dv = P^T dO
         gemm(NOTRANS, TRANS, T, T, hs, 1.0, do, v, 0.0, datt)     # dP = dO V^T

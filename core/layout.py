@@ -52,7 +52,10 @@ class Params(NamedTuple):
 
 class Activations(NamedTuple):
     """Views of one shard's activations for a group of G sequences (N = G * maxT rows),
-    and the backward pass's scratch. The backward pass reuses scratch as it goes:
+    and the backward pass's scratch. Attention keeps either each head's probabilities
+    (`att`, contexts up to SHORT_ATTENTION_MAX_CTX) or one log-sum-exp per query (`lse`,
+    the tiled kernels); the other block is empty, and `atttiles` is the scratch of the
+    kernels in use (see `attention_shapes`). The backward pass reuses scratch as it goes:
     `dresidual` holds the gradient of the residual stream at the current depth;
     `dbranch` (N, C) holds in turn the gradient of ln_f's output, then per layer of ln_2's
     output, of the attention output and of ln_1's output; `logits` holds the logits,
@@ -63,7 +66,8 @@ class Activations(NamedTuple):
     ln1_mean: np.ndarray  # (L, N)
     ln1_rstd: np.ndarray  # (L, N)
     qkv: np.ndarray  # (L, N, 3C) queries | keys | values
-    att: np.ndarray  # (L, G, NH, maxT, maxT) attention probabilities
+    att: np.ndarray  # (L, G, NH, maxT, maxT) attention probabilities, or empty
+    lse: np.ndarray  # (L, G, NH, maxT) log-sum-exp of each query's scores, or empty
     atty: np.ndarray  # (L, N, C) attention output, heads side by side
     res2: np.ndarray  # (L, N, C) residual after attention
     ln2: np.ndarray  # (L, N, C)
@@ -81,7 +85,7 @@ class Activations(NamedTuple):
     dqkv: np.ndarray  # (N, 3C)
     dfch: np.ndarray  # (N, 4C)
     dfchg: np.ndarray  # (N, 4C)
-    datt: np.ndarray  # (maxT, maxT) one head's attention gradient
+    atttiles: np.ndarray  # (2, Br, Bc) score and gradient tiles, or (1, maxT, maxT) one head's dP
 
 
 # Per-layer parameter blocks and the GPT-2 name of one layer's slice.
@@ -98,6 +102,14 @@ DECAYED = {"wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"}  # 2-D weights ge
 
 GROUP_ROWS = 256  # a shard runs its sequences in groups of about this many positions
 
+# Attention's kernels (core/kernels.py), picked by the context length: up to this
+# context the short pair keeps every head's T x T probabilities, which at these sizes is
+# faster than recomputing them; beyond it the tiled pair runs on tiles of up to
+# ATT_QUERY_BLOCK queries by ATT_KEY_BLOCK keys (benchmarks/bench_context.py measured both).
+SHORT_ATTENTION_MAX_CTX = 192
+ATT_QUERY_BLOCK = 128
+ATT_KEY_BLOCK = 256
+
 
 def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     V, T, C, L = config.vocab_size, config.ctx, config.n_embd, config.n_layer
@@ -113,16 +125,27 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     }
 
 
+def attention_shapes(config: ModelConfig, group: int) -> dict[str, tuple[int, ...]]:
+    """The blocks of the attention kernels for this context: the short pair's
+    probabilities and (1, T, T) scratch, or the tiled pair's log-sum-exps and tiles. The
+    passes pick the pair from these shapes."""
+    T, L, NH = config.ctx, config.n_layer, config.n_head
+    if T <= SHORT_ATTENTION_MAX_CTX:
+        return {"att": (L, group, NH, T, T), "lse": (L, group, NH, 0), "atttiles": (1, T, T)}
+    tile = (2, min(ATT_QUERY_BLOCK, T), min(ATT_KEY_BLOCK, T))
+    return {"att": (L, group, NH, 0, 0), "lse": (L, group, NH, T), "atttiles": tile}
+
+
 def activation_shapes(config: ModelConfig, group: int) -> dict[str, tuple[int, ...]]:
-    V, T, C, L, NH = config.vocab_size, config.ctx, config.n_embd, config.n_layer, config.n_head
+    V, T, C, L = config.vocab_size, config.ctx, config.n_embd, config.n_layer
     N = group * T
     return {
         "encoded": (N, C), "ln1": (L, N, C), "ln1_mean": (L, N), "ln1_rstd": (L, N),
-        "qkv": (L, N, 3 * C), "att": (L, group, NH, T, T), "atty": (L, N, C), "res2": (L, N, C),
+        "qkv": (L, N, 3 * C), "atty": (L, N, C), "res2": (L, N, C),
         "ln2": (L, N, C), "ln2_mean": (L, N), "ln2_rstd": (L, N), "fch": (L, N, 4 * C),
         "fchg": (L, N, 4 * C), "res3": (L, N, C), "lnf": (N, C), "lnf_mean": (N,), "lnf_rstd": (N,),
         "logits": (N, V), "dresidual": (N, C), "dbranch": (N, C), "dqkv": (N, 3 * C), "dfch": (N, 4 * C),
-        "dfchg": (N, 4 * C), "datt": (T, T),
+        "dfchg": (N, 4 * C), **attention_shapes(config, group),
     }
 
 
@@ -252,6 +275,11 @@ def _view3(flat, table, i):
 
 
 @njit(inline="always", **JIT)
+def _view4(flat, table, i):
+    return _block(flat, table[i, 0], (table[i, 2], table[i, 3], table[i, 4], table[i, 5]))
+
+
+@njit(inline="always", **JIT)
 def _view5(flat, table, i):
     return _block(flat, table[i, 0], (table[i, 2], table[i, 3], table[i, 4], table[i, 5], table[i, 6]))
 
@@ -270,9 +298,10 @@ def param_views(flat, table):
 def act_views(flat, table):
     return Activations(
         _view2(flat, table, 0), _view3(flat, table, 1), _view2(flat, table, 2), _view2(flat, table, 3),
-        _view3(flat, table, 4), _view5(flat, table, 5), _view3(flat, table, 6), _view3(flat, table, 7),
-        _view3(flat, table, 8), _view2(flat, table, 9), _view2(flat, table, 10), _view3(flat, table, 11),
-        _view3(flat, table, 12), _view3(flat, table, 13), _view2(flat, table, 14), _view1(flat, table, 15),
-        _view1(flat, table, 16), _view2(flat, table, 17), _view2(flat, table, 18), _view2(flat, table, 19),
+        _view3(flat, table, 4), _view5(flat, table, 5), _view4(flat, table, 6), _view3(flat, table, 7),
+        _view3(flat, table, 8), _view3(flat, table, 9), _view2(flat, table, 10), _view2(flat, table, 11),
+        _view3(flat, table, 12), _view3(flat, table, 13), _view3(flat, table, 14), _view2(flat, table, 15),
+        _view1(flat, table, 16), _view1(flat, table, 17), _view2(flat, table, 18), _view2(flat, table, 19),
         _view2(flat, table, 20), _view2(flat, table, 21), _view2(flat, table, 22), _view2(flat, table, 23),
+        _view3(flat, table, 24),
     )

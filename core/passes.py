@@ -6,11 +6,11 @@ Parameters and activations come as the named views of `core.layout` (`P.wte`,
 `A.logits`); gradients have the parameters' layout (`G.wte`).
 
 The shard pass calls the forward and the backward pass as first-class functions (and the
-parallel kernel of core/workspace.py calls the shard pass so): each is compiled once, for
-one explicit signature per float type, and called through its address, so no caller
-links the largest functions of the model into itself and optimises them all again. On a
-cold start they compile side by side in two processes (core/warmup.py), and what calls
-them compiles in about a second.
+parallel kernel of core/workspace.py calls the shard pass so), and they call attention's
+forward and backward so in turn: each is compiled once, for one explicit signature per
+float type, and called through its address, so no caller links the largest functions of
+the model into itself and optimises them all again. On a cold start they compile side by
+side in two processes (core/warmup.py), and what calls them compiles in about a second.
 """
 
 from __future__ import annotations
@@ -25,17 +25,50 @@ from numba import njit, typeof, types
 from cllm.core.kernels import (
     JIT, NOTRANS, TRANS, attention_backward, attention_forward, copy_rows, crossentropy_backward,
     crossentropy_forward, encoder_backward, encoder_forward, gelu_backward, gelu_forward, gemm,
-    layernorm_backward, layernorm_forward, matmul_backward, matmul_forward,
+    layernorm_backward, layernorm_forward, matmul_backward, matmul_forward, short_attention_backward,
+    short_attention_forward,
 )
 from cllm.core.config import ModelConfig
 from cllm.core.layout import Layout, act_views, param_views
 
 
 @njit(**JIT)
-def gpt_forward(P, A, tokens, T, n_head):
+def keeps_probabilities(att, T):
+    """Whether attention keeps the probabilities of T positions in `att` (the short
+    kernels) or one log-sum-exp per query (the tiled kernels): the activations' `att`
+    block is empty unless `core.layout.attention_shapes` sized it for the short ones."""
+    return att.shape[3] >= T
+
+
+@njit(**JIT)
+def attention_forward_pass(A, l, r, T, n_head):
+    """Layer l's attention over sequence r of the group (rows r*T to (r+1)*T): the short
+    or the tiled kernels, as the buffers were sized."""
+    rows = slice(r * T, (r + 1) * T)
+    if keeps_probabilities(A.att, T):
+        short_attention_forward(A.atty[l, rows], A.att[l, r], A.qkv[l, rows], n_head, T)
+    else:
+        attention_forward(A.atty[l, rows], A.lse[l, r], A.atttiles, A.qkv[l, rows], n_head, T)
+
+
+@njit(**JIT)
+def attention_backward_pass(A, l, r, T, n_head):
+    """The gradient of `attention_forward_pass` into A.dqkv's rows of sequence r, given
+    that of its output in A.dbranch."""
+    rows = slice(r * T, (r + 1) * T)
+    if keeps_probabilities(A.att, T):
+        short_attention_backward(A.dqkv[rows], A.atttiles[0], A.dbranch[rows], A.qkv[l, rows], A.att[l, r], n_head,
+                                 T)
+    else:
+        attention_backward(A.dqkv[rows], A.atttiles, A.dbranch[rows], A.qkv[l, rows], A.atty[l, rows], A.lse[l, r],
+                           n_head, T)
+
+
+@njit(**JIT)
+def gpt_forward(P, A, tokens, T, n_head, attend):
     """Logits (R*T, V) of R sequences `tokens` (R, >=T) into A.logits; keeps every
     activation for backward. Row-wise work and matrix products run over all N = R*T rows
-    at once; attention runs per sequence."""
+    at once; attention (`attend`: `attention_forward_pass`) runs per sequence."""
     L = P.ln1w.shape[0]
     R = tokens.shape[0]
     N = R * T
@@ -46,8 +79,7 @@ def gpt_forward(P, A, tokens, T, n_head):
         layernorm_forward(A.ln1[l], A.ln1_mean[l], A.ln1_rstd[l], residual, P.ln1w[l], P.ln1b[l], N)
         matmul_forward(A.qkv[l], A.ln1[l], P.qkvw[l], P.qkvb[l], N, False)
         for r in range(R):
-            rows = slice(r * T, (r + 1) * T)
-            attention_forward(A.atty[l, rows], A.att[l, r], A.qkv[l, rows], n_head, T)
+            attend(A, l, r, T, n_head)
         copy_rows(A.res2[l], residual, N)
         matmul_forward(A.res2[l], A.atty[l], P.attprojw[l], P.attprojb[l], N, True)
         layernorm_forward(A.ln2[l], A.ln2_mean[l], A.ln2_rstd[l], A.res2[l], P.ln2w[l], P.ln2b[l], N)
@@ -61,10 +93,11 @@ def gpt_forward(P, A, tokens, T, n_head):
 
 
 @njit(**JIT)
-def gpt_backward(G, P, A, tokens, T, n_head):
+def gpt_backward(G, P, A, tokens, T, n_head, attend_backward):
     """Accumulates the gradients of R sequences into G, given dlogits in A.logits.
     A.dbranch holds, in turn, the gradient of ln_f's, ln_2's, the attention's and ln_1's
-    output; A.dresidual that of the residual stream at the current depth."""
+    output; A.dresidual that of the residual stream at the current depth.
+    `attend_backward` is `attention_backward_pass`."""
     L = P.ln1w.shape[0]
     V, C = P.wte.shape
     R = tokens.shape[0]
@@ -86,8 +119,7 @@ def gpt_backward(G, P, A, tokens, T, n_head):
         # res2 = residual + attention(ln1 @ qkvw + qkvb) @ attprojw + attprojb
         matmul_backward(dbranch, G.attprojw[l], G.attprojb[l], dres, A.atty[l], P.attprojw[l], N, False)  # d atty
         for r in range(R):
-            rows = slice(r * T, (r + 1) * T)
-            attention_backward(A.dqkv[rows], A.datt, dbranch[rows], A.qkv[l, rows], A.att[l, r], n_head, T)
+            attend_backward(A, l, r, T, n_head)
         matmul_backward(dbranch, G.qkvw[l], G.qkvb[l], A.dqkv, A.ln1[l], P.qkvw[l], N, False)  # d ln1
         layernorm_backward(dres, G.ln1w[l], G.ln1b[l], dbranch, residual, A.ln1_mean[l], A.ln1_rstd[l],
                            P.ln1w[l], N)
@@ -99,36 +131,59 @@ def numba_array(dtype, ndim: int = 1, layout: str = "C") -> types.Array:
     return types.Array(typeof(np.dtype(dtype).type(0)), ndim, layout)
 
 
+class PassSignatures(NamedTuple):
+    """The one signature each pass is compiled for, for one float type."""
+
+    attention_forward: types.Signature  # attention_forward_pass
+    attention_backward: types.Signature  # attention_backward_pass
+    forward: types.Signature  # gpt_forward
+    backward: types.Signature  # gpt_backward
+
+
 @functools.cache
-def pass_signatures(dtype: np.dtype) -> tuple[types.Signature, types.Signature]:
-    """The one signature each of `gpt_forward` and `gpt_backward` is compiled for, for
+def pass_signatures(dtype: np.dtype) -> PassSignatures:
+    """The signatures of the attention passes, `gpt_forward` and `gpt_backward` for
     parameters of `dtype`: the named views as `shard_pass` makes them."""
     config = ModelConfig(vocab_size=2, n_layer=1, n_head=1, n_embd=1, ctx=2)
 
     P = typeof(Layout.params(config).views(np.zeros(Layout.params(config).size, dtype)))
     A = typeof(Layout.activations(config).views(np.zeros(Layout.activations(config).size, dtype)))
     tokens, i64 = numba_array(np.int32, 2), types.int64
-    return types.void(P, A, tokens, i64, i64), types.void(P, P, A, tokens, i64, i64)
+    attention = types.void(A, i64, i64, i64, i64)
+    return PassSignatures(attention, attention, types.void(P, A, tokens, i64, i64, types.FunctionType(attention)),
+                          types.void(P, P, A, tokens, i64, i64, types.FunctionType(attention)))
 
 
 @functools.cache
 def shard_pass_signature(dtype: np.dtype) -> types.Signature:
     """The one signature `shard_pass` is compiled for, for parameters of `dtype`."""
-    forward, backward = pass_signatures(np.dtype(dtype))
+    s = pass_signatures(np.dtype(dtype))
     f, table, i64 = numba_array(dtype), numba_array(np.int64, 2), types.int64
-    return types.void(types.FunctionType(forward), types.FunctionType(backward), f, f, f, table, table, i64, i64,
+    return types.void(*(types.FunctionType(sig) for sig in s), f, f, f, table, table, i64, i64,
                       numba_array(np.int32, 2), i64, i64, types.float64, types.boolean, i64, numba_array(np.float64),
                       numba_array(np.int64), numba_array(np.int64))
 
 
+def compile_forward(dtype: np.dtype) -> None:
+    """Compiles (or loads from the cache) attention's forward pass and the forward pass."""
+    s = pass_signatures(np.dtype(dtype))
+    attention_forward_pass.compile(s.attention_forward)
+    gpt_forward.compile(s.forward)
+
+
+def compile_backward(dtype: np.dtype) -> None:
+    """Compiles (or loads from the cache) attention's backward pass and the backward pass."""
+    s = pass_signatures(np.dtype(dtype))
+    attention_backward_pass.compile(s.attention_backward)
+    gpt_backward.compile(s.backward)
+
+
 @functools.cache
 def compiled_shard_pass(dtype: np.dtype) -> types.Signature:
-    """Compiles (or loads from the cache) the forward, backward and shard passes for
-    `dtype`; returns the shard pass's signature, the first-class function type callers
-    declare."""
-    forward, backward = pass_signatures(np.dtype(dtype))
-    gpt_forward.compile(forward)
-    gpt_backward.compile(backward)
+    """Compiles (or loads from the cache) the passes for `dtype`; returns the shard pass's
+    signature, the first-class function type callers declare."""
+    compile_forward(dtype)
+    compile_backward(dtype)
     signature = shard_pass_signature(np.dtype(dtype))
     shard_pass.compile(signature)
     return signature
@@ -138,14 +193,15 @@ FORWARD, LOSS, TRAIN = 0, 1, 2  # what shard_pass computes: logits; and the loss
 
 
 @njit(**JIT)
-def shard_pass(forward, backward, params, grads, acts, ptable, atable, n_head, group, batch, lo, hi, scale, zero,
-               mode, losses, progress, stop):
+def shard_pass(attend, attend_backward, forward, backward, params, grads, acts, ptable, atable, n_head, group, batch,
+               lo, hi, scale, zero, mode, losses, progress, stop):
     """Runs rows lo:hi of `batch` (B, T+1) through the model, `group` sequences at a time:
     forward only (FORWARD: logits left in the activations), with the loss (LOSS), or with
     the backward pass too (TRAIN), adding into this shard's own gradient buffer `grads`
     (zeroed first when `zero`) with its own activation buffer `acts`. losses[b] gets the
     mean loss of row b; progress[0] counts finished rows; a non-zero stop[0] ends the pass
-    after its current group. `forward` and `backward` are `gpt_forward` and `gpt_backward`
+    after its current group. `attend`, `attend_backward`, `forward` and `backward` are
+    `attention_forward_pass`, `attention_backward_pass`, `gpt_forward` and `gpt_backward`
     as first-class functions."""
     T = batch.shape[1] - 1
     if zero and mode == TRAIN:
@@ -158,7 +214,7 @@ def shard_pass(forward, backward, params, grads, acts, ptable, atable, n_head, g
             break
         b1 = min(b0 + group, hi)
         tokens = batch[b0:b1]
-        forward(P, A, tokens, T, n_head)
+        forward(P, A, tokens, T, n_head, attend)
         if mode != FORWARD:
             for r in range(b1 - b0):
                 rows = A.logits[r * T:(r + 1) * T]
@@ -166,7 +222,7 @@ def shard_pass(forward, backward, params, grads, acts, ptable, atable, n_head, g
                 if mode == TRAIN:
                     crossentropy_backward(rows, rows, tokens[r, 1:], scale, T)
         if mode == TRAIN:
-            backward(G, P, A, tokens, T, n_head)
+            backward(G, P, A, tokens, T, n_head, attend_backward)
         progress[0] += b1 - b0
 
 

@@ -50,20 +50,20 @@ def kernels_cached() -> bool:
 
 
 def compile_part(part: str) -> None:
-    """Compiles (into the cache) one of PARTS for float32: the forward pass, then the
-    one-token decoder (which reuses the forward pass's layer kernels) and the optimiser's
-    kernels; or the backward pass, then the shard pass. The two take about as long."""
-    from cllm.core.passes import gpt_backward, gpt_forward, pass_signatures, shard_pass, shard_pass_signature
+    """Compiles (into the cache) one of PARTS for float32: attention's forward and the
+    forward pass, then the one-token decoder (which reuses the forward pass's layer
+    kernels) and the optimiser's kernels; or attention's backward and the backward pass,
+    then the shard pass. The two take about as long."""
+    from cllm.core.passes import compile_backward, compile_forward, shard_pass, shard_pass_signature
 
     f32 = np.dtype(np.float32)
-    forward, backward = pass_signatures(f32)
     config = ModelConfig(vocab_size=8, n_layer=1, n_head=1, n_embd=4, ctx=4)
     if part == "forward":
-        gpt_forward.compile(forward)
+        compile_forward(f32)
         compile_decoder(config)
         compile_optimizer(config)
     elif part == "backward":
-        gpt_backward.compile(backward)
+        compile_backward(f32)
         shard_pass.compile(shard_pass_signature(f32))
     else:
         raise ValueError(f"unknown part {part!r}; expected one of {PARTS}")

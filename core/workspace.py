@@ -20,7 +20,10 @@ from cllm.core import kernel_cache
 from cllm.core.config import ModelConfig
 from cllm.core.kernels import JIT
 from cllm.core.layout import Activations, Layout, group_size
-from cllm.core.passes import FORWARD, TRAIN, compiled_shard_pass, gpt_backward, gpt_forward, numba_array, shard_pass
+from cllm.core.passes import (
+    FORWARD, TRAIN, attention_backward_pass, attention_forward_pass, compiled_shard_pass, gpt_backward, gpt_forward,
+    numba_array, shard_pass,
+)
 from cllm.core.threads import parallel_threads, single_threaded_blas
 
 
@@ -29,23 +32,23 @@ def shard_bounds(rows: int, shards: int) -> np.ndarray:
     return np.array([rows * s // shards for s in range(shards + 1)], dtype=np.int64)
 
 
-def run_shards(kernel, forward, backward, params, grads, acts, ptable, atable, n_head, group, batch, bounds, scale,
-               zero, mode, losses, progress, stop):
+def run_shards(kernel, attend, attend_backward, forward, backward, params, grads, acts, ptable, atable, n_head, group,
+               batch, bounds, scale, zero, mode, losses, progress, stop):
     """`kernel` (the shard pass) for every shard s over rows bounds[s]:bounds[s+1] of
     batch, one shard per thread."""
     for s in prange(grads.shape[0]):
-        kernel(forward, backward, params, grads[s], acts[s], ptable, atable, n_head, group, batch, bounds[s],
-               bounds[s + 1], scale, zero, mode, losses, progress[s:s + 1], stop)
+        kernel(attend, attend_backward, forward, backward, params, grads[s], acts[s], ptable, atable, n_head, group,
+               batch, bounds[s], bounds[s + 1], scale, zero, mode, losses, progress[s:s + 1], stop)
 
 
 @functools.cache
 def shard_launcher(dtype: np.dtype):
     """`run_shards` compiled (or loaded from the cache) for parameters of `dtype`."""
     kernel = compiled_shard_pass(dtype)
-    forward, backward = kernel.args[0], kernel.args[1]
+    passes = kernel.args[:4]  # attention forward and backward, forward, backward
     f, i64 = numba_array(dtype), types.int64
     table = numba_array(np.int64, 2)
-    sig = types.void(types.FunctionType(kernel), forward, backward, f, numba_array(dtype, 2),
+    sig = types.void(types.FunctionType(kernel), *passes, f, numba_array(dtype, 2),
                      numba_array(dtype, 2), table, table, i64, i64, numba_array(np.int32, 2),
                      numba_array(np.int64), types.float64, types.boolean, i64, numba_array(np.float64),
                      numba_array(np.int64), numba_array(np.int64))
@@ -96,7 +99,8 @@ class Workspace:
             self.progress[:] = 0
         launch = shard_launcher(params.dtype)
         with parallel_threads(self.shards):
-            launch(shard_pass, gpt_forward, gpt_backward, params, self.grads, self.acts, self.params_layout.table,
+            launch(shard_pass, attention_forward_pass, attention_backward_pass, gpt_forward, gpt_backward, params,
+                   self.grads, self.acts, self.params_layout.table,
                    self.acts_layout.table, self.n_head, self.group, batch, self.bounds(len(batch)), scale,
                    not accumulate, mode, losses, self.progress, self.stop)
         return losses

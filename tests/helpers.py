@@ -34,3 +34,14 @@ def make_corpus(text: str, name: str = "small.txt") -> Corpus:
 def tiny_model(text: str, n_layer=2, n_head=2, n_embd=16, ctx=16, seed=1) -> GPT:
     tok = train_tokenizer("char", text)
     return GPT.create(ModelConfig(tok.vocab_size, n_layer, n_head, n_embd, ctx), tok, seed=seed)
+
+
+def use_tiled_attention(monkeypatch, query_block: int, key_block: int) -> None:
+    """Buffers made from now on in this test run attention through the tiled kernels on
+    (query_block, key_block) tiles at every context: small tiles put several query and
+    key blocks, partial tiles and the online softmax into a tiny model's pass."""
+    from cllm.core import layout
+
+    monkeypatch.setattr(layout, "SHORT_ATTENTION_MAX_CTX", 0)
+    monkeypatch.setattr(layout, "ATT_QUERY_BLOCK", query_block)
+    monkeypatch.setattr(layout, "ATT_KEY_BLOCK", key_block)

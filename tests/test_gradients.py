@@ -1,4 +1,5 @@
-"""Every gradient against finite differences in float64, and float32 against float64."""
+"""Every gradient against finite differences in float64, and float32 against float64,
+through either of attention's kernel pairs."""
 
 from __future__ import annotations
 
@@ -11,9 +12,21 @@ from cllm.core.config import ModelConfig
 from cllm.core.kernels import exp_shifted, fast_tanh, fast_tanh_and_grad
 from cllm.core.layout import Layout
 from cllm.core.model import init_params
-from cllm.core.workspace import loss_and_grad
+from cllm.core.passes import LOSS
+from cllm.core.threads import single_threaded_blas
+from cllm.core.workspace import Workspace, loss_and_grad
+from tests.helpers import use_tiled_attention
 
 CONFIG = ModelConfig(vocab_size=7, n_layer=2, n_head=2, n_embd=8, ctx=5)
+
+
+@pytest.fixture(params=["short", "tiled"])
+def attention(request, monkeypatch):
+    """The short kernels (what ctx 5 picks), or the tiled ones on 2 x 3 tiles: three
+    query blocks against one or two key blocks each, partial tiles included."""
+    if request.param == "tiled":
+        use_tiled_attention(monkeypatch, query_block=2, key_block=3)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +40,7 @@ def problem():
     return params, batch
 
 
-def test_every_gradient_matches_finite_differences(problem):
+def test_every_gradient_matches_finite_differences(problem, attention):
     params, batch = problem
     params = params.copy()
     loss, grad = loss_and_grad(params, CONFIG, batch, n_shards=2)
@@ -36,14 +49,17 @@ def test_every_gradient_matches_finite_differences(problem):
     # 2 eps (about 1e-10 here): the floor for the smallest gradient entries.
     noise = 4 * np.spacing(loss) / (2 * eps)
     numeric = np.zeros_like(params)
-    for i in range(params.size):
-        old = params[i]
-        params[i] = old + eps
-        plus, _ = loss_and_grad(params, CONFIG, batch, n_shards=2)
-        params[i] = old - eps
-        minus, _ = loss_and_grad(params, CONFIG, batch, n_shards=2)
-        params[i] = old
-        numeric[i] = (plus - minus) / (2 * eps)
+    ws = Workspace.create(CONFIG, 2, 2, np.float64)  # the same two shards, forward and loss only
+    with single_threaded_blas():
+        assert ws.run(params, batch, LOSS).mean() == loss
+        for i in range(params.size):
+            old = params[i]
+            params[i] = old + eps
+            plus = ws.run(params, batch, LOSS).mean()
+            params[i] = old - eps
+            minus = ws.run(params, batch, LOSS).mean()
+            params[i] = old
+            numeric[i] = (plus - minus) / (2 * eps)
     layout = Layout.params(CONFIG)
     worst = {}
     for name, view in layout.named_views(grad).items():
@@ -56,7 +72,7 @@ def test_every_gradient_matches_finite_differences(problem):
     assert not bad, f"gradient error above 1e-6 relative + {noise:.1e} (error / allowed): {bad}"
 
 
-def test_float32_kernels_agree_with_float64(problem):
+def test_float32_kernels_agree_with_float64(problem, attention):
     params, batch = problem
     loss64, grad64 = loss_and_grad(params, CONFIG, batch)
     loss32, grad32 = loss_and_grad(params.astype(np.float32), CONFIG, batch)

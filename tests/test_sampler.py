@@ -8,7 +8,7 @@ import pytest
 from cllm.core.errors import TokenizerError
 from cllm.core.workspace import forward_logits
 from cllm.core.sampler import Decoder, SampleConfig, generate, pick_token
-from tests.helpers import tiny_model
+from tests.helpers import tiny_model, use_tiled_attention
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,12 @@ def model(small_text):
     return m
 
 
-def test_cached_decoding_gives_the_full_forward_logits(model):
+@pytest.mark.parametrize("attention", ["short", "tiled"])
+def test_cached_decoding_gives_the_full_forward_logits(model, monkeypatch, attention):
+    """The prompt pass (either attention kernel pair; tiled on 4 x 6 tiles) and then the
+    one-token decoder give the logits of one forward pass over the whole sequence."""
+    if attention == "tiled":
+        use_tiled_attention(monkeypatch, query_block=4, key_block=6)
     tokens = model.tokenizer.encode("the cat sat on a")[:16]
     full, _ = forward_logits(model.params, model.config, tokens)
     full = full.copy()

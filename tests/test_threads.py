@@ -14,8 +14,9 @@ from cllm.core.config import TrainConfig
 from cllm.core.passes import LOSS
 from cllm.core.threads import parallel_threads, thread_cap, threading_layer, worker_count
 from cllm.core.trainer import Trainer
+from cllm.core.warmup import compile_kernels
 from cllm.core.workspace import Workspace
-from tests.helpers import tiny_model
+from tests.helpers import tiny_model, use_tiled_attention
 
 
 def test_the_threading_layer_is_thread_safe():
@@ -74,10 +75,16 @@ def test_parallel_kernels_launched_from_two_threads_at_once(small_text):
         np.testing.assert_array_equal(losses, alone)
 
 
-@pytest.mark.parametrize("grad_accum", [1, 2])
-def test_thread_count_does_not_change_a_training_step(small_corpus, monkeypatch, grad_accum):
-    """Two shards on one thread or on two: bit-identical parameters and Adam moments."""
+@pytest.mark.parametrize("grad_accum, attention", [(1, "short"), (2, "short"), (1, "tiled")])
+def test_thread_count_does_not_change_a_training_step(small_corpus, monkeypatch, grad_accum, attention):
+    """Two shards on one thread or on two: bit-identical parameters and Adam moments,
+    with either of attention's kernel pairs (the tiled one on 4 x 6 tiles)."""
+    if attention == "tiled":
+        use_tiled_attention(monkeypatch, query_block=4, key_block=6)
     config = TrainConfig(steps=3, batch=6, grad_accum=grad_accum, eval_interval=0, threads=2, seed=3)
+    # numba re-reads NUMBA_NUM_THREADS whenever it compiles and refuses a value other than
+    # its running pool's: a kernel whose cached code is stale must compile before it changes.
+    compile_kernels()
     results = []
     for cap in ("1", "2"):
         monkeypatch.setenv("NUMBA_NUM_THREADS", cap)
