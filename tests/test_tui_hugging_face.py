@@ -25,7 +25,7 @@ def exported_folder(home: dict, name: str = "hf-small") -> Path:
 
 
 async def test_a_folder_is_marked_described_and_imported_with_a_key(tui_home):
-    folder = exported_folder(tui_home)
+    exported_folder(tui_home)
     app = make_app(tui_home)
     async with app.run_test(size=(100, 30)) as pilot:
         await goto(pilot, "models")
