@@ -10,6 +10,7 @@ import numpy as np
 from tokenizers import AddedToken
 
 from cllm.core.config import ModelConfig, TrainConfig
+from cllm.core.errors import TokenizerError
 from cllm.core.model import GPT
 from cllm.core.tokenizer import Gpt2Tokenizer, train_tokenizer
 from tests.helpers import make_corpus, make_text
@@ -81,3 +82,14 @@ def edit_json(path: Path, **changes) -> None:
             data[key] = value
     path.write_text(json.dumps(data))
 
+
+def encodable(tok, texts: list[str]) -> list[str]:
+    """The texts this tokenizer can encode (a char tokenizer refuses unknown characters)."""
+    out = []
+    for text in texts:
+        try:
+            tok.encode(text)
+        except TokenizerError:
+            continue
+        out.append(text)
+    return out

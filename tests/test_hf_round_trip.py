@@ -23,19 +23,8 @@ from cllm.core.hf_tokenizer import to_hf, word_split_pattern
 from cllm.core.model_file import load_model, save_model
 from cllm.core.tokenizer import train_tokenizer
 from tests.helpers import make_text
-from tests.hf_helpers import EOT, KINDS, PROBES, tiny_model
+from tests.hf_helpers import EOT, KINDS, PROBES, encodable, tiny_model
 
-
-def encodable(tok, texts):
-    """The probe texts this tokenizer can encode (a char tokenizer refuses unknown characters)."""
-    out = []
-    for text in texts:
-        try:
-            tok.encode(text)
-            out.append(text)
-        except Exception:
-            pass
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -29,21 +29,10 @@ from cllm.core.hf_import import inspect_hf_folder, load_hf_folder  # noqa: E402
 from cllm.core.sampler import SampleConfig, generate  # noqa: E402
 from cllm.core.workspace import forward_logits  # noqa: E402
 from tests.helpers import make_text  # noqa: E402
-from tests.hf_helpers import EOT, KINDS, PROBES, gpt2_style, tiny_model, trained_model  # noqa: E402
+from tests.hf_helpers import EOT, KINDS, PROBES, encodable, gpt2_style, tiny_model, trained_model  # noqa: E402
 
 TOLERANCE = 1e-4
 transformers.logging.set_verbosity_error()
-
-
-def encodable(tok, texts):
-    out = []
-    for text in texts:
-        try:
-            tok.encode(text)
-            out.append(text)
-        except Exception:
-            pass
-    return out
 
 
 def hf_logits(model, ids) -> np.ndarray:
