@@ -65,10 +65,12 @@ def attention_backward_pass(A, l, r, T, n_head):
 
 
 @njit(**JIT)
-def gpt_forward(P, A, tokens, T, n_head, attend):
-    """Logits (R*T, V) of R sequences `tokens` (R, >=T) into A.logits; keeps every
-    activation for backward. Row-wise work and matrix products run over all N = R*T rows
-    at once; attention (`attend`: `attention_forward_pass`) runs per sequence."""
+def gpt_forward(P, A, tokens, T, n_head, last_only, attend):
+    """Logits (R*T, V) of R sequences `tokens` (R, >=T) into A.logits, or with
+    `last_only` only each sequence's last row of them (a prompt needs no more: at GPT-2's
+    vocabulary the logits are a third of a long prompt's work); keeps every activation for
+    backward. Row-wise work and matrix products run over all N = R*T rows at once;
+    attention (`attend`: `attention_forward_pass`) runs per sequence."""
     L = P.ln1w.shape[0]
     R = tokens.shape[0]
     N = R * T
@@ -89,7 +91,12 @@ def gpt_forward(P, A, tokens, T, n_head, attend):
         matmul_forward(A.res3[l], A.fchg[l], P.fcprojw[l], P.fcprojb[l], N, True)
     layernorm_forward(A.lnf, A.lnf_mean, A.lnf_rstd, A.res3[L - 1], P.lnfw, P.lnfb, N)
     V, C = P.wte.shape
-    gemm(NOTRANS, TRANS, N, V, C, 1.0, A.lnf, P.wte, 0.0, A.logits)
+    if last_only:
+        for r in range(R):
+            last = slice((r + 1) * T - 1, (r + 1) * T)
+            gemm(NOTRANS, TRANS, 1, V, C, 1.0, A.lnf[last], P.wte, 0.0, A.logits[last])
+    else:
+        gemm(NOTRANS, TRANS, N, V, C, 1.0, A.lnf, P.wte, 0.0, A.logits)
 
 
 @njit(**JIT)
@@ -150,7 +157,8 @@ def pass_signatures(dtype: np.dtype) -> PassSignatures:
     A = typeof(Layout.activations(config).views(np.zeros(Layout.activations(config).size, dtype)))
     tokens, i64 = numba_array(np.int32, 2), types.int64
     attention = types.void(A, i64, i64, i64, i64)
-    return PassSignatures(attention, attention, types.void(P, A, tokens, i64, i64, types.FunctionType(attention)),
+    return PassSignatures(attention, attention,
+                          types.void(P, A, tokens, i64, i64, types.boolean, types.FunctionType(attention)),
                           types.void(P, P, A, tokens, i64, i64, types.FunctionType(attention)))
 
 
@@ -189,14 +197,17 @@ def compiled_shard_pass(dtype: np.dtype) -> types.Signature:
     return signature
 
 
-FORWARD, LOSS, TRAIN = 0, 1, 2  # what shard_pass computes: logits; and the loss; and gradients
+# What shard_pass computes: logits; the last position's logits of each sequence; and the
+# loss; and gradients.
+FORWARD, LAST_LOGITS, LOSS, TRAIN = 0, 3, 1, 2
 
 
 @njit(**JIT)
 def shard_pass(attend, attend_backward, forward, backward, params, grads, acts, ptable, atable, n_head, group, batch,
                lo, hi, scale, zero, mode, losses, progress, stop):
     """Runs rows lo:hi of `batch` (B, T+1) through the model, `group` sequences at a time:
-    forward only (FORWARD: logits left in the activations), with the loss (LOSS), or with
+    forward only (FORWARD: logits left in the activations; LAST_LOGITS: only each
+    sequence's last position's), with the loss (LOSS), or with
     the backward pass too (TRAIN), adding into this shard's own gradient buffer `grads`
     (zeroed first when `zero`) with its own activation buffer `acts`. losses[b] gets the
     mean loss of row b; progress[0] counts finished rows; a non-zero stop[0] ends the pass
@@ -214,8 +225,8 @@ def shard_pass(attend, attend_backward, forward, backward, params, grads, acts, 
             break
         b1 = min(b0 + group, hi)
         tokens = batch[b0:b1]
-        forward(P, A, tokens, T, n_head, attend)
-        if mode != FORWARD:
+        forward(P, A, tokens, T, n_head, mode == LAST_LOGITS, attend)
+        if mode == LOSS or mode == TRAIN:
             for r in range(b1 - b0):
                 rows = A.logits[r * T:(r + 1) * T]
                 losses[b0 + r] = crossentropy_forward(rows, rows, tokens[r, 1:], T) / T

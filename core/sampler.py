@@ -52,12 +52,12 @@ class Decoder:
         c = self.model.config
         tokens = np.asarray(tokens[-c.ctx:], dtype=np.int32)
         T, C = len(tokens), c.n_embd
-        logits, _ = forward_logits(self.model.params, c, tokens, self.workspace)
+        logits, _ = forward_logits(self.model.params, c, tokens, self.workspace, last_only=True)
         qkv = self.workspace.views().qkv  # (L, rows, 3C): every layer's q | k | v
         self.buffers.kcache[:, :T] = qkv[:, :T, C:2 * C]
         self.buffers.vcache[:, :T] = qkv[:, :T, 2 * C:]
         self.pos = T
-        return logits[T - 1]
+        return logits
 
     @property
     def full(self) -> bool:

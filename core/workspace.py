@@ -21,7 +21,7 @@ from cllm.core.config import ModelConfig
 from cllm.core.kernels import JIT
 from cllm.core.layout import Activations, Layout, group_size
 from cllm.core.passes import (
-    FORWARD, TRAIN, attention_backward_pass, attention_forward_pass, compiled_shard_pass, gpt_backward, gpt_forward,
+    FORWARD, LAST_LOGITS, TRAIN, attention_backward_pass, attention_forward_pass, compiled_shard_pass, gpt_backward, gpt_forward,
     numba_array, shard_pass,
 )
 from cllm.core.threads import parallel_threads, single_threaded_blas
@@ -89,7 +89,7 @@ class Workspace:
     def run(self, params: np.ndarray, batch: np.ndarray, mode: int, *, losses: np.ndarray | None = None,
             scale: float = 1.0, accumulate: bool = False) -> np.ndarray:
         """`shard_pass` on every shard at once, shard s over rows bounds[s]:bounds[s+1] of
-        `batch` (B, T+1): FORWARD, LOSS or TRAIN (gradients times `scale`, added to the
+        `batch` (B, T+1): FORWARD, LAST_LOGITS, LOSS or TRAIN (gradients times `scale`, added to the
         shard's previous gradients and progress when `accumulate`). Returns the losses
         (B,) of LOSS and TRAIN, written into `losses` if given."""
         batch = np.ascontiguousarray(batch, dtype=np.int32)
@@ -124,12 +124,14 @@ def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray, n_
 
 
 def forward_logits(params: np.ndarray, config: ModelConfig, tokens: np.ndarray,
-                   ws: Workspace | None = None) -> tuple[np.ndarray, Workspace]:
+                   ws: Workspace | None = None, last_only: bool = False) -> tuple[np.ndarray, Workspace]:
     """Runs one sequence (T <= ctx tokens) through the model at once. Returns its logits
-    (T, V) and the workspace, whose activations then hold every layer's keys and values."""
+    (T, V), or with `last_only` those of its last position (V,), and the workspace, whose
+    activations then hold every layer's keys and values."""
     ws = ws or Workspace.create(config, 1, 1, params.dtype)
     T = len(tokens)
     batch = np.zeros((1, T + 1), np.int32)
     batch[0, :T] = tokens
-    ws.run(params, batch, FORWARD)
-    return ws.views().logits[:T], ws
+    ws.run(params, batch, LAST_LOGITS if last_only else FORWARD)
+    logits = ws.views().logits
+    return (logits[T - 1] if last_only else logits[:T]), ws
