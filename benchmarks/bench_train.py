@@ -168,7 +168,7 @@ def flops_per_token(cfg: dict) -> float:
     from cllm.core.layout import Layout
 
     layout = Layout.params(ModelConfig(vocab_size=65, **{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "ctx")}))
-    non_emb = layout.size - layout.offsets[2]  # everything after wte and wpe (vocabulary-free)
+    non_emb = layout.size - layout.table[layout.names.index("wpe"), 1]  # after wte and wpe (vocabulary-free)
     return 6 * int(non_emb) + 12 * cfg["n_layer"] * cfg["ctx"] * cfg["n_embd"]
 
 
