@@ -16,7 +16,8 @@ weights. Made once into --work (default .bench_data/gpt2-small) and reused.
 - Generation: a prompt of the first --prompt-tokens tokens of the corpus (GPT-2's
   tokenizer), then --new-tokens (24: the rest of GPT-2's 1024 positions) sampled tokens (temperature 1, no top-k). CLLM:
   `core.sampler.generate`; transformers: `GPT2LMHeadModel.generate(do_sample=True,
-  top_k=0, use_cache=True)` with torch on n threads (`--threads-list`), timed by a
+  top_k=0, use_cache=True)` with torch on n threads, CLLM with NUMBA_NUM_THREADS=n (its
+  prompt pass's BLAS threads; `--threads-list`), timed by a
   streamer. First token = call start to the first new token (the prompt's pass
   included); decode tokens/s = the other tokens over the time after the first. CLLM and
   transformers alternate, one child process each, the order flipping every repeat.
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import sys
@@ -138,6 +140,7 @@ def prompt_text(spec: dict, encode, decode) -> str:
 
 
 def child_gen_cllm(spec: dict) -> dict:
+    os.environ["NUMBA_NUM_THREADS"] = str(spec["threads"])  # CLLM's thread cap, read before numba loads
     from cllm.core.model_file import load_model
     from cllm.core.sampler import SampleConfig, generate
     from cllm.core.warmup import compile_kernels
@@ -405,7 +408,7 @@ def main() -> int:
         per_token = weight_bytes_per_token()
         results: dict = {}
         for rep in range(a.repeats):
-            kinds = [("cllm", 1)] + ([("hf", n) for n in threads] if use_torch else [])
+            kinds = [("cllm", n) for n in threads] + ([("hf", n) for n in threads] if use_torch else [])
             for kind, n in (kinds if rep % 2 == 0 else kinds[::-1]):
                 r = run_child(SCRIPT, {**base, "kind": f"gen_{kind}", "threads": n}, env, timeout=3600)
                 results.setdefault((kind, n), []).extend(r["runs"])
@@ -419,7 +422,7 @@ def main() -> int:
         for key in [k for k in results if len(k) == 2]:
             kind, n = key
             t = timings(results[key])
-            label = "CLLM `generate` (KV cache; decoding runs on one core)" if kind == "cllm" else \
+            label = "CLLM `generate` (KV cache; the prompt pass on n threads, decoding on one)" if kind == "cllm" else \
                 "transformers `generate` (KV cache)"
             ceiling = bandwidth.get(n, bandwidth[1]) / per_token
             rows.append([label, str(n), fmt_range(t["first"]), fmt_range(t["decode"]),

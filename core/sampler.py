@@ -12,7 +12,7 @@ from cllm.core.errors import ConfigError, TokenizerError
 from cllm.core.model import GPT
 from cllm.core.passes import DecodeBuffers, decode_step
 from cllm.core.text_stream import TextStream
-from cllm.core.threads import single_threaded_blas
+from cllm.core.threads import single_threaded_blas, threaded_blas
 from cllm.core.workspace import Workspace, forward_logits
 
 
@@ -52,7 +52,8 @@ class Decoder:
         c = self.model.config
         tokens = np.asarray(tokens[-c.ctx:], dtype=np.int32)
         T, C = len(tokens), c.n_embd
-        logits, _ = forward_logits(self.model.params, c, tokens, self.workspace, last_only=True)
+        with threaded_blas():  # one sequence: its products use the cores the shards would
+            logits, _ = forward_logits(self.model.params, c, tokens, self.workspace, last_only=True)
         qkv = self.workspace.views().qkv  # (L, rows, 3C): every layer's q | k | v
         self.buffers.kcache[:, :T] = qkv[:, :T, C:2 * C]
         self.buffers.vcache[:, :T] = qkv[:, :T, 2 * C:]
@@ -106,7 +107,7 @@ def generate(model: GPT, prompt: str, config: SampleConfig = SampleConfig(),
     ids = list(tok.encode(prompt)) if prompt else []
     if not ids:
         ids = _start_tokens(tok)
-    with single_threaded_blas():  # one-row products gain nothing from BLAS threads
+    with single_threaded_blas():  # one-row products gain nothing from BLAS threads (the prompt pass: below)
         yield from _decode(model, ids, config, should_stop)
 
 

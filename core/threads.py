@@ -23,6 +23,7 @@ A step launches three regions, and waking a sleeping thread costs microseconds.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from typing import Iterator
 
 import numba
 import scipy.linalg.cython_blas  # noqa: F401  (loads the OpenBLAS the kernels call, so the limit covers it)
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from cllm.core.config import default_threads
 
@@ -97,9 +98,26 @@ def parallel_threads(n_tasks: int, threads: int = 0) -> Iterator[int]:
             yield workers
 
 
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The BLAS libraries loaded (numpy's and scipy's OpenBLAS, both by this module's
+    imports), found once: `threadpool_limits` looks for them again on every call (2 ms)."""
+    return ThreadpoolController()
+
+
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """BLAS on one thread while the kernel's threads run: each shard's matmuls stay on its
     own core instead of every core fighting over every matmul."""
-    with threadpool_limits(limits=1):
+    with _blas().limit(limits=1, user_api="blas"):
+        yield
+
+
+@contextmanager
+def threaded_blas() -> Iterator[None]:
+    """BLAS on `thread_cap()` threads, for a pass with one shard whose products are large
+    (a long prompt: 1000 rows times GPT-2's weights). OpenBLAS splits a product's rows and
+    columns among its threads, never the sum inside, so the result is the same on any
+    number of them. Its thread count is one setting for the whole process."""
+    with _blas().limit(limits=thread_cap(), user_api="blas"):
         yield

@@ -35,6 +35,30 @@ def test_cached_decoding_gives_the_full_forward_logits(model, monkeypatch, atten
     np.testing.assert_allclose(decoder.prefill(tokens), full[-1], rtol=1e-4, atol=1e-5)
 
 
+def test_the_prompt_pass_uses_blas_threads_and_gives_the_same_logits_on_any_number(small_text, monkeypatch):
+    """The prompt pass (one shard) lets BLAS use the cores; the logits do not depend on how
+    many threads BLAS had (products large enough for OpenBLAS to split them)."""
+    from cllm.core import sampler, threads
+
+    model = tiny_model(small_text, n_layer=1, n_head=4, n_embd=128, ctx=128)
+    tokens = np.resize(model.tokenizer.encode(small_text[:200]), 128)
+    seen = []
+    real = sampler.forward_logits
+
+    def watching(*args, **kwargs):
+        seen.append(threads._blas().info()[0]["num_threads"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampler, "forward_logits", watching)
+    logits = {}
+    for n in (1, 2):
+        monkeypatch.setenv("NUMBA_NUM_THREADS", str(n))
+        with threads.single_threaded_blas():  # as generate() runs it
+            logits[n] = Decoder(model).prefill(tokens).copy()
+    assert seen == [1, threads.thread_cap()]
+    np.testing.assert_array_equal(logits[1], logits[2])
+
+
 def test_same_seed_same_text_and_another_seed_differs(model):
     config = SampleConfig(max_tokens=60, seed=3)
     a = "".join(generate(model, "the ", config))
