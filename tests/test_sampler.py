@@ -35,9 +35,10 @@ def test_cached_decoding_gives_the_full_forward_logits(model, monkeypatch, atten
     np.testing.assert_allclose(decoder.prefill(tokens), full[-1], rtol=1e-4, atol=1e-5)
 
 
-def test_the_prompt_pass_uses_blas_threads_and_gives_the_same_logits_on_any_number(small_text, monkeypatch):
-    """The prompt pass (one shard) lets BLAS use the cores; the logits do not depend on how
-    many threads BLAS had (products large enough for OpenBLAS to split them)."""
+def test_the_prompt_pass_uses_blas_threads_and_the_logits_do_not_depend_on_them(small_text, monkeypatch):
+    """The prompt pass (one shard) lets BLAS use the cores, and its logits do not depend on
+    how many threads BLAS had, beyond float rounding (products large enough for OpenBLAS
+    to split them)."""
     from cllm.core import sampler, threads
 
     model = tiny_model(small_text, n_layer=1, n_head=4, n_embd=128, ctx=128)
@@ -56,7 +57,7 @@ def test_the_prompt_pass_uses_blas_threads_and_gives_the_same_logits_on_any_numb
         with threads.single_threaded_blas():  # as generate() runs it
             logits[n] = Decoder(model).prefill(tokens).copy()
     assert seen == [1, threads.thread_cap()]
-    np.testing.assert_array_equal(logits[1], logits[2])
+    np.testing.assert_allclose(logits[1], logits[2], rtol=1e-5, atol=1e-6)
 
 
 def test_same_seed_same_text_and_another_seed_differs(model):
