@@ -52,7 +52,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
     DEFAULT_CORPUS, NO_TORCH, child_env, child_result, command_line, fmt, fmt_range, load_text, machine_lines,
-    parse_int_list, run_child, section_title, stats, table, torch_available, write_section,
+    parse_int_list, report, run_child, stats, table, torch_available,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -443,11 +443,7 @@ def main() -> int:
     out += [""] + memory(configs)
     if a.prefill:
         out += [""] + prefill(a, env, use_torch)
-    text = "\n".join(out)
-    print("\n" + text)
-    if a.write:
-        write_section(section_title(a.section, a.unset_openblas_env), text)
-    return 0
+    return report(out, a)
 
 
 if __name__ == "__main__":

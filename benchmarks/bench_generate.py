@@ -30,9 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
-    check_tree,
-    DEFAULT_CORPUS, NO_TORCH, child_env, child_result, command_line, fmt, fmt_range, load_text, machine_lines,
-    parse_int_list, run_child, section_title, stats, table, torch_available, write_section,
+    DEFAULT_CORPUS, NO_TORCH, check_tree, child_env, child_result, command_line, fmt, fmt_range, load_text,
+    machine_lines, parse_int_list, report, run_child, stats, table, torch_available,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -165,11 +164,7 @@ def main() -> int:
            "after a warm-up sample; one child process per implementation and thread count.", ""]
     out += machine_lines(env) + [f"- command: `{command_line()}`"] + [f"- {x}" for x in notes]
     out += ["", table(["ctx", "threads", "implementation", "tokens/s", "first token ms", "decode tok/s"], rows)]
-    text = "\n".join(out)
-    print("\n" + text)
-    if a.write:
-        write_section(section_title(a.section, a.unset_openblas_env), text)
-    return 0
+    return report(out, a)
 
 
 if __name__ == "__main__":

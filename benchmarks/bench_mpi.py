@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
     CONFIGS, DEFAULT_CORPUS, MARK, ROOT, child_env, child_result, command_line, config_label, fmt_range,
-    machine_lines, run_child, section_title, stats, table, write_section,
+    machine_lines, report, run_child, stats, table,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -228,11 +228,7 @@ def main() -> int:
                 f"{step_ranks['median']:.0f} ms step):", "",
                 table(["ranks", "per rank per step"] + [f"{g} Gbit/s" for g in BANDWIDTHS_GBIT],
                       communication_rows(params, cfg["batch"], ranks, step_ranks["median"] / 1e3)), ""]
-    text = "\n".join(out)
-    print(text)
-    if a.write:
-        write_section(section_title(a.section, a.unset_openblas_env), text)
-    return 0
+    return report(out, a)
 
 
 if __name__ == "__main__":

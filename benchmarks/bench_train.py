@@ -26,9 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
-    check_tree,
-    CONFIGS, DEFAULT_CORPUS, NO_TORCH, child_env, child_result, command_line, config_label, fmt, fmt_range,
-    machine_lines, parse_int_list, run_child, section_title, stats, table, torch_available, write_section,
+    CONFIGS, DEFAULT_CORPUS, NO_TORCH, check_tree, child_env, child_result, command_line, config_label, fmt,
+    fmt_range, machine_lines, parse_int_list, report, run_child, stats, table, torch_available,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -271,11 +270,7 @@ def main() -> int:
     if speed_rows:
         out += ["", table(["config", "impl", *[f"{n}t tok/s" for n in threads],
                            *[f"{n}t/{threads[0]}t" for n in threads[1:]]], speed_rows)]
-    text = "\n".join(out)
-    print("\n" + text)
-    if a.write:
-        write_section(section_title(a.section, a.unset_openblas_env), text)
-    return 0
+    return report(out, a)
 
 
 if __name__ == "__main__":

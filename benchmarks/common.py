@@ -296,5 +296,15 @@ def section_title(title: str, unset_openblas: bool) -> str:
     return title + (" (OpenBLAS variables unset)" if unset_openblas else "")
 
 
+def report(lines: list[str], a) -> int:
+    """Prints a benchmark's result and, with --write, makes it the RESULTS.md section
+    --section (its title marked when --unset-openblas-env ran); the exit code."""
+    text = "\n".join(lines)
+    print("\n" + text)
+    if a.write:
+        write_section(section_title(a.section, a.unset_openblas_env), text)
+    return 0
+
+
 def command_line() -> str:
     return "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
