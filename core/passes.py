@@ -197,9 +197,9 @@ def compiled_shard_pass(dtype: np.dtype) -> types.Signature:
     return signature
 
 
-# What shard_pass computes: logits; the last position's logits of each sequence; and the
-# loss; and gradients.
-FORWARD, LAST_LOGITS, LOSS, TRAIN = 0, 3, 1, 2
+# What shard_pass computes: logits; and the loss; and gradients; or only the logits of
+# each sequence's last position.
+FORWARD, LOSS, TRAIN, LAST_LOGITS = 0, 1, 2, 3
 
 
 @njit(**JIT)

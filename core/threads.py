@@ -102,14 +102,14 @@ def parallel_threads(n_tasks: int, threads: int = 0) -> Iterator[int]:
 def _blas() -> ThreadpoolController:
     """The BLAS libraries loaded (numpy's and scipy's OpenBLAS, both by this module's
     imports), found once: `threadpool_limits` looks for them again on every call (2 ms)."""
-    return ThreadpoolController()
+    return ThreadpoolController().select(user_api="blas")
 
 
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """BLAS on one thread while the kernel's threads run: each shard's matmuls stay on its
     own core instead of every core fighting over every matmul."""
-    with _blas().limit(limits=1, user_api="blas"):
+    with _blas().limit(limits=1):
         yield
 
 
@@ -119,5 +119,5 @@ def threaded_blas() -> Iterator[None]:
     (a long prompt: 1000 rows times GPT-2's weights). Threaded OpenBLAS blocks a product
     differently, so results change at float rounding (measured: 2.5e-6 relative on
     logits). Its thread count is one setting for the whole process."""
-    with _blas().limit(limits=thread_cap(), user_api="blas"):
+    with _blas().limit(limits=thread_cap()):
         yield
