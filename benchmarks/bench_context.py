@@ -42,7 +42,6 @@ tokens), so that 2 threads have a sequence each (CLLM runs one sequence per shar
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import threading
@@ -51,8 +50,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
-    DEFAULT_CORPUS, NO_TORCH, child_env, child_result, command_line, fmt, fmt_range, load_text, machine_lines,
-    parse_int_list, report, run_child, stats, table, torch_available,
+    DEFAULT_CORPUS, NO_TORCH, add_report_args, child_env, command_line, fmt, fmt_range, load_text, machine_lines,
+    parse_int_list, report, run_child, serve_child, stats, table, torch_available,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -409,14 +408,9 @@ def main() -> int:
     p.add_argument("--crossover-repeats", type=int, default=15)
     p.add_argument("--prefill", action="store_true", help="time the sampler's prompt pass")
     p.add_argument("--prefill-tokens", type=int, default=1000)
-    p.add_argument("--unset-openblas-env", action="store_true",
-                   help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the children's environment")
-    p.add_argument("--write", action="store_true", help="write the section 'Attention and context length'")
-    p.add_argument("--section", default="Attention and context length", help="title of the RESULTS.md section")
+    add_report_args(p, "Attention and context length")
     a = p.parse_args()
-    if a.child:
-        spec = json.loads(a.child)
-        child_result(CHILDREN[spec["kind"]](spec))
+    if serve_child(a, CHILDREN):
         return 0
 
     configs = parse_sweep(a.sweep)

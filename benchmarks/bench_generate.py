@@ -23,15 +23,14 @@ the first.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
-    DEFAULT_CORPUS, NO_TORCH, check_tree, child_env, child_result, command_line, fmt, fmt_range, load_text,
-    machine_lines, parse_int_list, report, run_child, stats, table, torch_available,
+    DEFAULT_CORPUS, NO_TORCH, add_report_args, check_tree, child_env, command_line, fmt, fmt_range, load_text,
+    machine_lines, parse_int_list, report, run_child, serve_child, stats, table, torch_available,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -123,15 +122,9 @@ def main() -> int:
     p.add_argument("--model", default=None, help="a trained .cllm model instead of random weights")
     p.add_argument("--corpus", default=str(DEFAULT_CORPUS))
     p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--unset-openblas-env", action="store_true",
-                   help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the children's environment")
-    p.add_argument("--write", action="store_true", help="write the section 'Generation' of RESULTS.md")
-    p.add_argument("--section", default="Generation",
-                   help="title of the RESULTS.md section --write replaces (e.g. a run with --tokens 5000)")
+    add_report_args(p, "Generation", "e.g. 'Generation, long samples' for a run with --tokens 5000")
     a = p.parse_args()
-    if a.child:
-        spec = json.loads(a.child)
-        child_result((child_cllm if spec["kind"] == "cllm" else child_torch)(spec))
+    if serve_child(a, {"cllm": child_cllm, "torch": child_torch}):
         return 0
 
     use_torch = not a.no_torch and torch_available()

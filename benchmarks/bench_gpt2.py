@@ -39,7 +39,6 @@ weights. Made once into --work (default .bench_data/gpt2-small) and reused.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -51,8 +50,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
-    DEFAULT_CORPUS, NO_TORCH, ROOT, check_ok, child_env, child_result, cllm_cmd, command_line, fmt, fmt_range,
-    load_text, machine_lines, parse_int_list, run_child, run_cmd, stats, table, torch_available, write_section,
+    DEFAULT_CORPUS, NO_TORCH, ROOT, check_ok, child_env, cllm_cmd, command_line, fmt, fmt_range, load_text,
+    machine_lines, parse_int_list, run_child, run_cmd, serve_child, stats, table, torch_available, write_section,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -343,9 +342,7 @@ def main() -> int:
     p.add_argument("--write", action="store_true", help="write the section 'GPT-2 small' of RESULTS.md")
     p.add_argument("--section", default="GPT-2 small")
     a = p.parse_args()
-    if a.child:
-        spec = json.loads(a.child)
-        child_result(CHILDREN[spec["kind"]](spec))
+    if serve_child(a, CHILDREN):
         return 0
 
     if a.prompt_tokens + a.new_tokens > GPT2_SMALL["ctx"]:

@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
-    CONFIGS, DEFAULT_CORPUS, MARK, ROOT, child_env, child_result, command_line, config_label, fmt_range,
-    machine_lines, report, run_child, stats, table,
+    CONFIGS, DEFAULT_CORPUS, MARK, ROOT, add_report_args, child_env, child_result, command_line, config_label,
+    fmt_range, machine_lines, report, run_child, stats, table,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -157,12 +157,9 @@ def main() -> int:
     p.add_argument("--configs", default="nanogpt-cpu", help=f"comma list of {', '.join(CONFIGS)}")
     p.add_argument("--corpus", default=str(DEFAULT_CORPUS))
     p.add_argument("--allreduce-reps", type=int, default=20, help="timed gradient all-reduces per rank run")
-    p.add_argument("--unset-openblas-env", action="store_true",
-                   help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the children's environment")
     p.add_argument("--shared", action="store_true",
                    help="say in the output that the machine was shared with other work while measuring")
-    p.add_argument("--write", action="store_true", help=f"write the section '{SECTION}' of RESULTS.md")
-    p.add_argument("--section", default=SECTION, help="title of the RESULTS.md section --write replaces")
+    add_report_args(p, SECTION)
     a = p.parse_args()
     if a.child:
         spec = json.loads(a.child)

@@ -18,7 +18,6 @@ counted). Peak = numpy float32 matmul 2048 x 2048 on the same number of threads
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
-    CONFIGS, DEFAULT_CORPUS, NO_TORCH, check_tree, child_env, child_result, command_line, config_label, fmt,
-    fmt_range, machine_lines, parse_int_list, report, run_child, stats, table, torch_available,
+    CONFIGS, DEFAULT_CORPUS, NO_TORCH, add_report_args, check_tree, child_env, command_line, config_label, fmt,
+    fmt_range, machine_lines, parse_int_list, report, run_child, serve_child, stats, table, torch_available,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -183,16 +182,10 @@ def main() -> int:
     p.add_argument("--corpus", default=str(DEFAULT_CORPUS))
     p.add_argument("--peak-size", type=int, default=2048)
     p.add_argument("--no-torch", action="store_true", help="CLLM only")
-    p.add_argument("--unset-openblas-env", action="store_true",
-                   help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the children's environment")
-    p.add_argument("--write", action="store_true", help="write the section 'Training throughput' of RESULTS.md")
-    p.add_argument("--section", default="Training throughput",
-                   help="title of the RESULTS.md section --write replaces (a scaling run on another machine "
-                        "gets its own, e.g. 'Scaling on a 16-core machine')")
+    add_report_args(p, "Training throughput", "a scaling run on another machine gets its own, e.g. 'Scaling on "
+                                              "a 16-core machine'")
     a = p.parse_args()
-    if a.child:
-        spec = json.loads(a.child)
-        child_result(CHILDREN[spec["kind"]](spec))
+    if serve_child(a, CHILDREN):
         return 0
 
     threads = parse_int_list(a.threads_list)

@@ -296,6 +296,26 @@ def section_title(title: str, unset_openblas: bool) -> str:
     return title + (" (OpenBLAS variables unset)" if unset_openblas else "")
 
 
+def add_report_args(p, section: str, section_help: str = "") -> None:
+    """The options `report` reads: --write, the --section it writes, and
+    --unset-openblas-env (which the children's environment, `child_env`, honours)."""
+    p.add_argument("--unset-openblas-env", action="store_true",
+                   help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the children's environment")
+    p.add_argument("--write", action="store_true", help=f"write the section '{section}' of RESULTS.md")
+    p.add_argument("--section", default=section,
+                   help="title of the RESULTS.md section --write replaces" + (f" ({section_help})" if section_help else ""))
+
+
+def serve_child(a, children: dict) -> bool:
+    """In a child process (`--child JSON`, see `run_child`): runs children[spec["kind"]]
+    and prints its result; returns whether this process was a child."""
+    if not a.child:
+        return False
+    spec = json.loads(a.child)
+    child_result(children[spec["kind"]](spec))
+    return True
+
+
 def report(lines: list[str], a) -> int:
     """Prints a benchmark's result and, with --write, makes it the RESULTS.md section
     --section (its title marked when --unset-openblas-env ran); the exit code."""

@@ -21,8 +21,8 @@ from cllm.core.config import ModelConfig
 from cllm.core.kernels import JIT
 from cllm.core.layout import Activations, Layout, group_size
 from cllm.core.passes import (
-    FORWARD, LAST_LOGITS, TRAIN, attention_backward_pass, attention_forward_pass, compiled_shard_pass, gpt_backward, gpt_forward,
-    numba_array, shard_pass,
+    FORWARD, LAST_LOGITS, TRAIN, attention_backward_pass, attention_forward_pass, compiled_shard_pass, gpt_backward,
+    gpt_forward, numba_array, shard_pass,
 )
 from cllm.core.threads import parallel_threads, single_threaded_blas
 
