@@ -14,11 +14,10 @@ from tests.tui_helpers import (
     make_app,
     make_model_file,
     press,
+    start_new_run,
     wait_for,
-    wait_screen,
 )
 from cllm.tui.screens.generate import GenerateScreen
-from cllm.tui.screens.name_dialog import NameDialog
 from cllm.tui.widgets.transcript import Sample
 
 
@@ -113,13 +112,7 @@ async def test_generating_while_training_uses_the_last_saved_weights(tui_home):
     engine = FakeEngine(step_time=0.01, token_time=0.001)
     app = make_app(tui_home, engine=engine)
     async with app.run_test() as pilot:
-        await goto(pilot, "train")
-        await fill(pilot, "#corpus", "tiny.txt")
-        await fill(pilot, "#steps", "100000")
-        await fill(pilot, "#eval", "25")
-        await press(pilot, "f5")
-        await wait_screen(pilot, NameDialog)
-        await press(pilot, "ctrl+u", *"live", "enter")
+        await start_new_run(pilot, tui_home, "live", steps=100000, eval=25)
         await wait_for(pilot, lambda: engine.trainers, what="the trainer")
         trainer = engine.trainers[0]
         await press(pilot, "f6")  # hold the run before its first checkpoint

@@ -14,7 +14,7 @@ import pytest
 from textual.widgets import ProgressBar
 
 from tests.tui_helpers import (
-    fill, goto, make_app, model_step, press, wait_for, wait_screen,
+    fill, fill_form, goto, make_app, model_step, press, start_new_run, wait_for, wait_screen,
 )
 from cllm.tui.engine import Engine
 from cllm.tui.screens.generate import GenerateScreen
@@ -54,20 +54,14 @@ def real(tui_home):
     return tui_home
 
 
-async def train_tiny(pilot, name: str, steps: int, eval_every: int = 10) -> None:
-    await goto(pilot, "train")
-    await fill(pilot, "#corpus", "tiny.txt")
-    for field, value in {**TINY, "steps": steps, "eval": eval_every}.items():
-        await fill(pilot, f"#{field}", str(value))
-    await press(pilot, "f5")
-    await wait_screen(pilot, NameDialog)
-    await press(pilot, "ctrl+u", *name, "enter")
+async def train_tiny(pilot, home: dict, name: str, steps: int, eval_every: int = 10) -> None:
+    await start_new_run(pilot, home, name, **TINY, steps=steps, eval=eval_every)
 
 
 async def test_real_training_run_writes_the_model(real):
     app = make_app(real, engine=Engine())
     async with app.run_test(size=(100, 30)) as pilot:
-        await train_tiny(pilot, "real", steps=20)
+        await train_tiny(pilot, real, "real", steps=20)
         await wait_for(pilot, lambda: app.training is not None and not app.training.active, timeout=60,
                        what="the run")
         run = app.training
@@ -91,7 +85,7 @@ async def test_real_training_run_writes_the_model(real):
 async def test_real_engine_stays_responsive_and_stops_cleanly(real):
     app = make_app(real, engine=Engine(), prewarm=True)  # as the app really starts
     async with app.run_test(size=(100, 30)) as pilot:
-        await train_tiny(pilot, "long", steps=1_000_000, eval_every=0)
+        await train_tiny(pilot, real, "long", steps=1_000_000, eval_every=0)
         await wait_for(pilot, lambda: app.training is not None and app.training.trainer is not None
                        and app.training.trainer.step > 10,
                        timeout=60, what="steps")
@@ -210,9 +204,7 @@ async def test_real_fine_tune_records_its_parent(real, real_model):
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
         await goto(pilot, "train")
-        await fill(pilot, "#corpus", "tiny.txt")
-        await fill(pilot, "#steps", "6")
-        await fill(pilot, "#eval", "3")
+        await fill_form(pilot, real["corpus"], steps=6, eval=3)
         await press(pilot, "f5")
         await wait_screen(pilot, ChoiceDialog)
         await press(pilot, "f")
