@@ -404,7 +404,7 @@ def main() -> int:
     p.add_argument("--corpus", default=str(DEFAULT_CORPUS))
     p.add_argument("--no-sweep", action="store_true", help="skip the training sweep")
     p.add_argument("--crossover", action="store_true", help="time the two kernel pairs alone at --crossover-ctx")
-    p.add_argument("--crossover-ctx", default="64,128,192,256,320,384,512,768,1024")
+    p.add_argument("--crossover-ctx", default="64,128,160,192,256,384,512,768,1024")
     p.add_argument("--crossover-repeats", type=int, default=15)
     p.add_argument("--prefill", action="store_true", help="time the sampler's prompt pass")
     p.add_argument("--prefill-tokens", type=int, default=1000)

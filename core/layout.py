@@ -106,7 +106,7 @@ GROUP_ROWS = 256  # a shard runs its sequences in groups of about this many posi
 # context the short pair keeps every head's T x T probabilities, which at these sizes is
 # faster than recomputing them; beyond it the tiled pair runs on tiles of up to
 # ATT_QUERY_BLOCK queries by ATT_KEY_BLOCK keys (benchmarks/bench_context.py measured both).
-SHORT_ATTENTION_MAX_CTX = 192
+SHORT_ATTENTION_MAX_CTX = 160
 ATT_QUERY_BLOCK = 128
 ATT_KEY_BLOCK = 256
 

@@ -24,8 +24,8 @@ from numba import njit, typeof, types
 
 from cllm.core.kernels import (
     JIT, NOTRANS, TRANS, attention_backward, attention_forward, copy_rows, crossentropy_backward,
-    crossentropy_forward, encoder_backward, encoder_forward, gelu_backward, gelu_forward, gemm,
-    layernorm_backward, layernorm_forward, matmul_backward, matmul_forward, short_attention_backward,
+    crossentropy_forward, encoder_backward, encoder_forward, exp_shifted, gelu_backward, gelu_forward, gemm,
+    layernorm_backward, layernorm_forward, matmul_backward, matmul_forward, row_max, short_attention_backward,
     short_attention_forward,
 )
 from cllm.core.config import ModelConfig
@@ -285,19 +285,13 @@ def decode_step(params, ptable, n_head, D, token, pos):
             D.vcache[l, pos, i] = qkv[0, 2 * C + i]
         for hd in range(n_head):
             q = qkv[0, hd * hs:(hd + 1) * hs]
-            mx = -np.inf
             for u in range(pos + 1):
                 k = D.kcache[l, u, hd * hs:(hd + 1) * hs]
                 s = 0.0
                 for i in range(hs):
                     s += q[i] * k[i]
                 att[u] = s * scale
-                mx = max(mx, att[u])
-            total = 0.0
-            for u in range(pos + 1):
-                e = math.exp(att[u] - mx)
-                att[u] = e
-                total += e
+            total = exp_shifted(att, pos + 1, row_max(att, pos + 1, -np.inf))
             out = y[0, hd * hs:(hd + 1) * hs]
             out[:] = 0.0
             for u in range(pos + 1):

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from cllm.core.config import ModelConfig
-from cllm.core.kernels import attention_backward, attention_forward, short_attention_backward, short_attention_forward
+from cllm.core.kernels import (
+    DIAGONAL_STRIP, _block_tiles, _tile_spans, attention_backward, attention_forward, short_attention_backward,
+    short_attention_forward,
+)
 from cllm.core.layout import ATT_KEY_BLOCK, ATT_QUERY_BLOCK, SHORT_ATTENTION_MAX_CTX, Layout
 from cllm.core.passes import LOSS
 from cllm.core.workspace import Workspace
@@ -103,3 +106,33 @@ def test_a_workspace_past_the_crossover_runs_the_tiled_kernels():
     params = np.random.default_rng(1).normal(0, 0.5, ws.params_layout.size).astype(np.float32)
     assert np.isfinite(ws.run(params, batch, LOSS)).all()
     assert np.isfinite(ws.views().lse).all() and ws.views().att.size == 0
+
+
+@pytest.mark.parametrize("T, tile", [(1024, PRODUCTION_TILE), (300, PRODUCTION_TILE), (100, (32, 8)), (5, (2, 3)),
+                                     (257, (64, 64)), (1024, (64, 512))])
+def test_the_tiles_cover_the_causal_triangle_once_and_little_above_it(T, tile):
+    """Every (query, key) with key <= query lies in exactly one tile, each block's tiles
+    come in key order (the online softmax needs nothing else), and the scores computed
+    above the diagonal, to be masked, are at most a strip's triangle per strip."""
+    Br, Bc = min(tile[0], T), min(tile[1], T)
+    covered = np.zeros((T, T), np.int64)
+    spans = _tile_spans(T, Br, Bc)
+    strips = 0
+    for q0 in range(0, T, Br):
+        br = min(Br, T - q0)
+        n = _block_tiles(spans, q0, br, Bc)
+        assert n <= len(spans)
+        keys_seen = np.full(T, -1)
+        for qa, rows, ka, keys in spans[:n]:
+            assert q0 <= qa and qa + rows <= q0 + br and rows <= Br and keys <= Bc
+            assert np.all(keys_seen[qa:qa + rows] < ka)  # keys in order, row by row
+            keys_seen[qa:qa + rows] = ka + keys - 1
+            covered[qa:qa + rows, ka:ka + keys] += 1
+            strips += ka + keys > qa + 1
+    causal = np.tril(np.ones((T, T), bool))
+    assert np.all(covered[causal] == 1)
+    assert covered.max() == 1
+    masked = int(covered[~causal].sum())
+    assert masked <= strips * DIAGONAL_STRIP * (DIAGONAL_STRIP - 1) // 2
+    if T == 1024:
+        assert masked < 0.04 * causal.sum()

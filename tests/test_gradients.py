@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cllm.core.config import ModelConfig
-from cllm.core.kernels import exp_shifted, fast_tanh, fast_tanh_and_grad
+from cllm.core.kernels import exp_shifted, fast_tanh, fast_tanh_and_grad, row_max
 from cllm.core.layout import Layout
 from cllm.core.model import init_params
 from cllm.core.passes import LOSS
@@ -124,14 +124,28 @@ def test_tanh_derivative_is_the_derivative_of_the_approximation():
         assert abs(grad - (1 - np.tanh(x) ** 2)) < 2e-6
 
 
+def test_row_max_is_the_maximum_in_either_precision():
+    rng = np.random.default_rng(0)
+    rows = [rng.standard_normal(300), -np.abs(rng.standard_normal(300)) - 1.0, np.array([-0.0, 0.0, -1e-45]),
+            np.array([-np.inf, -3e38, 3e38, np.inf])]
+    for dtype in (np.float32, np.float64):
+        for row in rows:
+            row = row.astype(dtype)
+            for n in (1, len(row) // 2, len(row)):
+                assert row_max(row, n, -np.inf) == row[:n].max()
+                assert row_max(row, n, 1e6) == max(1e6, row[:n].max())  # the start counts as an element
+        assert row_max(np.ones(3, dtype), 0, -2.5) == -2.5  # no elements: the start
+        assert np.isnan(row_max(np.array([1.0, np.nan, 2.0], dtype), 3, -np.inf))  # as np.max
+
+
 def test_vectorised_exp_is_accurate():
     x = np.concatenate([np.linspace(-120, 0, 100001), [-1e30, -745.0, 0.0]])
     for dtype, tol in ((np.float64, 1e-15), (np.float32, 1.2e-7)):
         row = x.astype(dtype)
         expected = np.exp(row.astype(np.float64))  # of the inputs as rounded to dtype
-        total = exp_shifted(row, len(row), 0.0, np.empty(len(row)))
+        total = exp_shifted(row, len(row), 0.0)
         assert np.all(np.abs(row - expected) <= tol * expected + np.finfo(dtype).tiny)
         assert total == pytest.approx(expected.sum(), rel=tol)
     shifted = np.array([1.0, 3.0, 2.0])
-    exp_shifted(shifted, 2, 3.0, np.empty(3))
+    exp_shifted(shifted, 2, 3.0)
     np.testing.assert_allclose(shifted, [np.exp(-2.0), 1.0, 2.0], rtol=1e-9)
