@@ -106,8 +106,8 @@ GROUP_ROWS = 256  # a shard runs its sequences in groups of about this many posi
 # context the short pair keeps every head's T x T probabilities, which at these sizes is
 # faster than recomputing them (the crossover of benchmarks/bench_context.py); beyond it
 # the tiled pair runs on tiles of up to ATT_QUERY_BLOCK queries by ATT_KEY_BLOCK keys. At
-# ctx 1024, BLAS on one thread, (128, 128) tiles beat (128, 256) by 7% and every other
-# shape tried by 5% or more, but (96, 192), a tie.
+# ctx 1024, BLAS on one thread, (128, 128) tiles beat (128, 256) by 7% and the other
+# shapes tried (64 to 256 queries by 64 to 512 keys) by 5% or more, except (96, 192): a tie.
 SHORT_ATTENTION_MAX_CTX = 160
 ATT_QUERY_BLOCK = 128
 ATT_KEY_BLOCK = 128
