@@ -50,8 +50,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
-    DEFAULT_CORPUS, NO_TORCH, ROOT, check_ok, child_env, cllm_cmd, command_line, fmt, fmt_range, load_text,
-    machine_lines, parse_int_list, run_child, run_cmd, serve_child, stats, table, torch_available, write_section,
+    DEFAULT_CORPUS, NO_TORCH, ROOT, add_report_args, check_ok, child_env, cllm_cmd, command_line, fmt, fmt_range,
+    load_text, machine_lines, parse_int_list, report, run_child, run_cmd, serve_child, stats, table, torch_available,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -339,8 +339,7 @@ def main() -> int:
     p.add_argument("--train-threads", default="all")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--remake", action="store_true", help="write the model folder again")
-    p.add_argument("--write", action="store_true", help="write the section 'GPT-2 small' of RESULTS.md")
-    p.add_argument("--section", default="GPT-2 small")
+    add_report_args(p, "GPT-2 small")
     a = p.parse_args()
     if serve_child(a, CHILDREN):
         return 0
@@ -353,7 +352,7 @@ def main() -> int:
     use_torch = not a.no_torch and torch_available()
     notes = [] if use_torch else [NO_TORCH if not a.no_torch else "PyTorch and transformers left out (--no-torch)."]
     parts = [x.strip() for x in a.parts.split(",") if x.strip()]
-    env = child_env()
+    env = child_env(a.unset_openblas_env)
     work = Path(a.work)
     folder, model = work / "hf", work / "gpt2-small.cllm"
     if a.remake or not (folder / "config.json").exists():
@@ -461,11 +460,7 @@ def main() -> int:
                 table(["implementation", "threads", "tokens/s", "CLLM/PyTorch", "peak RSS MiB",
                        "loss, first timed step"], rows)]
 
-    text = "\n".join(out)
-    print("\n" + text)
-    if a.write:
-        write_section(a.section, text)
-    return 0
+    return report(out, a)
 
 
 CHILDREN = {"make": child_make, "load": child_load, "gen_cllm": child_gen_cllm, "gen_hf": child_gen_hf,

@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
-    CONFIGS, DEFAULT_CORPUS, MARK, ROOT, add_report_args, child_env, child_result, command_line, config_label,
-    fmt_range, machine_lines, report, run_child, stats, table,
+    CONFIGS, DEFAULT_CORPUS, MARK, ROOT, add_report_args, child_env, command_line, config_label, fmt_range,
+    machine_lines, report, run_child, serve_child, stats, table,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -161,11 +161,7 @@ def main() -> int:
                    help="say in the output that the machine was shared with other work while measuring")
     add_report_args(p, SECTION)
     a = p.parse_args()
-    if a.child:
-        spec = json.loads(a.child)
-        result = CHILDREN[spec["kind"]](spec)
-        if result is not None:
-            child_result(result)
+    if serve_child(a, CHILDREN):
         return 0
 
     mpiexec = find_mpiexec()

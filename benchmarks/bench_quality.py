@@ -28,9 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
-    check_tree,
-    DEFAULT_CORPUS, NO_TORCH, all_threads, check_ok, child_env, child_result, cllm_cmd, command_line, fmt,
-    load_text, machine_lines, run_child, run_cmd, section_title, table, torch_available, write_section,
+    DEFAULT_CORPUS, NO_TORCH, add_report_args, all_threads, check_ok, check_tree, child_env, cllm_cmd, command_line,
+    fmt, load_text, machine_lines, report, run_child, run_cmd, serve_child, table, torch_available,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -103,12 +102,9 @@ def main() -> int:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--corpus", default=str(DEFAULT_CORPUS))
     p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--unset-openblas-env", action="store_true",
-                   help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the children's environment")
-    p.add_argument("--write", action="store_true", help="write the section 'Quality' of RESULTS.md")
+    add_report_args(p, "Quality")
     a = p.parse_args()
-    if a.child:
-        child_result(child_torch(json.loads(a.child)))
+    if serve_child(a, child_torch):
         return 0
     a.threads = a.threads or all_threads()
     use_torch = not a.no_torch and torch_available()
@@ -143,11 +139,7 @@ def main() -> int:
     for name, r in results.items():
         out += [f"{name} sample ({a.tokens} characters, temperature {a.temperature:g}, prompt: a newline):", "",
                 "```", r["sample"], "```", ""]
-    text = "\n".join(out)
-    print("\n" + text)
-    if a.write:
-        write_section(section_title("Quality", a.unset_openblas_env), text)
-    return 0
+    return report(out, a)
 
 
 if __name__ == "__main__":

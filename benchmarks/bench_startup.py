@@ -25,7 +25,6 @@ holds (counted in a child), and the formula 4 bytes x (parameters + 2 Adam momen
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -33,9 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
-    check_tree,
-    CONFIGS, DEFAULT_CORPUS, all_threads, check_ok, child_env, cllm_cmd, command_line, config_label, fmt,
-    fmt_range, child_result, machine_lines, run_child, run_cmd, section_title, stats, table, write_section,
+    CONFIGS, DEFAULT_CORPUS, add_report_args, all_threads, check_ok, check_tree, child_env, cllm_cmd, command_line,
+    config_label, fmt, fmt_range, machine_lines, report, run_child, run_cmd, serve_child, stats, table,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -102,12 +100,9 @@ def main() -> int:
     p.add_argument("--corpus", default=str(DEFAULT_CORPUS))
     p.add_argument("--skip-startup", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
-    p.add_argument("--unset-openblas-env", action="store_true",
-                   help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the children's environment")
-    p.add_argument("--write", action="store_true", help="write the section 'Start-up and memory' of RESULTS.md")
+    add_report_args(p, "Start-up and memory")
     a = p.parse_args()
-    if a.child:
-        child_result(trainer_buffers(json.loads(a.child)))
+    if serve_child(a, trainer_buffers):
         return 0
     threads = all_threads() if a.threads in ("all", "0") else int(a.threads)
     cfg = CONFIGS["nanogpt-cpu"]
@@ -167,11 +162,7 @@ def main() -> int:
                     "", *details]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    text = "\n".join(out)
-    print("\n" + text)
-    if a.write:
-        write_section(section_title("Start-up and memory", a.unset_openblas_env), text)
-    return 0
+    return report(out, a)
 
 
 if __name__ == "__main__":

@@ -306,13 +306,17 @@ def add_report_args(p, section: str, section_help: str = "") -> None:
                    help="title of the RESULTS.md section --write replaces" + (f" ({section_help})" if section_help else ""))
 
 
-def serve_child(a, children: dict) -> bool:
+def serve_child(a, children) -> bool:
     """In a child process (`--child JSON`, see `run_child`): runs children[spec["kind"]]
-    and prints its result; returns whether this process was a child."""
+    (or `children` itself, a benchmark with one kind of child) and prints its result,
+    unless it returned None (an MPI rank other than 0); returns whether this process was
+    a child."""
     if not a.child:
         return False
     spec = json.loads(a.child)
-    child_result(children[spec["kind"]](spec))
+    result = children(spec) if callable(children) else children[spec["kind"]](spec)
+    if result is not None:
+        child_result(result)
     return True
 
 
