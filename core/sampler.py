@@ -107,7 +107,7 @@ def generate(model: GPT, prompt: str, config: SampleConfig = SampleConfig(),
     ids = list(tok.encode(prompt)) if prompt else []
     if not ids:
         ids = _start_tokens(tok)
-    with single_threaded_blas():  # one-row products gain nothing from BLAS threads (the prompt pass: below)
+    with single_threaded_blas():  # one-row products gain nothing from BLAS threads (Decoder.prefill takes them)
         yield from _decode(model, ids, config, should_stop)
 
 
