@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -18,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cllm.core.config import ModelConfig, TrainConfig
 from cllm.core.errors import CllmError, ConfigError, TokenizerError
 from cllm.core.mpi_world import DEFAULT_TIMEOUT as MPI_TIMEOUT
+from cllm.core.stop_signals import flush_or_drop_output, stop_on_signals
 from cllm.core.tokenizer import TRAINABLE_KINDS
 
 DEFAULT_MODEL = Path("models") / "saved_model.cllm"
@@ -150,7 +150,6 @@ def cmd_train(a) -> int:
     from cllm.core import mpi_world
     from cllm.core.corpus import load_corpus
     from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, SaveFailedEvent, StepEvent
-    from cllm.core.stop_signals import stop_on_signals
     from cllm.core.trainer import Trainer
     from cllm.core.warmup import compile_kernels, kernels_cached
 
@@ -533,9 +532,9 @@ def main(argv: list[str] | None = None) -> int:
         err.print("interrupted")
         return 130
     except BrokenPipeError:  # the reader of the output has gone (`cllm info m.cllm | head -3`)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's own flush at exit fails no more
         return 0
+    finally:
+        flush_or_drop_output()
 
 
 if __name__ == "__main__":

@@ -17,17 +17,44 @@ from contextlib import contextmanager
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def detach_from_terminal() -> None:
-    """After SIGHUP the terminal is gone and writing to it fails: standard output and
-    error that were a terminal now go to /dev/null, so the save can finish quietly."""
+def _to_devnull(streams) -> None:
+    """Points the file descriptors of `streams` at /dev/null."""
     devnull = os.open(os.devnull, os.O_WRONLY)
-    for stream in (sys.stdout, sys.stderr):
+    for stream in streams:
         try:
-            if stream.isatty():
-                os.dup2(devnull, stream.fileno())
+            os.dup2(devnull, stream.fileno())
         except (OSError, ValueError):
             continue
     os.close(devnull)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):
+        return False
+
+
+def detach_from_terminal() -> None:
+    """After SIGHUP the terminal is gone and writing to it fails: standard output and
+    error that are still a terminal now go to /dev/null, so the save can finish quietly.
+    (One whose terminal has already hung up is no longer a tty: `flush_or_drop_output`
+    deals with it at exit.)"""
+    _to_devnull([s for s in (sys.stdout, sys.stderr) if _is_terminal(s)])
+
+
+def flush_or_drop_output() -> None:
+    """Flushes standard output and error before the process ends. One that cannot be
+    written any more (its terminal hung up, its reader closed the pipe) is pointed at
+    /dev/null, so that the interpreter's own flush at exit does not fail too: that
+    would turn the exit status into 120 after the work was done and saved."""
+    gone = []
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            gone.append(stream)
+    _to_devnull(gone)
 
 
 @contextmanager

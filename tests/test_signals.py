@@ -28,7 +28,10 @@ def start_training(tmp_path: Path, text: str, model: Path, **popen) -> subproces
                "--steps", "1000000"]
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.PIPE)
-    return subprocess.Popen(command, text=True, **popen)
+    # Output buffered, as from a user's shell, whatever the test runner sets: with a buffer,
+    # writes to a hung-up terminal fail at exit too, not only as they happen.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    return subprocess.Popen(command, text=True, env=env, **popen)
 
 
 def wait_for_training(process: subprocess.Popen, model: Path, timeout: float = 120) -> None:

@@ -32,6 +32,7 @@ from textual.reactive import var  # noqa: E402
 from textual.screen import ModalScreen, Screen  # noqa: E402
 from textual.worker import get_current_worker  # noqa: E402
 
+from cllm.core.stop_signals import flush_or_drop_output, stop_on_signals  # noqa: E402
 from cllm.tui.bindings import MODE_BINDINGS  # noqa: E402
 from cllm.tui.engine import (  # noqa: E402
     QUICK_START_PROMPT, CheckpointEvent, CllmError, CorpusRef, Engine, EvalEvent, SaveFailedEvent, StepEvent,
@@ -619,8 +620,6 @@ class CllmApp(ReportWorkerErrors, App[None]):
 def wait_for_training(app: CllmApp) -> str:
     """After the screen is gone: a run still saving is waited for (signals meanwhile do not
     cut the save short). Returns what to tell the user about a run the exit stopped."""
-    from cllm.core.stop_signals import stop_on_signals
-
     run = app.training
     if run is None or not run.stop_requested:
         return ""
@@ -642,16 +641,15 @@ def main(argv: list[str] | None = None) -> int:
     note = wait_for_training(app)
     if note:
         try:
-            print(note, flush=True)
+            print(note)
         except OSError:  # the terminal is gone (SIGHUP): the file is saved all the same
             pass
+    flush_or_drop_output()
     code = app.return_code or 0
     if app.compiling:
         # Quitting during the first kernel compilation: numba cannot be interrupted and the
         # interpreter would wait for it (up to a minute) after the screen is gone. Nothing
         # is lost by not waiting: a run, if any, was stopped and saved before exit.
-        sys.stdout.flush()
-        sys.stderr.flush()
         os._exit(code)
     return code
 
