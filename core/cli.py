@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cllm.core.cli_data import add_prepare, add_source_args, cmd_prepare, run_data, training_data
 from cllm.core.config import ModelConfig, TrainConfig
 from cllm.core.errors import CllmError, ConfigError, TokenizerError
 from cllm.core.mpi_world import DEFAULT_TIMEOUT as MPI_TIMEOUT
@@ -38,8 +39,10 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model on a text file (or the built-in corpus)",
                        description="Train a model. Ctrl-C, SIGTERM or SIGHUP stops at the next step and saves.",
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("corpus", nargs="?", default=None,
-                   help="UTF-8 text file, or 'python-docs' (the default: CPython's documentation)")
+    p.add_argument("corpus", nargs="*", default=[], metavar="PATH",
+                   help="UTF-8 text files and folders (read recursively), a dataset folder from `cllm prepare`, "
+                        "or 'python-docs' (the default: CPython's documentation)")
+    add_source_args(p)
     p.add_argument("-o", "--output", type=Path, default=DEFAULT_MODEL, help=f"model file (default {DEFAULT_MODEL})")
     d, t = ModelConfig(vocab_size=2), TrainConfig()
     # The shape flags default to None so that --init can tell whether they were given.
@@ -58,7 +61,10 @@ def _add_train(sub) -> None:
     p.add_argument("--grad-clip", type=float, default=t.grad_clip)
     p.add_argument("--grad-accum", type=int, default=t.grad_accum)
     p.add_argument("--eval-interval", type=int, default=t.eval_interval)
-    p.add_argument("--eval-chunks", type=int, default=t.eval_chunks, help="0: every held-out chunk")
+    p.add_argument("--eval-chunks", type=int, default=t.eval_chunks,
+                   help=f"held-out chunks each evaluation reads, spread over the split (default {t.eval_chunks}; "
+                        "0: every one)")
+    p.add_argument("--eval-all", action="store_true", help="every evaluation reads the whole validation split")
     p.add_argument("--checkpoint-interval", type=int, default=t.checkpoint_interval,
                    help="save every N steps (0: only at the end)")
     p.add_argument("--checkpoint-minutes", type=float, default=t.checkpoint_minutes,
@@ -71,6 +77,8 @@ def _add_train(sub) -> None:
                         f"(default {MPI_TIMEOUT:g}; docs/MPI.md)")
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument("--resume", action="store_true", help="continue training the model in --output")
+    p.add_argument("--new-data", action="store_true",
+                   help="with --resume: continue although the corpus changed since the run started")
     p.add_argument("--init", type=Path, default=None, metavar="MODEL",
                    help="fine-tune: start from MODEL's weights and tokenizer (a new run saved to --output)")
     p.add_argument("--force", action="store_true", help="replace an existing model file")
@@ -91,9 +99,11 @@ def _add_generate(sub) -> None:
 
 
 def _add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="validation loss on the last 10%% of a corpus")
+    p = sub.add_parser("eval", help="validation loss on the held-out part of a corpus")
     p.add_argument("model", type=Path)
-    p.add_argument("corpus", nargs="?", default=None)
+    p.add_argument("corpus", nargs="*", default=[], metavar="PATH", help="as for train")
+    add_source_args(p, sample=False)
+    p.add_argument("--eval-chunks", type=int, default=0, help="chunks spread over the split (default 0: every one)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--json", action="store_true")
 
@@ -131,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info(sub)
     _add_export(sub)
     _add_import(sub)
+    add_prepare(sub)
     return parser
 
 
@@ -138,7 +149,7 @@ def _train_config(a) -> TrainConfig:
     return TrainConfig(
         steps=a.steps, batch=a.batch, lr=a.lr, min_lr=a.min_lr, warmup=a.warmup, weight_decay=a.weight_decay,
         grad_clip=a.grad_clip, grad_accum=a.grad_accum, eval_interval=a.eval_interval,
-        eval_chunks=a.eval_chunks, checkpoint_interval=a.checkpoint_interval,
+        eval_chunks=0 if a.eval_all else a.eval_chunks, checkpoint_interval=a.checkpoint_interval,
         checkpoint_minutes=a.checkpoint_minutes, threads=a.threads, seed=a.seed,
     ).validate()
 
@@ -148,7 +159,6 @@ def _train_config(a) -> TrainConfig:
 
 def cmd_train(a) -> int:
     from cllm.core import mpi_world
-    from cllm.core.corpus import load_corpus
     from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, SaveFailedEvent, StepEvent
     from cllm.core.trainer import Trainer
     from cllm.core.warmup import compile_kernels, kernels_cached
@@ -164,9 +174,9 @@ def cmd_train(a) -> int:
         raise ConfigError(f"{out}: no such model to resume")
     if out.exists() and not (a.force or a.resume):
         raise ConfigError(f"{out} already exists; pass --force to replace it or --resume to continue training it")
-    corpus = load_corpus(a.corpus)
+    corpus = run_data(a, console=err, quiet=a.json or not _speaks(world))
     if a.resume:
-        trainer = Trainer.resume(out, corpus, config, out_path=out)
+        trainer = Trainer.resume(out, corpus, config, out_path=out, new_data=a.new_data)
     elif a.init is not None:
         trainer = Trainer.fine_tune(a.init, corpus, config, out_path=out)
     else:
@@ -176,7 +186,7 @@ def cmd_train(a) -> int:
         trainer = Trainer.new(corpus, shape, config, tokenizer=a.tokenizer or "char", vocab_size=a.vocab_size,
                               out_path=out)
     rank_threads = distributed.start(world, trainer) if world else [trainer.n_threads]  # every rank ready
-    speaks = world is None or world.is_root  # under MPI rank 0 alone shows the run
+    speaks = _speaks(world)  # under MPI rank 0 alone shows the run
     quiet = a.json or not speaks
 
     def request_stop(why: str) -> None:
@@ -255,6 +265,10 @@ def cmd_train(a) -> int:
     if any(e.final for e in failed):
         return 3 if done.saved_to else 4
     return 0
+
+
+def _speaks(world) -> bool:
+    return world is None or world.is_root
 
 
 def _say(text: str, *, out: bool = False) -> None:
@@ -367,25 +381,23 @@ def cmd_generate(a) -> int:
 
 
 def cmd_eval(a) -> int:
-    from cllm.core.corpus import load_corpus
     from cllm.core.model_file import load_model
-    from cllm.core.trainer import evaluate, split_tokens
+    from cllm.core.trainer import corpus_tokens, evaluate
 
     loaded = load_model(a.model)
-    corpus = load_corpus(a.corpus)
     model = loaded.model
+    corpus = training_data(a.corpus, model.tokenizer, a, console=err, quiet=a.json)
     try:
-        tokens = model.tokenizer.encode(corpus.text)
+        _, val = corpus_tokens(corpus, model)
     except TokenizerError as exc:
-        raise TokenizerError(f"{corpus.path or corpus.name}: {exc}") from None
-    _, val = split_tokens(tokens, model.config.ctx, corpus.name)
+        raise TokenizerError(f"{getattr(corpus, 'path', None) or corpus.name}: {exc}") from None
     if a.json:
-        loss, tokens = evaluate(model, val, threads=a.threads)
+        loss, tokens = evaluate(model, val, threads=a.threads, limit=a.eval_chunks)
     else:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err, refresh_per_second=8, transient=True) as progress:
             task = progress.add_task("evaluating (chunks)", total=None)
-            loss, tokens = evaluate(model, val, threads=a.threads,
+            loss, tokens = evaluate(model, val, threads=a.threads, limit=a.eval_chunks,
                                     on_progress=lambda done, total: progress.update(task, completed=done, total=total))
     if a.json:
         print(json.dumps({"val_loss": loss, "tokens": tokens}))
@@ -516,7 +528,7 @@ def _error_message(exc: CllmError) -> tuple[str | None, int]:
 
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "info": cmd_info,
-            "export": cmd_export, "import": cmd_import}
+            "export": cmd_export, "import": cmd_import, "prepare": lambda a: cmd_prepare(a, err)}
 
 
 def main(argv: list[str] | None = None) -> int:

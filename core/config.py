@@ -77,7 +77,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     grad_accum: int = 1
     eval_interval: int = 250
-    eval_chunks: int = 0  # 0: every held-out chunk; n: the first n (faster evaluation)
+    eval_chunks: int = 256  # held-out chunks each evaluation reads, spread over the split; 0: every one
     checkpoint_interval: int = 0  # steps; 0: only at the end (and on stop)
     checkpoint_minutes: float = 10.0  # also save when this long has passed since the last save; 0: never
     threads: int = 0  # 0: all cores

@@ -24,6 +24,7 @@ import platformdirs
 
 from cllm.core.config import ModelConfig, TrainConfig
 from cllm.core.corpus import Corpus
+from cllm.core.dataset import Dataset, TokenView, check_fits, data_change
 from cllm.core.errors import CllmError, ConfigError, CorpusError, TokenizerError
 from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, Event, SaveFailedEvent, StepEvent
 from cllm.core.model import GPT
@@ -61,12 +62,38 @@ def split_tokens(tokens: np.ndarray, ctx: int, corpus_name: str) -> tuple[np.nda
     return train, val
 
 
-def eval_chunks(val: np.ndarray, ctx: int, limit: int = 0) -> np.ndarray:
-    """Consecutive non-overlapping chunks of ctx+1 tokens; the remainder is dropped."""
-    n = len(val) // (ctx + 1)
-    if limit:
-        n = min(n, limit)
-    return np.ascontiguousarray(val[: n * (ctx + 1)].reshape(n, ctx + 1), dtype=np.int32)
+def corpus_tokens(corpus: Corpus | Dataset, model: GPT) -> tuple[np.ndarray | TokenView, np.ndarray | TokenView]:
+    """The training and validation tokens: a text encoded now (and split by
+    `split_tokens`), or a prepared dataset's splits, read through memory maps."""
+    ctx = model.config.ctx
+    if not isinstance(corpus, Dataset):
+        return split_tokens(model.tokenizer.encode(corpus.text), ctx, corpus.name)
+    check_fits(corpus, model.tokenizer, model.config.vocab_size)
+    if len(corpus.train) < ctx + 2 or len(corpus.val) < ctx + 1:
+        raise CorpusError(f"{corpus.path}: {len(corpus.train):,} training and {len(corpus.val):,} validation tokens "
+                          f"are too few for a context of {ctx}; each split needs at least {ctx + 2}")
+    return corpus.train, corpus.val
+
+
+def eval_indices(n_tokens: int, ctx: int, limit: int = 0) -> np.ndarray:
+    """Which of the consecutive non-overlapping chunks of ctx+1 tokens (the remainder
+    dropped) an evaluation reads: all, or `limit` of them evenly spread over the split
+    (a fixed sample: the same chunks at every evaluation)."""
+    n = n_tokens // (ctx + 1)
+    if limit and n > limit:
+        return np.linspace(0, n - 1, limit).round().astype(np.int64)
+    return np.arange(n, dtype=np.int64)
+
+
+def eval_chunks(val: np.ndarray | TokenView, ctx: int, limit: int = 0,
+                indices: np.ndarray | None = None) -> np.ndarray:
+    """The chunks `eval_indices` picks (or those of `indices`), one per row."""
+    picked = eval_indices(len(val), ctx, limit) if indices is None else indices
+    if len(picked) == len(val) // (ctx + 1):
+        n = len(picked)
+        return np.ascontiguousarray(np.asarray(val[: n * (ctx + 1)]).reshape(n, ctx + 1), dtype=np.int32)
+    rows = [val[int(i) * (ctx + 1):(int(i) + 1) * (ctx + 1)] for i in picked]
+    return np.stack(rows).astype(np.int32) if rows else np.zeros((0, ctx + 1), np.int32)
 
 
 def fallback_paths(path: Path) -> list[Path]:
@@ -78,37 +105,47 @@ def fallback_paths(path: Path) -> list[Path]:
             Path(tempfile.gettempdir()) / "cllm-unsaved" / name]
 
 
-def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0,
+EVAL_BLOCK = 4096  # chunks evaluated at a time: memory stays bounded for a split of any size
+
+
+def evaluate(model: GPT, tokens: np.ndarray | TokenView, threads: int = 0, limit: int = 0,
              on_progress: Callable[[int, int], None] | None = None) -> tuple[float, int]:
     """Validation loss by the project's protocol over `tokens` (already the held-out
-    part): mean cross-entropy over every position of every ctx+1 chunk. Returns the loss
-    and the number of predicted tokens. `on_progress(chunks done, chunks)` is called
-    from a helper thread while the kernels run, then once at the end."""
+    part): mean cross-entropy over every position of every ctx+1 chunk (or of `limit`
+    chunks spread over it). Returns the loss and the number of predicted tokens.
+    `on_progress(chunks done, chunks)` is called from a helper thread while the kernels
+    run, then once at the end."""
     ctx = model.config.ctx
-    chunks = eval_chunks(tokens, ctx, limit)
-    if len(chunks) == 0:
+    picked = eval_indices(len(tokens), ctx, limit)
+    if len(picked) == 0:
         raise CorpusError(f"evaluation needs at least {ctx + 1} held-out tokens, got {len(tokens)}")
-    n = min(threads or TrainConfig().n_threads, len(chunks))
-    ws = Workspace.create(model.config, n, -(-len(chunks) // n))
+    n = min(threads or TrainConfig().n_threads, len(picked))
+    block = min(EVAL_BLOCK, len(picked))
+    ws = Workspace.create(model.config, n, -(-block // n))
     finished = threading.Event()
+    done = [0]
 
     def watch() -> None:
         while not finished.wait(0.2):
-            on_progress(int(ws.progress.sum()), len(chunks))
+            on_progress(done[0] + int(ws.progress.sum()), len(picked))
 
     watcher = threading.Thread(target=watch, name="cllm-eval-progress", daemon=True) if on_progress else None
     if watcher is not None:
         watcher.start()
+    total = 0.0
     try:
         with single_threaded_blas():
-            losses = ws.run(model.params, chunks, LOSS)
+            for start in range(0, len(picked), block):
+                chunks = eval_chunks(tokens, ctx, indices=picked[start:start + block])
+                total += float(ws.run(model.params, chunks, LOSS).sum())
+                done[0] += len(chunks)
     finally:
         finished.set()
         if watcher is not None:
             watcher.join()
     if on_progress is not None:
-        on_progress(len(chunks), len(chunks))
-    return float(losses.mean()), int(chunks.shape[0] * ctx)
+        on_progress(len(picked), len(picked))
+    return total / len(picked), int(len(picked) * ctx)
 
 
 def file_sha256(path: Path) -> str:
@@ -119,7 +156,7 @@ def file_sha256(path: Path) -> str:
 class Trainer:
     """One training run of one model on one corpus."""
 
-    def __init__(self, model: GPT, corpus: Corpus, config: TrainConfig, *, out_path: Path | None = None,
+    def __init__(self, model: GPT, corpus: Corpus | Dataset, config: TrainConfig, *, out_path: Path | None = None,
                  state: RunState | None = None, optimizer: tuple[np.ndarray, np.ndarray] | None = None):
         config.validate()
         self.model = model
@@ -131,8 +168,7 @@ class Trainer:
             raise ConfigError(
                 f"the model has already trained {self.state.step} steps; ask for more than that to continue"
             )
-        tokens = model.tokenizer.encode(corpus.text)
-        self.train_tokens, self.val_tokens = split_tokens(tokens, model.config.ctx, corpus.name)
+        self.train_tokens, self.val_tokens = corpus_tokens(corpus, model)
         self.chunks = eval_chunks(self.val_tokens, model.config.ctx, config.eval_chunks)
         self.rng = np.random.default_rng(config.seed)
         if self.state.rng_state is not None:
@@ -159,21 +195,34 @@ class Trainer:
 
     # -- construction -------------------------------------------------------------
     @classmethod
-    def new(cls, corpus: Corpus, model_config: dict, train_config: TrainConfig, *, tokenizer: str = "char",
+    def new(cls, corpus: Corpus | Dataset, model_config: dict, train_config: TrainConfig, *, tokenizer: str = "char",
             vocab_size: int | None = None, out_path: Path | None = None) -> "Trainer":
-        """A fresh model: trains the tokenizer on the corpus, then initialises the model."""
-        tok = train_tokenizer(tokenizer, corpus.text, vocab_size)
+        """A fresh model: trains the tokenizer on the corpus (a dataset brings its own),
+        then initialises the model."""
+        if isinstance(corpus, Dataset):
+            if corpus.tokenizer is None:
+                raise ConfigError(f"{corpus.path}: llm.c's token shards carry no tokenizer; fine-tune a model that "
+                                  "has the one they were made with (--init MODEL, an imported GPT-2 for GPT-2 tokens)")
+            tok = corpus.tokenizer
+        else:
+            tok = train_tokenizer(tokenizer, corpus.text, vocab_size)
         config = ModelConfig(vocab_size=tok.vocab_size, **model_config).validate()
         model = GPT.create(config, tok, seed=train_config.seed)
         return cls(model, corpus, train_config, out_path=out_path)
 
     @classmethod
-    def resume(cls, model_path: Path, corpus: Corpus, train_config: TrainConfig | None = None, *,
-               out_path: Path | None = None) -> "Trainer":
+    def resume(cls, model_path: Path, corpus: Corpus | Dataset, train_config: TrainConfig | None = None, *,
+               out_path: Path | None = None, new_data: bool = False) -> "Trainer":
         """Continues a saved run. `train_config.steps` is the total to reach; without a
-        config, the saved one is used."""
+        config, the saved one is used. A dataset other than the run's is refused (saying
+        what changed) unless `new_data`."""
         loaded = load_model(model_path)
         state = replace(loaded.info.run)
+        if isinstance(corpus, Dataset) and not new_data:
+            problem = data_change(state.corpus, corpus)
+            if problem:
+                raise ConfigError(f"{model_path} cannot continue on {corpus.path}: {problem}; pass --new-data to "
+                                  "continue on it anyway")
         saved = state.train_config
         config = train_config or (TrainConfig.from_dict(saved) if saved else TrainConfig())
         try:
@@ -183,7 +232,7 @@ class Trainer:
             raise TokenizerError(f"{model_path} cannot continue on {corpus.name}: {exc}") from None
 
     @classmethod
-    def fine_tune(cls, parent_path: Path, corpus: Corpus, train_config: TrainConfig, *,
+    def fine_tune(cls, parent_path: Path, corpus: Corpus | Dataset, train_config: TrainConfig, *,
                   out_path: Path | None = None) -> "Trainer":
         """A new run that starts from a saved model's weights and tokenizer, with a fresh
         optimiser, schedule and step count (unlike `resume`, which continues the same
@@ -193,7 +242,7 @@ class Trainer:
         if out_path is not None and Path(out_path).expanduser().resolve() == parent_path.resolve():
             raise ConfigError(f"{parent_path}: a fine-tune is saved to a new file, not over the model it starts from")
         loaded = load_model(parent_path)
-        problem = coverage_problem(loaded.model.tokenizer, corpus.text)
+        problem = None if isinstance(corpus, Dataset) else coverage_problem(loaded.model.tokenizer, corpus.text)
         if problem:
             raise TokenizerError(f"{parent_path} cannot be fine-tuned on {corpus.name}: {problem}")
         parent = ParentRef(parent_path.name, file_sha256(parent_path), loaded.info.run.step)

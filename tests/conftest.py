@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,15 @@ import pytest
 from cllm.core.corpus import Corpus
 from tests.helpers import make_corpus, make_text
 from tests.tui_helpers import TEXT
+
+
+@pytest.fixture(autouse=True, scope="session")
+def dataset_cache(tmp_path_factory) -> Path:
+    """Datasets prepared by the tests (and the CLI processes they start) go to a folder
+    of this test session, never to the user's cache."""
+    folder = tmp_path_factory.mktemp("dataset-cache")
+    os.environ["CLLM_CACHE_DIR"] = str(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

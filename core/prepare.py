@@ -1,0 +1,493 @@
+"""Preparing a corpus: sources -> tokenizer -> token shards + manifest, once.
+
+Three passes, each streaming the files in chunks of a few megabytes, so memory does not
+grow with the corpus (about 0.1-0.5 GB whatever its size; docs/DATASETS.md):
+
+1. check: read every candidate, skip what is not UTF-8 text (counted), take the SHA-256
+   of each file, the set of characters (char tokenizer) and a bounded sample (the other
+   kinds);
+2. the tokenizer, trained on that sample (char: on every character), unless one is given
+   (a model's, for --resume, --init and eval);
+3. encode: documents in order, the held-out ones to the validation shards, in batches
+   that the `tokenizers` library encodes on every core.
+
+Everything is written to a temporary folder beside the target and renamed into place
+after the manifest, so a folder with a manifest is always complete. Datasets made for a
+corpus given by path live in the user cache folder (CLLM_CACHE_DIR overrides it), keyed
+by the paths, the globs and the tokenizer, and are reused while the files are unchanged.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from cllm.core.dataset import (FORMAT, MANIFEST, VERSION, Dataset, cache_dir, dataset_digest, keep_manifest,
+                               open_dataset, read_manifest)
+from cllm.core.errors import CllmError, ConfigError, CorpusError, TokenizerError
+from cllm.core.shards import ShardWriter, kind_for
+from cllm.core.sources import NotText, SourceFile, SourceScan, read_text_chunks, scan_sources, skipped_line
+from cllm.core.tokenizer import CharTokenizer, Gpt2Tokenizer, Tokenizer, encode_many, train_tokenizer
+
+SHARD_TOKENS = 100_000_000  # tokens per shard, as llm.c's FineWeb script
+DEFAULT_SAMPLE_MB = 32.0  # of text a word or BPE tokenizer is trained on
+ENCODE_BATCH = 4 << 20  # characters encoded in one call (the tokenizers library spreads them over the cores)
+VAL_FRACTION = 0.1
+SEPARATOR = "\n\n"  # between documents, for a tokenizer without an end-of-text token
+
+
+class Cancelled(CllmError):
+    """Preparation was cancelled; nothing was kept."""
+
+
+@dataclass(frozen=True)
+class TokenizerPlan:
+    """A tokenizer to train on the corpus: its kind, vocabulary size (None: the kind's
+    default) and the most text it is trained on."""
+
+    kind: str = "char"
+    vocab_size: int | None = None
+    sample_mb: float = DEFAULT_SAMPLE_MB
+
+    def key(self) -> dict:
+        return {"kind": self.kind, "vocab_size": self.vocab_size, "sample_mb": self.sample_mb}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a preparation is: `phase` is "checking", "tokenizer" or "encoding"; bytes
+    of the sources done of the total in that phase."""
+
+    phase: str
+    done: int
+    total: int
+
+
+def _order_key(name: str, purpose: str) -> str:
+    """A document's place in a fixed pseudo-random order (the sample, the split): the
+    same wherever the folder is."""
+    return hashlib.sha256(f"{purpose}\0{name}".encode()).hexdigest()
+
+
+def plan_split(files: Sequence[SourceFile]) -> tuple[str, set[str]]:
+    """("documents", names held out) when whole documents can make about 10% of the
+    bytes (between 5% and 20%), taken in a fixed pseudo-random order; else ("tail", {}):
+    the last 10% of every document is held out (one file, or a few of unequal sizes)."""
+    total = sum(f.size for f in files)
+    held, size = set(), 0
+    for f in sorted(files, key=lambda f: _order_key(f.name, "val")):
+        if size >= VAL_FRACTION * total:
+            break
+        if size + f.size <= 2 * VAL_FRACTION * total:
+            held.add(f.name)
+            size += f.size
+    if size < VAL_FRACTION * total / 2 or len(held) == len(files):
+        return "tail", set()
+    return "documents", held
+
+
+def _sample_quota(files: Sequence[SourceFile], budget: int) -> dict[str, int]:
+    """Bytes of each document that go into the tokenizer's sample: whole documents in a
+    fixed pseudo-random order (the last one cut) until `budget` bytes."""
+    quota: dict[str, int] = {}
+    left = budget
+    for f in sorted(files, key=lambda f: _order_key(f.name, "sample")):
+        if left <= 0:
+            break
+        quota[f.name] = min(f.size, left)
+        left -= f.size
+    return quota
+
+
+@dataclass
+class _Checked:
+    files: list[SourceFile]  # the text ones, in order
+    digests: dict[str, str]
+    not_text: dict[str, str]  # name -> reason
+    chars: set[str]
+    sample: list[str]
+
+
+def _check(scan: SourceScan, kind: str | None, sample_bytes: int, report: Callable[[Progress], None],
+           cancel: threading.Event | None) -> _Checked:
+    quota = _sample_quota(scan.files, sample_bytes) if kind in ("word", "bpe") else {}
+    checked = _Checked([], {}, {}, set(), [])
+    done = 0
+    for f in scan.files:
+        digest = hashlib.sha256()
+        want = quota.get(f.name, 0)
+        taken: list[str] = []
+        has_text = False
+        try:
+            for chunk in read_text_chunks(f, digest):
+                _check_cancel(cancel)
+                has_text = has_text or not chunk.isspace()
+                if kind == "char":
+                    checked.chars.update(chunk)
+                if want > 0:
+                    taken.append(chunk[:want])
+                    want -= len(taken[-1])
+        except NotText as exc:
+            if f.given:
+                raise CorpusError(exc.detail) from None
+            checked.not_text[f.name] = exc.reason
+            continue
+        finally:
+            done += f.size
+            report(Progress("checking", done, scan.total_bytes))
+        if not has_text:
+            if f.given:
+                raise CorpusError(f"{f.path}: contains only whitespace")
+            checked.not_text[f.name] = "only whitespace"
+            continue
+        checked.files.append(f)
+        checked.digests[f.name] = digest.hexdigest()
+        if taken:
+            checked.sample.append("".join(taken))
+    if not checked.files:
+        reasons = Counter(checked.not_text.values()) + scan.skipped
+        where = ", ".join(str(r) for r in scan.roots)
+        raise CorpusError(f"{where}: no text files to train on ({skipped_line(reasons)})")
+    return checked
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("preparation cancelled; nothing was kept")
+
+
+def _eot_id(tokenizer: Tokenizer) -> int | None:
+    return tokenizer.eos_id if isinstance(tokenizer, Gpt2Tokenizer) else None
+
+
+class _Splits:
+    """The shard writers of both splits: a new shard every `shard_tokens` tokens."""
+
+    def __init__(self, folder: Path, vocab_size: int, shard_tokens: int) -> None:
+        self.folder, self.kind, self.shard_tokens = folder, kind_for(vocab_size), shard_tokens
+        self.writers: dict[str, ShardWriter | None] = {"train": None, "val": None}
+        self.shards: dict[str, list[dict]] = {"train": [], "val": []}
+        self.tokens = {"train": 0, "val": 0}
+
+    def write(self, split: str, tokens: np.ndarray) -> None:
+        while len(tokens):
+            writer = self.writers[split]
+            if writer is None:
+                name = f"{split}_{len(self.shards[split]):06d}.bin"
+                writer = self.writers[split] = ShardWriter(self.folder / name, self.kind)
+            room = self.shard_tokens - writer.n_tokens
+            writer.write(tokens[:room])
+            self.tokens[split] += min(room, len(tokens))
+            tokens = tokens[room:]
+            if writer.n_tokens >= self.shard_tokens:
+                self._close(split)
+
+    def _close(self, split: str) -> None:
+        writer = self.writers[split]
+        if writer is not None:
+            writer.close()
+            self.shards[split].append({"file": writer.path.name, "tokens": writer.n_tokens})
+            self.writers[split] = None
+
+    def close(self) -> None:
+        for split in ("train", "val"):
+            self._close(split)
+
+    def abandon(self) -> None:
+        for writer in self.writers.values():
+            if writer is not None:
+                writer.abandon()
+
+
+def _encode_all(checked: _Checked, tokenizer: Tokenizer, method: str, held: set[str], splits: _Splits,
+                report: Callable[[Progress], None], cancel: threading.Event | None) -> dict[str, int]:
+    """Encodes every document into `splits`; returns tokens per document. A document's
+    tokens in a split are preceded by the end-of-text token where the tokenizer has one
+    (as llm.c does), else by SEPARATOR's tokens unless it comes first in that split."""
+    eot = _eot_id(tokenizer)
+    separator = np.array([eot], np.int32) if eot is not None else tokenizer.encode(SEPARATOR)
+    started = {"train": False, "val": False}
+    counts: dict[str, int] = {}
+    total = sum(f.size for f in checked.files)
+    done = 0
+    paths = {f.name: f.path for f in checked.files}
+    pending: list[tuple[str, str, str, bool]] = []  # (document, split, text, separator first)
+    pending_chars = 0
+
+    def flush() -> None:
+        nonlocal pending_chars
+        _check_cancel(cancel)
+        try:
+            encoded = encode_many(tokenizer, [p[2] for p in pending])
+        except TokenizerError:  # which document: encoded one by one to find it
+            for name, _, text, _ in pending:
+                try:
+                    tokenizer.encode(text)
+                except TokenizerError as exc:
+                    raise TokenizerError(f"{paths[name]}: {exc}") from None
+            raise
+        for (name, split, _, first), ids in zip(pending, encoded, strict=True):
+            if first:
+                splits.write(split, separator)
+            splits.write(split, ids)
+            counts[name] = counts.get(name, 0) + len(ids)
+        pending.clear()
+        pending_chars = 0
+
+    for f in checked.files:
+        split = "val" if f.name in held else "train"
+        tail_left = int(f.size * (1 - VAL_FRACTION)) if method == "tail" else None  # bytes before the held-out tail
+        opened: set[str] = set()
+        for chunk in read_text_chunks(f):
+            pieces = [(split, chunk)]
+            if tail_left is not None and split == "train":
+                cut = _tail_cut(chunk, tail_left)
+                tail_left -= len(chunk.encode("utf-8"))
+                if cut is not None:
+                    pieces = [("train", chunk[:cut]), ("val", chunk[cut:])]
+                    split = "val"
+            for piece_split, text in pieces:
+                if not text:
+                    continue
+                first = piece_split not in opened and (eot is not None or started[piece_split])
+                opened.add(piece_split)
+                started[piece_split] = True
+                pending.append((f.name, piece_split, text, first))
+                pending_chars += len(text)
+            if pending_chars >= ENCODE_BATCH:
+                flush()
+        done += f.size
+        if pending_chars >= ENCODE_BATCH:
+            flush()
+        report(Progress("encoding", done, total))
+    flush()
+    return counts
+
+
+def _tail_cut(chunk: str, byte_offset: int) -> int | None:
+    """Where in `chunk` the held-out tail of its document starts, if it does in this
+    chunk: the first newline at or after the byte offset (or the offset itself)."""
+    if byte_offset > len(chunk.encode("utf-8")):
+        return None
+    at = len(chunk.encode("utf-8")[:max(0, byte_offset)].decode("utf-8", "ignore"))
+    newline = chunk.find("\n", at)
+    return newline if newline >= 0 else at
+
+
+def prepare(paths: Sequence[str | Path], out: Path, tokenizer: Tokenizer | TokenizerPlan, *,
+            include: Sequence[str] = (), exclude: Sequence[str] = (), shard_tokens: int = SHARD_TOKENS,
+            on_progress: Callable[[Progress], None] | None = None, on_note: Callable[[str], None] | None = None,
+            cancel: threading.Event | None = None, scan: SourceScan | None = None) -> Dataset:
+    """Tokenizes the corpus at `paths` into the dataset folder `out` (replacing a dataset
+    there); returns it opened. `on_note` hears what is worth saying (skipped files, the
+    tokenizer's sample)."""
+    report = on_progress or (lambda p: None)
+    note = on_note or (lambda s: None)
+    out = Path(out).expanduser()
+    _check_target(out)
+    scan = scan or scan_sources(paths, include, exclude)
+    plan = tokenizer if isinstance(tokenizer, TokenizerPlan) else None
+    sample_bytes = int((plan.sample_mb if plan else 0) * (1 << 20))
+    checked = _check(scan, plan.kind if plan else None, sample_bytes, report, cancel)
+    skipped = Counter(checked.not_text.values()) + scan.skipped
+    if skipped:
+        note(skipped_line(skipped))
+    if plan is not None:
+        report(Progress("tokenizer", 0, 1))
+        tok = _train(plan, checked, scan.total_bytes, note)
+        report(Progress("tokenizer", 1, 1))
+    else:
+        tok = tokenizer
+    method, held = plan_split(checked.files)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    splits = _Splits(tmp, tok.vocab_size, shard_tokens)
+    try:
+        try:
+            counts = _encode_all(checked, tok, method, held, splits, report, cancel)
+            splits.close()
+            _write_json(tmp / MANIFEST, _manifest(scan, checked, tok, plan, method, held, splits, counts))
+            _swap_in(tmp, out)
+        except OSError as exc:
+            where = exc.filename or tmp
+            raise CorpusError(f"{where}: could not write the dataset ({exc.strerror or exc}); nothing was kept") from None
+    except BaseException:
+        splits.abandon()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return open_dataset(out)
+
+
+def _train(plan: TokenizerPlan, checked: _Checked, total: int, note: Callable[[str], None]) -> Tokenizer:
+    if plan.kind == "char":
+        chars = checked.chars | (set(SEPARATOR) if len(checked.files) > 1 else set())
+        tok = CharTokenizer(sorted(chars))
+        note(f"char tokenizer: {tok.vocab_size} characters, from every file")
+        return tok
+    text = SEPARATOR.join(checked.sample)
+    tok = train_tokenizer(plan.kind, text, plan.vocab_size)
+    size = len(text.encode("utf-8"))
+    note(f"{plan.kind} tokenizer ({tok.vocab_size} tokens) trained on a sample of {_mb(size)} of the "
+         f"corpus's {_mb(total)}" + (" (all of it)" if size >= total else f" (--tokenizer-sample {plan.sample_mb:g} MB)"))
+    return tok
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1 << 20):,.1f} MB" if n >= 1 << 20 else f"{n / 1024:,.1f} KB"
+
+
+def _manifest(scan: SourceScan, checked: _Checked, tok: Tokenizer, plan: TokenizerPlan | None, method: str,
+              held: set[str], splits: _Splits, counts: dict[str, int]) -> dict:
+    files = []
+    for f in scan.files:
+        entry = {"name": f.name, "path": str(f.path.resolve()), "size": f.size, "mtime_ns": f.mtime_ns}
+        if f.name in checked.not_text:
+            entry.update(split="skipped", reason=checked.not_text[f.name])
+        else:
+            split = "val" if f.name in held else ("tail" if method == "tail" else "train")
+            entry.update(sha256=checked.digests[f.name], split=split, tokens=counts.get(f.name, 0))
+        files.append(entry)
+    tokenizer = tok.to_json()
+    skipped = Counter(checked.not_text.values()) + scan.skipped
+    return {
+        "format": FORMAT, "version": VERSION, "digest": dataset_digest(files, tokenizer, method),
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "sources": [str(r.resolve()) for r in scan.roots], "files": files, "skipped": dict(skipped),
+        "tokenizer": tokenizer, "tokenizer_sample": plan.key() if plan else None,
+        "separator": "eot" if _eot_id(tok) is not None else SEPARATOR,
+        "split": {"method": method, "val_fraction": VAL_FRACTION},
+        "tokens": dict(splits.tokens), "shards": splits.shards,
+        "shard_format": {"magic": splits.kind.magic, "version": splits.kind.version,
+                         "dtype": np.dtype(splits.kind.dtype).name},
+    }
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _check_target(out: Path) -> None:
+    """A dataset may replace a dataset, or go into a new or empty folder: nothing else is
+    overwritten."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; choose a new folder for the dataset")
+    if out.is_dir() and not (out / MANIFEST).exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: is a folder that is not empty and holds no prepared dataset; "
+                          "choose a new or empty folder")
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Renames the finished folder to `out`; an old dataset there is removed after."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}-{threading.get_ident()}")
+        os.rename(out, old)
+    os.rename(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def cache_key(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPlan, include: Sequence[str],
+              exclude: Sequence[str]) -> str:
+    spec = tokenizer.key() if isinstance(tokenizer, TokenizerPlan) else {
+        "sha256": hashlib.sha256(json.dumps(tokenizer.to_json(), sort_keys=True).encode()).hexdigest()}
+    text = json.dumps({"paths": [str(Path(p).expanduser().resolve()) for p in paths], "include": list(include),
+                       "exclude": list(exclude), "tokenizer": spec, "version": VERSION}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def changed_sources(manifest: dict, scan: SourceScan) -> str | None:
+    """What differs between the files a manifest lists and those a walk found now (by
+    path, size and modification time), in words; None if nothing."""
+    before = {f["path"]: (f["size"], f["mtime_ns"]) for f in manifest["files"]}
+    now = {str(f.path.resolve()): (f.size, f.mtime_ns) for f in scan.files}
+    added = len(now.keys() - before.keys())
+    removed = len(before.keys() - now.keys())
+    changed = sum(1 for p in now.keys() & before.keys() if now[p] != before[p])
+    parts = [f"{n} {label}" for n, label in ((changed, "changed"), (added, "added"), (removed, "removed")) if n]
+    return ", ".join(parts) + " since it was prepared" if parts else None
+
+
+@contextmanager
+def _locked(path: Path):
+    """An exclusive lock on `path` (created): a second process preparing the same corpus
+    (another MPI rank, another terminal) waits here, then finds the dataset ready."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPlan, *,
+                include: Sequence[str] = (), exclude: Sequence[str] = (),
+                on_progress: Callable[[Progress], None] | None = None, on_note: Callable[[str], None] | None = None,
+                cancel: threading.Event | None = None) -> Dataset:
+    """The dataset of the corpus at `paths` tokenized with `tokenizer`: the one in the
+    cache if its sources are unchanged, else prepared now (and cached). A dataset made
+    with a new tokenizer is also found under its tokenizer's key (a link), so resuming
+    the model trained on it reuses it."""
+    note = on_note or (lambda s: None)
+    cache = cache_dir()
+    key = cache_key(paths, tokenizer, include, exclude)
+    folder = cache / key
+    scan = scan_sources(paths, include, exclude)
+    with _locked(cache / f"{key}.lock"):
+        if (folder / MANIFEST).exists():
+            why = _stale(folder, scan, tokenizer)
+            if why is None:
+                try:
+                    dataset = open_dataset(folder)
+                    note(f"using the prepared dataset {folder}")
+                    return dataset
+                except CorpusError as exc:
+                    why = f"the cached dataset is damaged ({exc})"
+            note(f"the corpus changed ({why}): tokenizing it again")
+        if folder.is_symlink():  # the link belongs to another dataset: this one gets its own folder
+            folder.unlink()
+        started = time.perf_counter()
+        dataset = prepare(paths, folder, tokenizer, include=include, exclude=exclude, on_progress=on_progress,
+                          on_note=note, cancel=cancel, scan=scan)
+        keep_manifest(cache, dataset.manifest or {})
+        note(f"prepared {dataset.describe()} in {time.perf_counter() - started:.1f} s")
+    if isinstance(tokenizer, TokenizerPlan) and dataset.tokenizer is not None:
+        alias = cache / cache_key(paths, dataset.tokenizer, include, exclude)
+        with _locked(cache / f"{alias.name}.lock"):
+            if alias.is_symlink() or not alias.exists():
+                tmp = alias.with_name(f".{alias.name}.link-{os.getpid()}")
+                tmp.unlink(missing_ok=True)
+                tmp.symlink_to(folder.name)
+                os.replace(tmp, alias)
+    return dataset
+
+
+def _stale(folder: Path, scan: SourceScan, tokenizer: Tokenizer | TokenizerPlan) -> str | None:
+    """Why the cached dataset in `folder` cannot be used for this corpus and tokenizer
+    (None: it can)."""
+    try:
+        manifest = read_manifest(folder)
+    except CorpusError as exc:
+        return f"the cached dataset is damaged ({exc})"
+    if not isinstance(tokenizer, TokenizerPlan) and manifest["tokenizer"] != tokenizer.to_json():
+        return "the cached dataset was made with another tokenizer"
+    return changed_sources(manifest, scan)
