@@ -1,0 +1,222 @@
+"""Large corpora: preparation, the second start, and training from memory-mapped tokens.
+
+The corpus is built from text already on the machine: the Python files, stubs and
+documents (*.py, *.pyi, *.rst, *.md, *.txt) of the standard library and of the
+installed packages, copied into one folder in a fixed order until --size-mb; a quarter
+of it (the first files) is a second, smaller corpus.
+
+Measured, each in a child process (peak memory: ru_maxrss of that process alone):
+- `cllm prepare` with the char and the BPE tokenizer, on the corpus and its quarter:
+  seconds, MB/s over the whole preparation (checking, tokenizer training, encoding), peak
+  memory. The same peak on both sizes is what "bounded" means.
+- `cllm train CORPUS --steps 1` twice with an empty dataset cache: the first prepares, the
+  second finds the dataset; launch -> first step of each (process wall time less the
+  command's own time after its first step), against the same on a small corpus
+  (tinyshakespeare).
+- Training: tokens/s and resident memory (VmRSS, sampled every 25 steps) over a run of
+  --train-steps steps on the quarter corpus, from the prepared dataset (memory-mapped
+  shards) and from today's in-memory path (the corpus read as one text and encoded at the
+  start); same model, same settings.
+
+    flock /tmp/cllm-bench.lock python benchmarks/bench_corpus.py --size-mb 300 --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import (  # noqa: E402
+    CONFIGS, DEFAULT_CORPUS, add_report_args, check_ok, check_tree, child_env, cllm_cmd, command_line, config_label,
+    fmt, machine_lines, report, run_child, run_cmd, serve_child, table,
+)
+
+SCRIPT = Path(__file__).resolve()
+MB = 1 << 20
+SUFFIXES = {".py", ".pyi", ".rst", ".md", ".txt"}
+
+
+def text_roots() -> list[Path]:
+    paths = sysconfig.get_paths()
+    roots = [Path(paths["stdlib"]), Path(paths["purelib"]), Path(paths["platlib"])]
+    return list(dict.fromkeys(r.resolve() for r in roots if r.is_dir()))
+
+
+def build_corpus(target: Path, size: int) -> list[Path]:
+    """Copies text files into `target` (flat names, fixed order) until `size` bytes;
+    returns the copies in order."""
+    target.mkdir(parents=True)
+    copied, total = [], 0
+    for root in text_roots():
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+            for name in sorted(files):
+                path = Path(folder) / name
+                if path.suffix not in SUFFIXES or path.is_symlink():
+                    continue
+                try:
+                    data = path.read_bytes()
+                    data.decode("utf-8")
+                except (OSError, UnicodeDecodeError):
+                    continue
+                if not data.strip() or b"\0" in data:
+                    continue
+                copy = target / f"{len(copied):06d}-{name}"
+                copy.write_bytes(data)
+                copied.append(copy)
+                total += len(data)
+                if total >= size:
+                    return copied
+    return copied
+
+
+def vm_rss() -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def train_child(spec: dict) -> dict:
+    """Child: `steps` steps of the nanoGPT CPU config from a prepared dataset or from the
+    corpus read and encoded in memory; tokens/s and VmRSS over the run."""
+    from cllm.core.config import ModelConfig, TrainConfig
+    from cllm.core.corpus import Corpus
+    from cllm.core.dataset import open_dataset
+    from cllm.core.events import StepEvent
+    from cllm.core.model import GPT
+    from cllm.core.trainer import Trainer
+
+    cfg = dict(CONFIGS["nanogpt-cpu"])
+    batch = cfg.pop("batch")
+    dataset = open_dataset(Path(spec["dataset"]))
+    t0 = time.perf_counter()
+    if spec["mode"] == "memmap":
+        corpus = dataset
+    else:  # today's path: one text in memory, encoded whole at the start
+        text = "\n\n".join(Path(f["path"]).read_text(encoding="utf-8") for f in dataset.files
+                           if f["split"] != "skipped")
+        corpus = Corpus("in-memory", text, "", None)
+    model = GPT.create(ModelConfig(vocab_size=dataset.tokenizer.vocab_size, **cfg), dataset.tokenizer, seed=1)
+    trainer = Trainer(model, corpus, TrainConfig(steps=spec["steps"], batch=batch, eval_interval=0,
+                                                 checkpoint_minutes=0, threads=spec["threads"]))
+    start_s = time.perf_counter() - t0
+    samples, rates = [], []
+
+    def on_event(event) -> None:
+        if isinstance(event, StepEvent):
+            if event.step > 1:
+                rates.append(event.tokens_per_s)
+            if event.step % 25 == 0 or event.step == 1:
+                samples.append([event.step, vm_rss()])
+
+    trainer.run(on_event)
+    rates.sort()
+    return {"start_s": start_s, "tokens_per_s": rates[len(rates) // 2], "rss": samples}
+
+
+def prepare_run(corpus: Path, out: Path, tokenizer: str, env: dict) -> dict:
+    extra = ["--vocab-size", "4096"] if tokenizer == "bpe" else []
+    r = run_cmd(cllm_cmd("prepare", corpus, "-o", out, "--tokenizer", tokenizer, *extra, "--json"), env)
+    j = check_ok(r, f"cllm prepare ({tokenizer})")
+    return {"seconds": j["seconds"], "mb": j["bytes"] / MB, "rate": j["bytes"] / MB / j["seconds"],
+            "peak": r["maxrss"] / MB, "tokens": j["train_tokens"] + j["val_tokens"]}
+
+
+def start_run(corpus: Path, work: Path, env: dict, threads: int) -> dict:
+    cfg = CONFIGS["nanogpt-cpu"]
+    r = run_cmd(cllm_cmd("train", corpus, "-o", work / "start.cllm", "--layers", cfg["n_layer"], "--heads",
+                         cfg["n_head"], "--embd", cfg["n_embd"], "--ctx", cfg["ctx"], "--batch", cfg["batch"],
+                         "--steps", 1, "--eval-interval", 0, "--threads", threads, "--force", "--json"), env)
+    j = check_ok(r, "cllm train --steps 1")
+    # launch -> first step: the process's wall time less what came after the first step
+    return {"first": r["wall_s"] - j["elapsed"] + j["time_to_first_step"], "wall": r["wall_s"],
+            "peak": r["maxrss"] / MB}
+
+
+def main() -> int:
+    check_tree()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--size-mb", type=float, default=300, help="size of the corpus built from the machine's text")
+    p.add_argument("--train-steps", type=int, default=400)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--skip-bpe", action="store_true", help="no BPE preparations (the slow part)")
+    add_report_args(p, "Large corpora")
+    a = p.parse_args()
+    if serve_child(a, train_child):
+        return 0
+    work = Path(tempfile.mkdtemp(prefix="cllm-bench-corpus-"))
+    env = child_env(a.unset_openblas_env, {"CLLM_CACHE_DIR": str(work / "cache")})
+    out = ["Large corpora: preparing, starting again, and training from memory-mapped tokens (one child process "
+           "per measurement). The machine was shared with other engineers' tests and builds while this ran "
+           "(2 cores, KVM guest): figures are one run each, compare within this section only.", ""]
+    out += machine_lines(env) + [f"- command: `{command_line()}`", ""]
+    try:
+        files = build_corpus(work / "corpus", int(a.size_mb * MB))
+        quarter = work / "quarter"
+        quarter.mkdir()
+        for f in files[: len(files) // 4]:
+            shutil.copy(f, quarter / f.name)
+        sizes = {c: sum(f.stat().st_size for f in c.iterdir()) / MB for c in (work / "corpus", quarter)}
+        out += [f"Corpus: {len(files):,} files, {sizes[work / 'corpus']:,.0f} MB of *.py, *.pyi, *.rst, *.md, *.txt "
+                f"from the standard library and site-packages; the quarter corpus: its first {len(files) // 4:,} "
+                f"files, {sizes[quarter]:,.0f} MB.", ""]
+        print(out[-2], flush=True)
+
+        rows = []
+        for tokenizer in ("char",) + (() if a.skip_bpe else ("bpe",)):
+            for corpus in (quarter, work / "corpus"):
+                r = prepare_run(corpus, work / f"ds-{tokenizer}-{corpus.name}", tokenizer, env)
+                print(tokenizer, corpus.name, r, flush=True)
+                rows.append([tokenizer + (" (vocab 4096, 32 MB sample)" if tokenizer == "bpe" else ""),
+                             f"{r['mb']:,.0f}", f"{r['tokens'] / 1e6:,.1f}", f"{r['seconds']:.1f}", f"{r['rate']:.1f}",
+                             f"{r['peak']:.0f}"])
+        out += ["`cllm prepare` (checking, tokenizer, encoding, writing; wall seconds of the command's own clock):",
+                "", table(["tokenizer", "MB", "M tokens", "seconds", "MB/s", "peak memory MiB"], rows), ""]
+
+        rows = []
+        small = work / "small"
+        small.mkdir()
+        shutil.copy(DEFAULT_CORPUS, small / DEFAULT_CORPUS.name)
+        for corpus in (small, work / "corpus"):
+            first, second = (start_run(corpus, work, env, a.threads) for _ in range(2))
+            print(corpus.name, first, second, flush=True)
+            rows.append([f"{corpus.name} ({sum(f.stat().st_size for f in corpus.iterdir()) / MB:,.1f} MB)",
+                         f"{first['first']:.1f}", f"{second['first']:.2f}", f"{second['wall']:.2f}",
+                         f"{second['peak']:.0f}"])
+        out += ["`cllm train CORPUS --steps 1` (char, nanoGPT CPU config), twice with an empty dataset cache: "
+                "seconds from the launch of the process to its first step (the first start prepares the dataset, "
+                "the second finds it), the second start's process wall time and peak memory:", "",
+                table(["corpus", "1st start: first step", "2nd start: first step", "2nd: process wall",
+                       "2nd: peak MiB"], rows), ""]
+
+        rows = []
+        dataset = work / "ds-char-quarter"
+        for mode in ("memmap", "in-memory"):
+            r = run_child(SCRIPT, {"mode": mode, "dataset": str(dataset), "steps": a.train_steps,
+                                   "threads": a.threads}, env)
+            rss = [v for _, v in r["rss"]]
+            print(mode, r, flush=True)
+            rows.append([mode, f"{r['start_s']:.1f}", fmt(r["tokens_per_s"]), f"{rss[0] / MB:.0f}",
+                         f"{rss[-1] / MB:.0f}", f"{max(rss) / MB:.0f}"])
+        out += [f"Training {config_label(CONFIGS['nanogpt-cpu'])} for {a.train_steps} steps on {a.threads} threads "
+                f"on the quarter corpus (char tokens): memory-mapped shards against the corpus read and encoded in "
+                f"memory (today's path before datasets). Start = building the trainer (reading/encoding the "
+                f"corpus); tokens/s = median over steps; VmRSS at step 1, at the end and its maximum (sampled every "
+                f"25 steps), MiB:", "",
+                table(["tokens from", "start s", "tokens/s", "RSS step 1", "RSS end", "RSS max"], rows)]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return report(out, a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
