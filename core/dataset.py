@@ -112,11 +112,11 @@ class Dataset:
         tokens = f"{len(self.train):,} training and {len(self.val):,} validation tokens"
         if self.manifest is None:
             n = len(self.train.shards) + len(self.val.shards)
-            return f"{self.path}: {n} llm.c token shard{'s' if n != 1 else ''}, {tokens}"
+            return f"{self.name}: {n} llm.c token shard{'s' if n != 1 else ''}, {tokens}"
         docs = [f for f in self.files if f["split"] in ("train", "val", "tail")]
         skipped = sum(self.manifest.get("skipped", {}).values())
         how = {"documents": "whole documents held out", "tail": "the last 10% of each document held out"}
-        return (f"{self.path}: {len(docs):,} file{'s' if len(docs) != 1 else ''}"
+        return (f"{self.name}: {len(docs):,} file{'s' if len(docs) != 1 else ''}"
                 + (f" ({skipped:,} skipped)" if skipped else "") + f", {tokens} "
                 + f"({how.get(self.manifest['split']['method'], '')})")
 

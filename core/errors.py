@@ -17,6 +17,10 @@ class ModelFileError(CllmError):
     """A .cllm file that is broken, truncated, foreign or inconsistent."""
 
 
+class Cancelled(CllmError):
+    """Work the user cancelled (a corpus's preparation); nothing of it was kept."""
+
+
 class ConfigError(CllmError):
     """Hyper-parameters that make no sense together."""
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from cllm.core.dataset import (FORMAT, MANIFEST, VERSION, Dataset, cache_dir, dataset_digest, keep_manifest,
                                open_dataset, read_manifest)
-from cllm.core.errors import CllmError, ConfigError, CorpusError, TokenizerError
+from cllm.core.errors import Cancelled, ConfigError, CorpusError, TokenizerError
 from cllm.core.shards import ShardWriter, kind_for
 from cllm.core.sources import NotText, SourceFile, SourceScan, read_text_chunks, scan_sources, skipped_line
 from cllm.core.tokenizer import CharTokenizer, Gpt2Tokenizer, Tokenizer, encode_many, train_tokenizer
@@ -47,10 +47,6 @@ DEFAULT_SAMPLE_MB = 32.0  # of text a word or BPE tokenizer is trained on
 ENCODE_BATCH = 4 << 20  # characters encoded in one call (the tokenizers library spreads them over the cores)
 VAL_FRACTION = 0.1
 SEPARATOR = "\n\n"  # between documents, for a tokenizer without an end-of-text token
-
-
-class Cancelled(CllmError):
-    """Preparation was cancelled; nothing was kept."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +146,7 @@ def _check(scan: SourceScan, kind: str | None, sample_bytes: int, report: Callab
             report(Progress("checking", done, scan.total_bytes))
         if not has_text:
             if f.given:
-                raise CorpusError(f"{f.path}: contains only whitespace")
+                raise CorpusError(f"{f.path}: " + ("the file is empty" if f.size == 0 else "contains only whitespace"))
             checked.not_text[f.name] = "only whitespace"
             continue
         checked.files.append(f)
@@ -218,7 +214,7 @@ def _encode_all(checked: _Checked, tokenizer: Tokenizer, method: str, held: set[
     tokens in a split are preceded by the end-of-text token where the tokenizer has one
     (as llm.c does), else by SEPARATOR's tokens unless it comes first in that split."""
     eot = _eot_id(tokenizer)
-    separator = np.array([eot], np.int32) if eot is not None else tokenizer.encode(SEPARATOR)
+    separator = np.array([eot], np.int32) if eot is not None else None  # SEPARATOR's tokens when first needed
     started = {"train": False, "val": False}
     counts: dict[str, int] = {}
     total = sum(f.size for f in checked.files)
@@ -228,7 +224,7 @@ def _encode_all(checked: _Checked, tokenizer: Tokenizer, method: str, held: set[
     pending_chars = 0
 
     def flush() -> None:
-        nonlocal pending_chars
+        nonlocal pending_chars, separator
         _check_cancel(cancel)
         try:
             encoded = encode_many(tokenizer, [p[2] for p in pending])
@@ -241,6 +237,8 @@ def _encode_all(checked: _Checked, tokenizer: Tokenizer, method: str, held: set[
             raise
         for (name, split, _, first), ids in zip(pending, encoded, strict=True):
             if first:
+                if separator is None:
+                    separator = tokenizer.encode(SEPARATOR)
                 splits.write(split, separator)
             splits.write(split, ids)
             counts[name] = counts.get(name, 0) + len(ids)

@@ -17,8 +17,8 @@ import pytest
 
 from cllm.core import dataset as dataset_module
 from cllm.core.dataset import MANIFEST, TokenView, open_dataset
-from cllm.core.errors import CorpusError, TokenizerError
-from cllm.core.prepare import SEPARATOR, Cancelled, TokenizerPlan, dataset_for, plan_split, prepare
+from cllm.core.errors import Cancelled, CorpusError, TokenizerError
+from cllm.core.prepare import SEPARATOR, TokenizerPlan, dataset_for, plan_split, prepare
 from cllm.core.shards import Shard
 from cllm.core.sources import scan_sources
 from cllm.core.tokenizer import encode_many, train_tokenizer

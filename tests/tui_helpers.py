@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cllm.core.dataset import Dataset
 from cllm.core.config import ModelConfig, TrainConfig
 from cllm.core.model import GPT
 from cllm.core.model_file import load_model, save_model
@@ -125,7 +126,7 @@ class FakeEngine(Engine):
         self.compile_gate = threading.Event()  # compile_kernels waits for the test to set it
 
     def new_trainer(self, corpus, model_config, train_config, *, tokenizer, vocab_size, out_path):
-        tok = train_tokenizer(tokenizer, corpus.text, vocab_size)
+        tok = corpus.tokenizer if isinstance(corpus, Dataset) else train_tokenizer(tokenizer, corpus.text, vocab_size)
         model = GPT.create(ModelConfig(vocab_size=tok.vocab_size, **model_config), tok, seed=1)
         trainer = FakeTrainer(model, train_config, out_path, corpus, nan_at=self.nan_at)
         trainer.step_time = self.step_time

@@ -35,11 +35,12 @@ from textual.worker import get_current_worker  # noqa: E402
 from cllm.core.stop_signals import flush_or_drop_output, stop_on_signals  # noqa: E402
 from cllm.tui.bindings import MODE_BINDINGS  # noqa: E402
 from cllm.tui.engine import (  # noqa: E402
-    QUICK_START_PROMPT, CheckpointEvent, CllmError, CorpusRef, Engine, EvalEvent, SaveFailedEvent, StepEvent,
+    QUICK_START_PROMPT, Cancelled, CheckpointEvent, CllmError, CorpusRef, Engine, EvalEvent, SaveFailedEvent,
+    StepEvent,
 )
-from cllm.tui.formatting import format_loss  # noqa: E402
+from cllm.tui.formatting import corpus_progress_text, format_loss  # noqa: E402
 from cllm.tui.messages import (  # noqa: E402
-    Imported, ImportRequested, KernelsCompiled, LoadRequested, ModelLoaded, ModelLoadFailed, PauseRequested,
+    CorpusProgress, Imported, ImportRequested, KernelsCompiled, LoadRequested, ModelLoaded, ModelLoadFailed, PauseRequested,
     ReadProgress, RunRequested, RunSavedAs, StopRequested, TrainEval, TrainFinished, TrainSaved, TrainSaveFailed,
     TrainStarted, TrainStep,
 )
@@ -323,7 +324,13 @@ class CllmApp(ReportWorkerErrors, App[None]):
         try:
             if run.stop_requested:
                 return
-            corpus = self.engine.load_corpus(plan.corpus)
+            try:
+                corpus = self.engine.training_data(
+                    plan.corpus, tokenizer=plan.tokenizer, vocab_size=plan.vocab_size,
+                    model_path=plan.start_from if plan.action in ("continue", "fine-tune") else None,
+                    on_progress=self._corpus_poster(), on_note=run.log.append, cancel=run.cancel)
+            except Cancelled:
+                return  # Stop pressed while the corpus was prepared: nothing was kept
             if plan.action == "continue":
                 assert plan.start_from is not None
                 trainer = self.engine.resume_trainer(plan.start_from, corpus, plan.train_config,
@@ -367,6 +374,23 @@ class CllmApp(ReportWorkerErrors, App[None]):
         finally:
             run.finished.set()
             self.post_message(TrainFinished(run))
+
+    def _corpus_poster(self) -> Callable[[str, int, int], None]:
+        """A preparation's progress as CorpusProgress messages, at most PROGRESS_HZ a second."""
+        started = time.monotonic()
+        last = [0.0]
+
+        def post(phase: str, done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 1 / PROGRESS_HZ or done >= total:
+                last[0] = now
+                self.post_message(CorpusProgress(phase, done, total, done / 1e6 / max(now - started, 1e-9)))
+        return post
+
+    def on_corpus_progress(self, message: CorpusProgress) -> None:
+        if self.train_state == "preparing":
+            self.activity = corpus_progress_text(message)
+        self._sync_log()
 
     def on_train_started(self, message: TrainStarted) -> None:
         run = message.run

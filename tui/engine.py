@@ -9,6 +9,7 @@ are re-exported here.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -16,13 +17,14 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from cllm.core.config import ModelConfig, TrainConfig, default_threads
-from cllm.core.errors import CllmError, ConfigError, CorpusError, ModelFileError, TokenizerError
+from cllm.core.errors import Cancelled, CllmError, ConfigError, CorpusError, ModelFileError, TokenizerError
 from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, Event, SaveFailedEvent, StepEvent
 from cllm.core.run_state import CorpusRef, RunState
 from cllm.core.tokenizer import DEFAULT_VOCAB, TRAINABLE_KINDS, check_vocab_size
 
 if TYPE_CHECKING:
     from cllm.core.corpus import Corpus
+    from cllm.core.dataset import Dataset
     from cllm.core.hf_import import HfFolderInfo, ImportResult
     from cllm.core.model import GPT
     from cllm.core.model_file import LoadedModel, ModelInfo
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 __all__ = [
-    "CllmError", "ConfigError", "CorpusError", "ModelFileError", "TokenizerError",
+    "CllmError", "ConfigError", "CorpusError", "ModelFileError", "TokenizerError", "Cancelled",
     "ModelConfig", "TrainConfig", "default_threads", "CorpusRef", "RunState",
     "StepEvent", "EvalEvent", "CheckpointEvent", "SaveFailedEvent", "DoneEvent", "Event",
     "DEFAULT_VOCAB", "TRAINABLE_KINDS", "check_vocab_size",
@@ -99,6 +101,30 @@ class Engine:
 
         return load_corpus(source)
 
+    def training_data(self, source: str, *, tokenizer: str, vocab_size: int | None, model_path: Path | None,
+                      on_progress: Callable[[str, int, int], None], on_note: Callable[[str], None],
+                      cancel: threading.Event) -> "Corpus | Dataset":
+        """What a run trains on: a built-in corpus, a prepared dataset folder, or a file or
+        folder tokenized once (core/prepare.py; from the cache while unchanged) with the
+        model's tokenizer (`model_path`: to continue or fine-tune it) or a new one.
+        Cancelled (a CllmError) when `cancel` is set during the preparation."""
+        from cllm.core.corpus import BUILTIN_CORPORA, load_corpus
+        from cllm.core.dataset import is_dataset, open_dataset
+        from cllm.core.model_file import read_info
+        from cllm.core.prepare import TokenizerPlan, dataset_for
+        from cllm.core.tokenizer import tokenizer_from_json
+
+        if source in BUILTIN_CORPORA and not Path(source).exists():
+            return load_corpus(source)
+        path = Path(source).expanduser()
+        if is_dataset(path):
+            dataset = open_dataset(path)
+            on_note(dataset.describe())
+            return dataset
+        tok = tokenizer_from_json(read_info(model_path).tokenizer) if model_path else TokenizerPlan(tokenizer, vocab_size)
+        return dataset_for([path], tok, on_progress=lambda p: on_progress(p.phase, p.done, p.total), on_note=on_note,
+                           cancel=cancel)
+
     def builtin_corpora(self) -> list[str]:
         from cllm.core.corpus import list_builtin
 
@@ -138,20 +164,20 @@ class Engine:
 
         return import_hf_folder(path, out, progress=progress)
 
-    def new_trainer(self, corpus: "Corpus", model_config: dict, train_config: TrainConfig, *,
+    def new_trainer(self, corpus: "Corpus | Dataset", model_config: dict, train_config: TrainConfig, *,
                     tokenizer: str, vocab_size: int | None, out_path: Path) -> TrainerLike:
         from cllm.core.trainer import Trainer
 
         return Trainer.new(corpus, model_config, train_config, tokenizer=tokenizer,
                            vocab_size=vocab_size, out_path=out_path)
 
-    def resume_trainer(self, model_path: Path, corpus: "Corpus", train_config: TrainConfig, *,
+    def resume_trainer(self, model_path: Path, corpus: "Corpus | Dataset", train_config: TrainConfig, *,
                        out_path: Path | None = None) -> TrainerLike:
         from cllm.core.trainer import Trainer
 
         return Trainer.resume(model_path, corpus, train_config, out_path=out_path)
 
-    def fine_tune_trainer(self, parent_path: Path, corpus: "Corpus", train_config: TrainConfig, *,
+    def fine_tune_trainer(self, parent_path: Path, corpus: "Corpus | Dataset", train_config: TrainConfig, *,
                           out_path: Path) -> TrainerLike:
         from cllm.core.trainer import Trainer
 

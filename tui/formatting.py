@@ -43,3 +43,17 @@ def format_rate(value: float | None) -> str:
     if value >= 1_000:
         return f"{value / 1000:.1f}k"
     return f"{value:.0f}"
+
+
+CORPUS_PHASES = {"checking": "checking the corpus's files", "tokenizer": "training the tokenizer",
+                 "encoding": "tokenizing the corpus"}
+
+
+def corpus_progress_text(progress) -> str:
+    """'tokenizing the corpus… 45%, 3.2 MB/s, 0:12 left (Stop cancels)' for a CorpusProgress."""
+    text = CORPUS_PHASES.get(progress.phase, progress.phase) + "…"
+    if progress.phase != "tokenizer" and progress.total:
+        left = (progress.total - progress.done) / 1e6 / progress.mb_per_s if progress.mb_per_s > 0 else None
+        text += (f" {100 * progress.done // progress.total}%, {progress.mb_per_s:.1f} MB/s, "
+                 f"{format_duration(left)} left")
+    return text + " (Stop cancels)"

@@ -84,6 +84,20 @@ class ReadProgress(Message):
 
 
 @dataclass
+class CorpusProgress(Message):
+    """A corpus being prepared for a run: `phase` ("checking", "tokenizer", "encoding"),
+    `done` of `total` bytes, and the rate so far."""
+
+    phase: str
+    done: int
+    total: int
+    mb_per_s: float
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, CorpusProgress)
+
+
+@dataclass
 class Imported(Message):
     """An import ended: `error` is None when `out` was written."""
 

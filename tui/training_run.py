@@ -61,6 +61,7 @@ class TrainingRun:
     started: float = field(default_factory=time.monotonic)
     finished: threading.Event = field(default_factory=threading.Event)
     stop_requested: bool = False
+    cancel: threading.Event = field(default_factory=threading.Event)  # ends a corpus preparation
 
     @property
     def out_path(self) -> Path:
@@ -127,5 +128,6 @@ class TrainingRun:
     def stop(self, why: str = "") -> None:
         """Ends the run (within a step); before the trainer exists, keeps it from starting."""
         self.stop_requested = True
+        self.cancel.set()
         if self.trainer is not None:
             self.trainer.stop(why)  # also lets a paused trainer reach its stop check

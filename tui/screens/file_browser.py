@@ -1,4 +1,5 @@
-"""Pick a training text: a directory tree plus a path you can type. Escape cancels."""
+"""Pick a training text, a folder of texts or a prepared dataset: a directory tree plus a
+path you can type. Escape cancels."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from cllm.tui.widgets.text_file_tree import TextFileTree
 class FileBrowser(ModalScreen[Path | None]):
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog.cancel")]
 
-    def __init__(self, start: Path, title: str = "Choose a training text") -> None:
+    def __init__(self, start: Path, title: str = "Choose a training text or a folder") -> None:
         super().__init__(classes="dialog")
         self.start = start if start.is_dir() else start.parent
         self.title_text = title
@@ -30,6 +31,7 @@ class FileBrowser(ModalScreen[Path | None]):
             yield TextFileTree(self.start, id="browse-tree")
             yield Static("", id="browse-error", classes="form-error", markup=False)
             with Horizontal(classes="dialog-buttons"):
+                yield Button("Use this folder", id="use-folder", compact=True)
                 yield Button("Cancel (esc)", id="cancel", compact=True)
 
     def on_mount(self) -> None:
@@ -52,6 +54,14 @@ class FileBrowser(ModalScreen[Path | None]):
             tree.focus()
         else:
             error.update(f"{path}: no such file or folder")
+
+    @on(Button.Pressed, "#use-folder")
+    def _use_folder(self) -> None:
+        """The folder under the tree's cursor (or the one it shows): read recursively."""
+        tree = self.query_one("#browse-tree", DirectoryTree)
+        node = tree.cursor_node
+        path = node.data.path if node is not None and node.data is not None else Path(tree.path)
+        self.dismiss(Path(path) if Path(path).is_dir() else Path(path).parent)
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

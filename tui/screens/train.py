@@ -233,6 +233,8 @@ class TrainScreen(ReportWorkerErrors, Screen):
     def _fits(self, handle: ModelHandle, corpus_source: str) -> tuple[bool, str]:
         if handle.model is None:
             return False, "the model's weights are not loaded"
+        if Path(corpus_source).expanduser().is_dir():  # tokenized with the model's tokenizer at the start
+            return True, ""
         try:
             corpus = self.app.engine.load_corpus(corpus_source)
         except CllmError as exc:
