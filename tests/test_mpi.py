@@ -393,3 +393,22 @@ def test_the_ranks_checksums_catch_parameters_that_differ(tmp_path, corpus):
     ranks = run_rank_script(tmp_path, corpus, "trainer.model.params[5] += 1e-3")
     assert [(r["reason"], r["step"]) for r in ranks] == [("diverged", 2), ("diverged", 2)]
     assert "the parameters of rank 1 differ from rank 0's at step 2" in ranks[0]["message"]
+
+
+@needs_mpi
+def test_ranks_share_one_prepared_dataset_of_a_folder(tmp_path, corpus, small_text, monkeypatch):
+    """A folder given to two ranks on one machine is prepared once (the ranks take the
+    dataset cache's lock; one prepares, the other waits for it), and both train on it."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CLLM_CACHE_DIR", str(cache))
+    folder = tmp_path / "texts"
+    for i in range(12):
+        (folder / f"part{i % 3}").mkdir(parents=True, exist_ok=True)
+        (folder / f"part{i % 3}" / f"{i}.txt").write_text(small_text[i * 500:(i + 1) * 500 + 2000])
+    code, out, err = run_ranks(tmp_path, 2, train_command(folder, "--steps", "2", "--eval-interval", "2",
+                                                          "--threads", "1", "--json"))
+    assert code == 0, err
+    assert json.loads(out.splitlines()[-1])["ranks"] == 2
+    datasets = [p for p in cache.iterdir() if p.is_dir() and not p.is_symlink() and p.name != "manifests"]
+    assert len(datasets) == 1 and len(list((cache / "manifests").iterdir())) == 1
+    assert_only_rank_0_wrote(tmp_path, 2)
