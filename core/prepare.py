@@ -121,7 +121,7 @@ def _check(scan: SourceScan, kind: str | None, sample_bytes: int, report: Callab
            cancel: threading.Event | None) -> _Checked:
     quota = _sample_quota(scan.files, sample_bytes) if kind in ("word", "bpe") else {}
     checked = _Checked([], {}, {}, set(), [])
-    done = 0
+    done, total = 0, scan.total_bytes
     for f in scan.files:
         digest = hashlib.sha256()
         want = quota.get(f.name, 0)
@@ -143,7 +143,7 @@ def _check(scan: SourceScan, kind: str | None, sample_bytes: int, report: Callab
             continue
         finally:
             done += f.size
-            report(Progress("checking", done, scan.total_bytes))
+            report(Progress("checking", done, total))
         if not has_text:
             if f.given:
                 raise CorpusError(f"{f.path}: " + ("the file is empty" if f.size == 0 else "contains only whitespace"))
@@ -353,7 +353,7 @@ def _manifest(scan: SourceScan, checked: _Checked, tok: Tokenizer, plan: Tokeniz
               held: set[str], splits: _Splits, counts: dict[str, int]) -> dict:
     files = []
     for f in scan.files:
-        entry = {"name": f.name, "path": str(f.path.resolve()), "size": f.size, "mtime_ns": f.mtime_ns}
+        entry = {"name": f.name, "path": str(f.path), "size": f.size, "mtime_ns": f.mtime_ns}
         if f.name in checked.not_text:
             entry.update(split="skipped", reason=checked.not_text[f.name])
         else:
@@ -365,7 +365,7 @@ def _manifest(scan: SourceScan, checked: _Checked, tok: Tokenizer, plan: Tokeniz
     return {
         "format": FORMAT, "version": VERSION, "digest": dataset_digest(files, tokenizer, method),
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "sources": [str(r.resolve()) for r in scan.roots], "files": files, "skipped": dict(skipped),
+        "sources": [str(r) for r in scan.roots], "files": files, "skipped": dict(skipped),
         "tokenizer": tokenizer, "tokenizer_sample": plan.key() if plan else None,
         "separator": "eot" if _eot_id(tok) is not None else SEPARATOR,
         "split": {"method": method, "val_fraction": VAL_FRACTION},
@@ -416,7 +416,7 @@ def changed_sources(manifest: dict, scan: SourceScan) -> str | None:
     """What differs between the files a manifest lists and those a walk found now (by
     path, size and modification time), in words; None if nothing."""
     before = {f["path"]: (f["size"], f["mtime_ns"]) for f in manifest["files"]}
-    now = {str(f.path.resolve()): (f.size, f.mtime_ns) for f in scan.files}
+    now = {str(f.path): (f.size, f.mtime_ns) for f in scan.files}
     added = len(now.keys() - before.keys())
     removed = len(before.keys() - now.keys())
     changed = sum(1 for p in now.keys() & before.keys() if now[p] != before[p])

@@ -69,7 +69,7 @@ def scan_sources(paths: Sequence[str | Path], include: Sequence[str] = (),
     exist, or a folder that holds no candidate."""
     if not paths:
         raise CorpusError("no corpus given: name a text file or a folder")
-    roots = [Path(p).expanduser() for p in paths]
+    roots = [Path(p).expanduser().resolve() for p in paths]  # once: the files' paths are absolute from here
     scan = SourceScan(roots, [])
     seen_files: set[tuple[int, int]] = set()
     for root in roots:

@@ -66,9 +66,9 @@ class CharTokenizer:
     def __init__(self, vocab: Sequence[str]) -> None:
         self.vocab = list(vocab)
         self._ids = {ch: i for i, ch in enumerate(self.vocab)}
-        points = np.array([ord(ch) for ch in self.vocab], dtype=np.uint32)
-        self._order = np.argsort(points).astype(np.int32)
-        self._points = points[self._order]  # code points in ascending order; _order maps back to ids
+        points = np.array([ord(ch) for ch in self.vocab], dtype=np.int64)
+        self._table = np.full(int(points.max(initial=-1)) + 1, -1, dtype=np.int32)  # code point -> id (-1: none)
+        self._table[points] = np.arange(len(points), dtype=np.int32)
 
     @classmethod
     def train(cls, text: str) -> "CharTokenizer":
@@ -79,17 +79,17 @@ class CharTokenizer:
         return len(self.vocab)
 
     def encode(self, text: str) -> np.ndarray:
-        """Looks the code points up in a sorted array (hundreds of MB/s: a prepared
-        corpus is encoded this way); a dictionary per character gives the message when
-        a character is missing."""
+        """Looks the code points up in a table (hundreds of MB/s: a prepared corpus is
+        encoded this way); a dictionary per character gives the message when a
+        character is missing."""
         try:
             points = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
         except UnicodeEncodeError:  # a lone surrogate: found missing below
             points = None
-        if points is not None and len(self._points):
-            at = np.minimum(np.searchsorted(self._points, points), len(self._points) - 1)
-            if np.array_equal(self._points[at], points):
-                return self._order[at]
+        if points is not None and (not len(points) or int(points.max()) < len(self._table)):
+            ids = self._table[points]
+            if not len(ids) or int(ids.min()) >= 0:
+                return ids
         missing = set(text) - self._ids.keys()
         if missing:
             shown = ", ".join(repr(ch) for ch in sorted(missing)[:5])
