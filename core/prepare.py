@@ -59,7 +59,9 @@ class TokenizerPlan:
     sample_mb: float = DEFAULT_SAMPLE_MB
 
     def key(self) -> dict:
-        return {"kind": self.kind, "vocab_size": self.vocab_size, "sample_mb": self.sample_mb}
+        """What decides the tokenizer (a char tokenizer reads every file: no sample)."""
+        sample = None if self.kind == "char" else self.sample_mb
+        return {"kind": self.kind, "vocab_size": self.vocab_size, "sample_mb": sample}
 
 
 @dataclass(frozen=True)
@@ -463,6 +465,8 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
             note(f"the corpus changed ({why}): tokenizing it again")
         if folder.is_symlink():  # the link belongs to another dataset: this one gets its own folder
             folder.unlink()
+        for stale in cache.glob(f".{key}.tmp-*"):  # left by a preparation that was killed (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         started = time.perf_counter()
         dataset = prepare(paths, folder, tokenizer, include=include, exclude=exclude, on_progress=on_progress,
                           on_note=note, cancel=cancel, scan=scan)

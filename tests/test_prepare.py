@@ -229,3 +229,39 @@ def test_resident_memory_stays_bounded_over_many_random_reads(tmp_path, monkeypa
         if i % 100 == 0:
             peak = max(peak, rss_file_mb() - before)
     assert peak < 40, f"{peak:.0f} MB of the 64 MB file stayed resident"
+
+
+def test_a_source_that_vanishes_or_changes_while_prepared_is_named(tmp_path):
+    """Between the check and the encoding a file is deleted (or rewritten): the error
+    names it and nothing is kept."""
+    make_folder(tmp_path / "c")
+    victim = tmp_path / "c" / "sub" / "doc04.txt"
+
+    def remove_once(progress) -> None:
+        if progress.phase == "tokenizer" and victim.exists():
+            victim.unlink()
+
+    with pytest.raises(CorpusError, match=f"{victim}: vanished while the corpus was being prepared"):
+        prepare([tmp_path / "c"], tmp_path / "ds", TokenizerPlan("char"), on_progress=remove_once)
+    victim.write_text(make_text(300, seed=4))
+
+    def grow_once(progress) -> None:
+        if progress.phase == "tokenizer":
+            with open(victim, "a") as f:
+                f.write("more\n")
+
+    with pytest.raises(CorpusError, match=f"{victim}: changed while the corpus was being prepared"):
+        prepare([tmp_path / "c"], tmp_path / "ds", TokenizerPlan("char"), on_progress=grow_once)
+    assert os.listdir(tmp_path) == ["c"]
+
+
+def test_a_killed_preparation_s_leftovers_are_cleared(tmp_path, dataset_cache):
+    from cllm.core.prepare import cache_key
+
+    make_folder(tmp_path / "c")
+    plan = TokenizerPlan("char")
+    stale = dataset_cache / f".{cache_key([tmp_path / 'c'], plan, (), ())}.tmp-99999-1"
+    stale.mkdir(parents=True)
+    (stale / "train_000000.bin").write_bytes(b"half")
+    dataset_for([tmp_path / "c"], plan)
+    assert not stale.exists()
