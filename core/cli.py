@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cllm.core.cli_data import add_prepare, add_source_args, cmd_prepare, run_data, training_data
+from cllm.core.cli_data import add_prepare, add_source_args, cmd_prepare, dataset_info, run_data, training_data
+from cllm.core.dataset import is_dataset
 from cllm.core.config import ModelConfig, TrainConfig
 from cllm.core.errors import CllmError, ConfigError, TokenizerError
 from cllm.core.mpi_world import DEFAULT_TIMEOUT as MPI_TIMEOUT
@@ -109,7 +110,8 @@ def _add_eval(sub) -> None:
 
 
 def _add_info(sub) -> None:
-    p = sub.add_parser("info", help="describe and check a model file, or a Hugging Face folder an import would read")
+    p = sub.add_parser("info", help="describe and check a model file, a prepared dataset, or a Hugging Face folder "
+                                    "an import would read")
     p.add_argument("model", type=Path)
     p.add_argument("--header-only", action="store_true",
                    help="check what the header says but not the values (quicker for a huge file)")
@@ -409,6 +411,8 @@ def cmd_eval(a) -> int:
 def cmd_info(a) -> int:
     from cllm.core.model_file import check_values, read_info
 
+    if is_dataset(a.model):
+        return dataset_info(a)
     if a.model.is_dir():
         return _hf_folder_info(a)
     info = read_info(a.model) if a.header_only else check_values(a.model)

@@ -155,3 +155,31 @@ def cmd_prepare(a: argparse.Namespace, console: Console) -> int:
         _note(console, f"{dataset.describe()}; {total / 1e6:,.1f} MB in {seconds:.1f} s "
                        f"({total / 1e6 / max(seconds, 1e-9):,.1f} MB/s)")
     return 0
+
+
+def dataset_info(a: argparse.Namespace) -> int:
+    """`cllm info DIR` for a dataset folder: files, skipped files, tokens, the split."""
+    import json
+
+    dataset = open_dataset(a.model)
+    manifest = dataset.manifest or {}
+    data = {"path": str(dataset.path), "format": "dataset" if dataset.manifest else "llm.c shards",
+            "digest": dataset.sha256, "tokenizer": dataset.tokenizer.kind if dataset.tokenizer else None,
+            "vocab_size": dataset.tokenizer.vocab_size if dataset.tokenizer else None,
+            "train_tokens": len(dataset.train), "val_tokens": len(dataset.val),
+            "files": sum(1 for f in dataset.files if f["split"] != "skipped"), "skipped": manifest.get("skipped", {}),
+            "split": manifest.get("split", {}).get("method"), "sources": manifest.get("sources", []),
+            "created": manifest.get("created")}
+    if a.json:
+        print(json.dumps(data))
+        return 0
+    lines = [f"{dataset.path}", f"  {dataset.describe()}"]
+    if dataset.tokenizer is not None:
+        lines.append(f"  tokenizer  {dataset.tokenizer.kind} ({dataset.tokenizer.vocab_size} tokens)")
+    if data["sources"]:
+        lines.append(f"  sources    {', '.join(data['sources'])}")
+    if data["skipped"]:
+        lines.append(f"  skipped    {', '.join(f'{n} {why}' for why, n in sorted(data['skipped'].items()))}")
+    lines.append(f"  digest     {dataset.sha256}")
+    print("\n".join(lines))
+    return 0

@@ -252,3 +252,14 @@ def test_gpt2_token_shards_train_an_imported_gpt2_and_cllm_writes_what_llmc_read
         got = np.concatenate([llmc_load_data_shard(tmp_path / "ds" / s["file"]) for s in manifest["shards"][split]])
         names = [f["name"] for f in manifest["files"] if f["split"] == split]
         assert got.tolist() == [t for name in names for t in ids[int(name.split("/")[-1][:-4])]]
+
+
+def test_info_describes_a_dataset(tmp_path, capsys):
+    make_folder(tmp_path / "corpus")
+    ds = prepare([tmp_path / "corpus"], tmp_path / "ds", TokenizerPlan("char"))
+    code, out, _ = run(capsys, "info", tmp_path / "ds", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["files"] == 12 and data["skipped"] == {"binary": 1}
+    assert (data["train_tokens"], data["val_tokens"], data["split"]) == (len(ds.train), len(ds.val), "documents")
+    code, out, _ = run(capsys, "info", tmp_path / "ds")
+    assert "corpus: 12 files (1 skipped)" in out and "skipped    1 binary" in out
