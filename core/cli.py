@@ -53,14 +53,15 @@ def _add_train(sub) -> None:
     p.add_argument("--steps", type=int, default=t.steps, help="total steps (with --resume: the total to reach)")
     p.add_argument("--lr", type=float, default=t.lr)
     p.add_argument("--min-lr", type=float, default=None, help="final learning rate (default lr/10)")
-    p.add_argument("--warmup", type=int, default=t.warmup)
+    p.add_argument("--warmup", type=int, default=t.warmup,
+                   help="learning-rate warm-up steps (default: a tenth of --steps, at most 100)")
     p.add_argument("--weight-decay", type=float, default=t.weight_decay)
     p.add_argument("--grad-clip", type=float, default=t.grad_clip)
     p.add_argument("--grad-accum", type=int, default=t.grad_accum)
     p.add_argument("--eval-interval", type=int, default=t.eval_interval)
     p.add_argument("--eval-chunks", type=int, default=t.eval_chunks, help="0: every held-out chunk")
     p.add_argument("--checkpoint-interval", type=int, default=t.checkpoint_interval,
-                   help="save every N steps (0: only at the end)")
+                   help="save every N steps (default: with each evaluation; 0: only at the end)")
     p.add_argument("--checkpoint-minutes", type=float, default=t.checkpoint_minutes,
                    help=f"also save when this many minutes passed since the last save (default "
                         f"{t.checkpoint_minutes:g}; 0: never), so even kill -9 loses at most that much")

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import platformdirs
 
-from cllm.core.config import ModelConfig, TrainConfig
+from cllm.core.config import ModelConfig, TrainConfig, lr_at
 from cllm.core.corpus import Corpus
 from cllm.core.errors import CllmError, ConfigError, CorpusError, TokenizerError
 from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, Event, SaveFailedEvent, StepEvent
@@ -36,16 +36,6 @@ from cllm.core.tokenizer import coverage_problem, train_tokenizer
 from cllm.core.workspace import Workspace
 
 ADAM_EPS = 1e-8
-
-
-def lr_at(step: int, config: TrainConfig) -> float:
-    """nanoGPT's schedule: linear warm-up, then cosine decay to the final lr at the last step."""
-    if step < config.warmup:
-        return config.lr * (step + 1) / (config.warmup + 1)
-    if step >= config.steps:
-        return config.final_lr
-    ratio = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.final_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (config.lr - config.final_lr)
 
 
 def split_tokens(tokens: np.ndarray, ctx: int, corpus_name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -335,7 +325,7 @@ class Trainer:
 
     def _checkpoint_due(self, step: int) -> str | None:
         cfg = self.config
-        if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0:
+        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
             return "interval"
         if cfg.checkpoint_minutes and time.monotonic() - self._last_save >= 60 * cfg.checkpoint_minutes:
             return "time"

@@ -106,7 +106,7 @@ class FakeTrainer:
             if cfg.eval_interval and self.step % cfg.eval_interval == 0:
                 self.best = min(self.best or loss + 0.1, loss + 0.1)
                 emit(EvalEvent(self.step, loss + 0.1, self.best))
-            if cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0 and self.step < cfg.steps:
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                 emit(CheckpointEvent(self.step, self.save(), "interval"))
         return self._finish(emit, "finished")
 

@@ -160,7 +160,7 @@ class GenerateScreen(ReportWorkerErrors, Screen):
             if not run.saved:
                 app.notify(f"{run.name} is training and has not been saved yet, so there are no "
                            "finished weights to generate from. Wait for the first checkpoint "
-                           f"(every {run.plan.train_config.checkpoint_interval} steps) or stop the run.",
+                           f"(every {run.plan.train_config.checkpoint_every} steps) or stop the run.",
                            title="Generation refused", severity="warning", markup=False)
                 box.value = prompt
                 return

@@ -165,10 +165,6 @@ class TrainScreen(ReportWorkerErrors, Screen):
                 return
             plan.action = "new"
             plan.out_path = models_dir / f"{name}.cllm"
-        # Checkpoints by step come with the evaluations (they can be waited for in Generate).
-        plan.train_config = dataclasses.replace(
-            plan.train_config, checkpoint_interval=plan.train_config.checkpoint_interval
-            or plan.train_config.eval_interval)
         self.post_message(RunRequested(plan))
 
     async def _ask_replace(self, plan: RunPlan, handle: ModelHandle) -> bool:
