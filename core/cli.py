@@ -152,7 +152,7 @@ def cmd_train(a) -> int:
     from cllm.core.corpus import load_corpus
     from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, SaveFailedEvent, StepEvent
     from cllm.core.trainer import Trainer
-    from cllm.core.warmup import compile_kernels, kernels_cached
+    from cllm.core.precompile import compile_kernels, kernels_cached
 
     world = mpi_world.join(a.mpi_timeout)  # None unless an MPI launcher started this as one of several ranks
     if world is not None:

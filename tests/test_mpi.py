@@ -52,7 +52,7 @@ RANK = "${PMI_RANK:-${OMPI_COMM_WORLD_RANK:-0}}"  # as the launchers tell it (co
 def corpus(tmp_path_factory, small_text) -> Path:
     """The corpus, with the kernels compiled into numba's cache first: ranks then load them
     instead of compiling side by side."""
-    from cllm.core.warmup import compile_kernels
+    from cllm.core.precompile import compile_kernels
 
     compile_kernels()
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"

@@ -167,13 +167,13 @@ class Engine:
 
     def kernels_ready(self) -> bool:
         """True when the numba kernels are compiled and cached (start-up takes a second)."""
-        from cllm.core.warmup import kernels_cached
+        from cllm.core.precompile import kernels_cached
 
         return kernels_cached()
 
     def compile_kernels(self) -> None:
         """Compile (or load from the cache) every kernel; blocking, for a thread worker."""
-        from cllm.core.warmup import compile_kernels
+        from cllm.core.precompile import compile_kernels
 
         compile_kernels()
 
