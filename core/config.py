@@ -153,3 +153,23 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How to sample. `validate` holds the limits every front end shows."""
+
+    max_tokens: int = 200
+    temperature: float = 1.0  # 0: always the most likely token
+    top_k: int = 0  # 0: no limit
+    top_p: float = 1.0  # 1: no nucleus cut
+    seed: int | None = None  # None: a different draw each time
+    stop: str | None = None  # generation ends before this text
+
+    def validate(self) -> "SampleConfig":
+        _require(self.max_tokens >= 0, f"max tokens cannot be negative, got {self.max_tokens}")
+        _require(0 <= self.temperature <= 100, f"temperature must be between 0 and 100, got {self.temperature}")
+        _require(self.top_k >= 0, f"top-k cannot be negative, got {self.top_k}")
+        _require(0 < self.top_p <= 1, f"top-p must be in (0, 1], got {self.top_p}")
+        _require(self.seed is None or 0 <= self.seed < 2**64, f"seed must be between 0 and 2**64 - 1, got {self.seed}")
+        return self
