@@ -29,7 +29,7 @@ async def test_a_folder_trains_and_the_log_says_what_was_read(tui_home):
     app = make_app(tui_home, engine=engine)
     async with app.run_test(size=(100, 30)) as pilot:
         await start_new_run(pilot, {**tui_home, "corpus": tui_home["root"] / "texts"}, "folder", steps=20, eval=10)
-        await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run's end")
+        await wait_for(pilot, lambda: app.training is not None and not app.run_active, what="the run's end")
         log = "\n".join(app.training.log)
         assert "skipped 1 file: 1 binary" in log
         assert "texts: 8 files (1 skipped)" in log and "training and" in log and "validation tokens" in log
@@ -43,7 +43,7 @@ async def test_a_prepared_dataset_trains_with_its_tokenizer(tui_home):
     app = make_app(tui_home, engine=engine)
     async with app.run_test(size=(100, 30)) as pilot:
         await start_new_run(pilot, {**tui_home, "corpus": tui_home["root"] / "ds"}, "from-ds", steps=10, eval=5)
-        await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run's end")
+        await wait_for(pilot, lambda: app.training is not None and not app.run_active, what="the run's end")
         assert engine.trainers[0].model.tokenizer.kind == "bpe"
         assert any("texts: 8 files (1 skipped)" in line for line in app.training.log)  # named by its sources
 
@@ -76,7 +76,7 @@ async def test_stop_cancels_a_preparation_and_keeps_nothing(tui_home, dataset_ca
         await press(pilot, "f7")  # Stop
         await wait_for(pilot, lambda: app.training is not None and app.training.cancel.is_set(), what="the cancel")
         engine.go.set()
-        await wait_for(pilot, lambda: not app.training.active, what="the worker's end")
+        await wait_for(pilot, lambda: not app.run_active, what="the worker's end")
         await wait_for(pilot, lambda: any("Run cancelled before it started" in n for n in app.notices),
                        what="the notification")
         assert engine.trainers == [] and not (tui_home["models"] / "cancelled.cllm").exists()
