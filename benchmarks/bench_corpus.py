@@ -127,7 +127,7 @@ def prepare_run(corpus: Path, out: Path, tokenizer: str, env: dict) -> dict:
     r = run_cmd(cllm_cmd("prepare", corpus, "-o", out, "--tokenizer", tokenizer, *extra, "--json"), env)
     j = check_ok(r, f"cllm prepare ({tokenizer})")
     return {"seconds": j["seconds"], "mb": j["bytes"] / MB, "rate": j["bytes"] / MB / j["seconds"],
-            "peak": r["maxrss"] / MB, "tokens": j["train_tokens"] + j["val_tokens"]}
+            "cpu": j["cpu_seconds"], "peak": r["maxrss"] / MB, "tokens": j["train_tokens"] + j["val_tokens"]}
 
 
 def start_run(corpus: Path, work: Path, env: dict, threads: int) -> dict:
@@ -178,9 +178,12 @@ def main() -> int:
                 print(tokenizer, corpus.name, r, flush=True)
                 rows.append([tokenizer + (" (vocab 4096, 32 MB sample)" if tokenizer == "bpe" else ""),
                              f"{r['mb']:,.0f}", f"{r['tokens'] / 1e6:,.1f}", f"{r['seconds']:.1f}", f"{r['rate']:.1f}",
-                             f"{r['peak']:.0f}"])
-        out += ["`cllm prepare` (checking, tokenizer, encoding, writing; wall seconds of the command's own clock):",
-                "", table(["tokenizer", "MB", "M tokens", "seconds", "MB/s", "peak memory MiB"], rows), ""]
+                             f"{r['cpu']:.1f}", f"{r['mb'] / r['cpu']:.1f}", f"{r['peak']:.0f}"])
+        out += ["`cllm prepare` (checking, tokenizer, encoding, writing; wall seconds of the command's own clock; "
+                "CPU seconds of the process, every thread; MB per CPU second is the figure the other load on the "
+                "machine disturbs least):", "",
+                table(["tokenizer", "MB", "M tokens", "seconds", "MB/s", "CPU s", "MB per CPU s", "peak memory MiB"],
+                      rows), ""]
 
         rows = []
         small = work / "small"

@@ -17,7 +17,8 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColu
 from cllm.core.corpus import BUILTIN_CORPORA, Corpus, load_corpus
 from cllm.core.dataset import Dataset, is_dataset, open_dataset
 from cllm.core.errors import ConfigError, TokenizerError
-from cllm.core.prepare import DEFAULT_SAMPLE_MB, Progress as PrepareProgress, TokenizerPlan, dataset_for, prepare
+from cllm.core.dataset_cache import dataset_for
+from cllm.core.prepare import DEFAULT_SAMPLE_MB, Progress as PrepareProgress, TokenizerPlan, prepare
 from cllm.core.tokenizer import TRAINABLE_KINDS, Tokenizer
 
 PHASES = {"checking": "checking files", "tokenizer": "training the tokenizer", "encoding": "tokenizing"}
@@ -130,6 +131,7 @@ def add_prepare(sub) -> None:
 
 def cmd_prepare(a: argparse.Namespace, console: Console) -> int:
     import json
+    import resource
     import time
 
     from cllm.core.model_file import read_info
@@ -146,10 +148,12 @@ def cmd_prepare(a: argparse.Namespace, console: Console) -> int:
         dataset = prepare(a.paths, a.output, tokenizer, include=a.include, exclude=a.exclude, on_progress=show,
                           on_note=None if a.json else (lambda line: _note(console, line)))
     seconds = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread's, the tokenizers library's included
     total = sum(f["size"] for f in dataset.files if f["split"] != "skipped")
     if a.json:
         print(json.dumps({"dataset": str(dataset.path), "digest": dataset.sha256, "bytes": total,
                           "train_tokens": len(dataset.train), "val_tokens": len(dataset.val), "seconds": seconds,
+                          "cpu_seconds": usage.ru_utime + usage.ru_stime,
                           "skipped": (dataset.manifest or {}).get("skipped", {})}))
     else:
         _note(console, f"{dataset.describe()}; {total / 1e6:,.1f} MB in {seconds:.1f} s "

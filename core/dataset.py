@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import platformdirs
 
 from cllm.core.errors import CorpusError, TokenizerError
-from cllm.core.run_state import CorpusRef
 from cllm.core.shards import Shard, is_shard
 from cllm.core.tokenizer import Tokenizer, tokenizer_from_json
 
@@ -31,13 +28,6 @@ MANIFEST = "manifest.json"
 # releases is up to this many folios: 64 bounds it at about 128 MB whatever the corpus,
 # at the cost of one madvise every few steps.
 RELEASE_EVERY = 64
-CACHE_ENV = "CLLM_CACHE_DIR"
-
-
-def cache_dir() -> Path:
-    """Where datasets prepared for a corpus given by path live (CLLM_CACHE_DIR overrides)."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("cllm", appauthor=False)) / "datasets"
 
 
 class TokenView:
@@ -237,38 +227,6 @@ def check_fits(dataset: Dataset, tokenizer: Tokenizer, vocab_size: int) -> None:
     if largest >= vocab_size:
         raise TokenizerError(f"{dataset.path}: its shards hold token id {largest}, outside the model's vocabulary "
                              f"of {vocab_size}; they were made with another tokenizer")
-
-
-def data_change(saved: CorpusRef | None, dataset: Dataset) -> str | None:
-    """Why `dataset` is not the corpus a run recorded (None if it is, or if the run
-    recorded none). A run on one text file before datasets recorded the file's SHA-256,
-    which is its one document's."""
-    if saved is None or not saved.sha256 or saved.sha256 == dataset.sha256:
-        return None
-    docs = [f for f in dataset.files if f.get("split") in ("train", "val", "tail")]
-    if len(docs) == 1 and docs[0]["sha256"] == saved.sha256:
-        return None
-    old = _kept_manifest(saved.sha256)
-    return (f"its corpus changed since the run started on {saved.name!r} (dataset {saved.sha256[:12]}, now "
-            f"{dataset.sha256[:12]}): {what_changed(old, dataset)}")
-
-
-def _kept_manifest(digest: str) -> dict | None:
-    try:
-        return json.loads((cache_dir() / "manifests" / f"{digest}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def keep_manifest(cache: Path, manifest: dict) -> None:
-    """A copy of each manifest by digest, so that a resumed run can be told what changed
-    in its corpus after the dataset it started on was replaced."""
-    folder = cache / "manifests"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{manifest['digest']}.json"
-    tmp = target.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest), encoding="utf-8")
-    os.replace(tmp, target)
 
 
 def what_changed(old: dict | None, new: Dataset) -> str:

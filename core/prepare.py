@@ -12,31 +12,26 @@ grow with the corpus (about 0.1-0.5 GB whatever its size; docs/DATASETS.md):
    that the `tokenizers` library encodes on every core.
 
 Everything is written to a temporary folder beside the target and renamed into place
-after the manifest, so a folder with a manifest is always complete. Datasets made for a
-corpus given by path live in the user cache folder (CLLM_CACHE_DIR overrides it), keyed
-by the paths, the globs and the tokenizer, and are reused while the files are unchanged.
+after the manifest, so a folder with a manifest is always complete. The datasets made
+for a corpus given by path are kept by core/dataset_cache.py.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from cllm.core.dataset import (FORMAT, MANIFEST, VERSION, Dataset, cache_dir, dataset_digest, keep_manifest,
-                               open_dataset, read_manifest)
+from cllm.core.dataset import FORMAT, MANIFEST, VERSION, Dataset, dataset_digest, open_dataset
 from cllm.core.errors import Cancelled, ConfigError, CorpusError, TokenizerError
 from cllm.core.shards import ShardWriter, kind_for
 from cllm.core.sources import NotText, SourceFile, SourceScan, read_text_chunks, scan_sources, skipped_line
@@ -403,93 +398,3 @@ def _swap_in(tmp: Path, out: Path) -> None:
     os.rename(tmp, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def cache_key(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPlan, include: Sequence[str],
-              exclude: Sequence[str]) -> str:
-    spec = tokenizer.key() if isinstance(tokenizer, TokenizerPlan) else {
-        "sha256": hashlib.sha256(json.dumps(tokenizer.to_json(), sort_keys=True).encode()).hexdigest()}
-    text = json.dumps({"paths": [str(Path(p).expanduser().resolve()) for p in paths], "include": list(include),
-                       "exclude": list(exclude), "tokenizer": spec, "version": VERSION}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def changed_sources(manifest: dict, scan: SourceScan) -> str | None:
-    """What differs between the files a manifest lists and those a walk found now (by
-    path, size and modification time), in words; None if nothing."""
-    before = {f["path"]: (f["size"], f["mtime_ns"]) for f in manifest["files"]}
-    now = {str(f.path): (f.size, f.mtime_ns) for f in scan.files}
-    added = len(now.keys() - before.keys())
-    removed = len(before.keys() - now.keys())
-    changed = sum(1 for p in now.keys() & before.keys() if now[p] != before[p])
-    parts = [f"{n} {label}" for n, label in ((changed, "changed"), (added, "added"), (removed, "removed")) if n]
-    return ", ".join(parts) + " since it was prepared" if parts else None
-
-
-@contextmanager
-def _locked(path: Path):
-    """An exclusive lock on `path` (created): a second process preparing the same corpus
-    (another MPI rank, another terminal) waits here, then finds the dataset ready."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPlan, *,
-                include: Sequence[str] = (), exclude: Sequence[str] = (),
-                on_progress: Callable[[Progress], None] | None = None, on_note: Callable[[str], None] | None = None,
-                cancel: threading.Event | None = None) -> Dataset:
-    """The dataset of the corpus at `paths` tokenized with `tokenizer`: the one in the
-    cache if its sources are unchanged, else prepared now (and cached). A dataset made
-    with a new tokenizer is also found under its tokenizer's key (a link), so resuming
-    the model trained on it reuses it."""
-    note = on_note or (lambda s: None)
-    cache = cache_dir()
-    key = cache_key(paths, tokenizer, include, exclude)
-    folder = cache / key
-    scan = scan_sources(paths, include, exclude)
-    with _locked(cache / f"{key}.lock"):
-        if (folder / MANIFEST).exists():
-            why = _stale(folder, scan, tokenizer)
-            if why is None:
-                try:
-                    dataset = open_dataset(folder)
-                    note(f"using the prepared dataset {folder}")
-                    return dataset
-                except CorpusError as exc:
-                    why = f"the cached dataset is damaged ({exc})"
-            note(f"the corpus changed ({why}): tokenizing it again")
-        if folder.is_symlink():  # the link belongs to another dataset: this one gets its own folder
-            folder.unlink()
-        for stale in cache.glob(f".{key}.tmp-*"):  # left by a preparation that was killed (we hold the lock)
-            shutil.rmtree(stale, ignore_errors=True)
-        started = time.perf_counter()
-        dataset = prepare(paths, folder, tokenizer, include=include, exclude=exclude, on_progress=on_progress,
-                          on_note=note, cancel=cancel, scan=scan)
-        keep_manifest(cache, dataset.manifest or {})
-        note(f"prepared {dataset.describe()} in {time.perf_counter() - started:.1f} s")
-    if isinstance(tokenizer, TokenizerPlan) and dataset.tokenizer is not None:
-        alias = cache / cache_key(paths, dataset.tokenizer, include, exclude)
-        with _locked(cache / f"{alias.name}.lock"):
-            if alias.is_symlink() or not alias.exists():
-                tmp = alias.with_name(f".{alias.name}.link-{os.getpid()}")
-                tmp.unlink(missing_ok=True)
-                tmp.symlink_to(folder.name)
-                os.replace(tmp, alias)
-    return dataset
-
-
-def _stale(folder: Path, scan: SourceScan, tokenizer: Tokenizer | TokenizerPlan) -> str | None:
-    """Why the cached dataset in `folder` cannot be used for this corpus and tokenizer
-    (None: it can)."""
-    try:
-        manifest = read_manifest(folder)
-    except CorpusError as exc:
-        return f"the cached dataset is damaged ({exc})"
-    if not isinstance(tokenizer, TokenizerPlan) and manifest["tokenizer"] != tokenizer.to_json():
-        return "the cached dataset was made with another tokenizer"
-    return changed_sources(manifest, scan)

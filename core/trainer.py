@@ -21,7 +21,8 @@ import numpy as np
 from cllm.core.config import ModelConfig, TrainConfig, lr_at
 from cllm.core.corpus import Corpus
 from cllm.core.checkpoint import checkpoint_due, file_sha256, save_at_end, save_checkpoint
-from cllm.core.dataset import Dataset, TokenView, check_fits, data_change
+from cllm.core.dataset import Dataset, TokenView, check_fits
+from cllm.core.dataset_cache import data_change
 from cllm.core.errors import ConfigError, CorpusError, TokenizerError
 from cllm.core.events import DoneEvent, EndReason, EvalEvent, Event, SaveReason, StepEvent
 from cllm.core.model import GPT

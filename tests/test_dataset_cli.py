@@ -152,7 +152,8 @@ def test_a_damaged_dataset_is_named(tmp_path, capsys):
 
 PREPARE_ONE = """
 import sys
-from cllm.core.prepare import TokenizerPlan, dataset_for
+from cllm.core.dataset_cache import dataset_for
+from cllm.core.prepare import TokenizerPlan
 dataset_for([sys.argv[1]], TokenizerPlan("bpe", 300), on_note=print)
 """
 

@@ -18,7 +18,8 @@ import pytest
 from cllm.core import dataset as dataset_module
 from cllm.core.dataset import MANIFEST, TokenView, open_dataset
 from cllm.core.errors import Cancelled, CorpusError, TokenizerError
-from cllm.core.prepare import SEPARATOR, TokenizerPlan, dataset_for, plan_split, prepare
+from cllm.core.dataset_cache import dataset_for
+from cllm.core.prepare import SEPARATOR, TokenizerPlan, plan_split, prepare
 from cllm.core.shards import Shard
 from cllm.core.sources import scan_sources
 from cllm.core.tokenizer import encode_many, train_tokenizer
@@ -256,7 +257,7 @@ def test_a_source_that_vanishes_or_changes_while_prepared_is_named(tmp_path):
 
 
 def test_a_killed_preparation_s_leftovers_are_cleared(tmp_path, dataset_cache):
-    from cllm.core.prepare import cache_key
+    from cllm.core.dataset_cache import cache_key
 
     make_folder(tmp_path / "c")
     plan = TokenizerPlan("char")

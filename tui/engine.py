@@ -115,7 +115,8 @@ class Engine:
         from cllm.core.corpus import BUILTIN_CORPORA, load_corpus
         from cllm.core.dataset import is_dataset, open_dataset
         from cllm.core.model_file import read_info
-        from cllm.core.prepare import TokenizerPlan, dataset_for
+        from cllm.core.dataset_cache import dataset_for
+        from cllm.core.prepare import TokenizerPlan
         from cllm.core.tokenizer import tokenizer_from_json
 
         if source in BUILTIN_CORPORA and not Path(source).exists():

@@ -1,0 +1,162 @@
+"""The dataset cache: datasets prepared for a corpus given by path, kept in the user
+cache folder (CLLM_CACHE_DIR overrides it) under a key made of the paths, the globs and
+the tokenizer, and used again while the files are unchanged (docs/DATASETS.md).
+
+Processes preparing the same corpus at once (MPI ranks on one machine, two terminals)
+take a lock on the key: one prepares, the others wait and then use its dataset. A copy
+of every manifest is kept by digest, so that a run resumed on a changed corpus can be
+told what changed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import platformdirs
+
+from cllm.core.dataset import MANIFEST, VERSION, Dataset, open_dataset, read_manifest, what_changed
+from cllm.core.errors import CorpusError
+from cllm.core.prepare import Progress, TokenizerPlan, prepare
+from cllm.core.run_state import CorpusRef
+from cllm.core.sources import SourceScan, scan_sources
+from cllm.core.tokenizer import Tokenizer
+
+CACHE_ENV = "CLLM_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """Where datasets prepared for a corpus given by path live (CLLM_CACHE_DIR overrides)."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("cllm", appauthor=False)) / "datasets"
+
+
+def data_change(saved: CorpusRef | None, dataset: Dataset) -> str | None:
+    """Why `dataset` is not the corpus a run recorded (None if it is, or if the run
+    recorded none). A run on one text file before datasets recorded the file's SHA-256,
+    which is its one document's."""
+    if saved is None or not saved.sha256 or saved.sha256 == dataset.sha256:
+        return None
+    docs = [f for f in dataset.files if f.get("split") in ("train", "val", "tail")]
+    if len(docs) == 1 and docs[0]["sha256"] == saved.sha256:
+        return None
+    old = kept_manifest(saved.sha256)
+    return (f"its corpus changed since the run started on {saved.name!r} (dataset {saved.sha256[:12]}, now "
+            f"{dataset.sha256[:12]}): {what_changed(old, dataset)}")
+
+
+def kept_manifest(digest: str) -> dict | None:
+    """The manifest of the dataset with this digest, if the cache still keeps it."""
+    try:
+        return json.loads((cache_dir() / "manifests" / f"{digest}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def keep_manifest(manifest: dict) -> None:
+    """A copy of each manifest by digest, so that a resumed run can be told what changed
+    in its corpus after the dataset it started on was replaced."""
+    folder = cache_dir() / "manifests"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{manifest['digest']}.json"
+    tmp = target.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(manifest), encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def cache_key(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPlan, include: Sequence[str],
+              exclude: Sequence[str]) -> str:
+    spec = tokenizer.key() if isinstance(tokenizer, TokenizerPlan) else {
+        "sha256": hashlib.sha256(json.dumps(tokenizer.to_json(), sort_keys=True).encode()).hexdigest()}
+    text = json.dumps({"paths": [str(Path(p).expanduser().resolve()) for p in paths], "include": list(include),
+                       "exclude": list(exclude), "tokenizer": spec, "version": VERSION}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def changed_sources(manifest: dict, scan: SourceScan) -> str | None:
+    """What differs between the files a manifest lists and those a walk found now (by
+    path, size and modification time), in words; None if nothing."""
+    before = {f["path"]: (f["size"], f["mtime_ns"]) for f in manifest["files"]}
+    now = {str(f.path): (f.size, f.mtime_ns) for f in scan.files}
+    added = len(now.keys() - before.keys())
+    removed = len(before.keys() - now.keys())
+    changed = sum(1 for p in now.keys() & before.keys() if now[p] != before[p])
+    parts = [f"{n} {label}" for n, label in ((changed, "changed"), (added, "added"), (removed, "removed")) if n]
+    return ", ".join(parts) + " since it was prepared" if parts else None
+
+
+@contextmanager
+def _locked(path: Path):
+    """An exclusive lock on `path` (created): a second process preparing the same corpus
+    (another MPI rank, another terminal) waits here, then finds the dataset ready."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPlan, *,
+                include: Sequence[str] = (), exclude: Sequence[str] = (),
+                on_progress: Callable[[Progress], None] | None = None, on_note: Callable[[str], None] | None = None,
+                cancel: threading.Event | None = None) -> Dataset:
+    """The dataset of the corpus at `paths` tokenized with `tokenizer`: the one in the
+    cache if its sources are unchanged, else prepared now (and cached). A dataset made
+    with a new tokenizer is also found under its tokenizer's key (a link), so resuming
+    the model trained on it reuses it."""
+    note = on_note or (lambda s: None)
+    cache = cache_dir()
+    key = cache_key(paths, tokenizer, include, exclude)
+    folder = cache / key
+    scan = scan_sources(paths, include, exclude)
+    with _locked(cache / f"{key}.lock"):
+        if (folder / MANIFEST).exists():
+            why = _stale(folder, scan, tokenizer)
+            if why is None:
+                try:
+                    dataset = open_dataset(folder)
+                    note(f"using the prepared dataset {folder}")
+                    return dataset
+                except CorpusError as exc:
+                    why = f"the cached dataset is damaged ({exc})"
+            note(f"the corpus changed ({why}): tokenizing it again")
+        if folder.is_symlink():  # the link belongs to another dataset: this one gets its own folder
+            folder.unlink()
+        for stale in cache.glob(f".{key}.tmp-*"):  # left by a preparation that was killed (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        started = time.perf_counter()
+        dataset = prepare(paths, folder, tokenizer, include=include, exclude=exclude, on_progress=on_progress,
+                          on_note=note, cancel=cancel, scan=scan)
+        keep_manifest(dataset.manifest or {})
+        note(f"prepared {dataset.describe()} in {time.perf_counter() - started:.1f} s")
+    if isinstance(tokenizer, TokenizerPlan) and dataset.tokenizer is not None:
+        alias = cache / cache_key(paths, dataset.tokenizer, include, exclude)
+        with _locked(cache / f"{alias.name}.lock"):
+            if alias.is_symlink() or not alias.exists():
+                tmp = alias.with_name(f".{alias.name}.link-{os.getpid()}")
+                tmp.unlink(missing_ok=True)
+                tmp.symlink_to(folder.name)
+                os.replace(tmp, alias)
+    return dataset
+
+
+def _stale(folder: Path, scan: SourceScan, tokenizer: Tokenizer | TokenizerPlan) -> str | None:
+    """Why the cached dataset in `folder` cannot be used for this corpus and tokenizer
+    (None: it can)."""
+    try:
+        manifest = read_manifest(folder)
+    except CorpusError as exc:
+        return f"the cached dataset is damaged ({exc})"
+    if not isinstance(tokenizer, TokenizerPlan) and manifest["tokenizer"] != tokenizer.to_json():
+        return "the cached dataset was made with another tokenizer"
+    return changed_sources(manifest, scan)
