@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (  # noqa: E402
     CONFIGS, DEFAULT_CORPUS, add_report_args, check_ok, check_tree, child_env, cllm_cmd, command_line, config_label,
-    fmt, machine_lines, report, run_child, run_cmd, serve_child, table,
+    fmt_range, machine_lines, report, run_child, run_cmd, serve_child, stats, table,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -147,6 +147,7 @@ def main() -> int:
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--size-mb", type=float, default=300, help="size of the corpus built from the machine's text")
     p.add_argument("--train-steps", type=int, default=400)
+    p.add_argument("--train-repeats", type=int, default=2, help="runs of each training mode, alternating")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--skip-bpe", action="store_true", help="no BPE preparations (the slow part)")
     add_report_args(p, "Large corpora")
@@ -201,20 +202,27 @@ def main() -> int:
                 table(["corpus", "1st start: first step", "2nd start: first step", "2nd: process wall",
                        "2nd: peak MiB"], rows), ""]
 
-        rows = []
         dataset = work / "ds-char-quarter"
-        for mode in ("memmap", "in-memory"):
-            r = run_child(SCRIPT, {"mode": mode, "dataset": str(dataset), "steps": a.train_steps,
-                                   "threads": a.threads}, env)
-            rss = [v for _, v in r["rss"]]
-            print(mode, r, flush=True)
-            rows.append([mode, f"{r['start_s']:.1f}", fmt(r["tokens_per_s"]), f"{rss[0] / MB:.0f}",
-                         f"{rss[-1] / MB:.0f}", f"{max(rss) / MB:.0f}"])
+        runs: dict[str, list[dict]] = {"memmap": [], "in-memory": []}
+        for _ in range(a.train_repeats):  # alternating, so that the machine's other load falls on both
+            for mode, results in runs.items():
+                r = run_child(SCRIPT, {"mode": mode, "dataset": str(dataset), "steps": a.train_steps,
+                                       "threads": a.threads}, env)
+                print(mode, r, flush=True)
+                results.append(r)
+        rows = []
+        for mode, results in runs.items():
+            rss = [[v for _, v in r["rss"]] for r in results]
+            rows.append([mode, f"{stats([r['start_s'] for r in results])['median']:.1f}",
+                         fmt_range(stats([r["tokens_per_s"] for r in results])),
+                         f"{max(x[0] for x in rss) / MB:.0f}", f"{max(x[-1] for x in rss) / MB:.0f}",
+                         f"{max(max(x) for x in rss) / MB:.0f}"])
         out += [f"Training {config_label(CONFIGS['nanogpt-cpu'])} for {a.train_steps} steps on {a.threads} threads "
                 f"on the quarter corpus (char tokens): memory-mapped shards against the corpus read and encoded in "
-                f"memory (today's path before datasets). Start = building the trainer (reading/encoding the "
-                f"corpus); tokens/s = median over steps; VmRSS at step 1, at the end and its maximum (sampled every "
-                f"25 steps), MiB:", "",
+                f"memory (today's path before datasets), {a.train_repeats} runs of each, alternating. Start = "
+                f"building the trainer (reading/encoding the corpus), median; tokens/s = each run's median over its "
+                f"steps, median (min-max) of the runs; VmRSS at step 1, at the end and its maximum (sampled every "
+                f"25 steps), MiB, the largest of the runs:", "",
                 table(["tokens from", "start s", "tokens/s", "RSS step 1", "RSS end", "RSS max"], rows)]
     finally:
         shutil.rmtree(work, ignore_errors=True)

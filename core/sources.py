@@ -101,35 +101,42 @@ def _no_files_message(root: Path, skipped: Counter) -> str:
 
 def _walk(root: Path, include: Sequence[str], exclude: Sequence[str], scan: SourceScan,
           seen_files: set[tuple[int, int]]) -> None:
+    """Depth first, each folder's files (sorted) before its sub-folders (sorted), with
+    os.scandir: one stat per entry (a walk over 30,000 files takes a fraction of a second,
+    and every start walks again to see whether a prepared dataset is current)."""
     seen_dirs: set[tuple[int, int]] = set()
-
-    def on_error(exc: OSError) -> None:
-        scan.skipped["unreadable"] += 1
-
-    for folder, dirnames, filenames in os.walk(root, followlinks=True, onerror=on_error):
-        here = Path(folder)
-        st = here.stat()
-        if (st.st_dev, st.st_ino) in seen_dirs:  # a link back to a folder already walked
-            scan.skipped["link loops"] += 1
-            dirnames[:] = []
+    stack = [(str(root), "")]
+    while stack:
+        folder, rel_folder = stack.pop()
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen_dirs:  # a link back to a folder already walked
+                scan.skipped["link loops"] += 1
+                continue
+            seen_dirs.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            scan.skipped["unreadable"] += 1
             continue
-        seen_dirs.add((st.st_dev, st.st_ino))
-        rel_folder = here.relative_to(root).as_posix()
-        kept = []
-        for d in sorted(dirnames):
-            rel = d if rel_folder == "." else f"{rel_folder}/{d}"
-            if d in PRUNED_FOLDERS:
-                scan.skipped[f"in {d}"] += _count_files(here / d)
-            elif d.startswith("."):
-                scan.skipped["hidden"] += _count_files(here / d)
-            elif exclude and _matches(d, rel, exclude):
-                scan.skipped["excluded"] += _count_files(here / d)
-            else:
-                kept.append(d)
-        dirnames[:] = kept
-        for name in sorted(filenames):
-            rel = name if rel_folder == "." else f"{rel_folder}/{name}"
-            path = here / name
+        subfolders = []
+        for entry in entries:
+            name = entry.name
+            rel = f"{rel_folder}/{name}" if rel_folder else name
+            try:
+                is_dir = entry.is_dir()  # follows links
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if name in PRUNED_FOLDERS:
+                    scan.skipped[f"in {name}"] += _count_files(entry.path)
+                elif name.startswith("."):
+                    scan.skipped["hidden"] += _count_files(entry.path)
+                elif exclude and _matches(name, rel, exclude):
+                    scan.skipped["excluded"] += _count_files(entry.path)
+                else:
+                    subfolders.append((entry.path, rel))
+                continue
             if name.startswith("."):
                 scan.skipped["hidden"] += 1
                 continue
@@ -137,7 +144,7 @@ def _walk(root: Path, include: Sequence[str], exclude: Sequence[str], scan: Sour
                 scan.skipped["excluded"] += 1
                 continue
             try:
-                fst = path.stat()
+                fst = entry.stat()  # follows links
             except OSError:
                 scan.skipped["unreadable"] += 1
                 continue
@@ -151,13 +158,24 @@ def _walk(root: Path, include: Sequence[str], exclude: Sequence[str], scan: Sour
             if fst.st_size == 0:
                 scan.skipped["empty"] += 1
                 continue
-            scan.files.append(SourceFile(path, f"{root.name}/{rel}", fst.st_size, fst.st_mtime_ns))
+            scan.files.append(SourceFile(Path(entry.path), f"{root.name}/{rel}", fst.st_size, fst.st_mtime_ns))
+        stack.extend(reversed(subfolders))
 
 
-def _count_files(folder: Path) -> int:
+def _count_files(folder: str) -> int:
     """Files under a pruned folder, for the skipped count (links not followed: a count
     needs no loop guard)."""
-    return sum(len(files) for _, _, files in os.walk(folder))
+    count = 0
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    count += _count_files(entry.path)
+                else:
+                    count += 1
+    except OSError:
+        pass
+    return count
 
 
 class NotText(Exception):
