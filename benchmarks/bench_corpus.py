@@ -158,7 +158,7 @@ def main() -> int:
     env = child_env(a.unset_openblas_env, {"CLLM_CACHE_DIR": str(work / "cache")})
     out = ["Large corpora: preparing, starting again, and training from memory-mapped tokens (one child process "
            "per measurement). The machine was shared with other engineers' tests and builds while this ran "
-           "(2 cores, KVM guest): figures are one run each, compare within this section only.", ""]
+           "(2-core AMD EPYC Zen 4, family 25 model 17, KVM guest): compare within this section only.", ""]
     out += machine_lines(env) + [f"- command: `{command_line()}`", ""]
     try:
         files = build_corpus(work / "corpus", int(a.size_mb * MB))
