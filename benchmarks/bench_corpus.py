@@ -196,6 +196,9 @@ def main() -> int:
             rows.append([f"{corpus.name} ({sum(f.stat().st_size for f in corpus.iterdir()) / MB:,.1f} MB)",
                          f"{first['first']:.1f}", f"{second['first']:.2f}", f"{second['wall']:.2f}",
                          f"{second['peak']:.0f}"])
+        direct = start_run(work / "ds-char-corpus", work, env, a.threads)  # the dataset folder: no walk
+        rows.append(["corpus's dataset folder (`cllm train DIR`)", "-", f"{direct['first']:.2f}",
+                     f"{direct['wall']:.2f}", f"{direct['peak']:.0f}"])
         out += ["`cllm train CORPUS --steps 1` (char, nanoGPT CPU config), twice with an empty dataset cache: "
                 "seconds from the launch of the process to its first step (the first start prepares the dataset, "
                 "the second finds it), the second start's process wall time and peak memory:", "",
