@@ -49,9 +49,23 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    DEFAULT_CORPUS, NO_TORCH, add_report_args, child_env, command_line, fmt, fmt_range, load_text, machine_lines,
-    parse_int_list, report, run_child, serve_child, stats, table, torch_available,
+from benchmarks.common import (
+    DEFAULT_CORPUS,
+    NO_TORCH,
+    add_report_args,
+    child_env,
+    command_line,
+    fmt,
+    fmt_range,
+    load_text,
+    machine_lines,
+    parse_int_list,
+    report,
+    run_child,
+    serve_child,
+    stats,
+    table,
+    torch_available,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -142,9 +156,9 @@ def attention_profile(trainer, repeats: int = 5) -> dict:
 def child_cllm(spec: dict) -> dict:
     from cllm.core.config import TrainConfig
     from cllm.core.corpus import load_corpus
+    from cllm.core.precompile import compile_kernels
     from cllm.core.threads import single_threaded_blas
     from cllm.core.trainer import Trainer
-    from cllm.core.precompile import compile_kernels
 
     cfg, n = spec["config"], spec["threads"]
     compile_kernels()
@@ -217,10 +231,10 @@ def child_prefill(spec: dict) -> dict:
 
     from cllm.core.config import ModelConfig
     from cllm.core.model import GPT
+    from cllm.core.precompile import compile_kernels
     from cllm.core.sampler import Decoder
     from cllm.core.threads import single_threaded_blas
     from cllm.core.tokenizer import train_tokenizer
-    from cllm.core.precompile import compile_kernels
 
     compile_kernels()
     text = load_text(spec["corpus"])

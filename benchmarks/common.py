@@ -211,8 +211,8 @@ def cpu_flags() -> str:
 def blas_kernels() -> dict:
     """OpenBLAS (or other BLAS) libraries loaded in this process and the kernel each picked,
     as threadpoolctl reports them. Loads numpy's and scipy's (numba's np.dot uses scipy's)."""
-    import numpy  # noqa: F401
-    import scipy.linalg.cython_blas  # noqa: F401
+    import numpy  # noqa: F401  (imported for its BLAS, which threadpool_info then lists)
+    import scipy.linalg.cython_blas  # noqa: F401  (likewise scipy's, the one numba calls)
     from threadpoolctl import threadpool_info
 
     out = {}

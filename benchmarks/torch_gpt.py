@@ -285,13 +285,13 @@ def cllm_logits(params: np.ndarray, config, tokens: np.ndarray) -> np.ndarray:
 
 def check(args) -> bool:
     from cllm.core.config import ModelConfig, TrainConfig
+    from cllm.core.config import lr_at as cllm_lr_at
     from cllm.core.model import GPT
     from cllm.core.optimizer import adamw_update
-    from cllm.core.workspace import loss_and_grad
     from cllm.core.sampler import Decoder
     from cllm.core.tokenizer import train_tokenizer
     from cllm.core.trainer import ADAM_EPS
-    from cllm.core.config import lr_at as cllm_lr_at
+    from cllm.core.workspace import loss_and_grad
 
     torch.manual_seed(0)
     corpus = Path(args.corpus)

@@ -154,13 +154,13 @@ def cmd_train(a) -> int:
     from cllm.core.corpus import load_corpus
     from cllm.core.events import CheckpointEvent, DoneEvent, EndReason, EvalEvent, SaveFailedEvent, StepEvent
     from cllm.core.outcome import describe_end
-    from cllm.core.trainer import Trainer
     from cllm.core.precompile import compile_kernels, kernels_cached
+    from cllm.core.trainer import Trainer
 
     world = mpi_world.join(a.mpi_timeout)  # None unless an MPI launcher started this as one of several ranks
     if world is not None:
         from cllm.core import distributed
-        from cllm.core.distributed import DistributedTrainer as Trainer  # noqa: F811  (one rank of the run)
+        from cllm.core.distributed import DistributedTrainer as Trainer  # one rank of the run
     config = _train_config(a)
     out = a.output
     _check_init(a)

@@ -27,15 +27,15 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from cllm.core.checkpoint import save_at_end
 from cllm.core.config import TrainConfig
 from cllm.core.corpus import Corpus
 from cllm.core.errors import CllmError, ConfigError
-from cllm.core.checkpoint import save_at_end
 from cllm.core.events import DoneEvent, EndReason, Event, SaveReason
 from cllm.core.model import GPT
 from cllm.core.mpi_world import PeerLost, World, current

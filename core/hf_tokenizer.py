@@ -27,13 +27,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenizers import AddedToken, Regex
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers
 
 from cllm.core.errors import HuggingFaceFolderError, TokenizerError
 from cllm.core.tokenizer import (
-    UNK, BpeTokenizer, CharTokenizer, Gpt2Tokenizer, Tokenizer, WordTokenizer,
+    UNK,
+    BpeTokenizer,
+    CharTokenizer,
+    Gpt2Tokenizer,
+    Tokenizer,
+    WordTokenizer,
 )
 
 TOKENIZER_FILE = "tokenizer.json"

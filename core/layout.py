@@ -173,7 +173,7 @@ class Layout:
     table: np.ndarray  # (blocks, 2 + TABLE_DIMS) int64
 
     @classmethod
-    def from_shapes(cls, kind: type, shapes: dict[str, tuple[int, ...]]) -> "Layout":
+    def from_shapes(cls, kind: type, shapes: dict[str, tuple[int, ...]]) -> Layout:
         names = kind._fields
         table = np.ones((len(names), 2 + TABLE_DIMS), np.int64)
         start = 0
@@ -186,11 +186,11 @@ class Layout:
         return cls(kind, {name: shapes[name] for name in names}, table)
 
     @classmethod
-    def params(cls, config: ModelConfig) -> "Layout":
+    def params(cls, config: ModelConfig) -> Layout:
         return cls.from_shapes(Params, param_shapes(config))
 
     @classmethod
-    def activations(cls, config: ModelConfig, group: int = 1) -> "Layout":
+    def activations(cls, config: ModelConfig, group: int = 1) -> Layout:
         return cls.from_shapes(Activations, activation_shapes(config, group))
 
     @property

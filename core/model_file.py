@@ -13,10 +13,10 @@ import os
 import stat
 import struct
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from safetensors import safe_open
@@ -63,7 +63,7 @@ def _error(path: Path, message: str) -> ModelFileError:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _non_finite(tensors: dict[str, np.ndarray]) -> str:

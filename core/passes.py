@@ -22,13 +22,30 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, typeof, types
 
+from cllm.core.config import ModelConfig
 from cllm.core.kernels import (
-    JIT, NOTRANS, TRANS, attention_backward, attention_forward, copy_rows, crossentropy_backward,
-    crossentropy_forward, encoder_backward, encoder_forward, exp_shifted, gelu_backward, gelu_forward, gemm,
-    layernorm_backward, layernorm_forward, matmul_backward, matmul_forward, row_max, short_attention_backward,
+    JIT,
+    NOTRANS,
+    TRANS,
+    attention_backward,
+    attention_forward,
+    copy_rows,
+    crossentropy_backward,
+    crossentropy_forward,
+    encoder_backward,
+    encoder_forward,
+    exp_shifted,
+    gelu_backward,
+    gelu_forward,
+    gemm,
+    layernorm_backward,
+    layernorm_forward,
+    matmul_backward,
+    matmul_forward,
+    row_max,
+    short_attention_backward,
     short_attention_forward,
 )
-from cllm.core.config import ModelConfig
 from cllm.core.layout import Layout, act_views, param_views
 
 
@@ -252,7 +269,7 @@ class DecodeBuffers(NamedTuple):
     logits: np.ndarray  # (1, V)
 
     @classmethod
-    def create(cls, n_layer: int, ctx: int, C: int, V: int, dtype=np.float32) -> "DecodeBuffers":
+    def create(cls, n_layer: int, ctx: int, C: int, V: int, dtype=np.float32) -> DecodeBuffers:
         return cls(np.zeros((n_layer, ctx, C), dtype), np.zeros((n_layer, ctx, C), dtype),
                    *(np.zeros((1, C), dtype) for _ in range(2)), np.zeros((1, 3 * C), dtype),
                    np.zeros(ctx, dtype), np.zeros((1, C), dtype), np.zeros((1, 4 * C), dtype),

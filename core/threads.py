@@ -26,8 +26,8 @@ from __future__ import annotations
 import functools
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numba
 import scipy.linalg.cython_blas  # noqa: F401  (loads the OpenBLAS the kernels call, so the limit covers it)

@@ -12,15 +12,15 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from cllm.core.checkpoint import checkpoint_due, file_sha256, save_at_end, save_checkpoint
 from cllm.core.config import ModelConfig, TrainConfig, lr_at
 from cllm.core.corpus import Corpus
-from cllm.core.checkpoint import checkpoint_due, file_sha256, save_at_end, save_checkpoint
 from cllm.core.errors import ConfigError, CorpusError, TokenizerError
 from cllm.core.events import DoneEvent, EndReason, EvalEvent, Event, SaveReason, StepEvent
 from cllm.core.model import GPT
@@ -133,7 +133,7 @@ class Trainer:
     # -- construction -------------------------------------------------------------
     @classmethod
     def new(cls, corpus: Corpus, model_config: dict, train_config: TrainConfig, *, tokenizer: str = "char",
-            vocab_size: int | None = None, out_path: Path | None = None) -> "Trainer":
+            vocab_size: int | None = None, out_path: Path | None = None) -> Trainer:
         """A fresh model: trains the tokenizer on the corpus, then initialises the model."""
         tok = train_tokenizer(tokenizer, corpus.text, vocab_size)
         config = ModelConfig(vocab_size=tok.vocab_size, **model_config).validate()
@@ -142,7 +142,7 @@ class Trainer:
 
     @classmethod
     def resume(cls, model_path: Path, corpus: Corpus, train_config: TrainConfig | None = None, *,
-               out_path: Path | None = None) -> "Trainer":
+               out_path: Path | None = None) -> Trainer:
         """Continues a saved run. `train_config.steps` is the total to reach; without a
         config, the saved one is used."""
         loaded = load_model(model_path)
@@ -157,7 +157,7 @@ class Trainer:
 
     @classmethod
     def fine_tune(cls, parent_path: Path, corpus: Corpus, train_config: TrainConfig, *,
-                  out_path: Path | None = None) -> "Trainer":
+                  out_path: Path | None = None) -> Trainer:
         """A new run that starts from a saved model's weights and tokenizer, with a fresh
         optimiser, schedule and step count (unlike `resume`, which continues the same
         run). The run records its parent: file name, SHA-256 and steps. The corpus must

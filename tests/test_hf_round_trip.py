@@ -26,7 +26,6 @@ from tests.helpers import make_text
 from tests.hf_helpers import EOT, KINDS, PROBES, encodable, tiny_model
 
 
-
 @pytest.fixture(scope="module")
 def models():
     return {kind: tiny_model(kind) for kind in KINDS}

@@ -13,23 +13,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors import safe_open
+
+from cllm.core.hf_export import export_gpt
+from cllm.core.hf_import import inspect_hf_folder, load_hf_folder
+from cllm.core.sampler import SampleConfig, generate
+from cllm.core.workspace import forward_logits
+from tests.helpers import make_text
+from tests.hf_helpers import EOT, KINDS, PROBES, encodable, gpt2_style, tiny_model, trained_model
 
 REASON = ("needs torch and transformers (`pip install torch==2.13.0 transformers`; .ci/run installs them): "
           "the comparisons against the real library are skipped")
 torch = pytest.importorskip("torch", reason=REASON)
 transformers = pytest.importorskip("transformers", reason=REASON)
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from safetensors import safe_open  # noqa: E402
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Tokenizer  # noqa: E402
-
-from cllm.core.hf_export import export_gpt  # noqa: E402
-from cllm.core.hf_import import inspect_hf_folder, load_hf_folder  # noqa: E402
-from cllm.core.sampler import SampleConfig, generate  # noqa: E402
-from cllm.core.workspace import forward_logits  # noqa: E402
-from tests.helpers import make_text  # noqa: E402
-from tests.hf_helpers import EOT, KINDS, PROBES, encodable, gpt2_style, tiny_model, trained_model  # noqa: E402
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Tokenizer  # noqa: E402  (after the skip)
 
 TOLERANCE = 1e-4
 transformers.logging.set_verbosity_error()

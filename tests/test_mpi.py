@@ -32,7 +32,7 @@ def find_mpiexec() -> str | None:
 
 def mpi_missing() -> str | None:
     try:
-        import mpi4py  # noqa: F401
+        import mpi4py  # noqa: F401  (importing it is the check: a broken build fails here)
     except ImportError:
         return "mpi4py is not installed (pip install -e '.[mpi]')"
     if find_mpiexec() is None:

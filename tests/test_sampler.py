@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cllm.core.errors import TokenizerError
-from cllm.core.workspace import forward_logits
 from cllm.core.sampler import Decoder, SampleConfig, generate, pick_token
+from cllm.core.workspace import forward_logits
 from tests.helpers import tiny_model, use_tiled_attention
 
 

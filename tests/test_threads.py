@@ -12,9 +12,9 @@ import pytest
 
 from cllm.core.config import TrainConfig
 from cllm.core.passes import LOSS
+from cllm.core.precompile import compile_kernels
 from cllm.core.threads import parallel_threads, thread_cap, threading_layer, worker_count
 from cllm.core.trainer import Trainer
-from cllm.core.precompile import compile_kernels
 from cllm.core.workspace import Workspace
 from tests.helpers import tiny_model, use_tiled_attention
 
@@ -62,7 +62,7 @@ def test_parallel_kernels_launched_from_two_threads_at_once(small_text):
             ws = Workspace.create(model.config, 2, 4)
             for _ in range(20):
                 results.append(ws.run(model.params, batch, LOSS))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(2)]

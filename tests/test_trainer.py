@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cllm.core.config import TrainConfig
+from cllm.core.config import TrainConfig, lr_at
 from cllm.core.corpus import Corpus
 from cllm.core.errors import ConfigError, CorpusError
-from cllm.core.model_file import load_model
 from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, SaveFailedEvent, StepEvent
-from cllm.core.config import lr_at
+from cllm.core.model_file import load_model
 from cllm.core.trainer import Trainer
 
 SHAPE = dict(n_layer=2, n_head=2, n_embd=16, ctx=16)

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.tui_helpers import FakeEngine, make_app, press, wait_for
 from cllm.tui import __main__ as main_module
 from cllm.tui import app as app_module
+from tests.tui_helpers import FakeEngine, make_app, press, wait_for
 
 ROOT = Path(__file__).parents[1]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 from textual.app import App
 from textual.widgets import Button, Static
 
-from tests.tui_helpers import fill, press, wait_for
 from cllm.tui.screens.choice_dialog import Choice, ChoiceDialog
 from cllm.tui.screens.confirm_dialog import ConfirmDialog
 from cllm.tui.screens.file_browser import FileBrowser
 from cllm.tui.screens.name_dialog import NameDialog
+from tests.tui_helpers import fill, press, wait_for
 
 
 class Host(App):

@@ -6,15 +6,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.tui_helpers import (
-    TEXT, FakeEngine, fill_form, goto, make_app, make_model_file, press, wait_for, wait_screen,
-)
-from tests.test_tui_models import details_text, highlight
 from cllm.core.hf_export import export_model
 from cllm.core.model_file import read_info
 from cllm.tui.screens.choice_dialog import ChoiceDialog
 from cllm.tui.screens.name_dialog import NameDialog
 from cllm.tui.widgets.model_tree import HF_MARK, ModelTree
+from tests.test_tui_models import details_text, highlight
+from tests.tui_helpers import (
+    TEXT,
+    FakeEngine,
+    fill_form,
+    goto,
+    make_app,
+    make_model_file,
+    press,
+    wait_for,
+    wait_screen,
+)
 
 
 def exported_folder(home: dict, name: str = "hf-small") -> Path:

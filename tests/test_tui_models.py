@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 from textual.widgets import Static
 
+from cllm.tui.screens.models import ModelsScreen
+from cllm.tui.screens.name_dialog import NameDialog
+from cllm.tui.settings import Settings
+from cllm.tui.widgets.model_details import ModelDetails
+from cllm.tui.widgets.model_tree import ModelTree
 from tests.tui_helpers import (
     FakeEngine,
     fill,
@@ -21,11 +26,6 @@ from tests.tui_helpers import (
     wait_for,
     wait_screen,
 )
-from cllm.tui.screens.models import ModelsScreen
-from cllm.tui.screens.name_dialog import NameDialog
-from cllm.tui.settings import Settings
-from cllm.tui.widgets.model_details import ModelDetails
-from cllm.tui.widgets.model_tree import ModelTree
 
 
 def details_text(app) -> str:

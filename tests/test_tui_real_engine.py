@@ -13,9 +13,6 @@ import time
 import pytest
 from textual.widgets import ProgressBar
 
-from tests.tui_helpers import (
-    fill, fill_form, goto, make_app, model_step, press, start_new_run, wait_for, wait_screen,
-)
 from cllm.tui.engine import Engine
 from cllm.tui.screens.generate import GenerateScreen
 from cllm.tui.screens.models import ModelsScreen
@@ -26,6 +23,17 @@ from cllm.tui.widgets.loss_chart import LossChart
 from cllm.tui.widgets.model_details import ModelDetails
 from cllm.tui.widgets.model_tree import ModelTree
 from cllm.tui.widgets.transcript import Sample
+from tests.tui_helpers import (
+    fill,
+    fill_form,
+    goto,
+    make_app,
+    model_step,
+    press,
+    start_new_run,
+    wait_for,
+    wait_screen,
+)
 
 pytestmark = pytest.mark.engine
 

@@ -28,15 +28,30 @@ from textual.reactive import var
 from textual.screen import ModalScreen, Screen
 from textual.worker import get_current_worker
 
+from cllm.tui import modes
 from cllm.tui.bindings import MODE_BINDINGS
 from cllm.tui.commands import app_commands
 from cllm.tui.engine import QUICK_START_PROMPT, CllmError, EndReason, Engine, RunStatus, StepEvent
 from cllm.tui.messages import (
-    Activity, Imported, ImportRequested, KernelsCompiled, LoadRequested, ModelLoaded, ModelLoadFailed,
-    PauseRequested, ReadProgress, RunRequested, RunSavedAs, StopRequested, TrainEval, TrainFinished, TrainSaved,
-    TrainSaveFailed, TrainStarted, TrainStep,
+    Activity,
+    Imported,
+    ImportRequested,
+    KernelsCompiled,
+    LoadRequested,
+    ModelLoaded,
+    ModelLoadFailed,
+    PauseRequested,
+    ReadProgress,
+    RunRequested,
+    RunSavedAs,
+    StopRequested,
+    TrainEval,
+    TrainFinished,
+    TrainSaved,
+    TrainSaveFailed,
+    TrainStarted,
+    TrainStep,
 )
-from cllm.tui import modes
 from cllm.tui.model_handle import ModelHandle
 from cllm.tui.screens.choice_dialog import Choice, ChoiceDialog
 from cllm.tui.screens.save_as_dialog import SaveAsDialog
@@ -118,7 +133,7 @@ class CllmApp(ReportWorkerErrors, App[None]):
             self.notify(self.settings.problem, severity="warning", markup=False)
         try:
             self.kernels_ready = self.engine.kernels_ready()
-        except Exception:  # noqa: BLE001 - a broken engine must not stop the UI from starting
+        except Exception:  # a broken engine must not stop the UI from starting
             self.kernels_ready = True
         if not self.kernels_ready and self.compile_on_start:
             self._show_activity(Activity.COMPILING)
@@ -240,7 +255,7 @@ class CllmApp(ReportWorkerErrors, App[None]):
     def _import(self, folder: Path, out: Path) -> None:
         try:
             self.engine.import_hf_folder(folder, out, self._progress_poster(Activity.IMPORTING, folder.name))
-        except Exception as exc:  # noqa: BLE001 - reported in a message, the user's words
+        except Exception as exc:  # reported in a message, the user's words
             self.post_message(Imported(folder, out, describe_error(exc, f"importing {folder}")))
             return
         self.post_message(Imported(folder, out, None))

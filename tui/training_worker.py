@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from cllm.tui.engine import (
-    CheckpointEvent, CorpusRef, Engine, EvalEvent, Event, SaveFailedEvent, StepEvent, TrainerLike,
+    CheckpointEvent,
+    CorpusRef,
+    Engine,
+    EvalEvent,
+    Event,
+    SaveFailedEvent,
+    StepEvent,
+    TrainerLike,
     describe_end,
 )
 from cllm.tui.messages import TrainEval, TrainFinished, TrainSaved, TrainSaveFailed, TrainStarted, TrainStep

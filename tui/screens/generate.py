@@ -16,13 +16,13 @@ from textual.widgets import Footer, Input, Label, Static
 from textual.worker import get_current_worker
 
 from cllm.tui.bindings import MODE_BINDINGS
+from cllm.tui.engine import ConfigError, SampleConfig
 from cllm.tui.formatting import format_rate
 from cllm.tui.messages import GenerationFinished, GenerationProgress
-from cllm.tui.engine import ConfigError, SampleConfig
 from cllm.tui.validators import ConfigValidator, parse_float, parse_int, sample_check
 from cllm.tui.widgets.model_bar import ModelBar
-from cllm.tui.worker_errors import ReportWorkerErrors
 from cllm.tui.widgets.transcript import Sample, Transcript
+from cllm.tui.worker_errors import ReportWorkerErrors
 
 if TYPE_CHECKING:
     from cllm.tui.app import CllmApp
@@ -61,7 +61,7 @@ class GenerateScreen(ReportWorkerErrors, Screen):
         ("Copy last output", "Copy the last prompt and output to the clipboard", "copy"),
     ]
 
-    app: "CllmApp"
+    app: CllmApp
 
     def __init__(self) -> None:
         super().__init__(id="generate")

@@ -49,7 +49,7 @@ class ModelsScreen(ReportWorkerErrors, Screen):
     ]
     PALETTE = [("Load highlighted model", "Load the model highlighted in Models", "load")]  # name, help, action
 
-    app: "CllmApp"
+    app: CllmApp
 
     def __init__(self) -> None:
         super().__init__(id="models")
