@@ -24,8 +24,8 @@ tokens), so that 2 threads have a sequence each (CLLM runs one sequence per shar
 - Kernel crossover (--crossover): one sequence's attention forward + backward (4 heads,
   head size 32) through each pair at each of --crossover-ctx, alternating, 1 thread and
   then 2 threads at once (two sequences side by side, as two shards run), in CPU seconds
-  of the slowest thread (robust to a shared machine), median of --crossover-repeats. Where the tiled pair starts to win is
-  core.layout.SHORT_ATTENTION_MAX_CTX.
+  of the slowest thread (robust to a shared machine), median of --crossover-repeats. Where the tiled pair starts
+  to win is core.layout.SHORT_ATTENTION_MAX_CTX.
 - Memory: the bytes of one shard's activation buffer and of its attention blocks for
   the sweep's configs (2 shards), kept probabilities against tiles (from core.layout).
 - Prompt pass (--prefill): `Decoder.prefill` of a --prefill-tokens prompt on a ctx-1024
@@ -147,7 +147,8 @@ def attention_profile(trainer, repeats: int = 5) -> dict:
     views = [ws.views(s) for s in range(ws.shards)]
     out = {}
     for name, attend in (("forward", attention_forward_pass), ("backward", attention_backward_pass)):
-        jobs = [lambda A=A: calls(attend, A, c.n_layer, sequences, ws.group, c.ctx, c.n_head) for A in views]
+        jobs = [lambda A=A, attend=attend: calls(attend, A, c.n_layer, sequences, ws.group, c.ctx, c.n_head)
+                for A in views]
         concurrent_seconds(jobs)  # compiles, warms the caches
         out[name] = statistics.median(concurrent_seconds(jobs) for _ in range(repeats))
     return out
@@ -207,9 +208,9 @@ def child_crossover(spec: dict) -> dict:
                 views[pair] = [layout.views(rng.standard_normal(layout.size).astype(np.float32))
                                for _ in range(spec["copies"])]
 
-            def jobs(pair):
-                return [lambda A=A: (calls(attention_forward_pass, A, 1, 1, 1, ctx, config.n_head),
-                                     calls(attention_backward_pass, A, 1, 1, 1, ctx, config.n_head))
+            def jobs(pair, ctx=ctx, n_head=config.n_head, views=views):
+                return [lambda A=A: (calls(attention_forward_pass, A, 1, 1, 1, ctx, n_head),
+                                     calls(attention_backward_pass, A, 1, 1, 1, ctx, n_head))
                         for A in views[pair]]
 
             for pair in PAIRS:
@@ -217,7 +218,7 @@ def child_crossover(spec: dict) -> dict:
             inner = max(1, 2048 // ctx)  # calls per timing: a few ms at least
             for rep in range(spec["repeats"]):
                 for pair in (PAIRS if rep % 2 == 0 else PAIRS[::-1]):
-                    seconds = concurrent_seconds([lambda job=job: [job() for _ in range(inner)]
+                    seconds = concurrent_seconds([lambda job=job, inner=inner: [job() for _ in range(inner)]
                                                   for job in jobs(pair)], clock="cpu")
                     times.setdefault(f"{ctx} {pair}", []).append(seconds / inner)
     return times
@@ -276,7 +277,7 @@ def child_torch_prefill(spec: dict) -> dict:
     prompt = torch.tensor([[vocab.index(ch) for ch in text[:spec["tokens"]]]])
     times = []
     with torch.no_grad():
-        for rep in range(spec["repeats"] + 1):
+        for _ in range(spec["repeats"] + 1):
             cache = model.new_cache()
             t0 = time.perf_counter()
             model(prompt, cache=cache, pos=0)
@@ -320,7 +321,8 @@ def sweep(a, configs: list[dict], threads: list[int], impls: list[str], env: dic
                         share = (r["forward"] + r["backward"]) / r["step_median"]
                         extra = f", {'tiled' if r['tiled'] else 'kept'} attention {100 * share:.0f}% of the step"
                     print(f"run {rep + 1}/{a.repeats} ctx {cfg['ctx']:4d} b{cfg['batch']:<2d} {n} thread(s) "
-                          f"{impl:10s} {r['tok_s']:8.0f} tok/s (loss {r['loss']:.3f}{extra}; child {r['wall_s']:.0f} s)",
+                          f"{impl:10s} {r['tok_s']:8.0f} tok/s (loss {r['loss']:.3f}{extra}; "
+                          f"child {r['wall_s']:.0f} s)",
                           flush=True)
     return runs
 

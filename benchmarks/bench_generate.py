@@ -17,7 +17,8 @@ the first.
 
     python benchmarks/bench_generate.py
     python benchmarks/bench_generate.py --model models/shakespeare.cllm --write
-    python benchmarks/bench_generate.py --tokens 5000 --ctx-list 256 --repeats 3 --section 'Generation, long samples' --write
+    python benchmarks/bench_generate.py --tokens 5000 --ctx-list 256 --repeats 3 \
+        --section 'Generation, long samples' --write
 """
 
 from __future__ import annotations

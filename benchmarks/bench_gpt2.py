@@ -228,11 +228,11 @@ def child_bandwidth(spec: dict) -> dict:
     for _ in range(spec["reps"]):
         barrier = threading.Barrier(n + 1)
 
-        def copy(i):
+        def copy(i, barrier):
             barrier.wait()
             np.copyto(dst[i], src[i])
 
-        threads = [threading.Thread(target=copy, args=(i,)) for i in range(n)]
+        threads = [threading.Thread(target=copy, args=(i, barrier)) for i in range(n)]
         for t in threads:
             t.start()
         t0 = time.perf_counter()

@@ -75,7 +75,7 @@ def run_child(script: str | Path, spec: dict, env: dict | None = None, timeout: 
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env or child_env(), capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0
-    lines = [l for l in proc.stdout.splitlines() if l.startswith(MARK)]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"child {spec} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     result = json.loads(lines[-1][len(MARK):])
@@ -182,7 +182,10 @@ def table(headers: list[str], rows: list[list]) -> str:
     """A Markdown table (reads fine in a terminal too)."""
     cells = [[str(c) for c in headers]] + [[c if isinstance(c, str) else fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+
+    def line(r: list[str]) -> str:  # cells past the headers are left out, as they always were
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + " |"
+
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
 
@@ -303,7 +306,8 @@ def add_report_args(p, section: str, section_help: str = "") -> None:
                    help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the children's environment")
     p.add_argument("--write", action="store_true", help=f"write the section '{section}' of RESULTS.md")
     p.add_argument("--section", default=section,
-                   help="title of the RESULTS.md section --write replaces" + (f" ({section_help})" if section_help else ""))
+                   help="title of the RESULTS.md section --write replaces"
+                        + (f" ({section_help})" if section_help else ""))
 
 
 def serve_child(a, children) -> bool:

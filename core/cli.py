@@ -332,7 +332,8 @@ def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None
                     elif isinstance(event, CheckpointEvent):
                         progress.console.print(f"step {event.step}: saved {escape(str(event.path))}")
                     elif isinstance(event, SaveFailedEvent):
-                        then = "; saving elsewhere" if event.final else "; training goes on, the next checkpoint tries again"
+                        then = ("; saving elsewhere" if event.final
+                                else "; training goes on, the next checkpoint tries again")
                         progress.console.print(f"[bold red]step {event.step}: {escape(event.message)}[/]{then}")
                 seen = len(events)
     except (OSError, ValueError):  # the terminal went away: wait quietly for the save

@@ -118,7 +118,8 @@ class Workspace:
         return self.acts_layout.views(self.acts[shard])
 
 
-def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray, n_shards: int = 1) -> tuple[float, np.ndarray]:
+def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray,
+                  n_shards: int = 1) -> tuple[float, np.ndarray]:
     """Mean loss over `batch` (B, T+1) and its gradient, in the dtype of `params`.
     For tests and tools; the trainer keeps its buffers between steps instead."""
     from cllm.core.optimizer import reduce_shards

@@ -118,7 +118,8 @@ def test_shapes_cllm_cannot_run(folder, key, value, words):
 
 
 def test_float64_weights(folder):
-    rewrite_weights(folder, lambda t: t.update({"transformer.ln_f.bias": t["transformer.ln_f.bias"].astype(np.float64)}))
+    bias = "transformer.ln_f.bias"
+    rewrite_weights(folder, lambda t: t.update({bias: t[bias].astype(np.float64)}))
     refused(folder, WEIGHTS, "'transformer.ln_f.bias' is F64", "float32", "float16 and bfloat16 are converted")
 
 

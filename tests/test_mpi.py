@@ -129,7 +129,7 @@ def assert_same_run(a: Path, b: Path, rtol: float = 1e-5) -> None:
     assert [s for s, _ in rx.loss_history] == [s for s, _ in ry.loss_history]
     np.testing.assert_allclose(losses(b), losses(a), rtol=rtol)
     np.testing.assert_allclose([v for _, v in ry.val_history], [v for _, v in rx.val_history], rtol=rtol)
-    for mine, theirs in zip((y.model.params, *y.optimizer), (x.model.params, *x.optimizer)):
+    for mine, theirs in zip((y.model.params, *y.optimizer), (x.model.params, *x.optimizer), strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=rtol, atol=rtol * np.abs(theirs).max())
     assert (rx.step, rx.tokens_seen, rx.data_position, rx.rng_state) == (ry.step, ry.tokens_seen, ry.data_position,
                                                                         ry.rng_state)

@@ -91,5 +91,5 @@ def test_thread_count_does_not_change_a_training_step(small_corpus, monkeypatch,
         trainer = Trainer.new(small_corpus, dict(n_layer=2, n_head=2, n_embd=16, ctx=16), replace(config))
         trainer.run()
         results.append((trainer.model.params.copy(), trainer.m.copy(), trainer.v.copy()))
-    for one, two in zip(*results):
+    for one, two in zip(*results, strict=True):
         np.testing.assert_array_equal(one, two)

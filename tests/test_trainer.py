@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -159,7 +160,7 @@ def test_learning_rate_schedule():
     assert lr_at(100, c) == pytest.approx(1e-3)
     assert lr_at(1000, c) == pytest.approx(1e-4)
     after = [lr_at(s, c) for s in range(100, 1001)]
-    assert all(a >= b for a, b in zip(after, after[1:]))
+    assert all(a >= b for a, b in pairwise(after))
 
 
 def test_too_short_corpus_is_refused_with_its_name():

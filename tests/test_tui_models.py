@@ -45,7 +45,8 @@ async def highlight(pilot, name: str) -> None:
         if node is not None and node.data is not None and Path(node.data.path).name == name:
             return
         await press(pilot, "down")
-        await wait_for(pilot, lambda: tree.cursor_line == min(line, tree.last_line), what=f"the cursor on line {line}")
+        await wait_for(pilot, lambda line=line: tree.cursor_line == min(line, tree.last_line),
+                       what=f"the cursor on line {line}")
     raise AssertionError(f"{name} not found in the tree")
 
 

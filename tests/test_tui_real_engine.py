@@ -124,7 +124,7 @@ async def test_real_engine_stays_responsive_and_stops_cleanly(real):
         for i, char in enumerate("responsive"):
             started = time.monotonic()
             await press(pilot, char)
-            await wait_for(pilot, lambda: len(prompt.value) == i + 1, timeout=5, what="typing")
+            await wait_for(pilot, lambda i=i: len(prompt.value) == i + 1, timeout=5, what="typing")
             worst_key = max(worst_key, time.monotonic() - started)
         assert worst_switch < SWITCH_BOUND_S, f"slowest screen switch {worst_switch:.3f} s"
         assert worst_key < KEY_BOUND_S, f"slowest key press {worst_key:.3f} s"

@@ -101,7 +101,7 @@ class ModelDetails(Static):
         rows += [
             ("Created", _date(info.created)),
             ("Updated", _date(info.updated)),
-            ("File", f"{_size(info.file_size)}" + (", with optimizer state" if info.has_optimizer else ", weights only")),
+            ("File", _size(info.file_size) + (", with optimizer state" if info.has_optimizer else ", weights only")),
             ("Values", values),
         ]
         self._table(rows)
