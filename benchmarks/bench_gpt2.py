@@ -263,7 +263,9 @@ def child_train_cllm(spec: dict) -> dict:
         trainer.train_step()
         start = time.perf_counter()
         for _ in range(spec["steps"]):
-            losses.append(trainer.train_step()[0])
+            step = trainer.train_step()
+            assert step is not None  # nothing asks the trainer to stop
+            losses.append(step[0])
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "losses": losses, "rss": peak_rss(), "shards": trainer.n_threads}
 

@@ -97,6 +97,7 @@ def child_ranks(spec: dict) -> dict | None:
     from cllm.core.precompile import compile_kernels
 
     world = mpi_world.join()
+    assert world is not None, "run this under mpiexec, one process per rank"
     compile_kernels()
     trainer = _trainer(spec, distributed.DistributedTrainer)
     threads = distributed.start(world, trainer)

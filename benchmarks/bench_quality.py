@@ -70,11 +70,12 @@ def child_torch(spec: dict) -> dict:
     )
     from cllm.core.config import ModelConfig
     from cllm.core.model import GPT
+    from cllm.core.tokenizer import CharTokenizer
 
     torch.set_num_threads(spec["threads"])
     tokens, vocab = char_tokens(load_text(spec["corpus"]))
     train, val = split(tokens)
-    cllm = GPT.create(ModelConfig(vocab_size=len(vocab), **SHAPE), None, seed=spec["seed"])
+    cllm = GPT.create(ModelConfig(vocab_size=len(vocab), **SHAPE), CharTokenizer(vocab), seed=spec["seed"])
     model = from_cllm(cllm)
     opt = make_optimizer(model, lr=spec["lr"], weight_decay=0.1, betas=(0.9, 0.99))
     rng = np.random.default_rng(spec["seed"])

@@ -129,7 +129,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="cllm-bench-"))
     try:
         if not a.skip_startup:
-            runs = {"cold": [], "warm": []}
+            runs: dict[str, list] = {"cold": [], "warm": []}
             for i in range(a.cold_repeats):
                 cache = work / f"numba-cache-{i}"
                 cache.mkdir()

@@ -71,7 +71,9 @@ def child_cllm(spec: dict) -> dict:
             trainer.train_step()
         start = time.perf_counter()
         for _ in range(spec["steps"]):
-            loss, _ = trainer.train_step()
+            step = trainer.train_step()
+            assert step is not None  # nothing asks the trainer to stop
+            loss, _ = step
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "loss": loss, "compile_s": compile_s, "setup_s": start - t0,
             "shards": trainer.n_threads, "params": trainer.model.n_params}
@@ -218,8 +220,8 @@ def main() -> int:
     env = child_env(a.unset_openblas_env)
     impls = ["cllm", "torch"] if use_torch else ["cllm"]
     notes = [] if use_torch else [NO_TORCH if not a.no_torch else "PyTorch left out (--no-torch)."]
-    for n in notes:
-        print(n)
+    for note in notes:
+        print(note)
 
     peak, kernels = {}, {}
     for n in threads:

@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +114,7 @@ def run_cmd(cmd: list[str], env: dict | None = None, cwd: Path = ROOT) -> dict:
             "json": parsed}
 
 
-def cllm_cmd(*args: str) -> list[str]:
+def cllm_cmd(*args: object) -> list[str]:
     """`cllm ARGS` by this interpreter: the cllm package installed from this working tree
     (`pip install -e .`; `check_tree` says if it is another)."""
     return [sys.executable, "-m", "cllm.core.cli", *map(str, args)]
@@ -124,7 +125,8 @@ def check_tree() -> None:
     import importlib.util
 
     spec = importlib.util.find_spec("cllm.core")
-    where = Path(next(iter(spec.submodule_search_locations))).resolve() if spec else None
+    locations = spec.submodule_search_locations if spec else None
+    where = Path(next(iter(locations))).resolve() if locations else None
     if where != ROOT / "core":
         raise SystemExit(f"cllm.core comes from {where}, not this checkout: run `pip install -e {ROOT}` first")
 
@@ -207,7 +209,8 @@ def cpu_flags() -> str:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return "?"
-    flags = set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split()) if "flags" in text else set()
+    found = re.search(r"^flags\s*:(.*)$", text, re.M)
+    flags = set(found.group(1).split()) if found else set()
     return "avx512f" if "avx512f" in flags else ("avx2" if "avx2" in flags else "no avx2")
 
 
@@ -241,9 +244,9 @@ def versions() -> dict:
     return out
 
 
-def openblas_env(env: dict | None = None) -> dict:
-    env = os.environ if env is None else env
-    return {name: env.get(name, "(unset)") for name in OPENBLAS_VARS}
+def openblas_env(env: Mapping[str, str] | None = None) -> dict:
+    values = os.environ if env is None else env
+    return {name: values.get(name, "(unset)") for name in OPENBLAS_VARS}
 
 
 def machine_lines(child_env_: dict | None = None, kernels: dict | None = None) -> list[str]:

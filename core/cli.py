@@ -192,7 +192,7 @@ def cmd_train(a) -> int:
 
     started = time.perf_counter()
     events: list = []
-    first_step = []
+    first_step: list[float] = []
     result: dict = {}
 
     def on_event(event) -> None:
@@ -379,17 +379,17 @@ def cmd_eval(a) -> int:
         raise TokenizerError(f"{corpus.path or corpus.name}: {exc}") from None
     _, val = split_tokens(tokens, model.config.ctx, corpus.name)
     if a.json:
-        loss, tokens = evaluate(model, val, threads=a.threads)
+        loss, counted = evaluate(model, val, threads=a.threads)
     else:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err, refresh_per_second=8, transient=True) as progress:
             task = progress.add_task("evaluating (chunks)", total=None)
-            loss, tokens = evaluate(model, val, threads=a.threads,
+            loss, counted = evaluate(model, val, threads=a.threads,
                                     on_progress=lambda done, total: progress.update(task, completed=done, total=total))
     if a.json:
-        print(json.dumps({"val_loss": loss, "tokens": tokens}))
+        print(json.dumps({"val_loss": loss, "tokens": counted}))
     else:
-        print(f"validation loss {loss:.4f} over {tokens:,} tokens of {corpus.name}")
+        print(f"validation loss {loss:.4f} over {counted:,} tokens of {corpus.name}")
     return 0
 
 
@@ -495,6 +495,7 @@ def cmd_import(a) -> int:
         for note in info.notes:
             err.print(f"note: {escape(note)}", highlight=False)
         c = info.config
+        assert c is not None  # an imported folder has a config
         err.print(f"imported {info.path} as {result.path}: {info.n_params:,} parameters, {c.n_layer} layers, "
                   f"{c.n_head} heads, width {c.n_embd}, ctx {c.ctx}, {info.tokenizer_kind} tokenizer "
                   f"({c.vocab_size} tokens), in {result.seconds:.1f} s")

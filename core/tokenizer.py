@@ -268,7 +268,8 @@ class Gpt2Tokenizer(BpeTokenizer):
         return cls(hf, **tokens)
 
 
-_KINDS = {"char": CharTokenizer, "word": WordTokenizer, "bpe": BpeTokenizer, "gpt2": Gpt2Tokenizer}
+_KINDS: dict[str, type[CharTokenizer] | type[WordTokenizer] | type[BpeTokenizer]] = {
+    "char": CharTokenizer, "word": WordTokenizer, "bpe": BpeTokenizer, "gpt2": Gpt2Tokenizer}
 
 
 def check_vocab_size(kind: str, size: int) -> None:

@@ -70,11 +70,12 @@ def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0,
     ws = Workspace.create(model.config, n, -(-len(chunks) // n))
     finished = threading.Event()
 
-    def watch() -> None:
+    def watch(report: Callable[[int, int], None]) -> None:
         while not finished.wait(0.2):
-            on_progress(int(ws.progress.sum()), len(chunks))
+            report(int(ws.progress.sum()), len(chunks))
 
-    watcher = threading.Thread(target=watch, name="cllm-eval-progress", daemon=True) if on_progress else None
+    watcher = threading.Thread(target=watch, args=(on_progress,), name="cllm-eval-progress",
+                               daemon=True) if on_progress else None
     if watcher is not None:
         watcher.start()
     try:
@@ -284,11 +285,18 @@ class Trainer:
             self.state.best_val_loss = val
         return val
 
+    def save_path(self, path: Path | None = None) -> Path:
+        """Where `save(path)` writes: `path`, else the run's model file."""
+        target = path or self.out_path
+        if target is None:
+            raise ValueError("nowhere to save: no path given and the run has no model file")
+        return Path(target)
+
     def save(self, path: Path | None = None) -> Path:
         """Writes the run's state (model, optimiser, random generator, data position) to
         `path` (default: the run's model file). Raises ModelFileError if it cannot."""
-        target = Path(path or self.out_path)
-        self.state.rng_state = self.rng.bit_generator.state
+        target = self.save_path(path)
+        self.state.rng_state = dict(self.rng.bit_generator.state)
         training = self.state.to_training_dict(CorpusRef(self.corpus.name, self.corpus.sha256), self.config.to_dict())
         phase, self.phase = self.phase, "save"
         try:
@@ -333,9 +341,9 @@ class Trainer:
                 emit(StepEvent(step, cfg.steps, float(loss), lr_at(step - 1, cfg), norm, tokens_per_step / dt,
                                time.perf_counter() - started, step_time * (cfg.steps - step), self.state.tokens_seen))
                 if cfg.eval_interval and (step % cfg.eval_interval == 0 or step == cfg.steps) and len(self.chunks):
-                    val = self.evaluate()
-                    if val is not None:
-                        emit(EvalEvent(step, val, self.state.best_val_loss))
+                    val, best = self.evaluate(), self.state.best_val_loss
+                    if val is not None and best is not None:  # evaluate() sets best whenever it returns a loss
+                        emit(EvalEvent(step, val, best))
                 due = self._checkpoint_due(step) if self.out_path else None
                 if due:
                     save_checkpoint(self, emit, due)

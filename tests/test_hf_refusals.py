@@ -157,7 +157,7 @@ def test_no_tokenizer(folder):
 
 
 def test_tokenizer_of_another_kind(folder):
-    spec = {"version": "1.0", "added_tokens": [], "normalizer": None, "pre_tokenizer": None,
+    spec: dict = {"version": "1.0", "added_tokens": [], "normalizer": None, "pre_tokenizer": None,
             "post_processor": None, "decoder": None,
             "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
                       "max_input_chars_per_word": 100, "vocab": {"[UNK]": 0, "a": 1}}}

@@ -52,7 +52,8 @@ async def test_a_folder_is_marked_described_and_imported_with_a_key(tui_home):
         await press(pilot, "ctrl+u", *"imported", "enter")
         out = tui_home["models"] / "imported.cllm"
         await wait_for(pilot, lambda: app.loaded is not None and app.loaded.path == out, timeout=30, what="the import")
-        assert read_info(out).run.imported["folder"].endswith("hf-small")
+        imported = read_info(out).run.imported
+        assert imported is not None and imported["folder"].endswith("hf-small")
 
 
 async def test_a_folder_that_cannot_be_imported_says_why(tui_home):

@@ -221,6 +221,7 @@ async def test_real_fine_tune_records_its_parent(real, real_model):
         await wait_for(pilot, lambda: app.training is not None and not app.run_active, timeout=60,
                        what="the fine-tune")
         run = read_info(real["models"] / "tuned.cllm").run
+        assert run.parent is not None
         assert run.step == 6 and run.parent.name == "tiny.cllm" and run.parent.step == 20
 
 

@@ -41,7 +41,8 @@ async def test_run_shows_bars_chart_and_writes_the_model(tui_home):
         bars = screen.query_one(CoreBars)
         chart = screen.query_one(LossChart)
         await wait_for(pilot, lambda: len(bars.query(ProgressBar)) == 2, what="one bar per core")
-        seen_progress, seen_rates, chart_draws = set(), set(), set()
+        seen_progress: set = set()
+        seen_rates, chart_draws = set(), set()
         while app.run_active:
             seen_progress.update(int(b.progress) for b in bars.query(ProgressBar))
             seen_rates.add(tuple(np.round(bars.rates, 1)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -53,7 +53,7 @@ BUILTIN_CORPUS = "python-docs"
 
 # The quick start: small enough to train in about a minute on a laptop, big enough to
 # produce recognisable Python-documentation-like text.
-QUICK_START = {
+QUICK_START: dict[str, Any] = {  # settings of several types, by name
     "corpus": BUILTIN_CORPUS,
     "tokenizer": "char",
     "vocab_size": None,

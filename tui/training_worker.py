@@ -54,7 +54,7 @@ class EventPoster:
     """The trainer's `on_event`: records every event in the run and posts the app's
     message for it, steps at most STEP_MESSAGES_HZ a second (the histories get them all)."""
 
-    def __init__(self, run: TrainingRun, post: Callable[[Message], None], cancelled: Callable[[], bool]) -> None:
+    def __init__(self, run: TrainingRun, post: Callable[[Message], object], cancelled: Callable[[], bool]) -> None:
         self.run = run
         self.post = post
         self.cancelled = cancelled
@@ -78,7 +78,7 @@ class EventPoster:
             self.post(TrainSaveFailed(event))
 
 
-def train(engine: Engine, run: TrainingRun, post: Callable[[Message], None], cancelled: Callable[[], bool]) -> None:
+def train(engine: Engine, run: TrainingRun, post: Callable[[Message], object], cancelled: Callable[[], bool]) -> None:
     """The whole run, blocking: TrainStarted once the trainer is built, the events' messages,
     and TrainFinished at the end whatever happens (`run.done`, or `run.error` and the error
     raised again for the worker to report)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from textual import on, work
@@ -139,18 +139,18 @@ class GenerateScreen(ReportWorkerErrors, Screen):
         """The settings, checked by SampleConfig.validate; None (and a notice) if wrong."""
         problems = []
         for field_id in SETTINGS:
-            field = self.query_one(f"#{field_id}", Input)
-            result = field.validate(field.value)
+            box = self.query_one(f"#{field_id}", Input)
+            result = box.validate(box.value)
             if result is not None and not result.is_valid:
                 problems.extend(result.failure_descriptions)
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         if not problems:
             for field_id, (_, field, number) in SETTINGS.items():
                 text = self.query_one(f"#{field_id}", Input).value.strip()
                 values[field] = None if not text else parse_int(text) if number == "int" else parse_float(text)
             values["stop"] = parse_stop(self.query_one("#stop", Input).value)
             try:
-                return SampleConfig(**values).validate()  # type: ignore[arg-type]  # parsed per SETTINGS
+                return SampleConfig(**values).validate()
             except ConfigError as exc:
                 problems.append(str(exc))
         self.app.notify("; ".join(problems), title="Check the settings", severity="error", markup=False)

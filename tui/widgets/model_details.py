@@ -12,7 +12,7 @@ from textual.widgets import Static
 from cllm.tui.formatting import format_loss, format_params, tokenizer_label
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("bytes", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
