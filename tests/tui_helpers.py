@@ -46,6 +46,7 @@ class FakeTrainer:
         self.shard_progress = np.zeros(n_threads, dtype=np.int64)
         self.step = step
         self.best = best
+        self.parent: Path | None = None  # the model a fine-tune starts from
         self.created = created
         self.nan_at = nan_at
         self.stop_reason = ""
