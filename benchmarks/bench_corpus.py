@@ -33,9 +33,24 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    CONFIGS, DEFAULT_CORPUS, add_report_args, check_ok, check_tree, child_env, cllm_cmd, command_line, config_label,
-    fmt_range, machine_lines, report, run_child, run_cmd, serve_child, stats, table,
+from benchmarks.common import (
+    CONFIGS,
+    DEFAULT_CORPUS,
+    add_report_args,
+    check_ok,
+    check_tree,
+    child_env,
+    cllm_cmd,
+    command_line,
+    config_label,
+    fmt_range,
+    machine_lines,
+    report,
+    run_child,
+    run_cmd,
+    serve_child,
+    stats,
+    table,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -53,7 +68,8 @@ def build_corpus(target: Path, size: int) -> list[Path]:
     """Copies text files into `target` (flat names, fixed order) until `size` bytes;
     returns the copies in order."""
     target.mkdir(parents=True)
-    copied, total = [], 0
+    copied: list[Path] = []
+    total = 0
     for root in text_roots():
         for folder, dirs, files in os.walk(root):
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
@@ -89,7 +105,7 @@ def train_child(spec: dict) -> dict:
     corpus read and encoded in memory; tokens/s and VmRSS over the run."""
     from cllm.core.config import ModelConfig, TrainConfig
     from cllm.core.corpus import Corpus
-    from cllm.core.dataset import open_dataset
+    from cllm.core.dataset import Dataset, open_dataset
     from cllm.core.events import StepEvent
     from cllm.core.model import GPT
     from cllm.core.trainer import Trainer
@@ -97,7 +113,9 @@ def train_child(spec: dict) -> dict:
     cfg = dict(CONFIGS["nanogpt-cpu"])
     batch = cfg.pop("batch")
     dataset = open_dataset(Path(spec["dataset"]))
+    assert dataset.tokenizer is not None  # prepared by cllm prepare: it has one
     t0 = time.perf_counter()
+    corpus: Corpus | Dataset
     if spec["mode"] == "memmap":
         corpus = dataset
     else:  # today's path: one text in memory, encoded whole at the start

@@ -11,14 +11,22 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn,
-                           TransferSpeedColumn)
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from cllm.core.corpus import BUILTIN_CORPORA, Corpus, load_corpus
 from cllm.core.dataset import Dataset, is_dataset, open_dataset
-from cllm.core.errors import ConfigError, TokenizerError
 from cllm.core.dataset_cache import dataset_for
-from cllm.core.prepare import DEFAULT_SAMPLE_MB, Progress as PrepareProgress, TokenizerPlan, prepare
+from cllm.core.errors import ConfigError, TokenizerError
+from cllm.core.prepare import DEFAULT_SAMPLE_MB, TokenizerPlan, prepare
+from cllm.core.prepare import Progress as PrepareProgress
 from cllm.core.tokenizer import TRAINABLE_KINDS, Tokenizer
 
 PHASES = {"checking": "checking files", "tokenizer": "training the tokenizer", "encoding": "tokenizing"}
@@ -101,7 +109,8 @@ def run_data(a: argparse.Namespace, *, console: Console, quiet: bool) -> Corpus 
         return training_data(a.corpus, tokenizer, a, console=console, quiet=quiet)
     except TokenizerError as exc:
         names = ", ".join(Path(p).name for p in a.corpus)
-        raise TokenizerError(f"{model} cannot {'continue' if a.resume else 'be fine-tuned'} on {names}: {exc}") from None
+        verb = "continue" if a.resume else "be fine-tuned"
+        raise TokenizerError(f"{model} cannot {verb} on {names}: {exc}") from None
 
 
 def _note(console: Console, line: str) -> None:

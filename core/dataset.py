@@ -45,7 +45,7 @@ class TokenView:
     def __len__(self) -> int:
         return self.stop - self.start
 
-    def part(self, start: int, stop: int) -> "TokenView":
+    def part(self, start: int, stop: int) -> TokenView:
         return TokenView(self.shards, self.start + start, self.start + stop)
 
     def __getitem__(self, key: slice) -> np.ndarray:

@@ -26,7 +26,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -300,9 +300,9 @@ def prepare(paths: Sequence[str | Path], out: Path, tokenizer: Tokenizer | Token
     skipped = Counter(checked.not_text.values()) + scan.skipped
     if skipped:
         note(skipped_line(skipped))
-    if plan is not None:
+    if isinstance(tokenizer, TokenizerPlan):
         report(Progress("tokenizer", 0, 1))
-        tok = _train(plan, checked, scan.total_bytes, note)
+        tok = _train(tokenizer, checked, scan.total_bytes, note)
         report(Progress("tokenizer", 1, 1))
     else:
         tok = tokenizer
@@ -320,7 +320,8 @@ def prepare(paths: Sequence[str | Path], out: Path, tokenizer: Tokenizer | Token
             _swap_in(tmp, out)
         except OSError as exc:
             where = exc.filename or tmp
-            raise CorpusError(f"{where}: could not write the dataset ({exc.strerror or exc}); nothing was kept") from None
+            why = exc.strerror or exc
+            raise CorpusError(f"{where}: could not write the dataset ({why}); nothing was kept") from None
     except BaseException:
         splits.abandon()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -331,14 +332,15 @@ def prepare(paths: Sequence[str | Path], out: Path, tokenizer: Tokenizer | Token
 def _train(plan: TokenizerPlan, checked: _Checked, total: int, note: Callable[[str], None]) -> Tokenizer:
     if plan.kind == "char":
         chars = checked.chars | (set(SEPARATOR) if len(checked.files) > 1 else set())
-        tok = CharTokenizer(sorted(chars))
-        note(f"char tokenizer: {tok.vocab_size} characters, from every file")
-        return tok
+        char = CharTokenizer(sorted(chars))
+        note(f"char tokenizer: {char.vocab_size} characters, from every file")
+        return char
     text = SEPARATOR.join(checked.sample)
     tok = train_tokenizer(plan.kind, text, plan.vocab_size)
     size = len(text.encode("utf-8"))
     note(f"{plan.kind} tokenizer ({tok.vocab_size} tokens) trained on a sample of {_mb(size)} of the "
-         f"corpus's {_mb(total)}" + (" (all of it)" if size >= total else f" (--tokenizer-sample {plan.sample_mb:g} MB)"))
+         f"corpus's {_mb(total)}"
+         + (" (all of it)" if size >= total else f" (--tokenizer-sample {plan.sample_mb:g} MB)"))
     return tok
 
 
@@ -361,7 +363,7 @@ def _manifest(scan: SourceScan, checked: _Checked, tok: Tokenizer, plan: Tokeniz
     skipped = Counter(checked.not_text.values()) + scan.skipped
     return {
         "format": FORMAT, "version": VERSION, "digest": dataset_digest(files, tokenizer, method),
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "sources": [str(r) for r in scan.roots], "files": files, "skipped": dict(skipped),
         "tokenizer": tokenizer, "tokenizer_sample": plan.key() if plan else None,
         "separator": "eot" if _eot_id(tok) is not None else SEPARATOR,

@@ -64,7 +64,8 @@ class ShardWriter:
 
     def close(self) -> None:
         if self.n_tokens >= 1 << 31:
-            raise CorpusError(f"{self.path}: {self.n_tokens} tokens is more than a shard's header can count (2**31 - 1)")
+            raise CorpusError(f"{self.path}: {self.n_tokens} tokens is more than a shard's header can count "
+                              "(2**31 - 1)")
         try:
             self._file.seek(0)
             self._file.write(header(self.kind, self.n_tokens))
@@ -112,7 +113,8 @@ class Shard:
             raise CorpusError(f"{self.path}: cut short: the header counts {int(count):,} tokens "
                               f"({expected:,} bytes) but the file has {size:,} bytes")
         if size > expected:
-            raise CorpusError(f"{self.path}: {size - expected:,} bytes after the {int(count):,} tokens its header counts")
+            raise CorpusError(f"{self.path}: {size - expected:,} bytes after the {int(count):,} tokens its header "
+                              "counts")
         self.kind = kind
         self.tokens = np.frombuffer(self._map, dtype=np.dtype(kind.dtype).newbyteorder("<"), count=int(count),
                                     offset=HEADER_BYTES)

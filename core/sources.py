@@ -201,7 +201,7 @@ def _safe_cut(text: str) -> int:
         end = i
 
 
-def read_text_chunks(source: SourceFile, digest: "hashlib._Hash | None" = None,
+def read_text_chunks(source: SourceFile, digest: hashlib._Hash | None = None,
                      block: int = READ_BLOCK) -> Iterator[str]:
     """The file's text in chunks of about `block` bytes, each ending where a tokenizer
     may cut (see `_safe_cut`). Raises NotText for a NUL byte or invalid UTF-8 (possibly

@@ -71,7 +71,7 @@ class CharTokenizer:
         self._table[points] = np.arange(len(points), dtype=np.int32)
 
     @classmethod
-    def train(cls, text: str) -> "CharTokenizer":
+    def train(cls, text: str) -> CharTokenizer:
         return cls(sorted(set(text)))
 
     @property
@@ -98,8 +98,8 @@ class CharTokenizer:
                 f"the text contains characters the model's vocabulary lacks: {shown}{more} "
                 f"(a character-level model only knows the {self.vocab_size} characters of its training text)"
             )
-        ids = self._ids
-        return np.fromiter((ids[ch] for ch in text), dtype=np.int32, count=len(text))
+        lookup = self._ids
+        return np.fromiter((lookup[ch] for ch in text), dtype=np.int32, count=len(text))
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
         vocab = self.vocab
@@ -109,7 +109,7 @@ class CharTokenizer:
         return {"type": "char", "vocab": list(self.vocab)}
 
     @classmethod
-    def from_json(cls, data: dict) -> "CharTokenizer":
+    def from_json(cls, data: dict) -> CharTokenizer:
         vocab = data.get("vocab")
         if not isinstance(vocab, list) or not vocab:
             raise TokenizerError("char tokenizer: 'vocab' must be a non-empty list of characters")
@@ -131,7 +131,7 @@ class WordTokenizer:
         self._ids = {tok: i for i, tok in enumerate(self.vocab)}
 
     @classmethod
-    def train(cls, text: str, vocab_size: int) -> "WordTokenizer":
+    def train(cls, text: str, vocab_size: int) -> WordTokenizer:
         counts = Counter(_WORD_RE.findall(text))
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         return cls([UNK] + [tok for tok, _ in ranked[: vocab_size - 1]])
@@ -152,7 +152,7 @@ class WordTokenizer:
         return {"type": "word", "vocab": list(self.vocab)}
 
     @classmethod
-    def from_json(cls, data: dict) -> "WordTokenizer":
+    def from_json(cls, data: dict) -> WordTokenizer:
         vocab = data.get("vocab")
         if not isinstance(vocab, list) or not vocab or vocab[0] != UNK:
             raise TokenizerError(f"word tokenizer: 'vocab' must be a list of tokens starting with {UNK!r}")
@@ -185,7 +185,7 @@ class BpeTokenizer:
         self._chunked = _chunk_safe(json.loads(hf.to_str()))
 
     @classmethod
-    def train(cls, text: str, vocab_size: int) -> "BpeTokenizer":
+    def train(cls, text: str, vocab_size: int) -> BpeTokenizer:
         hf = HFTokenizer(models.BPE())
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         hf.decoder = decoders.ByteLevel()
@@ -230,7 +230,7 @@ class BpeTokenizer:
         return hf
 
     @classmethod
-    def from_json(cls, data: dict) -> "BpeTokenizer":
+    def from_json(cls, data: dict) -> BpeTokenizer:
         return cls(cls._hf_from_json(data))
 
 
@@ -269,7 +269,7 @@ class Gpt2Tokenizer(BpeTokenizer):
                 "eos_token": self.eos_token}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Gpt2Tokenizer":
+    def from_json(cls, data: dict) -> Gpt2Tokenizer:
         hf = cls._hf_from_json(data)
         decoder = json.loads(hf.to_str()).get("decoder") or {}
         if decoder.get("type") != "ByteLevel":
@@ -283,7 +283,8 @@ class Gpt2Tokenizer(BpeTokenizer):
         return cls(hf, **tokens)
 
 
-_KINDS = {"char": CharTokenizer, "word": WordTokenizer, "bpe": BpeTokenizer, "gpt2": Gpt2Tokenizer}
+_KINDS: dict[str, type[CharTokenizer] | type[WordTokenizer] | type[BpeTokenizer]] = {
+    "char": CharTokenizer, "word": WordTokenizer, "bpe": BpeTokenizer, "gpt2": Gpt2Tokenizer}
 
 
 def check_vocab_size(kind: str, size: int) -> None:

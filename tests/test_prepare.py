@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from cllm.core import dataset as dataset_module
-from cllm.core.dataset import MANIFEST, TokenView, open_dataset
-from cllm.core.errors import Cancelled, CorpusError, TokenizerError
+from cllm.core.dataset import MANIFEST, Dataset, TokenView, open_dataset
 from cllm.core.dataset_cache import dataset_for
+from cllm.core.errors import Cancelled, CorpusError, TokenizerError
 from cllm.core.prepare import SEPARATOR, TokenizerPlan, plan_split, prepare
 from cllm.core.shards import Shard
 from cllm.core.sources import scan_sources
-from cllm.core.tokenizer import encode_many, train_tokenizer
+from cllm.core.tokenizer import Tokenizer, encode_many, train_tokenizer
 from tests.helpers import make_text
 from tests.hf_helpers import EOT, gpt2_style
 
@@ -37,16 +37,26 @@ def make_folder(root, n: int = 12, words: int = 300) -> dict[str, str]:
     return texts
 
 
-def decoded(ds, split: str) -> str:
+def manifest(ds: Dataset) -> dict:
+    assert ds.manifest is not None  # one of CLLM's datasets
+    return ds.manifest
+
+
+def tokenizer(ds: Dataset) -> Tokenizer:
+    assert ds.tokenizer is not None
+    return ds.tokenizer
+
+
+def decoded(ds: Dataset, split: str) -> str:
     view = ds.train if split == "train" else ds.val
-    return ds.tokenizer.decode(view[0:len(view)])
+    return tokenizer(ds).decode(view[0:len(view)])
 
 
 def test_a_folder_becomes_shards_split_by_whole_documents(tmp_path):
     texts = make_folder(tmp_path / "c")
     (tmp_path / "c" / "image.bin").write_bytes(b"\x89PNG\0\0")
     ds = prepare([tmp_path / "c"], tmp_path / "ds", TokenizerPlan("char"))
-    m = ds.manifest
+    m = manifest(ds)
     assert m["split"]["method"] == "documents" and m["skipped"] == {"binary": 1}
     held = {f["name"] for f in m["files"] if f["split"] == "val"}
     assert 0 < len(held) < len(texts)
@@ -75,8 +85,8 @@ def test_one_file_holds_out_its_last_tenth(tmp_path):
     text = make_text(3000)
     (tmp_path / "t.txt").write_text(text)
     ds = prepare([tmp_path / "t.txt"], tmp_path / "ds", TokenizerPlan("char"))
-    assert ds.manifest["split"]["method"] == "tail"
-    train, val = (ds.tokenizer.decode(v[0:len(v)]) for v in (ds.train, ds.val))
+    assert manifest(ds)["split"]["method"] == "tail"
+    train, val = (tokenizer(ds).decode(v[0:len(v)]) for v in (ds.train, ds.val))
     assert train + val == text and val.startswith("\n")
     assert abs(len(val) - len(text) / 10) < 100
 
@@ -91,7 +101,7 @@ def test_plan_split_falls_back_to_tails_when_documents_cannot_make_a_tenth(tmp_p
 
 def test_bpe_is_trained_on_a_bounded_sample_and_encodes_everything(tmp_path):
     texts = make_folder(tmp_path / "c", n=10, words=2000)
-    notes = []
+    notes: list[str] = []
     ds = prepare([tmp_path / "c"], tmp_path / "ds", TokenizerPlan("bpe", 300, sample_mb=0.02), on_note=notes.append)
     assert any("trained on a sample of 20.5 KB of the corpus's" in n and "--tokenizer-sample 0.02 MB" in n
                for n in notes), notes
@@ -116,11 +126,11 @@ def test_documents_start_with_end_of_text_as_llmc_writes_them(tmp_path):
     eot = tok.eos_id
     train = ds.train[0:len(ds.train)]
     starts = np.flatnonzero(train == eot)
-    assert ds.manifest["split"]["method"] == "tail"  # four documents: each one's last tenth is held out
+    assert manifest(ds)["split"]["method"] == "tail"  # four documents: each one's last tenth is held out
     assert starts[0] == 0 and len(starts) == len(texts)
     head = tok.decode(train[1:starts[1]])  # the first document but its held-out tenth
     assert texts["doc00.txt"].startswith(head) and 0.85 < len(head) / len(texts["doc00.txt"]) < 0.95
-    assert ds.manifest["separator"] == "eot" and EOT not in SEPARATOR
+    assert manifest(ds)["separator"] == "eot" and EOT not in SEPARATOR
 
 
 def test_a_character_outside_a_given_tokenizer_names_the_file(tmp_path):
@@ -134,7 +144,7 @@ def test_a_character_outside_a_given_tokenizer_names_the_file(tmp_path):
 
 def test_the_cache_is_reused_until_a_source_changes(tmp_path):
     make_folder(tmp_path / "c")
-    notes = []
+    notes: list[str] = []
     first = dataset_for([tmp_path / "c"], TokenizerPlan("char"), on_note=notes.append)
     assert any(n.startswith("prepared ") for n in notes)
     notes.clear()
@@ -142,7 +152,7 @@ def test_the_cache_is_reused_until_a_source_changes(tmp_path):
     assert again.path == first.path and again.sha256 == first.sha256 and notes[0].startswith("using the prepared")
     # the model trained on it asks by its tokenizer: the same dataset
     notes.clear()
-    same = dataset_for([tmp_path / "c"], first.tokenizer, on_note=notes.append)
+    same = dataset_for([tmp_path / "c"], tokenizer(first), on_note=notes.append)
     assert same.sha256 == first.sha256 and notes[0].startswith("using the prepared")
     (tmp_path / "c" / "doc00.txt").write_text("changed\n")
     (tmp_path / "c" / "new.txt").write_text("a new file\n")

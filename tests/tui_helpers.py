@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cllm.core.dataset import Dataset
 from cllm.core.config import ModelConfig, TrainConfig
+from cllm.core.dataset import Dataset
 from cllm.core.model import GPT
 from cllm.core.model_file import load_model, save_model
 from cllm.core.tokenizer import train_tokenizer
@@ -47,6 +47,7 @@ class FakeTrainer:
         self.shard_progress = np.zeros(n_threads, dtype=np.int64)
         self.step = step
         self.best = best
+        self.parent: Path | None = None  # the model a fine-tune starts from
         self.created = created
         self.nan_at = nan_at
         self.stop_reason = ""
@@ -126,7 +127,11 @@ class FakeEngine(Engine):
         self.compile_gate = threading.Event()  # compile_kernels waits for the test to set it
 
     def new_trainer(self, corpus, model_config, train_config, *, tokenizer, vocab_size, out_path):
-        tok = corpus.tokenizer if isinstance(corpus, Dataset) else train_tokenizer(tokenizer, corpus.text, vocab_size)
+        if isinstance(corpus, Dataset):
+            assert corpus.tokenizer is not None
+            tok = corpus.tokenizer
+        else:
+            tok = train_tokenizer(tokenizer, corpus.text, vocab_size)
         model = GPT.create(ModelConfig(vocab_size=tok.vocab_size, **model_config), tok, seed=1)
         trainer = FakeTrainer(model, train_config, out_path, corpus, nan_at=self.nan_at)
         trainer.step_time = self.step_time
@@ -274,10 +279,12 @@ async def fill(pilot, selector: str, text: str) -> None:
     from textual.widgets import Input
 
     # Focus changes travel through several queues (a screen switch's resume, focus() itself,
-    # the input's Focus handler that selects all its text): let each settle, or the first
-    # typed key may be selected and then replaced by the second.
+    # the input's Focus handler). That handler selects all the text when it runs: on a loaded
+    # machine it ran after the first typed key, which the second then replaced. The helper
+    # clears the input with ctrl+u anyway, so the selection on focus is switched off here.
     await settle(pilot)
     widget = pilot.app.screen.query_one(selector, Input)
+    widget.select_on_focus = False
     widget.focus()
     await wait_for(pilot, lambda: widget.has_focus, what=f"focus on {selector}")
     await settle(pilot)

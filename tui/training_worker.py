@@ -15,10 +15,26 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from cllm.tui.engine import (
-    Cancelled, CheckpointEvent, CorpusRef, Engine, EvalEvent, Event, SaveFailedEvent, StepEvent, TrainerLike,
+    Cancelled,
+    CheckpointEvent,
+    CorpusRef,
+    Engine,
+    EvalEvent,
+    Event,
+    SaveFailedEvent,
+    StepEvent,
+    TrainerLike,
     describe_end,
 )
-from cllm.tui.messages import CorpusProgress, TrainEval, TrainFinished, TrainSaved, TrainSaveFailed, TrainStarted, TrainStep
+from cllm.tui.messages import (
+    CorpusProgress,
+    TrainEval,
+    TrainFinished,
+    TrainSaved,
+    TrainSaveFailed,
+    TrainStarted,
+    TrainStep,
+)
 from cllm.tui.training_run import TrainingRun
 from cllm.tui.worker_errors import describe_error
 
@@ -28,7 +44,7 @@ STEP_MESSAGES_HZ = 20  # the worker posts at most this many step messages a seco
 PROGRESS_HZ = 10  # and at most this many corpus progress messages
 
 
-def corpus_poster(post: Callable[[Message], None]) -> Callable[[str, int, int], None]:
+def corpus_poster(post: Callable[[Message], object]) -> Callable[[str, int, int], None]:
     """A corpus preparation's progress as CorpusProgress messages, at most PROGRESS_HZ a second."""
     started = time.monotonic()
     last = [0.0]
@@ -41,7 +57,7 @@ def corpus_poster(post: Callable[[Message], None]) -> Callable[[str, int, int], 
     return progress
 
 
-def build_trainer(engine: Engine, run: TrainingRun, post: Callable[[Message], None]) -> TrainerLike:
+def build_trainer(engine: Engine, run: TrainingRun, post: Callable[[Message], object]) -> TrainerLike:
     """The trainer of `run.plan`: a new model, a continued run or a fine-tune. A corpus
     given by path is prepared first (its progress posted; Stop cancels it)."""
     plan = run.plan
@@ -66,7 +82,7 @@ class EventPoster:
     """The trainer's `on_event`: records every event in the run and posts the app's
     message for it, steps at most STEP_MESSAGES_HZ a second (the histories get them all)."""
 
-    def __init__(self, run: TrainingRun, post: Callable[[Message], None], cancelled: Callable[[], bool]) -> None:
+    def __init__(self, run: TrainingRun, post: Callable[[Message], object], cancelled: Callable[[], bool]) -> None:
         self.run = run
         self.post = post
         self.cancelled = cancelled
@@ -90,7 +106,7 @@ class EventPoster:
             self.post(TrainSaveFailed(event))
 
 
-def train(engine: Engine, run: TrainingRun, post: Callable[[Message], None], cancelled: Callable[[], bool]) -> None:
+def train(engine: Engine, run: TrainingRun, post: Callable[[Message], object], cancelled: Callable[[], bool]) -> None:
     """The whole run, blocking: TrainStarted once the trainer is built, the events' messages,
     and TrainFinished at the end whatever happens (`run.done`, or `run.error` and the error
     raised again for the worker to report)."""
