@@ -28,6 +28,7 @@ os.environ.setdefault("TEXTUAL_FPS", "20")  # before Textual is imported (see tu
 from textual import on, work  # noqa: E402
 from textual.app import App, SystemCommand  # noqa: E402
 from textual.binding import Binding  # noqa: E402
+from textual.driver import Driver  # noqa: E402
 from textual.reactive import var  # noqa: E402
 from textual.screen import ModalScreen, Screen  # noqa: E402
 from textual.worker import get_current_worker  # noqa: E402
@@ -108,6 +109,16 @@ class CllmApp(ReportWorkerErrors, App[None]):
         self.compiling = False  # the compile thread cannot be stopped: main() does not wait for it
         self.quit_after_run = False
         self.notices: list[str] = []  # every notification, for tests and the log
+
+    def get_driver_class(self) -> type[Driver]:
+        """On Linux and macOS, a driver that exits cleanly when the terminal hangs up
+        (tui/terminal_driver.py); elsewhere, or with TEXTUAL_DRIVER set, Textual's choice."""
+        chosen = super().get_driver_class()
+        if chosen.__name__ != "LinuxDriver":
+            return chosen
+        from cllm.tui.terminal_driver import TerminalDriver  # termios: not on Windows
+
+        return TerminalDriver
 
     # -- start-up ----------------------------------------------------------------------
     async def on_mount(self) -> None:
