@@ -203,7 +203,7 @@ def _train(a, world, session) -> int:
                               out_path=out)
     rank_threads = distributed.start(world, trainer) if world else [trainer.n_threads]  # every rank ready
     if session is not None:
-        session.describe(trainer)
+        session.describe_trainer(trainer)
         session.on_request = lambda what: request_stop("cllm runs stop") if what == "stop" else None
     speaks = world is None or world.is_root  # under MPI rank 0 alone shows the run
     quiet = a.json or not speaks

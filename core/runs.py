@@ -89,12 +89,18 @@ class RunSession:
             except sqlite3.Error:
                 pass
 
-    def describe(self, trainer) -> None:
+    def describe(self, *, model: dict, training: dict, corpus: str, step: int, parent: dict | None,
+                 best_val: float | None) -> None:
         """The run's settings, once its trainer exists."""
+        self._set(model=json.dumps(model), training=json.dumps(training), corpus=corpus, step=step,
+                  steps=training.get("steps", 0), parent=json.dumps(parent) if parent else None, best_val=best_val)
+
+    def describe_trainer(self, trainer) -> None:
+        """`describe` from a core Trainer."""
         state = trainer.state
-        self._set(model=json.dumps(trainer.model.config.to_dict()), training=json.dumps(trainer.config.to_dict()),
-                  parent=json.dumps(state.parent.to_dict()) if state.parent else None, corpus=trainer.corpus.name,
-                  step=state.step, steps=trainer.config.steps, best_val=state.best_val_loss)
+        self.describe(model=trainer.model.config.to_dict(), training=trainer.config.to_dict(),
+                      corpus=trainer.corpus.name, step=state.step,
+                      parent=state.parent.to_dict() if state.parent else None, best_val=state.best_val_loss)
 
     def _set(self, **values: object) -> None:
         with self._guard:

@@ -334,6 +334,7 @@ class CllmApp(ReportWorkerErrors, App[None]):
         try:
             if run.stop_requested:
                 return
+            run.open_session()
             corpus = self.engine.load_corpus(plan.corpus)
             if plan.action == "continue":
                 assert plan.start_from is not None
@@ -348,6 +349,7 @@ class CllmApp(ReportWorkerErrors, App[None]):
                                                   tokenizer=plan.tokenizer, vocab_size=plan.vocab_size,
                                                   out_path=plan.out_path)
             run.trainer, run.corpus = trainer, CorpusRef(corpus.name, corpus.sha256)
+            run.describe_to_journal()
             self.post_message(TrainStarted(run))
             if run.stop_requested:
                 trainer.stop()
@@ -376,6 +378,7 @@ class CllmApp(ReportWorkerErrors, App[None]):
             run.error = describe_error(exc, "training")
             raise
         finally:
+            run.close_session()
             run.finished.set()
             self.post_message(TrainFinished(run))
 
@@ -390,6 +393,8 @@ class CllmApp(ReportWorkerErrors, App[None]):
                              best_val=previous.best_val if continuing else None, corpus=run.corpus)
         self.set_loaded(handle, remember=False)
         self.train_state = "paused" if trainer.paused else "running"
+        for note in run.session.notes if run.session else []:
+            self.notify(note, severity="warning", markup=False)
 
     def on_train_step(self, message: TrainStep) -> None:
         if self._follows_run():

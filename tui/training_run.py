@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cllm.core.runs import RunSession
 from cllm.tui.engine import (
     CheckpointEvent, CorpusRef, DoneEvent, EvalEvent, Event, RunState, SaveFailedEvent, StepEvent, TrainConfig,
     TrainerLike,
@@ -61,6 +62,33 @@ class TrainingRun:
     started: float = field(default_factory=time.monotonic)
     finished: threading.Event = field(default_factory=threading.Event)
     stop_requested: bool = False
+    session: RunSession | None = None  # the lock on the model file and the journal record
+
+    def open_session(self) -> None:
+        """Locks the model file and records the run in the journal, on the worker thread
+        before anything else: FileBusyError if another live run or import writes the file."""
+        plan = self.plan
+        self.session = RunSession.start(self.out_path, name=self.name, origin="tui", corpus=plan.corpus,
+                                        steps=plan.train_config.steps)
+        self.session.on_request = lambda what: self.stop("cllm runs stop") if what == "stop" else None
+
+    def describe_to_journal(self) -> None:
+        """The run's settings, once the trainer exists."""
+        trainer, session = self.trainer, self.session
+        if trainer is None or session is None:
+            return
+        state = getattr(trainer, "state", None)
+        parent = getattr(state, "parent", None)
+        session.describe(model=trainer.model.config.to_dict(), training=trainer.config.to_dict(),
+                         corpus=self.corpus.name if self.corpus else self.plan.corpus, step=trainer.step,
+                         parent=parent.to_dict() if parent else None,
+                         best_val=getattr(state, "best_val_loss", None))
+
+    def close_session(self) -> None:
+        if self.session is not None:
+            if self.error is not None:
+                self.session.fail(self.error)
+            self.session.close()
 
     @property
     def out_path(self) -> Path:
@@ -92,6 +120,8 @@ class TrainingRun:
 
     def record(self, event: Event) -> None:
         """Called on the trainer's thread for every event."""
+        if self.session is not None:
+            self.session.record(event)
         if isinstance(event, StepEvent):
             self.last_step = event
             if math.isfinite(event.loss):
@@ -119,10 +149,14 @@ class TrainingRun:
     def pause(self) -> None:
         if self.trainer is not None:
             self.trainer.pause()
+            if self.session is not None:
+                self.session.set_state("paused")
 
     def unpause(self) -> None:
         if self.trainer is not None:
             self.trainer.unpause()
+            if self.session is not None:
+                self.session.set_state("running")
 
     def stop(self, why: str = "") -> None:
         """Ends the run (within a step); before the trainer exists, keeps it from starting."""

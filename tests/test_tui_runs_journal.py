@@ -1,0 +1,39 @@
+"""The app's runs in the journal and the lock: a run the app trains is recorded (with
+its settings and every step), and a run into a file another live run writes is refused
+with who holds it."""
+
+from __future__ import annotations
+
+from cllm.core.file_lock import LockHolder, lock_model_file
+from cllm.core.journal import Journal
+from tests.tui_helpers import FakeEngine, make_app, start_new_run, wait_for
+
+
+async def test_a_run_in_the_app_is_journaled_with_its_settings_and_steps(tui_home):
+    app = make_app(tui_home, engine=FakeEngine(step_time=0.002))
+    async with app.run_test() as pilot:
+        await start_new_run(pilot, tui_home, "journaled", steps=40, eval=20)
+        await wait_for(pilot, lambda: app.training is not None and app.training.done is not None, what="the end")
+        await wait_for(pilot, lambda: app.training.finished.is_set(), what="the session closed")
+    journal = Journal()
+    try:
+        (row,) = journal.runs()
+        steps, evals = journal.curve(row.id)
+    finally:
+        journal.close()
+    assert (row.name, row.origin, row.state, row.step, row.steps) == ("journaled", "tui", "finished", 40, 40)
+    assert row.file == str((tui_home["models"] / "journaled.cllm").absolute())
+    assert row.model["n_layer"] >= 1 and row.training["steps"] == 40
+    assert [s for s, _ in steps] == list(range(1, 41)) and [s for s, _ in evals] == [20, 40]
+
+
+async def test_a_run_into_a_file_another_run_writes_is_refused_naming_it(tui_home):
+    target = tui_home["models"] / "busy.cllm"
+    with lock_model_file(target, LockHolder("0badc0de", 4242, "elsewhere", "2026-01-01 00:00:00")):
+        app = make_app(tui_home, engine=FakeEngine(step_time=0.002))
+        async with app.run_test() as pilot:
+            await start_new_run(pilot, tui_home, "busy", steps=40, eval=20)
+            await wait_for(pilot, lambda: any("0badc0de" in n for n in app.notices), what="the refusal")
+            await wait_for(pilot, lambda: app.train_state == "idle", what="no run")
+    assert not target.exists()
+    assert any("pid 4242 on elsewhere" in n for n in app.notices)
