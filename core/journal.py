@@ -163,9 +163,13 @@ class Journal:
 
     # -- writing (a run's own process) -----------------------------------------------
     def begin(self, row: dict) -> None:
+        """Records a run that starts, or a run that another process continues (the same
+        id: its name, start and settings are kept)."""
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        self.db.execute(f"INSERT OR REPLACE INTO runs ({columns}) VALUES ({marks})", list(row.values()))
+        again = ", ".join(f"{k} = excluded.{k}" for k in ("origin", "host", "pid", "heartbeat", "state", "request"))
+        self.db.execute(f"INSERT INTO runs ({columns}) VALUES ({marks}) ON CONFLICT(id) DO UPDATE SET {again}, "
+                        "ended = NULL, message = NULL", list(row.values()))
 
     def update(self, run_id: str, **values: object) -> None:
         sets = ", ".join(f"{k} = ?" for k in values)

@@ -232,23 +232,40 @@ def _progress_info(row: RunRow) -> str:
             + (f"ETA {row.eta:.0f}s" if row.eta is not None and row.live else row.state))
 
 
-def start_background(a, argv: list[str]) -> int:
-    """`cllm train --background ...`: the same command, detached from this shell (its own
-    session, output to a log file beside the journal); prints the run's id once the run
-    has locked its file and is in the journal, or why it did not start."""
-    run_id = new_run_id()
+def spawn_detached(args: list[str], run_id: str, origin: str) -> tuple[subprocess.Popen, Path]:
+    """Starts `cllm ARGS --run-id RUN_ID` detached from this process's terminal and
+    session (it survives a logout and a hang-up), its output in a log file beside the
+    journal. Returns the process and the log's path."""
     logs = journal_path().parent / "logs"
     try:
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{run_id}.log"
-        log = open(log_path, "wb")
+        log = open(log_path, "ab")
     except OSError as exc:
         raise CllmError(f"{logs}: cannot write the background run's log ({exc.strerror or exc})") from None
-    args = [x for x in argv if x != "--background"]
     command = [sys.executable, "-m", "cllm.core.cli", *args, "--run-id", run_id]
     with log, open(os.devnull, "rb") as nothing:
         process = subprocess.Popen(command, stdin=nothing, stdout=log, stderr=log, start_new_session=True,
-                                   env={**os.environ, "CLLM_ORIGIN": "background"})
+                                   env={**os.environ, "CLLM_ORIGIN": origin})
+    return process, log_path
+
+
+def resume_args(out: Path, corpus: str | None, training: dict) -> list[str]:
+    """`cllm train` arguments that continue the run saved in `out` exactly, with its
+    training settings (a TrainConfig's fields)."""
+    args = ["train", *([corpus] if corpus else []), "-o", str(out), "--resume"]
+    for name, value in training.items():
+        if value is not None and name not in ("beta1", "beta2"):
+            args += [f"--{name.replace('_', '-')}", str(value)]
+    return args
+
+
+def start_background(a, argv: list[str]) -> int:
+    """`cllm train --background ...`: the same command, detached from this shell; prints
+    the run's id once the run has locked its file and is in the journal, or why it did
+    not start."""
+    run_id = new_run_id()
+    process, log_path = spawn_detached([x for x in argv if x != "--background"], run_id, "background")
     deadline = time.monotonic() + BACKGROUND_START_SECONDS
     while time.monotonic() < deadline:
         code = process.poll()

@@ -52,6 +52,7 @@ class RunSession:
     _closing: threading.Event = field(default_factory=threading.Event)
     _flusher: threading.Thread | None = None
     ended: bool = False  # a DoneEvent or `fail` came: the record has its final state
+    handing_over: bool = False  # the run stops here to go on in another process (the same record)
 
     @classmethod
     def start(cls, out_path: Path, *, name: str | None = None, origin: str = "cli", corpus: str | None = None,
@@ -122,8 +123,12 @@ class RunSession:
                 self._checkpoints.append((event.step, str(event.path), event.reason, time.time()))
             elif isinstance(event, DoneEvent):
                 self.ended = True
-                self._summary.update(state=DONE_STATES.get(event.reason, "failed"), message=event.message,
-                                     step=event.step, ended=time.time(), eta=0.0)
+                if self.handing_over and event.reason == "stopped":
+                    self._summary.update(state="running", message="handed over to a detached process",
+                                         step=event.step)
+                else:
+                    self._summary.update(state=DONE_STATES.get(event.reason, "failed"), message=event.message,
+                                         step=event.step, ended=time.time(), eta=0.0)
 
     def set_state(self, state: str) -> None:
         """"paused" or "running" (the app's Pause)."""

@@ -37,3 +37,23 @@ async def test_a_run_into_a_file_another_run_writes_is_refused_naming_it(tui_hom
             await wait_for(pilot, lambda: app.train_state == "idle", what="no run")
     assert not target.exists()
     assert any("pid 4242 on elsewhere" in n for n in app.notices)
+
+
+async def test_detach_stops_the_run_at_a_step_saves_it_and_leaves_the_app(tui_home):
+    engine = FakeEngine(step_time=0.004)
+    app = make_app(tui_home, engine=engine)
+    async with app.run_test() as pilot:
+        await start_new_run(pilot, tui_home, "detached", steps=100000, eval=1000)
+        await wait_for(pilot, lambda: engine.trainers and engine.trainers[0].step > 5, what="steps")
+        await pilot.press("ctrl+d")
+        await wait_for(pilot, lambda: app.training.finished.is_set(), what="the save")
+    run = app.training
+    assert run.detach_requested and run.done.reason == "stopped" and run.done.saved_to == run.out_path
+    journal = Journal()
+    try:
+        (row,) = journal.runs()
+    finally:
+        journal.close()
+    # the record stays open for the process that continues the run (tui/detach.py)
+    assert row.state == "running" and row.message == "handed over to a detached process"
+    assert row.step == run.done.step

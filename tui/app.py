@@ -35,6 +35,7 @@ from textual.worker import get_current_worker  # noqa: E402
 
 from cllm.core.stop_signals import flush_or_drop_output, stop_on_signals  # noqa: E402
 from cllm.tui.bindings import MODE_BINDINGS  # noqa: E402
+from cllm.tui.detach import hand_over  # noqa: E402
 from cllm.tui.engine import (  # noqa: E402
     QUICK_START_PROMPT, CheckpointEvent, CllmError, CorpusRef, Engine, EvalEvent, SaveFailedEvent, StepEvent,
 )
@@ -71,6 +72,8 @@ class CllmApp(ReportWorkerErrors, App[None]):
         # Shown in the Generate screen's footer (while there is no model), works everywhere.
         Binding("ctrl+n", "quick_start", "Quick start", id="app.quick_start", show=False),
         Binding("f1", "keys", "Keys", id="app.keys", show=False),
+        # While a run goes on (check_action), ahead of the Input's delete-right.
+        Binding("ctrl+d", "detach", "Detach", id="app.detach", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
@@ -200,11 +203,24 @@ class CllmApp(ReportWorkerErrors, App[None]):
 
     def terminate(self, why: str) -> None:
         """Stop what runs and leave: a training run stops at its next step and saves (main()
-        waits for that after the screen is gone, and says where it went); a generation just
-        stops with the app."""
+        waits for that after the screen is gone, and says where it went); on SIGHUP (the
+        terminal went away) it then goes on in the background (tui/detach.py). A
+        generation just stops with the app."""
         run = self.training
         if run is not None and run.active:
-            run.stop(why)
+            if why == "SIGHUP":
+                run.request_detach(why)
+            else:
+                run.stop(why)
+        self.exit()
+
+    def action_detach(self) -> None:
+        """Leave the app; the run goes on in the background (tui/detach.py)."""
+        run = self.training
+        if run is None or not run.active or run.trainer is None:
+            self.notify("No run to detach: start one first.", severity="warning")
+            return
+        run.request_detach("detach")
         self.exit()
 
     # -- the loaded model --------------------------------------------------------------
@@ -539,6 +555,8 @@ class CllmApp(ReportWorkerErrors, App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("mode", "quick_start") and isinstance(self.screen, ModalScreen):
             return False
+        if action == "detach":
+            return self.training is not None and self.training.active
         if action == "quick_start":
             # Offered (and shown in the footer) while there is nothing to generate from.
             if self.loaded is not None:
@@ -607,6 +625,8 @@ class CllmApp(ReportWorkerErrors, App[None]):
                             self._run_on("train", "pause"))
         yield SystemCommand("Stop training", "Stop the run and save what it learned",
                             self._run_on("train", "stop"))
+        yield SystemCommand("Detach", "Leave the app; the run goes on in the background (cllm runs follows it)",
+                            self.action_detach)
         yield SystemCommand("Browse for a corpus", "Pick the training text in a file browser",
                             self._run_on("train", "browse"))
         yield SystemCommand("Generate text", "Generate from the prompt box",
@@ -655,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     app = CllmApp(models_dir=args.models_dir, model_path=args.model)
     app.run()
     note = wait_for_training(app)
+    note = hand_over(app.training) or note  # a detached run goes on in its own process
     if note:
         try:
             print(note)

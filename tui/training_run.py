@@ -63,6 +63,7 @@ class TrainingRun:
     finished: threading.Event = field(default_factory=threading.Event)
     stop_requested: bool = False
     session: RunSession | None = None  # the lock on the model file and the journal record
+    detach_requested: bool = False  # the run goes on without the app (tui/detach.py)
 
     def open_session(self) -> None:
         """Locks the model file and records the run in the journal, on the worker thread
@@ -83,6 +84,14 @@ class TrainingRun:
                          corpus=self.corpus.name if self.corpus else self.plan.corpus, step=trainer.step,
                          parent=parent.to_dict() if parent else None,
                          best_val=getattr(state, "best_val_loss", None))
+
+    def request_detach(self, why: str) -> None:
+        """Stop at the next step boundary and save, so that a detached process continues
+        the run from there (tui/detach.py) under the same journal record."""
+        self.detach_requested = True
+        if self.session is not None:
+            self.session.handing_over = True
+        self.stop(why)
 
     def close_session(self) -> None:
         if self.session is not None:
