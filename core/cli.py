@@ -158,7 +158,7 @@ def cmd_train(a) -> int:
     world = mpi_world.join(a.mpi_timeout)  # None unless an MPI launcher started this as one of several ranks
     session = None
     if world is None or world.is_root:  # the process that writes the model file
-        session = RunSession.start(a.output, origin=origin(world), corpus=a.corpus or "python-docs",
+        session = RunSession.start(a.output, origin=origin(world), corpus=a.corpus,
                                    steps=a.steps, run_id=a.run_id)
         for note in session.notes:
             _say(f"note: {escape(note)}")

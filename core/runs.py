@@ -33,6 +33,14 @@ def new_run_id() -> str:
     return secrets.token_hex(4)
 
 
+def corpus_source(corpus: str | None) -> str:
+    """What the journal records of a corpus: a file as an absolute path (a run continued
+    elsewhere finds it), a built-in corpus by its name."""
+    if corpus and Path(corpus).expanduser().exists():
+        return str(Path(corpus).expanduser().absolute())
+    return corpus or "python-docs"
+
+
 @dataclass
 class RunSession:
     """One run's lock and journal record. Use `start`, then `describe` once the trainer
@@ -68,7 +76,7 @@ class RunSession:
         try:
             session.journal = Journal(journal_path)
             session.journal.begin({
-                "id": run_id, "name": name or out_path.stem, "file": str(out_path), "corpus": corpus,
+                "id": run_id, "name": name or out_path.stem, "file": str(out_path), "corpus": corpus_source(corpus),
                 "origin": origin, "host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
                 "heartbeat": time.time(), "state": "running", "steps": steps, "request": None,
             })
@@ -90,17 +98,17 @@ class RunSession:
             except sqlite3.Error:
                 pass
 
-    def describe(self, *, model: dict, training: dict, corpus: str, step: int, parent: dict | None,
+    def describe(self, *, model: dict, training: dict, step: int, parent: dict | None,
                  best_val: float | None) -> None:
         """The run's settings, once its trainer exists."""
-        self._set(model=json.dumps(model), training=json.dumps(training), corpus=corpus, step=step,
+        self._set(model=json.dumps(model), training=json.dumps(training), step=step,
                   steps=training.get("steps", 0), parent=json.dumps(parent) if parent else None, best_val=best_val)
 
     def describe_trainer(self, trainer) -> None:
         """`describe` from a core Trainer."""
         state = trainer.state
         self.describe(model=trainer.model.config.to_dict(), training=trainer.config.to_dict(),
-                      corpus=trainer.corpus.name, step=state.step,
+                      step=state.step,
                       parent=state.parent.to_dict() if state.parent else None, best_val=state.best_val_loss)
 
     def _set(self, **values: object) -> None:

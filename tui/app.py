@@ -38,17 +38,19 @@ from cllm.tui.bindings import MODE_BINDINGS  # noqa: E402
 from cllm.tui.detach import hand_over  # noqa: E402
 from cllm.tui.engine import (  # noqa: E402
     QUICK_START_PROMPT, CheckpointEvent, CllmError, CorpusRef, Engine, EvalEvent, SaveFailedEvent, StepEvent,
+    TrainConfig,
 )
 from cllm.tui.formatting import format_loss  # noqa: E402
 from cllm.tui.messages import (  # noqa: E402
     Imported, ImportRequested, KernelsCompiled, LoadRequested, ModelLoaded, ModelLoadFailed, PauseRequested,
-    ReadProgress, RunRequested, RunSavedAs, StopRequested, TrainEval, TrainFinished, TrainSaved, TrainSaveFailed,
+    ReadProgress, RunRequested, RunSavedAs, RunsRead, StopRequested, TakeOverRequested, TrainEval, TrainFinished, TrainSaved, TrainSaveFailed,
     TrainStarted, TrainStep,
 )
 from cllm.tui.model_handle import ModelHandle  # noqa: E402
 from cllm.tui.screens.choice_dialog import Choice, ChoiceDialog  # noqa: E402
 from cllm.tui.screens.generate import GenerateScreen  # noqa: E402
 from cllm.tui.screens.models import ModelsScreen  # noqa: E402
+from cllm.tui.screens.runs import RunsScreen, read_journal  # noqa: E402
 from cllm.tui.screens.save_as_dialog import SaveAsDialog  # noqa: E402
 from cllm.tui.screens.train import TrainScreen  # noqa: E402
 from cllm.tui.settings import Settings  # noqa: E402
@@ -64,7 +66,7 @@ TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 class CllmApp(ReportWorkerErrors, App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "CLLM"
-    MODES = {"train": TrainScreen, "generate": GenerateScreen, "models": ModelsScreen}
+    MODES = {"train": TrainScreen, "generate": GenerateScreen, "models": ModelsScreen, "runs": RunsScreen}
     DEFAULT_MODE = "generate"
     NOTIFICATION_TIMEOUT = 6
 
@@ -145,10 +147,49 @@ class CllmApp(ReportWorkerErrors, App[None]):
         if not self.kernels_ready and self.compile_on_start:
             self.activity = "compiling kernels…"
             self._compile_kernels()
+        self._look_for_runs()
         if self.autoload:
             path = self.startup_model()
             if path is not None:
                 self.load_model(path, remember=self.model_path is not None)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="runs-at-start", name="look for runs")
+    def _look_for_runs(self) -> None:
+        """Runs other processes train (a detached run, `cllm train`): the app opens on the
+        Runs screen, which follows them."""
+        found = read_journal([])
+        if any(row.live and row.pid != os.getpid() for row in found.rows):
+            self.post_message(found)
+
+    async def on_runs_read(self, message: RunsRead) -> None:
+        live = [row for row in message.rows if row.live]
+        if not live:
+            return
+        newest = live[0]
+        self.notify(f"{len(live)} run{'s are' if len(live) > 1 else ' is'} going (newest: {newest.name}, step "
+                    f"{newest.step:,}/{newest.steps:,}); the Runs screen ({self.key_for('mode.runs')}) follows "
+                    "them: Stop, Take over.", markup=False)
+        if self.model_path is None and self.training is None:
+            await self.action_mode("runs")
+
+    @on(TakeOverRequested)
+    async def _take_over(self, message: TakeOverRequested) -> None:
+        """Continues here a run another process trained, which has stopped and saved."""
+        row = message.row
+        path = Path(row.file)
+        if row.live or not path.exists():
+            self.notify(f"{row.name} did not stop in time; it goes on where it is." if row.live
+                        else f"{path}: no model file to continue.", severity="error", markup=False)
+            return
+        if self.training is not None and self.training.active:
+            self.notify("A run is already in progress: stop it first.", severity="warning")
+            return
+        plan = RunPlan(corpus=row.corpus or "python-docs", tokenizer="char", vocab_size=None, model_config={},
+                       train_config=TrainConfig.from_dict(row.training), action="continue", out_path=path,
+                       start_from=path, journal_id=row.id)
+        await self.action_mode("train")
+        self.start_training(plan)
+        self.notify(f"Took over {row.name} at step {row.step:,}.", markup=False)
 
     def _make_models_dir(self) -> None:
         """The Models tree is rooted at the models folder from the first start."""
@@ -615,6 +656,8 @@ class CllmApp(ReportWorkerErrors, App[None]):
                             lambda: self.run_action("mode('train')"))
         yield SystemCommand("Generate", "Generation screen: prompt and sampling settings",
                             lambda: self.run_action("mode('generate')"))
+        yield SystemCommand("Runs", "Every training run, live: follow, compare, stop or take over (ctrl+r)",
+                            lambda: self.run_action("mode('runs')"))
         yield SystemCommand("Models", "Browse, inspect and load .cllm model files",
                             lambda: self.run_action("mode('models')"))
         yield SystemCommand("Quick start", "Train a small model on python-docs (about a minute)",

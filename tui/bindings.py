@@ -12,4 +12,5 @@ MODE_BINDINGS = [
     Binding("ctrl+t", "app.mode('train')", "Train", id="mode.train"),
     Binding("ctrl+g", "app.mode('generate')", "Generate", id="mode.generate"),
     Binding("ctrl+o", "app.mode('models')", "Models", id="mode.models"),
+    Binding("ctrl+r", "app.mode('runs')", "Runs", id="mode.runs", show=False),
 ]

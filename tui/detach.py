@@ -11,10 +11,9 @@ stayed. `cllm runs`, `cllm runs attach` and a new `cllm-tui` follow it from the 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from cllm.core.errors import CllmError
 from cllm.core.run_commands import resume_args, spawn_detached
+from cllm.core.runs import corpus_source
 from cllm.tui.training_run import TrainingRun
 
 
@@ -26,9 +25,7 @@ def hand_over(run: TrainingRun | None) -> str:
     done = run.done
     if done is None or done.reason != "stopped" or done.saved_to != run.out_path:
         return ""  # it finished, failed, or could not save to its file: nothing to continue
-    corpus = run.plan.corpus
-    if corpus and Path(corpus).expanduser().exists():
-        corpus = str(Path(corpus).expanduser().absolute())
+    corpus = corpus_source(run.plan.corpus)
     run_id = run.session.run_id
     try:
         process, log = spawn_detached(resume_args(run.out_path, corpus, run.trainer.config.to_dict()), run_id,

@@ -21,6 +21,8 @@ from cllm.tui.training_run import RunPlan, TrainingRun
 
 if TYPE_CHECKING:
     from cllm.core.hf_import import HfFolderInfo
+    from cllm.core.journal import RunRow
+    from cllm.tui.screens.runs import RunCurves
     from cllm.core.model_file import ModelInfo
 
 
@@ -187,3 +189,20 @@ class ValuesChecked(Message):
 
     path: Path
     problem: str | None
+
+
+@dataclass
+class RunsRead(Message):
+    """The run journal, read: runs newest first, the curves of those shown, or why it
+    could not be read."""
+
+    rows: "list[RunRow]"
+    curves: "dict[str, RunCurves]"
+    problem: str | None
+
+
+@dataclass
+class TakeOverRequested(Message):
+    """A run another process trains has stopped and saved: the app continues it."""
+
+    row: "RunRow"

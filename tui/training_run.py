@@ -36,6 +36,7 @@ class RunPlan:
     out_path: Path | None = None
     start_from: Path | None = None  # the model file a continued run or a fine-tune starts from
     quick_start: bool = False
+    journal_id: str | None = None  # a run the journal has, which this one continues (Take over)
 
 
 DONE_TEXT = {"finished": "finished", "stopped": "stopped, progress saved", "nan": "stopped: loss is not a number"}
@@ -70,7 +71,7 @@ class TrainingRun:
         before anything else: FileBusyError if another live run or import writes the file."""
         plan = self.plan
         self.session = RunSession.start(self.out_path, name=self.name, origin="tui", corpus=plan.corpus,
-                                        steps=plan.train_config.steps)
+                                        steps=plan.train_config.steps, run_id=plan.journal_id)
         self.session.on_request = lambda what: self.stop("cllm runs stop") if what == "stop" else None
 
     def describe_to_journal(self) -> None:
@@ -81,7 +82,7 @@ class TrainingRun:
         state = getattr(trainer, "state", None)
         parent = getattr(state, "parent", None)
         session.describe(model=trainer.model.config.to_dict(), training=trainer.config.to_dict(),
-                         corpus=self.corpus.name if self.corpus else self.plan.corpus, step=trainer.step,
+                         step=trainer.step,
                          parent=parent.to_dict() if parent else None,
                          best_val=getattr(state, "best_val_loss", None))
 
