@@ -204,7 +204,7 @@ def _train(a, world, session) -> int:
     rank_threads = distributed.start(world, trainer) if world else [trainer.n_threads]  # every rank ready
     if session is not None:
         session.describe_trainer(trainer)
-        session.on_request = lambda what: request_stop("cllm runs stop") if what == "stop" else None
+        session.on_request = lambda what: _obey(session, what, trainer, request_stop)
     speaks = world is None or world.is_root  # under MPI rank 0 alone shows the run
     quiet = a.json or not speaks
 
@@ -286,6 +286,15 @@ def _train(a, world, session) -> int:
     if any(e.final for e in failed):
         return 3 if done.saved_to else 4
     return 0
+
+
+def _obey(session, what: str, trainer, request_stop) -> None:
+    from cllm.core.runs import obey
+
+    state = obey(what, trainer, request_stop)
+    if state:
+        session.set_state(state)
+        _say(f"{what}d (cllm runs {what})")
 
 
 def _say(text: str, *, out: bool = False) -> None:

@@ -12,7 +12,8 @@ writer. Writes are batched by `core/runs.py` (one transaction every half second)
 tiny model's thousands of steps a second cost next to nothing.
 
 A run whose process died cannot say so: a reader sees it as lost when its process is gone
-(same machine) or when it has not written for `LOST_AFTER` seconds (any machine).
+(same machine) or when it has not written for `LOST_AFTER` seconds (another machine
+sharing the journal).
 """
 
 from __future__ import annotations
@@ -230,7 +231,7 @@ class Journal:
             return
         here = row.host == socket.gethostname()
         dead = here and row.pid is not None and not _process_alive(row.pid)
-        silent = row.heartbeat is not None and time.time() - row.heartbeat > LOST_AFTER
+        silent = not here and row.heartbeat is not None and time.time() - row.heartbeat > LOST_AFTER
         if dead or silent:
             row.state = "lost"
             why = "its process is gone" if dead else f"no sign of life for {LOST_AFTER:.0f} s"
@@ -254,5 +255,6 @@ class Journal:
             "SELECT step, path, reason, at FROM checkpoints WHERE run = ? ORDER BY at", (run_id,))]
 
     def request(self, run_id: str, what: str) -> None:
-        """Leaves a request for a live run ("stop"); the run reads it within a second."""
+        """Leaves a request for a live run ("stop", "pause" or "resume"); the run reads it
+        within a second."""
         self.db.execute("UPDATE runs SET request = ? WHERE id = ?", (what, run_id))

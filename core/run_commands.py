@@ -36,6 +36,8 @@ def add_runs_parser(sub) -> None:
     stop = verbs.add_parser("stop", help="ask a live run to stop at its next step and save")
     stop.add_argument("run")
     stop.add_argument("--wait", type=float, default=0.0, help="seconds to wait for it to end (0: do not)")
+    for verb, text in (("pause", "ask a live run to pause after its current step"), ("resume", "resume a paused run")):
+        verbs.add_parser(verb, help=text).add_argument("run")
     attach = verbs.add_parser("attach", help="follow a run's progress (Ctrl-C detaches; the run goes on)")
     attach.add_argument("run")
 
@@ -62,6 +64,8 @@ def cmd_runs(a) -> int:
         return _stop(a)
     if a.verb == "attach":
         return _attach(a)
+    if a.verb in ("pause", "resume"):
+        return _pause(a)
     journal = _open()
     try:
         rows = journal.runs(a.limit or None)
@@ -194,6 +198,21 @@ def _stop(a) -> int:
         raise CllmError(str(exc)) from None
     finally:
         journal.close()
+    return 0
+
+
+def _pause(a) -> int:
+    journal = _open()
+    try:
+        row = journal.run(a.run)
+        if not row.live:
+            raise CllmError(f"run {row.id} ({row.name}) is not running: it is {row.state}")
+        journal.request(row.id, a.verb)
+    except JournalError as exc:
+        raise CllmError(str(exc)) from None
+    finally:
+        journal.close()
+    err.print(f"asked run {row.id} ({escape(row.name)}) to {a.verb}")
     return 0
 
 

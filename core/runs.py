@@ -29,6 +29,20 @@ FLUSH_SECONDS = 0.5
 DONE_STATES = {"finished": "finished", "stopped": "stopped"}  # any other end is a failure
 
 
+def obey(request: str, trainer, stop: Callable[[str], None]) -> str | None:
+    """Carries out a request another process left in the journal (`cllm runs stop`, the
+    app's Runs screen) on `trainer`; returns the run's state afterwards, if it changed."""
+    if request == "stop":
+        stop("cllm runs stop")
+    elif request == "pause":
+        trainer.pause()
+        return "paused"
+    elif request == "resume":
+        trainer.unpause()
+        return "running"
+    return None
+
+
 def new_run_id() -> str:
     return secrets.token_hex(4)
 
@@ -51,7 +65,7 @@ class RunSession:
     lock: ModelFileLock
     journal: Journal | None
     notes: list[str] = field(default_factory=list)  # what the user should be told once
-    on_request: Callable[[str], None] | None = None  # called (on a helper thread) with "stop"
+    on_request: Callable[[str], None] | None = None  # called (on a helper thread): "stop", "pause", "resume"
     _steps: list[tuple] = field(default_factory=list)
     _evals: list[tuple] = field(default_factory=list)
     _checkpoints: list[tuple] = field(default_factory=list)

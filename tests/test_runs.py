@@ -173,3 +173,29 @@ def test_a_journal_written_by_a_run_is_valid_sqlite_in_wal_mode(tmp_path, corpus
     db = sqlite3.connect(cllm_home / "journal.sqlite3")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("SELECT count(*) FROM steps").fetchone()[0] == 5
+
+
+def test_a_background_run_pauses_and_resumes_on_request(tmp_path, corpus):
+    model = tmp_path / "bg.cllm"
+    run_id = cllm("train", corpus, "-o", model, *SHAPE, "--steps", "1000000", "--background",
+                  check=True).stdout.split()[-1]
+    try:
+        wait_until(lambda: running_step(run_id, 1))
+        cllm("runs", "pause", run_id, check=True)
+        paused = wait_until(lambda: [r for r in runs() if r["id"] == run_id and r["state"] == "paused"])[0]
+        time.sleep(1.5)
+        (still,) = [r for r in runs() if r["id"] == run_id]
+        assert still["state"] == "paused" and still["step"] <= paused["step"] + 1
+        cllm("runs", "resume", run_id, check=True)
+        wait_until(lambda: running_step(run_id, still["step"] + 2), message="no steps after resume")
+    finally:
+        cllm("runs", "stop", run_id, "--wait", "60")
+
+
+def test_an_import_into_a_file_a_run_writes_is_refused(tmp_path):
+    from cllm.core.hf_import import import_hf_folder
+
+    target = tmp_path / "m.cllm"
+    with lock_model_file(target, LockHolder("abcd1234", 77, "host", "now")):
+        with pytest.raises(FileBusyError, match="run abcd1234 \\(pid 77 on host"):
+            import_hf_folder(tmp_path / "no-such-folder", target)

@@ -72,7 +72,16 @@ class TrainingRun:
         plan = self.plan
         self.session = RunSession.start(self.out_path, name=self.name, origin="tui", corpus=plan.corpus,
                                         steps=plan.train_config.steps, run_id=plan.journal_id)
-        self.session.on_request = lambda what: self.stop("cllm runs stop") if what == "stop" else None
+        self.session.on_request = self._obey
+
+    def _obey(self, what: str) -> None:
+        """A request from another process (the journal): stop, pause or resume."""
+        if what == "stop":
+            self.stop("cllm runs stop")
+        elif what == "pause":
+            self.pause()
+        elif what == "resume":
+            self.unpause()
 
     def describe_to_journal(self) -> None:
         """The run's settings, once the trainer exists."""

@@ -4,7 +4,8 @@ The highlighted run's curves are drawn, or, when runs are selected (space), thei
 shared axes with each one's settings beside, in its colour. A run another process trains
 (`cllm train`, `--background`, or a run this app handed over when it detached) is
 followed as it goes: step, loss, tokens/s and ETA in the table, its curves in the chart;
-Stop asks it to stop and save, Take over stops it and continues it in the app.
+Pause pauses or resumes it, Stop asks it to stop and save, Take over stops it and
+continues it in the app.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class RunsScreen(ReportWorkerErrors, Screen):
     BINDINGS = [
         *MODE_BINDINGS,
         Binding("space", "select", "Select", id="runs.select"),
+        Binding("f5", "pause", "Pause", id="runs.pause"),
         Binding("f6", "take_over", "Take over", id="runs.take_over"),
         Binding("f7", "stop", "Stop", id="runs.stop"),
     ]
@@ -206,6 +208,13 @@ class RunsScreen(ReportWorkerErrors, Screen):
         if row is not None:
             self._request(row.id, "stop")
             self.app.notify(f"Asked {row.name} ({row.id}) to stop: it saves at its next step.", markup=False)
+
+    def action_pause(self) -> None:
+        row = self._live_other("Pause")
+        if row is not None:
+            what = "resume" if row.state == "paused" else "pause"
+            self._request(row.id, what)
+            self.app.notify(f"Asked {row.name} ({row.id}) to {what}.", markup=False)
 
     def action_take_over(self) -> None:
         row = self._live_other("Take over")
