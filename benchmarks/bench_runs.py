@@ -27,8 +27,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (  # noqa: E402
-    DEFAULT_CORPUS, add_report_args, check_tree, command_line, fmt_range, load_text, machine_lines, report, stats,
+from benchmarks.common import (
+    DEFAULT_CORPUS,
+    add_report_args,
+    check_tree,
+    command_line,
+    fmt_range,
+    load_text,
+    machine_lines,
+    report,
+    stats,
     table,
 )
 

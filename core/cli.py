@@ -8,13 +8,14 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
+from dataclasses import fields
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cllm.core.config import ModelConfig, TrainConfig
+from cllm.core.config import ModelConfig, SampleConfig, TrainConfig
 from cllm.core.errors import CllmError, ConfigError, TokenizerError
 from cllm.core.mpi_world import DEFAULT_TIMEOUT as MPI_TIMEOUT
 from cllm.core.run_commands import add_runs_parser, add_train_options, cmd_runs, origin, start_background
@@ -54,14 +55,15 @@ def _add_train(sub) -> None:
     p.add_argument("--steps", type=int, default=t.steps, help="total steps (with --resume: the total to reach)")
     p.add_argument("--lr", type=float, default=t.lr)
     p.add_argument("--min-lr", type=float, default=None, help="final learning rate (default lr/10)")
-    p.add_argument("--warmup", type=int, default=t.warmup)
+    p.add_argument("--warmup", type=int, default=t.warmup,
+                   help="learning-rate warm-up steps (default: a tenth of --steps, at most 100)")
     p.add_argument("--weight-decay", type=float, default=t.weight_decay)
     p.add_argument("--grad-clip", type=float, default=t.grad_clip)
     p.add_argument("--grad-accum", type=int, default=t.grad_accum)
     p.add_argument("--eval-interval", type=int, default=t.eval_interval)
     p.add_argument("--eval-chunks", type=int, default=t.eval_chunks, help="0: every held-out chunk")
     p.add_argument("--checkpoint-interval", type=int, default=t.checkpoint_interval,
-                   help="save every N steps (0: only at the end)")
+                   help="save every N steps (default: with each evaluation; 0: only at the end)")
     p.add_argument("--checkpoint-minutes", type=float, default=t.checkpoint_minutes,
                    help=f"also save when this many minutes passed since the last save (default "
                         f"{t.checkpoint_minutes:g}; 0: never), so even kill -9 loses at most that much")
@@ -83,12 +85,13 @@ def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="stream text from a model")
     p.add_argument("model", type=Path)
     p.add_argument("--prompt", default="")
-    p.add_argument("--max-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--stop", default=None, help="end generation before this text")
+    s = SampleConfig()
+    p.add_argument("--max-tokens", type=int, default=s.max_tokens)
+    p.add_argument("--temperature", type=float, default=s.temperature, help="0: always the most likely token")
+    p.add_argument("--top-k", type=int, default=s.top_k, help="0: no limit")
+    p.add_argument("--top-p", type=float, default=s.top_p, help="1: no nucleus cut")
+    p.add_argument("--seed", type=int, default=s.seed)
+    p.add_argument("--stop", default=s.stop, help="end generation before this text")
     p.add_argument("--json", action="store_true")
 
 
@@ -176,13 +179,14 @@ def cmd_train(a) -> int:
 def _train(a, world, session) -> int:
     """`cllm train` once the model file is this process's (session: None on MPI ranks but 0)."""
     from cllm.core.corpus import load_corpus
-    from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, SaveFailedEvent, StepEvent
+    from cllm.core.events import CheckpointEvent, DoneEvent, EndReason, EvalEvent, SaveFailedEvent, StepEvent
+    from cllm.core.outcome import describe_end
+    from cllm.core.precompile import compile_kernels, kernels_cached
     from cllm.core.trainer import Trainer
-    from cllm.core.warmup import compile_kernels, kernels_cached
 
     if world is not None:
         from cllm.core import distributed
-        from cllm.core.distributed import DistributedTrainer as Trainer  # noqa: F811  (one rank of the run)
+        from cllm.core.distributed import DistributedTrainer as Trainer  # one rank of the run
     config = _train_config(a)
     out = a.output
     _check_init(a)
@@ -217,7 +221,7 @@ def _train(a, world, session) -> int:
 
     started = time.perf_counter()
     events: list = []
-    first_step = []
+    first_step: list[float] = []
     result: dict = {}
 
     def on_event(event) -> None:
@@ -277,15 +281,10 @@ def _train(a, world, session) -> int:
         summary.update(ranks=world.size, threads_per_rank=rank_threads)
     if a.json and speaks:
         _say(json.dumps(summary), out=True)
-    if (speaks and not a.json) or done.reason == "lost":  # each rank tells why it lost the others
-        _say(escape(done.message))
-    if done.reason == "nan":
-        return 1
-    if done.reason in ("lost", "diverged"):
-        return 5
-    if any(e.final for e in failed):
-        return 3 if done.saved_to else 4
-    return 0
+    outcome = describe_end(done, trainer.state.best_val_loss)
+    if (speaks and not a.json) or done.reason is EndReason.LOST:  # each rank tells why it lost the others
+        _say(escape(outcome.notice))
+    return outcome.exit_code
 
 
 def _obey(session, what: str, trainer, request_stop) -> None:
@@ -373,7 +372,8 @@ def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None
                     elif isinstance(event, CheckpointEvent):
                         progress.console.print(f"step {event.step}: saved {escape(str(event.path))}")
                     elif isinstance(event, SaveFailedEvent):
-                        then = "; saving elsewhere" if event.final else "; training goes on, the next checkpoint tries again"
+                        then = ("; saving elsewhere" if event.final
+                                else "; training goes on, the next checkpoint tries again")
                         progress.console.print(f"[bold red]step {event.step}: {escape(event.message)}[/]{then}")
                 seen = len(events)
     except (OSError, ValueError):  # the terminal went away: wait quietly for the save
@@ -382,11 +382,10 @@ def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None
 
 def cmd_generate(a) -> int:
     from cllm.core.model_file import load_model
-    from cllm.core.sampler import SampleConfig, generate
+    from cllm.core.sampler import generate
 
     loaded = load_model(a.model)
-    config = SampleConfig(max_tokens=a.max_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
-                          seed=a.seed, stop=a.stop).validate()
+    config = SampleConfig(**{f.name: getattr(a, f.name) for f in fields(SampleConfig)}).validate()  # a flag each
     started = time.perf_counter()
     pieces, first = [], None
     for piece in generate(loaded.model, a.prompt, config):
@@ -420,17 +419,17 @@ def cmd_eval(a) -> int:
         raise TokenizerError(f"{corpus.path or corpus.name}: {exc}") from None
     _, val = split_tokens(tokens, model.config.ctx, corpus.name)
     if a.json:
-        loss, tokens = evaluate(model, val, threads=a.threads)
+        loss, counted = evaluate(model, val, threads=a.threads)
     else:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err, refresh_per_second=8, transient=True) as progress:
             task = progress.add_task("evaluating (chunks)", total=None)
-            loss, tokens = evaluate(model, val, threads=a.threads,
+            loss, counted = evaluate(model, val, threads=a.threads,
                                     on_progress=lambda done, total: progress.update(task, completed=done, total=total))
     if a.json:
-        print(json.dumps({"val_loss": loss, "tokens": tokens}))
+        print(json.dumps({"val_loss": loss, "tokens": counted}))
     else:
-        print(f"validation loss {loss:.4f} over {tokens:,} tokens of {corpus.name}")
+        print(f"validation loss {loss:.4f} over {counted:,} tokens of {corpus.name}")
     return 0
 
 
@@ -536,6 +535,7 @@ def cmd_import(a) -> int:
         for note in info.notes:
             err.print(f"note: {escape(note)}", highlight=False)
         c = info.config
+        assert c is not None  # an imported folder has a config
         err.print(f"imported {info.path} as {result.path}: {info.n_params:,} parameters, {c.n_layer} layers, "
                   f"{c.n_head} heads, width {c.n_embd}, ctx {c.ctx}, {info.tokenizer_kind} tokenizer "
                   f"({c.vocab_size} tokens), in {result.seconds:.1f} s")

@@ -35,7 +35,7 @@ class LockHolder:
     since: str
 
     @classmethod
-    def this_process(cls, run: str) -> "LockHolder":
+    def this_process(cls, run: str) -> LockHolder:
         return cls(run, os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%d %H:%M:%S"))
 
     def describe(self) -> str:
@@ -69,7 +69,7 @@ class ModelFileLock:
         os.close(self._fd)
         self._fd = None
 
-    def __enter__(self) -> "ModelFileLock":
+    def __enter__(self) -> ModelFileLock:
         return self
 
     def __exit__(self, *exc: object) -> None:

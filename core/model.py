@@ -52,17 +52,13 @@ class GPT:
             raise ValueError(f"parameter buffer has {self.params.size} values, the config needs {self.layout.size}")
 
     @classmethod
-    def create(cls, config: ModelConfig, tokenizer: Tokenizer, seed: int = 1337) -> "GPT":
+    def create(cls, config: ModelConfig, tokenizer: Tokenizer, seed: int = 1337) -> GPT:
         config.validate()
         return cls(config, tokenizer, init_params(config, seed))
 
     @property
     def n_params(self) -> int:
         return self.layout.size
-
-    @property
-    def n_params_non_embedding(self) -> int:
-        return self.layout.size - math.prod(self.layout.shapes["wte"]) - math.prod(self.layout.shapes["wpe"])
 
     def tensors(self) -> dict[str, np.ndarray]:
         return self.layout.named_views(self.params)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -158,7 +159,7 @@ def loss_plot(steps: list[tuple[int, float]], evals: list[tuple[int, float]], wi
     first, last = steps[0][0], max(steps[-1][0], evals[-1][0] if evals else 0)
     grid = [[" "] * width for _ in range(height)]
 
-    def place(step: int, value: float, mark: str) -> None:
+    def place(step: float, value: float, mark: str) -> None:
         x = min(width - 1, int((step - first) / max(1, last - first) * (width - 1)))
         y = min(height - 1, int((top - value) / span * (height - 1)))
         grid[y][x] = mark
@@ -171,7 +172,7 @@ def loss_plot(steps: list[tuple[int, float]], evals: list[tuple[int, float]], wi
     for step, value in evals:
         place(step, value, "o")
     labels = [f"{top:7.3f} ┤", *(" " * 7 + " │" for _ in range(height - 2)), f"{bottom:7.3f} ┤"]
-    rows = [label + "".join(line) for label, line in zip(labels, grid)]
+    rows = [label + "".join(line) for label, line in zip(labels, grid, strict=True)]
     rows.append(" " * 8 + "└" + "─" * width)
     rows.append(" " * 9 + f"{first:<{width // 2}}" + f"{last:>{width - width // 2}}" + "  step")
     rows.append(" " * 9 + "· train loss" + ("   o validation loss" if evals else ""))

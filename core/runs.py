@@ -78,7 +78,7 @@ class RunSession:
 
     @classmethod
     def start(cls, out_path: Path, *, name: str | None = None, origin: str = "cli", corpus: str | None = None,
-              steps: int = 0, run_id: str | None = None, journal_path: Path | None = None) -> "RunSession":
+              steps: int = 0, run_id: str | None = None, journal_path: Path | None = None) -> RunSession:
         """Locks `out_path` (FileBusyError if a live run or import holds it) and records the
         run as running. `run_id` continues a run the journal has (a hand-over)."""
         run_id = run_id or new_run_id()

@@ -9,23 +9,20 @@ one progress bar per core.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import platformdirs
 
-from cllm.core.config import ModelConfig, TrainConfig
+from cllm.core.checkpoint import checkpoint_due, file_sha256, save_at_end, save_checkpoint
+from cllm.core.config import ModelConfig, TrainConfig, lr_at
 from cllm.core.corpus import Corpus
-from cllm.core.errors import CllmError, ConfigError, CorpusError, TokenizerError
-from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, Event, SaveFailedEvent, StepEvent
+from cllm.core.errors import ConfigError, CorpusError, TokenizerError
+from cllm.core.events import DoneEvent, EndReason, EvalEvent, Event, SaveReason, StepEvent
 from cllm.core.model import GPT
 from cllm.core.model_file import load_model, save_model
 from cllm.core.optimizer import adamw_update, reduce_shards
@@ -36,16 +33,6 @@ from cllm.core.tokenizer import coverage_problem, train_tokenizer
 from cllm.core.workspace import Workspace
 
 ADAM_EPS = 1e-8
-
-
-def lr_at(step: int, config: TrainConfig) -> float:
-    """nanoGPT's schedule: linear warm-up, then cosine decay to the final lr at the last step."""
-    if step < config.warmup:
-        return config.lr * (step + 1) / (config.warmup + 1)
-    if step >= config.steps:
-        return config.final_lr
-    ratio = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.final_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (config.lr - config.final_lr)
 
 
 def split_tokens(tokens: np.ndarray, ctx: int, corpus_name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -69,15 +56,6 @@ def eval_chunks(val: np.ndarray, ctx: int, limit: int = 0) -> np.ndarray:
     return np.ascontiguousarray(val[: n * (ctx + 1)].reshape(n, ctx + 1), dtype=np.int32)
 
 
-def fallback_paths(path: Path) -> list[Path]:
-    """Where a run's state goes when its model file cannot be written, in order: beside it
-    under a new name (enough when the target is a folder), then the user's data folder and
-    the temporary folder (another disk, perhaps, when this one is full or read-only)."""
-    name = f"{path.stem}.unsaved-{datetime.now().strftime('%Y%m%d-%H%M%S')}{path.suffix or '.cllm'}"
-    return [path.with_name(name), Path(platformdirs.user_data_dir("cllm", appauthor=False)) / "unsaved" / name,
-            Path(tempfile.gettempdir()) / "cllm-unsaved" / name]
-
-
 def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0,
              on_progress: Callable[[int, int], None] | None = None) -> tuple[float, int]:
     """Validation loss by the project's protocol over `tokens` (already the held-out
@@ -92,11 +70,12 @@ def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0,
     ws = Workspace.create(model.config, n, -(-len(chunks) // n))
     finished = threading.Event()
 
-    def watch() -> None:
+    def watch(report: Callable[[int, int], None]) -> None:
         while not finished.wait(0.2):
-            on_progress(int(ws.progress.sum()), len(chunks))
+            report(int(ws.progress.sum()), len(chunks))
 
-    watcher = threading.Thread(target=watch, name="cllm-eval-progress", daemon=True) if on_progress else None
+    watcher = threading.Thread(target=watch, args=(on_progress,), name="cllm-eval-progress",
+                               daemon=True) if on_progress else None
     if watcher is not None:
         watcher.start()
     try:
@@ -109,11 +88,6 @@ def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0,
     if on_progress is not None:
         on_progress(len(chunks), len(chunks))
     return float(losses.mean()), int(chunks.shape[0] * ctx)
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class Trainer:
@@ -160,7 +134,7 @@ class Trainer:
     # -- construction -------------------------------------------------------------
     @classmethod
     def new(cls, corpus: Corpus, model_config: dict, train_config: TrainConfig, *, tokenizer: str = "char",
-            vocab_size: int | None = None, out_path: Path | None = None) -> "Trainer":
+            vocab_size: int | None = None, out_path: Path | None = None) -> Trainer:
         """A fresh model: trains the tokenizer on the corpus, then initialises the model."""
         tok = train_tokenizer(tokenizer, corpus.text, vocab_size)
         config = ModelConfig(vocab_size=tok.vocab_size, **model_config).validate()
@@ -169,7 +143,7 @@ class Trainer:
 
     @classmethod
     def resume(cls, model_path: Path, corpus: Corpus, train_config: TrainConfig | None = None, *,
-               out_path: Path | None = None) -> "Trainer":
+               out_path: Path | None = None) -> Trainer:
         """Continues a saved run. `train_config.steps` is the total to reach; without a
         config, the saved one is used."""
         loaded = load_model(model_path)
@@ -184,7 +158,7 @@ class Trainer:
 
     @classmethod
     def fine_tune(cls, parent_path: Path, corpus: Corpus, train_config: TrainConfig, *,
-                  out_path: Path | None = None) -> "Trainer":
+                  out_path: Path | None = None) -> Trainer:
         """A new run that starts from a saved model's weights and tokenizer, with a fresh
         optimiser, schedule and step count (unlike `resume`, which continues the same
         run). The run records its parent: file name, SHA-256 and steps. The corpus must
@@ -311,11 +285,18 @@ class Trainer:
             self.state.best_val_loss = val
         return val
 
+    def save_path(self, path: Path | None = None) -> Path:
+        """Where `save(path)` writes: `path`, else the run's model file."""
+        target = path or self.out_path
+        if target is None:
+            raise ValueError("nowhere to save: no path given and the run has no model file")
+        return Path(target)
+
     def save(self, path: Path | None = None) -> Path:
         """Writes the run's state (model, optimiser, random generator, data position) to
         `path` (default: the run's model file). Raises ModelFileError if it cannot."""
-        target = Path(path or self.out_path)
-        self.state.rng_state = self.rng.bit_generator.state
+        target = self.save_path(path)
+        self.state.rng_state = dict(self.rng.bit_generator.state)
         training = self.state.to_training_dict(CorpusRef(self.corpus.name, self.corpus.sha256), self.config.to_dict())
         phase, self.phase = self.phase, "save"
         try:
@@ -325,41 +306,8 @@ class Trainer:
         self._last_save = time.monotonic()
         return target
 
-    def _checkpoint(self, emit: Callable[[Event], None], reason: str) -> None:
-        """A save during the run; a failure is reported and training goes on."""
-        try:
-            emit(CheckpointEvent(self.state.step, self.save(), reason))
-        except CllmError as exc:
-            self._last_save = time.monotonic()  # try again at the next checkpoint, not at every step
-            emit(SaveFailedEvent(self.state.step, self.out_path, str(exc), final=False))
-
-    def _checkpoint_due(self, step: int) -> str | None:
-        cfg = self.config
-        if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0:
-            return "interval"
-        if cfg.checkpoint_minutes and time.monotonic() - self._last_save >= 60 * cfg.checkpoint_minutes:
-            return "time"
-        return None
-
-    def _final_save(self, emit: Callable[[Event], None]) -> tuple[Path | None, str]:
-        """The end-of-run save, falling back to `fallback_paths` if the model file cannot
-        be written. Returns where the state went (None: nowhere) and what to tell."""
-        try:
-            path = self.save()
-        except CllmError as exc:
-            emit(SaveFailedEvent(self.state.step, self.out_path, str(exc), final=True))
-            failures = [str(exc)]
-            for candidate in fallback_paths(self.out_path):
-                try:
-                    path = self.save(candidate)
-                except CllmError as again:
-                    failures.append(str(again))
-                    continue
-                emit(CheckpointEvent(self.state.step, path, "final"))
-                return path, f"{exc}; the run was saved to {path} instead"
-            return None, "could not save the run anywhere: " + "; ".join(failures)
-        emit(CheckpointEvent(self.state.step, path, "final"))
-        return path, f"saved to {path}"
+    def _checkpoint_due(self, step: int) -> SaveReason | None:
+        return checkpoint_due(self.config, step, time.monotonic() - self._last_save)
 
     def run(self, on_event: Callable[[Event], None] | None = None) -> DoneEvent:
         """Trains until `config.steps`, a stop request, or a non-finite loss."""
@@ -383,7 +331,7 @@ class Trainer:
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     message = (f"loss became {loss} (gradient norm {norm}) at step {self.state.step + 1}; "
                                "training stopped and the last checkpoint was kept")
-                    done = DoneEvent(self.state.step, "nan", message,
+                    done = DoneEvent(self.state.step, EndReason.NAN, message,
                                      self.out_path if self.out_path and self.out_path.exists() else None)
                     emit(done)
                     return done
@@ -393,21 +341,19 @@ class Trainer:
                 emit(StepEvent(step, cfg.steps, float(loss), lr_at(step - 1, cfg), norm, tokens_per_step / dt,
                                time.perf_counter() - started, step_time * (cfg.steps - step), self.state.tokens_seen))
                 if cfg.eval_interval and (step % cfg.eval_interval == 0 or step == cfg.steps) and len(self.chunks):
-                    val = self.evaluate()
-                    if val is not None:
-                        emit(EvalEvent(step, val, self.state.best_val_loss))
-                reason = self._checkpoint_due(step) if self.out_path and step < cfg.steps else None
-                if reason:
-                    self._checkpoint(emit, reason)
+                    val, best = self.evaluate(), self.state.best_val_loss
+                    if val is not None and best is not None:  # evaluate() sets best whenever it returns a loss
+                        emit(EvalEvent(step, val, best))
+                due = self._checkpoint_due(step) if self.out_path else None
+                if due:
+                    save_checkpoint(self, emit, due)
+                    self._last_save = time.monotonic()  # after a failure too: the next checkpoint tries again
         stopped = self.state.step < cfg.steps
-        reason = "stopped" if stopped else "finished"
+        reason = EndReason.STOPPED if stopped else EndReason.FINISHED
         how = f" ({self.stop_reason})" if stopped and self.stop_reason else ""
-        saved_to, where = None, ""
-        if self.out_path and (self.state.step > first_step or not self.out_path.exists()):
-            saved_to, where = self._final_save(emit)
-        elif self.out_path:
-            saved_to, where = self.out_path, f"{self.out_path} is unchanged"
-        done = DoneEvent(self.state.step, reason, f"{reason}{how} at step {self.state.step}" + (f", {where}" if where else ""),
-                         saved_to)
+        end = save_at_end(self, emit, first_step)
+        done = DoneEvent(self.state.step, reason,
+                         f"{reason}{how} at step {self.state.step}" + (f", {end.words}" if end.words else ""),
+                         end.saved_to, end.failed)
         emit(done)
         return done

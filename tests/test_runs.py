@@ -116,7 +116,7 @@ def test_attach_detaches_on_ctrl_c_and_the_run_goes_on(tmp_path, corpus):
         watcher.send_signal(signal.SIGINT)
         _, err = watcher.communicate(timeout=30)
         assert watcher.returncode == 0 and "detached" in err
-        step = running_step(run_id, 1)["step"]
+        step = wait_until(lambda: running_step(run_id, 1))["step"]
         wait_until(lambda: running_step(run_id, step + 1), message="the run did not go on after the detach")
     finally:
         cllm("runs", "stop", run_id, "--wait", "60")

@@ -34,7 +34,7 @@ async def test_a_run_into_a_file_another_run_writes_is_refused_naming_it(tui_hom
         async with app.run_test() as pilot:
             await start_new_run(pilot, tui_home, "busy", steps=40, eval=20)
             await wait_for(pilot, lambda: any("0badc0de" in n for n in app.notices), what="the refusal")
-            await wait_for(pilot, lambda: app.train_state == "idle", what="no run")
+            await wait_for(pilot, lambda: not app.run_active, what="no run")
     assert not target.exists()
     assert any("pid 4242 on elsewhere" in n for n in app.notices)
 

@@ -10,6 +10,7 @@ a backlog. Messages that must not be lost (evaluations, saves, the end of a run)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +23,20 @@ from cllm.tui.training_run import RunPlan, TrainingRun
 if TYPE_CHECKING:
     from cllm.core.hf_import import HfFolderInfo
     from cllm.core.journal import RunRow
-    from cllm.tui.screens.runs import RunCurves
     from cllm.core.model_file import ModelInfo
+    from cllm.tui.screens.runs import RunCurves
+
+
+class Activity(StrEnum):
+    """What the app is busy with (the model bar shows it; the value starts its words)."""
+
+    COMPILING = "compiling kernels"
+    LOADING = "loading"
+    IMPORTING = "importing"
+    PREPARING = "preparing run"
+    TRAINING = "training"
+    PAUSED = "paused"
+    STOPPING = "stopping"
 
 
 # -- requests from the screens to the app ---------------------------------------------
@@ -76,7 +89,7 @@ class ModelLoaded(Message):
 class ReadProgress(Message):
     """A model being read (loaded or imported): `done` of `total` bytes."""
 
-    what: str  # "loading" or "importing"
+    what: Activity  # LOADING or IMPORTING
     name: str
     done: int
     total: int
@@ -170,7 +183,7 @@ class DetailsRead(Message):
     """A model file's header, checked: `info`, or `problem` saying why it is unusable."""
 
     path: Path
-    info: "ModelInfo | None"
+    info: ModelInfo | None
     problem: str | None
 
 
@@ -179,7 +192,7 @@ class FolderRead(Message):
     """A Hugging Face folder, inspected: what an import would make of it."""
 
     path: Path
-    info: "HfFolderInfo | None"  # None: not a Hugging Face GPT-2 folder
+    info: HfFolderInfo | None  # None: not a Hugging Face GPT-2 folder
     problem: str | None  # why it could not be read at all
 
 
@@ -196,8 +209,8 @@ class RunsRead(Message):
     """The run journal, read: runs newest first, the curves of those shown, or why it
     could not be read."""
 
-    rows: "list[RunRow]"
-    curves: "dict[str, RunCurves]"
+    rows: list[RunRow]
+    curves: dict[str, RunCurves]
     problem: str | None
 
 
@@ -205,4 +218,4 @@ class RunsRead(Message):
 class TakeOverRequested(Message):
     """A run another process trains has stopped and saved: the app continues it."""
 
-    row: "RunRow"
+    row: RunRow

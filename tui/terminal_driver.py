@@ -55,12 +55,10 @@ class TerminalDriver(LinuxDriver):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._file = TerminalOutput(self._file)  # type: ignore[assignment]
+        assert self._file is not None, "no standard error to draw on"
+        self._output = TerminalOutput(self._file)
+        self._file = self._output  # type: ignore[assignment]  # the writer thread uses write, flush and fileno
         self._suspended_by_us = False
-
-    @property
-    def terminal_gone(self) -> bool:
-        return self._file.gone  # type: ignore[attr-defined]
 
     def _sigtstp_application(self, *args: Any) -> None:
         self._suspended_by_us = True

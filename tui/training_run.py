@@ -1,5 +1,6 @@
-"""A training run as the app holds it: what was asked for (`RunPlan`), and the trainer
-with what the screens show about it (`TrainingRun`).
+"""A training run as the app holds it: what was asked for (`RunPlan`, the quick start's
+`quick_start_plan`), and the trainer with what the screens show about it (`TrainingRun`;
+tui/training_worker.py runs it).
 
 The trainer thread appends to the run's histories and log; the UI reads them on timers
 and when messages arrive. Python list appends are atomic, so append-only lists need no
@@ -16,10 +17,22 @@ from pathlib import Path
 
 from cllm.core.runs import RunSession
 from cllm.tui.engine import (
-    CheckpointEvent, CorpusRef, DoneEvent, EvalEvent, Event, RunState, SaveFailedEvent, StepEvent, TrainConfig,
+    QUICK_START,
+    QUICK_START_EVAL_CHUNKS,
+    CheckpointEvent,
+    CorpusRef,
+    DoneEvent,
+    EvalEvent,
+    Event,
+    RunState,
+    SaveFailedEvent,
+    StepEvent,
+    TrainConfig,
     TrainerLike,
+    describe_end,
 )
 from cllm.tui.formatting import format_loss
+from cllm.tui.validators import free_name
 
 
 @dataclass
@@ -39,7 +52,15 @@ class RunPlan:
     journal_id: str | None = None  # a run the journal has, which this one continues (Take over)
 
 
-DONE_TEXT = {"finished": "finished", "stopped": "stopped, progress saved", "nan": "stopped: loss is not a number"}
+def quick_start_plan(models_dir: Path) -> RunPlan:
+    """The quick start's run: QUICK_START's settings, into a new quickstart(-N).cllm."""
+    q = QUICK_START
+    train_config = TrainConfig(steps=q["steps"], batch=q["batch"], lr=q["lr"], eval_interval=q["eval_interval"],
+                               threads=q["threads"], eval_chunks=QUICK_START_EVAL_CHUNKS).validate()
+    return RunPlan(corpus=q["corpus"], tokenizer=q["tokenizer"], vocab_size=q["vocab_size"],
+                   model_config={key: q[key] for key in ("n_layer", "n_head", "n_embd", "ctx")},
+                   train_config=train_config, action="new",
+                   out_path=models_dir / f"{free_name(models_dir, 'quickstart')}.cllm", quick_start=True)
 
 
 @dataclass
@@ -61,7 +82,7 @@ class TrainingRun:
     done: DoneEvent | None = None  # once run() returned
     error: str | None = None  # why the run could not start or failed
     started: float = field(default_factory=time.monotonic)
-    finished: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)  # the worker is done (main() waits for it)
     stop_requested: bool = False
     session: RunSession | None = None  # the lock on the model file and the journal record
     detach_requested: bool = False  # the run goes on without the app (tui/detach.py)
@@ -115,10 +136,6 @@ class TrainingRun:
         return self.plan.out_path
 
     @property
-    def active(self) -> bool:
-        return not self.finished.is_set()
-
-    @property
     def paused(self) -> bool:
         return self.trainer is not None and self.trainer.paused
 
@@ -127,7 +144,7 @@ class TrainingRun:
         """Whether the model file holds weights of this run's model already."""
         return self.checkpoints > 0 or (self.plan.action == "continue" and self.out_path.exists())
 
-    def prefill(self, state: RunState) -> None:
+    def continue_curves(self, state: RunState) -> None:
         """Start the curves from a saved model's history."""
         for history, steps, values in ((state.loss_history, self.loss_steps, self.loss_values),
                                        (state.val_history, self.val_steps, self.val_values)):
@@ -163,7 +180,7 @@ class TrainingRun:
             self.log.append(f"step {event.step}: {event.message}")
         elif isinstance(event, DoneEvent):
             self.done = event
-            self.log.append(f"step {event.step}: {DONE_TEXT.get(event.reason, event.reason)} — {event.message}")
+            self.log.append(f"step {event.step}: {describe_end(event, self.best_val).notice}")
 
     def pause(self) -> None:
         if self.trainer is not None:

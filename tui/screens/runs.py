@@ -66,7 +66,7 @@ def read_journal(shown: list[str]) -> RunsRead:
             steps, evals = journal.curve(run_id)
             curves[run_id] = RunCurves([s for s, _ in steps], [v for _, v in steps], [s for s, _ in evals],
                                        [v for _, v in evals])
-    except Exception as exc:  # noqa: BLE001 - a damaged journal is reported, not raised
+    except Exception as exc:
         return RunsRead([], {}, f"the run journal cannot be read: {exc}")
     finally:
         journal.close()
@@ -92,7 +92,7 @@ class RunsScreen(ReportWorkerErrors, Screen):
         Binding("f7", "stop", "Stop", id="runs.stop"),
     ]
 
-    app: "CllmApp"
+    app: CllmApp
 
     def __init__(self) -> None:
         super().__init__(id="runs")
@@ -198,7 +198,7 @@ class RunsScreen(ReportWorkerErrors, Screen):
             self.app.notify(f"{what}: highlight a running run first.", severity="warning")
             return None
         session = self.app.training.session if self.app.training is not None else None
-        if row.pid == os.getpid() or (session is not None and session.run_id == row.id and self.app.training.active):
+        if row.pid == os.getpid() or (session is not None and session.run_id == row.id and self.app.run_active):
             self.app.notify(f"{row.name} is this app's run: the Train screen stops it.", severity="warning")
             return None
         return row
@@ -220,7 +220,7 @@ class RunsScreen(ReportWorkerErrors, Screen):
         row = self._live_other("Take over")
         if row is None:
             return
-        if self.app.training is not None and self.app.training.active:
+        if self.app.run_active:
             self.app.notify("A run is already in progress here: stop it first.", severity="warning")
             return
         self.taking_over = row.id
