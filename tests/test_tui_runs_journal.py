@@ -4,9 +4,11 @@ with who holds it."""
 
 from __future__ import annotations
 
+from textual.widgets import Input
+
 from cllm.core.file_lock import LockHolder, lock_model_file
 from cllm.core.journal import Journal
-from tests.tui_helpers import FakeEngine, make_app, start_new_run, wait_for
+from tests.tui_helpers import FakeEngine, fill, goto, make_app, press, start_new_run, wait_for
 
 
 async def test_a_run_in_the_app_is_journaled_with_its_settings_and_steps(tui_home):
@@ -57,3 +59,26 @@ async def test_detach_stops_the_run_at_a_step_saves_it_and_leaves_the_app(tui_ho
     # the record stays open for the process that continues the run (tui/detach.py)
     assert row.state == "running" and row.message == "handed over to a detached process"
     assert row.step == run.done.step
+
+
+async def test_ctrl_d_is_the_inputs_delete_right_while_no_run_goes_on(tui_home):
+    app = make_app(tui_home, engine=FakeEngine())
+    async with app.run_test() as pilot:
+        await goto(pilot, "train")
+        await fill(pilot, "#corpus", "abcd")
+        await press(pilot, "home", "ctrl+d")
+        await wait_for(pilot, lambda: app.screen.query_one("#corpus", Input).value == "bcd", what="delete right")
+        assert app.is_running
+
+
+async def test_an_unusable_journal_is_reported_once_and_the_run_goes_on(tui_home, cllm_home):
+    cllm_home.mkdir()
+    (cllm_home / "journal.sqlite3").write_bytes(b"not a database" * 200)
+    app = make_app(tui_home, engine=FakeEngine(step_time=0.002))
+    async with app.run_test() as pilot:
+        await start_new_run(pilot, tui_home, "unjournaled", steps=30, eval=10)
+        await wait_for(pilot, lambda: app.training is not None and app.training.finished.is_set(), what="the end")
+        await wait_for(pilot, lambda: app.training.done is not None, what="done")
+    assert app.training.done.step == 30 and (tui_home["models"] / "unjournaled.cllm").exists()
+    warnings = [n for n in app.notices if "not journaled" in n]
+    assert len(warnings) == 1 and "journal.sqlite3" in warnings[0]
