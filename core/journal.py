@@ -159,6 +159,15 @@ class Journal:
         except (sqlite3.Error, OSError) as exc:
             raise JournalError(f"{self.path}: {getattr(exc, 'strerror', None) or exc}") from None
 
+    @classmethod
+    def for_reading(cls) -> Journal:
+        """The journal to read runs from: read-write when it can be (a run found dead is
+        then written lost), else read-only (a journal this user cannot write)."""
+        try:
+            return cls()
+        except JournalError:
+            return cls(readonly=True)
+
     def close(self) -> None:
         self.db.close()
 
@@ -257,4 +266,7 @@ class Journal:
     def request(self, run_id: str, what: str) -> None:
         """Leaves a request for a live run ("stop", "pause" or "resume"); the run reads it
         within a second."""
-        self.db.execute("UPDATE runs SET request = ? WHERE id = ?", (what, run_id))
+        try:
+            self.db.execute("UPDATE runs SET request = ? WHERE id = ?", (what, run_id))
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: cannot leave the run a request: {exc}") from None

@@ -51,9 +51,9 @@ def add_train_options(p) -> None:
     p.add_argument("--run-id", default=None, help="the journal id for this run (continues that run's record)")
 
 
-def _open(readonly: bool = False) -> Journal:
+def _open() -> Journal:
     try:
-        return Journal(readonly=readonly)
+        return Journal.for_reading()
     except JournalError as exc:
         raise CllmError(f"cannot read the run journal: {exc}") from None
 

@@ -56,7 +56,7 @@ def read_journal(shown: list[str]) -> RunsRead:
     if not journal_path().exists():
         return RunsRead([], {}, None)
     try:
-        journal = Journal()
+        journal = Journal.for_reading()
     except JournalError as exc:
         return RunsRead([], {}, f"the run journal cannot be read: {exc}")
     try:
