@@ -12,6 +12,7 @@ from textual.widgets import DataTable, Static
 from cllm.core.journal import Journal
 from cllm.core.model_file import read_info
 from cllm.tui.screens.runs import RunsScreen
+from cllm.tui.screens.train import TrainScreen
 from cllm.tui.widgets.loss_chart import LossChart
 from tests.tui_helpers import make_app, press, wait_for
 
@@ -48,7 +49,7 @@ async def test_the_runs_screen_lists_runs_newest_first_and_overlays_the_selected
         assert "wide (" in settings and "width 32" in settings and "narrow (" in settings and "width 16" in settings
 
 
-async def test_the_app_follows_a_background_run_and_takes_it_over(tui_home):
+async def test_the_app_opens_following_a_background_run_and_takes_it_over(tui_home):
     model = tui_home["models"] / "bg.cllm"
     started = subprocess.run([sys.executable, "-m", "cllm.core.cli", "train", str(tui_home["corpus"]), "-o",
                               str(model), "--embd", "16", "--steps", "1000000", "--checkpoint-interval", "50",
@@ -58,15 +59,18 @@ async def test_the_app_follows_a_background_run_and_takes_it_over(tui_home):
     try:
         app = make_app(tui_home)
         async with app.run_test(size=(100, 30)) as pilot:
-            await wait_for(pilot, lambda: isinstance(app.screen, RunsScreen), timeout=30,
-                           what="the Runs screen at start-up")
+            await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), timeout=30,
+                           what="the Train screen at start-up")
             assert any("1 run is going (newest: bg" in n for n in app.notices)
             screen = app.screen
-            await wait_for(pilot, lambda: screen.rows and screen.rows[0].step > 0, timeout=60, what="steps")
-            first = screen.rows[0].step
-            await wait_for(pilot, lambda: screen.rows[0].step > first, timeout=60, what="the run followed live")
-            assert screen.query_one(LossChart)._labels[0] == "bg train"
-            await press(pilot, "f6")
+            await wait_for(pilot, lambda: screen.followed is not None and screen.followed.step > 0, timeout=60,
+                           what="the run followed")
+            first = screen.followed.step
+            await wait_for(pilot, lambda: screen.followed.step > first, timeout=60, what="the run followed live")
+            status = str(screen.query_one("#run-status", Static).render())
+            assert f"Following bg (run {run_id}" in status and "tokens/s" in status and "ETA" in status
+            assert screen.query_one(LossChart)._labels[0] == "train"
+            await press(pilot, "f9")
             await wait_for(pilot, lambda: app.training is not None and app.training.trainer is not None,
                            timeout=120, what="the run continued here")
             taken_at = app.training.trainer.step

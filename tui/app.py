@@ -30,6 +30,7 @@ from textual.reactive import var
 from textual.screen import ModalScreen, Screen
 from textual.worker import get_current_worker
 
+from cllm.core.journal import Journal, RunRow
 from cllm.tui import modes
 from cllm.tui.bindings import MODE_BINDINGS
 from cllm.tui.commands import app_commands
@@ -68,6 +69,7 @@ from cllm.tui.worker_errors import ReportWorkerErrors, describe_error
 DEFAULT_MODEL_NAME = "saved_model.cllm"
 PROGRESS_HZ = 10  # a reading worker posts at most this many progress messages a second
 TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+TAKE_OVER_WAIT_S = 120.0  # how long Take over waits for the other process to save and end
 
 
 class CllmApp(ReportWorkerErrors, App[None]):
@@ -164,7 +166,7 @@ class CllmApp(ReportWorkerErrors, App[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="runs-at-start", name="look for runs")
     def _look_for_runs(self) -> None:
         """Runs other processes train (a detached run, `cllm train`): the app opens on the
-        Runs screen, which follows them."""
+        Train screen, which follows the newest, and says so."""
         found = read_journal([])
         if any(row.live and row.pid != os.getpid() for row in found.rows):
             self.post_message(found)
@@ -175,10 +177,43 @@ class CllmApp(ReportWorkerErrors, App[None]):
             return
         newest = live[0]
         self.notify(f"{len(live)} run{'s are' if len(live) > 1 else ' is'} going (newest: {newest.name}, step "
-                    f"{newest.step:,}/{newest.steps:,}); the Runs screen ({self.key_for('mode.runs')}) follows "
-                    "them: Pause, Stop, Take over.", markup=False)
+                    f"{newest.step:,}/{newest.steps:,}): the Train screen ({self.key_for('mode.train')}) follows the "
+                    f"newest (Pause, Stop, Take over), the Runs screen ({self.key_for('mode.runs')}) has them all.",
+                    markup=False)
         if self.model_path is None and self.training is None:
-            await self.action_mode("runs")
+            await self.action_mode("train")
+
+    # -- runs other processes train (the journal) -------------------------------------
+    @work(thread=True, exit_on_error=False, group="runs-control", name="run request")
+    def request_run(self, run_id: str, what: str) -> None:
+        """Leaves a request ("stop", "pause", "resume") for a run another process trains."""
+        journal = Journal()
+        try:
+            journal.request(run_id, what)
+        finally:
+            journal.close()
+
+    def take_over(self, row: RunRow) -> None:
+        """Stops a run another process trains and, once it has saved, continues it here."""
+        if self.run_active:
+            self.notify("A run is already in progress here: stop it first.", severity="warning")
+            return
+        self.notify(f"Taking over {row.name}: it stops and saves, then continues here…", markup=False)
+        self._take_over_when_saved(row.id)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="take-over", name="take over")
+    def _take_over_when_saved(self, run_id: str) -> None:
+        journal = Journal()
+        try:
+            journal.request(run_id, "stop")
+            deadline = time.monotonic() + TAKE_OVER_WAIT_S
+            row = journal.run(run_id)
+            while row.live and time.monotonic() < deadline:
+                time.sleep(0.2)
+                row = journal.run(run_id)
+        finally:
+            journal.close()
+        self.post_message(TakeOverRequested(row))
 
     @on(TakeOverRequested)
     async def _take_over(self, message: TakeOverRequested) -> None:

@@ -215,6 +215,14 @@ class RunsRead(Message):
 
 
 @dataclass
+class Followed(Message):
+    """The newest run another process trains, and its curves (None: no such run)."""
+
+    row: RunRow | None
+    curves: RunCurves | None
+
+
+@dataclass
 class TakeOverRequested(Message):
     """A run another process trains has stopped and saved: the app continues it."""
 

@@ -11,7 +11,6 @@ continues it in the app.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,7 +25,7 @@ from textual_plot import HiResMode
 from cllm.core.journal import Journal, JournalError, RunRow, journal_path
 from cllm.tui.bindings import MODE_BINDINGS
 from cllm.tui.formatting import format_duration, format_loss
-from cllm.tui.messages import RunsRead, TakeOverRequested
+from cllm.tui.messages import Followed, RunsRead
 from cllm.tui.widgets.loss_chart import LossChart, decimate
 from cllm.tui.widgets.model_bar import ModelBar
 from cllm.tui.worker_errors import ReportWorkerErrors
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
     from cllm.tui.app import CllmApp
 
 READ_S = 1.0  # the journal is read again this often
-TAKE_OVER_WAIT_S = 120.0  # how long Take over waits for the other process to save and end
 COLOURS = ["bright_cyan", "bright_magenta", "bright_green", "bright_yellow", "bright_red", "bright_blue"]
 COLUMNS = ("id", "name", "state", "step", "loss", "best val", "tok/s", "ETA")
 
@@ -73,6 +71,15 @@ def read_journal(shown: list[str]) -> RunsRead:
     return RunsRead(rows, curves, None)
 
 
+def read_followed() -> Followed:
+    """The newest live run of another process, for the Train screen to follow."""
+    found = read_journal([])
+    row = next((r for r in found.rows if r.live and r.pid != os.getpid()), None)
+    if row is None:
+        return Followed(None, None)
+    return Followed(row, read_journal([row.id]).curves.get(row.id))
+
+
 def settings_line(row: RunRow) -> str:
     m, t = row.model, row.training
     shape = (f"{m.get('n_layer', '?')}L {m.get('n_head', '?')}H width {m.get('n_embd', '?')} ctx {m.get('ctx', '?')}"
@@ -98,7 +105,6 @@ class RunsScreen(ReportWorkerErrors, Screen):
         super().__init__(id="runs")
         self.rows: list[RunRow] = []
         self.selected: list[str] = []  # run ids, in the order selected
-        self.taking_over: str | None = None
 
     def compose(self) -> ComposeResult:
         yield ModelBar(classes="model-bar")
@@ -206,46 +212,18 @@ class RunsScreen(ReportWorkerErrors, Screen):
     def action_stop(self) -> None:
         row = self._live_other("Stop")
         if row is not None:
-            self._request(row.id, "stop")
+            self.app.request_run(row.id, "stop")
             self.app.notify(f"Asked {row.name} ({row.id}) to stop: it saves at its next step.", markup=False)
 
     def action_pause(self) -> None:
         row = self._live_other("Pause")
         if row is not None:
             what = "resume" if row.state == "paused" else "pause"
-            self._request(row.id, what)
+            self.app.request_run(row.id, what)
             self.app.notify(f"Asked {row.name} ({row.id}) to {what}.", markup=False)
 
     def action_take_over(self) -> None:
         row = self._live_other("Take over")
         if row is None:
             return
-        if self.app.run_active:
-            self.app.notify("A run is already in progress here: stop it first.", severity="warning")
-            return
-        self.taking_over = row.id
-        self.app.notify(f"Taking over {row.name}: it stops and saves, then continues here…", markup=False)
-        self._take_over(row.id)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="runs-control", name="stop run")
-    def _request(self, run_id: str, what: str) -> None:
-        journal = Journal()
-        try:
-            journal.request(run_id, what)
-        finally:
-            journal.close()
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="runs-control", name="take over")
-    def _take_over(self, run_id: str) -> None:
-        journal = Journal()
-        try:
-            journal.request(run_id, "stop")
-            deadline = time.monotonic() + TAKE_OVER_WAIT_S
-            row = journal.run(run_id)
-            while row.live and time.monotonic() < deadline:
-                time.sleep(0.2)
-                row = journal.run(run_id)
-        finally:
-            journal.close()
-        self.taking_over = None
-        self.app.post_message(TakeOverRequested(row))
+        self.app.take_over(row)
