@@ -8,6 +8,7 @@ from textual.widgets import Input
 
 from cllm.core.file_lock import LockHolder, lock_model_file
 from cllm.core.journal import Journal
+from cllm.tui.engine import RunStatus
 from tests.tui_helpers import FakeEngine, fill, goto, make_app, press, start_new_run, wait_for
 
 
@@ -82,3 +83,23 @@ async def test_an_unusable_journal_is_reported_once_and_the_run_goes_on(tui_home
     assert app.training.done.step == 30 and (tui_home["models"] / "unjournaled.cllm").exists()
     warnings = [n for n in app.notices if "not journaled" in n]
     assert len(warnings) == 1 and "journal.sqlite3" in warnings[0]
+
+
+async def test_requests_through_the_journal_pause_and_stop_the_apps_run_as_its_keys_do(tui_home):
+    engine = FakeEngine(step_time=0.004)
+    app = make_app(tui_home, engine=engine)
+    async with app.run_test() as pilot:
+        await start_new_run(pilot, tui_home, "asked", steps=100000, eval=1000)
+        await wait_for(pilot, lambda: engine.trainers and engine.trainers[0].step > 5, what="steps")
+        journal = Journal()
+        try:
+            (row,) = journal.runs()
+            journal.request(row.id, "pause")  # as `cllm runs pause` does
+            await wait_for(pilot, lambda: app.run_status is RunStatus.PAUSED, what="paused")
+            assert engine.trainers[0].paused
+            journal.request(row.id, "stop")
+            await wait_for(pilot, lambda: app.training.finished.is_set(), what="the stop")
+            await wait_for(pilot, lambda: journal.run(row.id).state == "stopped", what="stopped in the journal")
+        finally:
+            journal.close()
+    assert app.training.done.reason == "stopped"

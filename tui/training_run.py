@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,22 +88,14 @@ class TrainingRun:
     session: RunSession | None = None  # the lock on the model file and the journal record
     detach_requested: bool = False  # the run goes on without the app (tui/detach.py)
 
-    def open_session(self) -> None:
+    def open_session(self, on_request: Callable[[str], None]) -> None:
         """Locks the model file and records the run in the journal, on the worker thread
-        before anything else: FileBusyError if another live run or import writes the file."""
+        before anything else: FileBusyError if another live run or import writes the file.
+        `on_request` gets what another process asks of the run ("stop", "pause", "resume")."""
         plan = self.plan
         self.session = RunSession.start(self.out_path, name=self.name, origin="tui", corpus=plan.corpus,
                                         steps=plan.train_config.steps, run_id=plan.journal_id)
-        self.session.on_request = self._obey
-
-    def _obey(self, what: str) -> None:
-        """A request from another process (the journal): stop, pause or resume."""
-        if what == "stop":
-            self.stop("cllm runs stop")
-        elif what == "pause":
-            self.pause()
-        elif what == "resume":
-            self.unpause()
+        self.session.on_request = on_request
 
     def describe_to_journal(self) -> None:
         """The run's settings, once the trainer exists."""

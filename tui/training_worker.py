@@ -25,7 +25,16 @@ from cllm.tui.engine import (
     TrainerLike,
     describe_end,
 )
-from cllm.tui.messages import TrainEval, TrainFinished, TrainSaved, TrainSaveFailed, TrainStarted, TrainStep
+from cllm.tui.messages import (
+    PauseRequested,
+    StopRequested,
+    TrainEval,
+    TrainFinished,
+    TrainSaved,
+    TrainSaveFailed,
+    TrainStarted,
+    TrainStep,
+)
 from cllm.tui.training_run import TrainingRun
 from cllm.tui.worker_errors import describe_error
 
@@ -78,6 +87,19 @@ class EventPoster:
             self.post(TrainSaveFailed(event))
 
 
+def journal_requests(run: TrainingRun, post: Callable[[Message], object]) -> Callable[[str], None]:
+    """What another process asks of the run through the journal (`cllm runs stop`, the
+    Runs screen of another app) becomes the app's own request, so its screens follow."""
+
+    def on_request(what: str) -> None:
+        if what == "stop":
+            post(StopRequested())
+        elif what in ("pause", "resume") and (what == "pause") != run.paused:
+            post(PauseRequested())
+
+    return on_request
+
+
 def train(engine: Engine, run: TrainingRun, post: Callable[[Message], object], cancelled: Callable[[], bool]) -> None:
     """The whole run, blocking: TrainStarted once the trainer is built, the events' messages,
     and TrainFinished at the end whatever happens (`run.done`, or `run.error` and the error
@@ -85,7 +107,7 @@ def train(engine: Engine, run: TrainingRun, post: Callable[[Message], object], c
     try:
         if run.stop_requested:
             return
-        run.open_session()  # the model file's lock (a busy file ends the run here) and journal record
+        run.open_session(journal_requests(run, post))  # the file's lock (a busy file ends the run here), the record
         run.trainer = trainer = build_trainer(engine, run)
         run.describe_to_journal()
         post(TrainStarted(run))
