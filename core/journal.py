@@ -32,13 +32,13 @@ from cllm.core.errors import CllmError
 
 LOST_AFTER = 120.0  # seconds without a heartbeat after which a live-looking run is lost
 LIVE_STATES = ("running", "paused")
-STATES = ("running", "paused", "finished", "stopped", "failed", "lost")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, file TEXT NOT NULL, corpus TEXT, origin TEXT,
     model TEXT, training TEXT, parent TEXT, host TEXT, pid INTEGER,
-    started REAL NOT NULL, ended REAL, heartbeat REAL, state TEXT NOT NULL,
+    started REAL NOT NULL, ended REAL, heartbeat REAL,
+    state TEXT NOT NULL, -- running, paused, finished, stopped, failed or lost
     step INTEGER NOT NULL DEFAULT 0, steps INTEGER NOT NULL DEFAULT 0,
     loss REAL, best_val REAL, tokens_per_s REAL, eta REAL, message TEXT, request TEXT
 );

@@ -153,7 +153,7 @@ class RunSession:
                                          step=event.step, ended=time.time(), eta=0.0)
 
     def set_state(self, state: str) -> None:
-        """"paused" or "running" (the app's Pause)."""
+        """The run is "paused" or "running" again (a Pause, here or asked through the journal)."""
         self._set(state=state)
 
     def fail(self, message: str) -> None:
