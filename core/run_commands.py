@@ -79,13 +79,15 @@ def cmd_runs(a) -> int:
     if not rows:
         err.print(f"no runs recorded yet in {journal.path}")
         return 0
-    table = Table(box=None, header_style="bold")
-    for column in ("id", "name", "state", "step", "loss", "best val", "tok/s", "started", "file"):
-        table.add_column(column, no_wrap=column in ("id", "state", "started"))
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
+    for column in ("id", "state", "step", "best val", "tok/s", "started", "name", "file"):
+        flexible = column in ("name", "file")  # on a narrow terminal these give way first
+        table.add_column(column, no_wrap=True, overflow="ellipsis", min_width=None if flexible else len(column),
+                         ratio=1 if flexible else None)
     for row in rows:
-        table.add_row(row.id, escape(row.name), _state_text(row), f"{row.step:,}/{row.steps:,}", _num(row.loss),
-                      _num(row.best_val), f"{row.tokens_per_s:,.0f}" if row.tokens_per_s else "-",
-                      _when(row.started), escape(row.file))
+        table.add_row(row.id, _state_text(row), f"{row.step:,}/{row.steps:,}", _num(row.best_val),
+                      f"{row.tokens_per_s:,.0f}" if row.tokens_per_s else "-", _when(row.started, short=True),
+                      escape(row.name), escape(Path(row.file).name))
     Console().print(table)
     return 0
 
@@ -102,8 +104,14 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _when(stamp: float | None) -> str:
-    return "-" if stamp is None else datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M")
+def _when(stamp: float | None, short: bool = False) -> str:
+    """A time; `short`: the hour today, else the day."""
+    if stamp is None:
+        return "-"
+    when = datetime.fromtimestamp(stamp)
+    if not short:
+        return when.strftime("%Y-%m-%d %H:%M")
+    return when.strftime("%H:%M" if when.date() == datetime.now().date() else "%b %d")
 
 
 def _show(a) -> int:
