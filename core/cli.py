@@ -20,6 +20,7 @@ from cllm.core.config import ModelConfig, SampleConfig, TrainConfig
 from cllm.core.dataset import is_dataset
 from cllm.core.errors import CllmError, ConfigError, TokenizerError
 from cllm.core.mpi_world import DEFAULT_TIMEOUT as MPI_TIMEOUT
+from cllm.core.run_commands import add_runs_parser, add_train_options, cmd_runs, origin, start_background
 from cllm.core.stop_signals import flush_or_drop_output, stop_on_signals
 from cllm.core.tokenizer import TRAINABLE_KINDS
 
@@ -86,6 +87,7 @@ def _add_train(sub) -> None:
                    help="fine-tune: start from MODEL's weights and tokenizer (a new run saved to --output)")
     p.add_argument("--force", action="store_true", help="replace an existing model file")
     p.add_argument("--json", action="store_true", help="print one JSON line of results")
+    add_train_options(p)
 
 
 def _add_generate(sub) -> None:
@@ -147,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_import(sub)
     add_prepare(sub)
+    add_runs_parser(sub)
     return parser
 
 
@@ -164,12 +167,35 @@ def _train_config(a) -> TrainConfig:
 
 def cmd_train(a) -> int:
     from cllm.core import mpi_world
+    from cllm.core.runs import RunSession
+
+    if a.background:
+        return start_background(a, a.argv)
+    world = mpi_world.join(a.mpi_timeout)  # None unless an MPI launcher started this as one of several ranks
+    session = None
+    if world is None or world.is_root:  # the process that writes the model file
+        session = RunSession.start(a.output, origin=origin(world), corpus=a.corpus,
+                                   steps=a.steps, run_id=a.run_id)
+        for note in session.notes:
+            _say(f"note: {escape(note)}")
+    try:
+        return _train(a, world, session)
+    except CllmError as exc:
+        if session is not None:
+            session.fail(str(exc))
+        raise
+    finally:
+        if session is not None:
+            session.close()
+
+
+def _train(a, world, session) -> int:
+    """`cllm train` once the model file is this process's (session: None on MPI ranks but 0)."""
     from cllm.core.events import CheckpointEvent, DoneEvent, EndReason, EvalEvent, SaveFailedEvent, StepEvent
     from cllm.core.outcome import describe_end
     from cllm.core.precompile import compile_kernels, kernels_cached
     from cllm.core.trainer import Trainer
 
-    world = mpi_world.join(a.mpi_timeout)  # None unless an MPI launcher started this as one of several ranks
     if world is not None:
         from cllm.core import distributed
         from cllm.core.distributed import DistributedTrainer as Trainer  # one rank of the run
@@ -192,6 +218,9 @@ def cmd_train(a) -> int:
         trainer = Trainer.new(corpus, shape, config, tokenizer=a.tokenizer or "char", vocab_size=a.vocab_size,
                               out_path=out)
     rank_threads = distributed.start(world, trainer) if world else [trainer.n_threads]  # every rank ready
+    if session is not None:
+        session.describe_trainer(trainer)
+        session.on_request = lambda what: _obey(session, what, trainer, request_stop)
     speaks = _speaks(world)  # under MPI rank 0 alone shows the run
     quiet = a.json or not speaks
 
@@ -211,6 +240,8 @@ def cmd_train(a) -> int:
         if isinstance(event, StepEvent) and not first_step:
             first_step.append(time.perf_counter() - started)
         events.append(event)
+        if session is not None:
+            session.record(event)
 
     def work() -> None:
         try:
@@ -270,6 +301,15 @@ def cmd_train(a) -> int:
 
 def _speaks(world) -> bool:
     return world is None or world.is_root
+
+
+def _obey(session, what: str, trainer, request_stop) -> None:
+    from cllm.core.runs import obey
+
+    state = obey(what, trainer, request_stop)
+    if state:
+        session.set_state(state)
+        _say(f"{what}d (cllm runs {what})")
 
 
 def _say(text: str, *, out: bool = False) -> None:
@@ -532,11 +572,12 @@ def _error_message(exc: CllmError) -> tuple[str | None, int]:
 
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "info": cmd_info,
-            "export": cmd_export, "import": cmd_import, "prepare": lambda a: cmd_prepare(a, err)}
+            "export": cmd_export, "import": cmd_import, "prepare": lambda a: cmd_prepare(a, err), "runs": cmd_runs}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return COMMANDS[args.command](args)
     except CllmError as exc:

@@ -387,13 +387,15 @@ def import_hf_folder(path: str | Path, out: str | Path, *, force: bool = False,
                      progress: Progress | None = None) -> ImportResult:
     """Reads the folder and saves its model as the .cllm file `out` (atomically; with no
     optimiser state: a fine-tune starts a fresh one). Refuses to replace an existing file
-    unless `force`."""
+    unless `force`, or a file a live run or import writes (FileBusyError)."""
+    from cllm.core.file_lock import LockHolder, lock_model_file
     from cllm.core.model_file import save_model
 
     started = time.perf_counter()
     out = Path(out).expanduser()
-    if out.exists() and not force:
-        raise HuggingFaceFolderError(f"{out} already exists; pass --force to replace it")
-    loaded = load_hf_folder(path, progress)
-    save_model(out, loaded.model, training={"imported": loaded.imported})
+    with lock_model_file(out, LockHolder.this_process(f"import of {Path(path).name}")):
+        if out.exists() and not force:
+            raise HuggingFaceFolderError(f"{out} already exists; pass --force to replace it")
+        loaded = load_hf_folder(path, progress)
+        save_model(out, loaded.model, training={"imported": loaded.imported})
     return ImportResult(out, loaded.info, time.perf_counter() - started)

@@ -21,6 +21,14 @@ def dataset_cache(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def cllm_home(tmp_path: Path, monkeypatch) -> Path:
+    """Every test has its own run journal (CLLM_HOME), never the user's."""
+    home = tmp_path / "cllm-home"
+    monkeypatch.setenv("CLLM_HOME", str(home))
+    return home
+
+
 @pytest.fixture(scope="session")
 def small_text() -> str:
     return make_text()

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cllm.core.journal import Journal
 from cllm.core.model_file import load_model
 from cllm.core.mpi_world import default_threads_per_rank, launched_ranks
 
@@ -214,6 +215,12 @@ def test_ranks_of_one_thread_train_what_one_process_of_as_many_threads_trains(tm
     assert summary["threads_per_rank"] == [1] * ranks and summary["tokens_per_s"] > 0
     assert_same_run(tmp_path / "alone" / "m.cllm", tmp_path / "rank0" / "m.cllm")
     assert_only_rank_0_wrote(tmp_path, ranks)
+    journal = Journal()  # rank 0 alone records the run
+    try:
+        recorded = sorted((row.origin, row.state, row.step) for row in journal.runs())
+    finally:
+        journal.close()
+    assert recorded == [("cli", "finished", 8), ("mpi", "finished", 8)]
 
 
 @needs_mpi

@@ -11,6 +11,7 @@ import sys
 
 from cllm.core.stop_signals import flush_or_drop_output, stop_on_signals
 from cllm.tui.app import CllmApp
+from cllm.tui.detach import hand_over
 
 
 def wait_for_training(app: CllmApp) -> str:
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     app = CllmApp(models_dir=args.models_dir, model_path=args.model)
     app.run()
     note = wait_for_training(app)
+    note = hand_over(app.training) or note  # a detached run goes on in its own process
     if note:
         try:
             print(note)

@@ -16,6 +16,7 @@ tui/modes.py (the screens), tui/commands.py (the command palette), tui/training_
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -24,14 +25,16 @@ from pathlib import Path
 from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.driver import Driver
 from textual.reactive import var
 from textual.screen import ModalScreen, Screen
 from textual.worker import get_current_worker
 
+from cllm.core.journal import Journal, RunRow
 from cllm.tui import modes
 from cllm.tui.bindings import MODE_BINDINGS
 from cllm.tui.commands import app_commands
-from cllm.tui.engine import QUICK_START_PROMPT, CllmError, EndReason, Engine, RunStatus, StepEvent
+from cllm.tui.engine import QUICK_START_PROMPT, CllmError, EndReason, Engine, RunStatus, StepEvent, TrainConfig
 from cllm.tui.formatting import corpus_progress_text
 from cllm.tui.messages import (
     Activity,
@@ -46,7 +49,9 @@ from cllm.tui.messages import (
     ReadProgress,
     RunRequested,
     RunSavedAs,
+    RunsRead,
     StopRequested,
+    TakeOverRequested,
     TrainEval,
     TrainFinished,
     TrainSaved,
@@ -56,6 +61,7 @@ from cllm.tui.messages import (
 )
 from cllm.tui.model_handle import ModelHandle
 from cllm.tui.screens.choice_dialog import Choice, ChoiceDialog
+from cllm.tui.screens.runs import read_journal
 from cllm.tui.screens.save_as_dialog import SaveAsDialog
 from cllm.tui.settings import Settings
 from cllm.tui.training_run import RunPlan, TrainingRun, quick_start_plan
@@ -65,6 +71,7 @@ from cllm.tui.worker_errors import ReportWorkerErrors, describe_error
 DEFAULT_MODEL_NAME = "saved_model.cllm"
 PROGRESS_HZ = 10  # a reading worker posts at most this many progress messages a second
 TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+TAKE_OVER_WAIT_S = 120.0  # how long Take over waits for the other process to save and end
 
 
 class CllmApp(ReportWorkerErrors, App[None]):
@@ -78,6 +85,8 @@ class CllmApp(ReportWorkerErrors, App[None]):
         # Shown in the Generate screen's footer (while there is no model), works everywhere.
         Binding("ctrl+n", "quick_start", "Quick start", id="app.quick_start", show=False),
         Binding("f1", "keys", "Keys", id="app.keys", show=False),
+        # While a run goes on (check_action), ahead of the Input's delete-right.
+        Binding("ctrl+d", "detach", "Detach", id="app.detach", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
     ]
 
@@ -118,6 +127,16 @@ class CllmApp(ReportWorkerErrors, App[None]):
         self.notices: list[str] = []  # every notification, for tests and the log
         self._busy: Activity | None = None
 
+    def get_driver_class(self) -> type[Driver]:
+        """On Linux and macOS, a driver that exits cleanly when the terminal hangs up
+        (tui/terminal_driver.py); elsewhere, or with TEXTUAL_DRIVER set, Textual's choice."""
+        chosen = super().get_driver_class()
+        if chosen.__name__ != "LinuxDriver":
+            return chosen
+        from cllm.tui.terminal_driver import TerminalDriver  # termios: not on Windows
+
+        return TerminalDriver
+
     # -- start-up ----------------------------------------------------------------------
     async def on_mount(self) -> None:
         self._install_signal_handlers()
@@ -140,10 +159,82 @@ class CllmApp(ReportWorkerErrors, App[None]):
         if not self.kernels_ready and self.compile_on_start:
             self._show_activity(Activity.COMPILING)
             self._compile_kernels()
+        self._look_for_runs()
         if self.autoload:
             path = self.startup_model()
             if path is not None:
                 self.load_model(path, remember=self.model_path is not None)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="runs-at-start", name="look for runs")
+    def _look_for_runs(self) -> None:
+        """Runs other processes train (a detached run, `cllm train`): the app opens on the
+        Train screen, which follows the newest, and says so."""
+        found = read_journal([])
+        if any(row.live and row.pid != os.getpid() for row in found.rows):
+            self.post_message(found)
+
+    async def on_runs_read(self, message: RunsRead) -> None:
+        live = [row for row in message.rows if row.live]
+        if not live:
+            return
+        newest = live[0]
+        self.notify(f"{len(live)} run{'s are' if len(live) > 1 else ' is'} going (newest: {newest.name}, step "
+                    f"{newest.step:,}/{newest.steps:,}): the Train screen ({self.key_for('mode.train')}) follows the "
+                    f"newest (Pause, Stop, Take over), the Runs screen ({self.key_for('mode.runs')}) has them all.",
+                    markup=False)
+        if self.model_path is None and self.training is None:
+            await self.action_mode("train")
+
+    # -- runs other processes train (the journal) -------------------------------------
+    @work(thread=True, exit_on_error=False, group="runs-control", name="run request")
+    def request_run(self, run_id: str, what: str) -> None:
+        """Leaves a request ("stop", "pause", "resume") for a run another process trains."""
+        journal = Journal()
+        try:
+            journal.request(run_id, what)
+        finally:
+            journal.close()
+
+    def take_over(self, row: RunRow) -> None:
+        """Stops a run another process trains and, once it has saved, continues it here."""
+        if self.run_active:
+            self.notify("A run is already in progress here: stop it first.", severity="warning")
+            return
+        self.notify(f"Taking over {row.name}: it stops and saves, then continues here…", markup=False)
+        self._take_over_when_saved(row.id)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="take-over", name="take over")
+    def _take_over_when_saved(self, run_id: str) -> None:
+        journal = Journal()
+        try:
+            journal.request(run_id, "stop")
+            deadline = time.monotonic() + TAKE_OVER_WAIT_S
+            row = journal.run(run_id)
+            while row.live and time.monotonic() < deadline:
+                time.sleep(0.2)
+                row = journal.run(run_id)
+        finally:
+            journal.close()
+        self.post_message(TakeOverRequested(row))
+
+    @on(TakeOverRequested)
+    async def _take_over(self, message: TakeOverRequested) -> None:
+        """Continues here a run another process trained, which has stopped and saved."""
+        row = message.row
+        path = Path(row.file)
+        if row.live or not path.exists():
+            self.notify(f"{row.name} did not stop in time; it goes on where it is." if row.live
+                        else f"{path}: no model file to continue.", severity="error", markup=False)
+            return
+        if self.run_active:
+            self.notify("A run is already in progress: stop it first.", severity="warning")
+            return
+        plan = RunPlan(corpus=row.corpus or "python-docs", tokenizer="char", vocab_size=None, model_config={},
+                       train_config=TrainConfig.from_dict(row.training), action="continue", out_path=path,
+                       start_from=path, journal_id=row.id)
+        await self.action_mode("train")
+        self.start_training(plan)
+        self.notify(f"Took over {row.name} at step {row.step:,}.", markup=False)
 
     def _make_models_dir(self) -> None:
         """The Models tree is rooted at the models folder from the first start."""
@@ -207,10 +298,23 @@ class CllmApp(ReportWorkerErrors, App[None]):
 
     def terminate(self, why: str) -> None:
         """Stop what runs and leave: a training run stops at its next step and saves (main()
-        waits for that after the screen is gone, and says where it went); a generation just
-        stops with the app."""
+        waits for that after the screen is gone, and says where it went); on SIGHUP (the
+        terminal went away) it then goes on in the background (tui/detach.py). A
+        generation just stops with the app."""
         if self.run_active and self.training is not None:
-            self.training.stop(why)
+            if why == "SIGHUP":
+                self.training.request_detach(why)
+            else:
+                self.training.stop(why)
+        self.exit()
+
+    def action_detach(self) -> None:
+        """Leave the app; the run goes on in the background (tui/detach.py)."""
+        run = self.training
+        if run is None or not self.run_active or run.trainer is None:
+            self.notify("No run to detach: start one first.", severity="warning")
+            return
+        run.request_detach("detach")
         self.exit()
 
     # -- the loaded model --------------------------------------------------------------
@@ -352,6 +456,8 @@ class CllmApp(ReportWorkerErrors, App[None]):
                              info=previous.info if previous is not None else None, steps=trainer.step,
                              best_val=previous.best_val if previous is not None else None, corpus=run.corpus)
         self.set_loaded(handle, remember=False)
+        for note in run.session.notes if run.session else []:
+            self.notify(note, severity="warning", markup=False)
         if self.run_status is RunStatus.PREPARING:
             self.run_status = RunStatus.PAUSED if trainer.paused else RunStatus.RUNNING
 
@@ -484,6 +590,8 @@ class CllmApp(ReportWorkerErrors, App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("mode", "quick_start") and isinstance(self.screen, ModalScreen):
             return False
+        if action == "detach":
+            return self.run_active
         if action == "quick_start":
             # Offered (and shown in the footer) while there is nothing to generate from.
             if self.loaded is not None:

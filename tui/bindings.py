@@ -10,4 +10,5 @@ from textual.binding import Binding
 
 from cllm.tui.modes import MODES
 
-MODE_BINDINGS = [Binding(mode.key, f"app.mode('{mode.name}')", mode.title, id=f"mode.{mode.name}") for mode in MODES]
+MODE_BINDINGS = [Binding(mode.key, f"app.mode('{mode.name}')", mode.title, id=f"mode.{mode.name}",
+                         show=mode.in_footer) for mode in MODES]

@@ -31,6 +31,8 @@ def app_commands(app: CllmApp) -> Iterable[SystemCommand]:
     for mode in MODES:
         yield SystemCommand(mode.title, mode.description, _switch(app, mode.name))
     yield SystemCommand("Quick start", "Train a small model on python-docs (about a minute)", app.action_quick_start)
+    yield SystemCommand("Detach", "Leave the app; the run goes on in the background (the Runs screen follows it)",
+                        app.action_detach)
     for mode in MODES:
         for name, help_text, action in getattr(mode.screen_class(), "PALETTE", ()):
             yield SystemCommand(name, help_text, _on_screen(app, mode.name, action))

@@ -42,6 +42,12 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
+# The engine's modules import numba when first used, from whichever thread asks first.
+# numba's modules import each other, and two threads importing them at once can see one
+# half-initialised ("cannot import name ... from partially initialized module"): the first
+# imports are made one at a time.
+IMPORTS = threading.RLock()
+
 __all__ = [
     "CllmError", "ConfigError", "CorpusError", "ModelFileError", "TokenizerError", "Cancelled",
     "ModelConfig", "SampleConfig", "TrainConfig", "default_threads", "CorpusRef", "RunState",
@@ -109,7 +115,8 @@ class Engine:
     """Thin adapter over core/. Every method may raise CllmError (user-ready message)."""
 
     def load_corpus(self, source: str | Path | None) -> Corpus:
-        from cllm.core.corpus import load_corpus
+        with IMPORTS:
+            from cllm.core.corpus import load_corpus
 
         return load_corpus(source)
 
@@ -140,86 +147,100 @@ class Engine:
                            cancel=cancel)
 
     def builtin_corpora(self) -> list[str]:
-        from cllm.core.corpus import list_builtin
+        with IMPORTS:
+            from cllm.core.corpus import list_builtin
 
         return list_builtin()
 
     def read_info(self, path: Path) -> ModelInfo:
         """The header, checked (core.model_file.read_info)."""
-        from cllm.core.model_file import read_info
+        with IMPORTS:
+            from cllm.core.model_file import read_info
 
         return read_info(path)
 
     def check_values(self, path: Path) -> ModelInfo:
         """The header and every value, checked (core.model_file.check_values)."""
-        from cllm.core.model_file import check_values
+        with IMPORTS:
+            from cllm.core.model_file import check_values
 
         return check_values(path)
 
     def load_model(self, path: Path, progress: Progress | None = None) -> LoadedModel:
-        from cllm.core.model_file import load_model
+        with IMPORTS:
+            from cllm.core.model_file import load_model
 
         return load_model(path, progress)
 
     def is_hf_folder(self, path: Path) -> bool:
         """A Hugging Face GPT-2 folder (its config.json says so; cheap, never raises)."""
-        from cllm.core.hf_import import is_hf_gpt2_folder
+        with IMPORTS:
+            from cllm.core.hf_import import is_hf_gpt2_folder
 
         return is_hf_gpt2_folder(path)
 
     def inspect_hf_folder(self, path: Path) -> HfFolderInfo:
         """What an import would make of the folder, without reading the weights."""
-        from cllm.core.hf_import import inspect_hf_folder
+        with IMPORTS:
+            from cllm.core.hf_import import inspect_hf_folder
 
         return inspect_hf_folder(path)
 
     def import_hf_folder(self, path: Path, out: Path, progress: Progress | None = None) -> ImportResult:
-        from cllm.core.hf_import import import_hf_folder
+        with IMPORTS:
+            from cllm.core.hf_import import import_hf_folder
 
         return import_hf_folder(path, out, progress=progress)
 
     def new_trainer(self, corpus: Corpus | Dataset, model_config: dict, train_config: TrainConfig, *,
                     tokenizer: str, vocab_size: int | None, out_path: Path) -> TrainerLike:
-        from cllm.core.trainer import Trainer
+        with IMPORTS:
+            from cllm.core.trainer import Trainer
 
         return Trainer.new(corpus, model_config, train_config, tokenizer=tokenizer,
                            vocab_size=vocab_size, out_path=out_path)
 
     def resume_trainer(self, model_path: Path, corpus: Corpus | Dataset, train_config: TrainConfig, *,
                        out_path: Path | None = None) -> TrainerLike:
-        from cllm.core.trainer import Trainer
+        with IMPORTS:
+            from cllm.core.trainer import Trainer
 
         return Trainer.resume(model_path, corpus, train_config, out_path=out_path)
 
     def fine_tune_trainer(self, parent_path: Path, corpus: Corpus | Dataset, train_config: TrainConfig, *,
                           out_path: Path) -> TrainerLike:
-        from cllm.core.trainer import Trainer
+        with IMPORTS:
+            from cllm.core.trainer import Trainer
 
         return Trainer.fine_tune(parent_path, corpus, train_config, out_path=out_path)
 
     def generate(self, model: GPT, prompt: str, config: SampleConfig,
                  should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
         """core.sampler.generate: the continuation of `prompt`, a piece per token."""
-        from cllm.core.sampler import generate
+        with IMPORTS:
+            from cllm.core.sampler import generate
 
         return generate(model, prompt, config, should_stop=should_stop)
 
     def kernels_ready(self) -> bool:
         """True when the numba kernels are compiled and cached (start-up takes a second)."""
-        from cllm.core.precompile import kernels_cached
+        with IMPORTS:
+            from cllm.core.precompile import kernels_cached
 
         return kernels_cached()
 
     def compile_kernels(self) -> None:
         """Compile (or load from the cache) every kernel; blocking, for a thread worker."""
-        from cllm.core.precompile import compile_kernels
+        with IMPORTS:
+            from cllm.core.precompile import compile_kernels
 
         compile_kernels()
 
     def fits_corpus(self, model: GPT, trained_on: CorpusRef | None, corpus: Corpus) -> tuple[bool, str]:
         """Whether `model` can go on training (or be fine-tuned) on `corpus`, and why not:
         the tokenizer's own words name what its vocabulary lacks."""
-        from cllm.core.tokenizer import coverage_problem
+        with IMPORTS:
+            from cllm.core.tokenizer import coverage_problem
 
         if trained_on is not None and trained_on.sha256 == corpus.sha256:
             return True, ""

@@ -22,7 +22,9 @@ from cllm.tui.training_run import RunPlan, TrainingRun
 
 if TYPE_CHECKING:
     from cllm.core.hf_import import HfFolderInfo
+    from cllm.core.journal import RunRow
     from cllm.core.model_file import ModelInfo
+    from cllm.tui.screens.runs import RunCurves
 
 
 class Activity(StrEnum):
@@ -214,3 +216,28 @@ class ValuesChecked(Message):
 
     path: Path
     problem: str | None
+
+
+@dataclass
+class RunsRead(Message):
+    """The run journal, read: runs newest first, the curves of those shown, or why it
+    could not be read."""
+
+    rows: list[RunRow]
+    curves: dict[str, RunCurves]
+    problem: str | None
+
+
+@dataclass
+class Followed(Message):
+    """The newest run another process trains, and its curves (None: no such run)."""
+
+    row: RunRow | None
+    curves: RunCurves | None
+
+
+@dataclass
+class TakeOverRequested(Message):
+    """A run another process trains has stopped and saved: the app continues it."""
+
+    row: RunRow

@@ -23,6 +23,7 @@ class Mode:
     title: str  # the footer's and the palette's name for it
     description: str  # the palette's line
     screen: str  # "module:Class" of its Screen
+    in_footer: bool = True  # whether the footers show its key (it works from every screen either way)
 
     def screen_class(self) -> type[Screen]:
         module, name = self.screen.split(":")
@@ -36,5 +37,7 @@ MODES = (
          "cllm.tui.screens.generate:GenerateScreen"),
     Mode("models", "ctrl+o", "Models", "Browse, inspect and load .cllm model files",
          "cllm.tui.screens.models:ModelsScreen"),
+    Mode("runs", "ctrl+r", "Runs", "Every training run, live: follow, compare, pause, stop or take over",
+         "cllm.tui.screens.runs:RunsScreen", in_footer=False),
 )
 DEFAULT_MODE = "generate"

@@ -12,9 +12,11 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cllm.core.runs import RunSession
 from cllm.tui.engine import (
     QUICK_START,
     QUICK_START_EVAL_CHUNKS,
@@ -48,6 +50,7 @@ class RunPlan:
     out_path: Path | None = None
     start_from: Path | None = None  # the model file a continued run or a fine-tune starts from
     quick_start: bool = False
+    journal_id: str | None = None  # a run the journal has, which this one continues (Take over)
 
 
 def quick_start_plan(models_dir: Path) -> RunPlan:
@@ -83,6 +86,43 @@ class TrainingRun:
     finished: threading.Event = field(default_factory=threading.Event)  # the worker is done (main() waits for it)
     stop_requested: bool = False
     cancel: threading.Event = field(default_factory=threading.Event)  # ends a corpus preparation
+    session: RunSession | None = None  # the lock on the model file and the journal record
+    detach_requested: bool = False  # the run goes on without the app (tui/detach.py)
+
+    def open_session(self, on_request: Callable[[str], None]) -> None:
+        """Locks the model file and records the run in the journal, on the worker thread
+        before anything else: FileBusyError if another live run or import writes the file.
+        `on_request` gets what another process asks of the run ("stop", "pause", "resume")."""
+        plan = self.plan
+        self.session = RunSession.start(self.out_path, name=self.name, origin="tui", corpus=plan.corpus,
+                                        steps=plan.train_config.steps, run_id=plan.journal_id)
+        self.session.on_request = on_request
+
+    def describe_to_journal(self) -> None:
+        """The run's settings, once the trainer exists."""
+        trainer, session = self.trainer, self.session
+        if trainer is None or session is None:
+            return
+        state = getattr(trainer, "state", None)
+        parent = getattr(state, "parent", None)
+        session.describe(model=trainer.model.config.to_dict(), training=trainer.config.to_dict(),
+                         step=trainer.step,
+                         parent=parent.to_dict() if parent else None,
+                         best_val=getattr(state, "best_val_loss", None))
+
+    def request_detach(self, why: str) -> None:
+        """Stop at the next step boundary and save, so that a detached process continues
+        the run from there (tui/detach.py) under the same journal record."""
+        self.detach_requested = True
+        if self.session is not None:
+            self.session.handing_over = True
+        self.stop(why)
+
+    def close_session(self) -> None:
+        if self.session is not None:
+            if self.error is not None:
+                self.session.fail(self.error)
+            self.session.close()
 
     @property
     def out_path(self) -> Path:
@@ -110,6 +150,8 @@ class TrainingRun:
 
     def record(self, event: Event) -> None:
         """Called on the trainer's thread for every event."""
+        if self.session is not None:
+            self.session.record(event)
         if isinstance(event, StepEvent):
             self.last_step = event
             if math.isfinite(event.loss):
@@ -137,10 +179,14 @@ class TrainingRun:
     def pause(self) -> None:
         if self.trainer is not None:
             self.trainer.pause()
+            if self.session is not None:
+                self.session.set_state("paused")
 
     def unpause(self) -> None:
         if self.trainer is not None:
             self.trainer.unpause()
+            if self.session is not None:
+                self.session.set_state("running")
 
     def stop(self, why: str = "") -> None:
         """Ends the run (within a step); before the trainer exists, keeps it from starting."""

@@ -28,6 +28,8 @@ from cllm.tui.engine import (
 )
 from cllm.tui.messages import (
     CorpusProgress,
+    PauseRequested,
+    StopRequested,
     TrainEval,
     TrainFinished,
     TrainSaved,
@@ -106,6 +108,19 @@ class EventPoster:
             self.post(TrainSaveFailed(event))
 
 
+def journal_requests(run: TrainingRun, post: Callable[[Message], object]) -> Callable[[str], None]:
+    """What another process asks of the run through the journal (`cllm runs stop`, the
+    Runs screen of another app) becomes the app's own request, so its screens follow."""
+
+    def on_request(what: str) -> None:
+        if what == "stop":
+            post(StopRequested())
+        elif what in ("pause", "resume") and (what == "pause") != run.paused:
+            post(PauseRequested())
+
+    return on_request
+
+
 def train(engine: Engine, run: TrainingRun, post: Callable[[Message], object], cancelled: Callable[[], bool]) -> None:
     """The whole run, blocking: TrainStarted once the trainer is built, the events' messages,
     and TrainFinished at the end whatever happens (`run.done`, or `run.error` and the error
@@ -113,10 +128,12 @@ def train(engine: Engine, run: TrainingRun, post: Callable[[Message], object], c
     try:
         if run.stop_requested:
             return
+        run.open_session(journal_requests(run, post))  # the file's lock (a busy file ends the run here), the record
         try:
             run.trainer = trainer = build_trainer(engine, run, post)
         except Cancelled:
             return  # Stop pressed while the corpus was prepared: nothing was kept
+        run.describe_to_journal()
         post(TrainStarted(run))
         if run.stop_requested:
             trainer.stop()
@@ -125,6 +142,7 @@ def train(engine: Engine, run: TrainingRun, post: Callable[[Message], object], c
         run.error = describe_error(exc, "training")
         raise
     finally:
+        run.close_session()
         run.finished.set()
         post(TrainFinished(run))
 

@@ -1,7 +1,10 @@
 """Train: the form on the left, the run on the right (bars per core, loss chart, log).
 
 The screen decides a run's plan with the user (the start dialogs) and asks the app to
-run it; what it shows of the run comes from the app's reactive attributes."""
+run it; what it shows of the run comes from the app's reactive attributes. While the app
+has no run of its own, it follows the newest run another process trains (a detached
+run, `cllm train`) from the run journal: step, ETA, loss, tokens/s and the loss chart,
+with Pause, Stop and Take over (the app continues it)."""
 
 from __future__ import annotations
 
@@ -20,12 +23,13 @@ from textual.widgets import Button, Footer, Input, Log, ProgressBar, Static
 from cllm.tui.bindings import MODE_BINDINGS
 from cllm.tui.engine import CllmError, ConfigError, RunStatus, StepEvent, describe_end
 from cllm.tui.formatting import format_duration, format_loss, format_rate
-from cllm.tui.messages import PauseRequested, RunRequested, StopRequested
+from cllm.tui.messages import Followed, PauseRequested, RunRequested, StopRequested
 from cllm.tui.model_handle import ModelHandle
 from cllm.tui.screens.choice_dialog import Choice, ChoiceDialog
 from cllm.tui.screens.confirm_dialog import ConfirmDialog
 from cllm.tui.screens.file_browser import FileBrowser
 from cllm.tui.screens.name_dialog import NameDialog
+from cllm.tui.screens.runs import read_followed
 from cllm.tui.training_run import RunPlan, TrainingRun
 from cllm.tui.validators import free_name
 from cllm.tui.widgets.core_bars import CoreBars
@@ -35,7 +39,10 @@ from cllm.tui.widgets.train_form import TrainForm
 from cllm.tui.worker_errors import ReportWorkerErrors
 
 if TYPE_CHECKING:
+    from cllm.core.journal import RunRow
     from cllm.tui.app import CllmApp
+
+FOLLOW_S = 1.0  # how often the journal is read for a run another process trains
 
 
 class TrainScreen(ReportWorkerErrors, Screen):
@@ -45,6 +52,7 @@ class TrainScreen(ReportWorkerErrors, Screen):
         Binding("f6", "pause", "Pause", id="train.pause"),
         Binding("f7", "stop", "Stop", id="train.stop"),
         Binding("f8", "browse", "Browse", id="train.browse"),
+        Binding("f9", "take_over", "Take over", id="train.take_over"),
     ]
     PALETTE = [  # the command palette's entries for this screen: name, help, action
         ("Start training", "Start a run with the form's settings", "start"),
@@ -59,6 +67,7 @@ class TrainScreen(ReportWorkerErrors, Screen):
         super().__init__(id="train")
         self._log_seen = 0
         self._attached: TrainingRun | None = None  # the run the bars and the chart follow
+        self.followed: RunRow | None = None  # a run another process trains, from the journal
 
     def compose(self) -> ComposeResult:
         yield ModelBar(classes="model-bar")
@@ -77,6 +86,7 @@ class TrainScreen(ReportWorkerErrors, Screen):
         self.watch(self.app, "run_status", self._state_changed)
         self.watch(self.app, "train_step", self._show_progress)
         self.watch(self.app, "train_log_size", self._sync_log)
+        self.set_interval(FOLLOW_S, self._follow)
 
     @property
     def form(self) -> TrainForm:
@@ -87,7 +97,9 @@ class TrainScreen(ReportWorkerErrors, Screen):
         if action in ("start", "browse"):
             return None if self.app.run_active else True
         if action in ("pause", "stop"):
-            return True if self.app.run_active else None
+            return True if self.app.run_active or self.followed is not None else None
+        if action == "take_over":
+            return self.followed is not None and not self.app.run_active
         return True
 
     @on(Button.Pressed, "#start")
@@ -131,9 +143,20 @@ class TrainScreen(ReportWorkerErrors, Screen):
         self._start_flow(plan)
 
     def action_pause(self) -> None:
+        if not self.app.run_active and self.followed is not None:
+            self.app.request_run(self.followed.id, "resume" if self.followed.state == "paused" else "pause")
+            return
         self.post_message(PauseRequested())
 
+    def action_take_over(self) -> None:
+        if self.followed is not None and not self.app.run_active:
+            self.app.take_over(self.followed)
+
     def action_stop(self) -> None:
+        if not self.app.run_active and self.followed is not None:
+            self.app.request_run(self.followed.id, "stop")
+            self.query_one("#run-status", Static).update(f"Asked {self.followed.name} to stop and save…")
+            return
         if self.app.run_active:
             self.query_one("#run-status", Static).update("Stopping: saving what was learned so far…")
             self.post_message(StopRequested())
@@ -269,6 +292,36 @@ class TrainScreen(ReportWorkerErrors, Screen):
             f"{format_rate(event.tokens_per_s)} tokens/s · elapsed {format_duration(event.elapsed)}",
             layout=False,  # fixed size: no layout pass per step
         )
+
+    # -- a run another process trains --------------------------------------------------
+    def _follow(self) -> None:
+        if self.is_current and not self.app.run_active:
+            self._read_followed()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="follow", name="follow a run")
+    def _read_followed(self) -> None:
+        self.post_message(read_followed())
+
+    def on_followed(self, message: Followed) -> None:
+        if self.app.run_active:
+            return
+        was, self.followed = self.followed, message.row
+        if (was is None) != (message.row is None):
+            self.refresh_bindings()
+        row, chart = message.row, self.query_one(LossChart)
+        if row is None:
+            if was is not None:
+                chart.detach()
+                self.query_one("#run-status", Static).update(f"{was.name} ended (the Runs screen, ctrl+r, has it).")
+            return
+        if message.curves is not None:
+            chart.attach(message.curves)
+        self.query_one("#overall", ProgressBar).update(total=row.steps or None, progress=row.step)
+        paused = "PAUSED · " if row.state == "paused" else ""
+        self.query_one("#run-status", Static).update(
+            f"Following {row.name} (run {row.id}, pid {row.pid} on {row.host}), trained by another process\n"
+            f"{paused}step {row.step:,}/{row.steps:,} · ETA {format_duration(row.eta)}\n"
+            f"loss {format_loss(row.loss)} · {format_rate(row.tokens_per_s or 0)} tokens/s", layout=False)
 
     def _sync_log(self, size: int) -> None:
         run = self.app.training
