@@ -25,6 +25,7 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "passes": ("kernels.py", "layout.py"),
     "layout": ("kernels.py",),
     "optimizer": ("kernels.py",),
+    "decode_kernels": ("kernels.py",),
 }
 
 _checked = False

@@ -44,6 +44,9 @@ class GPT:
     config: ModelConfig
     tokenizer: Tokenizer
     params: np.ndarray
+    # int8 forms of the weights (core.quantize, name -> (q, scale)) of an int8 model file,
+    # whose float32 `params` are their dequantized values; None for a float32 model
+    quantized: dict[str, tuple[np.ndarray, np.ndarray]] | None = field(default=None, repr=False)
     layout: Layout = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -10,10 +10,14 @@ import numpy as np
 
 from cllm.core.errors import ConfigError, TokenizerError
 from cllm.core.model import GPT
-from cllm.core.passes import DecodeBuffers, decode_step
+from cllm.core.decode_kernels import DecodeState, DecodeWeights, decode_rows
+from cllm.core.quantize import decode_weights, quantize_params
 from cllm.core.text_stream import TextStream
-from cllm.core.threads import single_threaded_blas, threaded_blas
+from cllm.core.threads import parallel_threads, thread_cap, threaded_blas
 from cllm.core.workspace import Workspace, forward_logits
+
+
+WEIGHTS = ("float32", "int8")
 
 
 @dataclass(frozen=True)
@@ -22,8 +26,12 @@ class SampleConfig:
     temperature: float = 1.0  # 0: always the most likely token
     top_k: int = 0  # 0: no limit
     top_p: float = 1.0  # 1: no nucleus cut
-    seed: int | None = None
+    seed: int | None = None  # sample i draws from seed + i (so each equals a one-sample run with that seed)
     stop: str | None = None  # generation ends before this text
+    samples: int = 1  # continuations of the prompt drawn at once
+    threads: int = 0  # threads of the decoding step and the prompt pass; 0: every core
+    weights: str = "float32"  # "int8": decode with int8 weights (quantized now unless the model file is int8)
+    past_end_of_text: bool = False  # go on after the tokenizer's end-of-text token (GPT-2's <|endoftext|>)
 
     def validate(self) -> "SampleConfig":
         if self.max_tokens < 0:
@@ -34,42 +42,82 @@ class SampleConfig:
             raise ConfigError(f"top-k cannot be negative, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top-p must be in (0, 1], got {self.top_p}")
+        if not 1 <= self.samples <= MAX_SAMPLES:
+            raise ConfigError(f"samples must be between 1 and {MAX_SAMPLES}, got {self.samples}")
+        if self.threads < 0:
+            raise ConfigError(f"threads cannot be negative, got {self.threads}")
+        if self.weights not in WEIGHTS:
+            raise ConfigError(f"weights must be one of {', '.join(WEIGHTS)}, got {self.weights!r}")
         return self
 
 
-class Decoder:
-    """Caches and scratch for incremental decoding of one model."""
+MAX_SAMPLES = 64  # each sample keeps its own key/value cache (GPT-2 small: 75 MB per sample at ctx 1024)
 
-    def __init__(self, model: GPT):
+
+def decoder_weights(model: GPT, weights: str = "float32") -> DecodeWeights:
+    """What the decoder reads: the model's int8 forms where it has them (an int8 model
+    file) or where `weights` asks for int8 (quantized now), else its float32 weights."""
+    P = model.layout.views(model.params)
+    quantized = model.quantized
+    if quantized is None and weights == "int8":
+        quantized = quantize_params(P)
+    return decode_weights(P, quantized)
+
+
+class Decoder:
+    """Key/value caches and scratch for decoding `samples` sequences of one model at once."""
+
+    def __init__(self, model: GPT, samples: int = 1, threads: int = 0, weights: str = "float32"):
         c = model.config
         self.model = model
+        self.samples = samples
+        self.threads = threads
         self.workspace = Workspace.create(c, 1, 1)
-        self.buffers = DecodeBuffers.create(c.n_layer, c.ctx, c.n_embd, c.vocab_size)
+        self.weights = decoder_weights(model, weights)
+        self.state = DecodeState.create(samples, c.n_layer, c.n_head, c.ctx, c.n_embd, c.vocab_size)
         self.pos = 0
 
-    def prefill(self, tokens: np.ndarray) -> np.ndarray:
-        """Logits after `tokens` (at most ctx of them), with the cache holding them."""
+    def _prompt_pass(self, tokens: np.ndarray, samples: range) -> np.ndarray:
+        """Logits after `tokens` (at most ctx of them), with the caches of `samples` holding them."""
         c = self.model.config
-        tokens = np.asarray(tokens[-c.ctx:], dtype=np.int32)
         T, C = len(tokens), c.n_embd
-        with threaded_blas():  # one sequence: its products use the cores the shards would
+        with threaded_blas(self.threads):  # one sequence: its products use the cores the shards would
             logits, _ = forward_logits(self.model.params, c, tokens, self.workspace, last_only=True)
         qkv = self.workspace.views().qkv  # (L, rows, 3C): every layer's q | k | v
-        self.buffers.kcache[:, :T] = qkv[:, :T, C:2 * C]
-        self.buffers.vcache[:, :T] = qkv[:, :T, 2 * C:]
+        for n in samples:
+            self.state.kcache[n, :, :T] = qkv[:, :T, C:2 * C]
+            self.state.vcache[n, :, :T] = qkv[:, :T, 2 * C:]
         self.pos = T
+        return logits
+
+    def prefill(self, tokens: np.ndarray) -> np.ndarray:
+        """Logits after `tokens` (its last ctx), every sample's cache holding them."""
+        tokens = np.asarray(tokens[-self.model.config.ctx:], dtype=np.int32)
+        return self._prompt_pass(tokens, range(self.samples))
+
+    def prefill_each(self, histories: np.ndarray) -> np.ndarray:
+        """(samples, V) logits after each sample's own tokens (histories (samples, T),
+        T <= ctx), each cache holding its own: a full context's restart."""
+        logits = np.empty((self.samples, self.model.config.vocab_size), np.float32)
+        for n in range(self.samples):
+            logits[n] = self._prompt_pass(np.asarray(histories[n], dtype=np.int32), range(n, n + 1))
         return logits
 
     @property
     def full(self) -> bool:
         return self.pos >= self.model.config.ctx
 
-    def step(self, token: int) -> np.ndarray:
-        """Logits after appending `token` at the next position."""
-        decode_step(self.model.params, self.model.layout.table, self.model.config.n_head, self.buffers, token,
-                    self.pos)
+    def step_all(self, tokens: np.ndarray) -> np.ndarray:
+        """(samples, V) logits after appending tokens[n] to sample n at the next position."""
+        tokens = np.asarray(tokens, dtype=np.int32)
+        with parallel_threads(thread_cap(), self.threads) as workers:
+            decode_rows(self.weights, self.state, tokens, self.pos, self.model.config.n_head, workers)
         self.pos += 1
-        return self.buffers.logits[0]
+        return self.state.logits
+
+    def step(self, token: int) -> np.ndarray:
+        """Logits after appending `token` at the next position (one sample)."""
+        return self.step_all(np.full(self.samples, token, np.int32))[0]
 
 
 def pick_token(logits: np.ndarray, config: SampleConfig, rng: np.random.Generator) -> int:
@@ -98,41 +146,63 @@ def generate(model: GPT, prompt: str, config: SampleConfig = SampleConfig(),
              should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
     """Yields the continuation of `prompt` as it is produced, one piece per sampled token
     (so callers can count tokens): "" while a token only starts a character or what may
-    be the stop string, whose text then comes with a later token.
+    be the stop string, whose text then comes with a later token. One sample: for
+    `config.samples` > 1, `generate_samples`.
 
     A prompt longer than the context keeps its last ctx tokens. When the context fills
     up, the cache is rebuilt from the last ctx/2 tokens and decoding goes on."""
+    if config.samples != 1:
+        raise ConfigError(f"generate draws one sample; {config.samples} asked for (generate_samples draws several)")
+    for pieces in generate_samples(model, prompt, config, should_stop):
+        yield pieces[0]
+
+
+def generate_samples(model: GPT, prompt: str, config: SampleConfig = SampleConfig(),
+                     should_stop: Callable[[], bool] | None = None) -> Iterator[list[str]]:
+    """`config.samples` continuations of `prompt` drawn in one decoding loop (one prompt
+    pass, one cache per sample, each step's products done for every sample at once).
+    Yields, per step, one piece per sample as `generate` does ("" for a sample that has
+    ended), until every sample has ended. Sample n draws from seed + n (with a seed), and
+    its text equals that of `generate` with seed + n."""
     config.validate()
     tok = model.tokenizer
     ids = list(tok.encode(prompt)) if prompt else []
     if not ids:
         ids = _start_tokens(tok)
-    with single_threaded_blas():  # one-row products gain nothing from BLAS threads (Decoder.prefill takes them)
-        yield from _decode(model, ids, config, should_stop)
+    yield from _decode(model, ids, config, should_stop)
 
 
-def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> Iterator[str]:
-    """The decoding loop of `generate`: `ids` is the prompt (at least one token)."""
+def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> Iterator[list[str]]:
+    """The decoding loop of `generate_samples`: `ids` is the prompt (at least one token)."""
     tok = model.tokenizer
-    ctx = model.config.ctx
-    rng = np.random.default_rng(config.seed)
-    decoder = Decoder(model)
-    logits = decoder.prefill(np.array(ids[-ctx:]))
-    stream = TextStream(tok, config.stop)
-    for n in range(config.max_tokens):
+    ctx, N = model.config.ctx, config.samples
+    rngs = [np.random.default_rng(None if config.seed is None else config.seed + n) for n in range(N)]
+    end = None if config.past_end_of_text else getattr(tok, "eos_id", None)
+    decoder = Decoder(model, N, config.threads, config.weights)
+    first = decoder.prefill(np.array(ids[-ctx:]))
+    logits = np.broadcast_to(first, (N, len(first)))
+    streams = [TextStream(tok, config.stop) for _ in range(N)]
+    histories = np.array([ids[-ctx:]] * N, dtype=np.int32)
+    active = [True] * N
+    for step in range(config.max_tokens):
         if should_stop is not None and should_stop():
             return
-        token = pick_token(logits, config, rng)
-        piece = stream.push(token)
-        if stream.stopped or n == config.max_tokens - 1:
-            yield piece + stream.flush()  # the last token's logits would never be used
+        pieces, tokens = [""] * N, np.zeros(N, np.int32)
+        for n in np.flatnonzero(active):
+            token = tokens[n] = pick_token(logits[n], config, rngs[n])
+            piece = "" if token == end else streams[n].push(token)
+            if token == end or streams[n].stopped or step == config.max_tokens - 1:
+                piece += streams[n].flush()  # the sample's last token: its logits would never be used
+                active[n] = False
+            pieces[n] = piece
+        yield pieces
+        if not any(active):
             return
-        yield piece
-        ids.append(token)
+        histories = np.concatenate([histories, tokens[:, None]], axis=1)[:, -ctx:]
         if decoder.full:
-            logits = decoder.prefill(np.array(ids[-(ctx // 2):]))
+            logits = decoder.prefill_each(histories[:, -(ctx // 2):])
         else:
-            logits = decoder.step(token)
+            logits = decoder.step_all(tokens)
 
 
 def _start_tokens(tok) -> list[int]:
