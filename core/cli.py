@@ -79,15 +79,24 @@ def _add_train(sub) -> None:
 
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="stream text from a model")
-    p.add_argument("model", type=Path)
-    p.add_argument("--prompt", default="")
-    p.add_argument("--max-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("model", type=Path, help="the .cllm model file")
+    p.add_argument("--prompt", default="", help="text to continue (default: the start of a text)")
+    p.add_argument("--max-tokens", type=int, default=200, help="tokens to draw per sample (default 200)")
+    p.add_argument("--temperature", type=float, default=1.0, help="0: always the most likely token (default 1)")
+    p.add_argument("--top-k", type=int, default=0, help="draw among the k most likely tokens (0: all; default)")
+    p.add_argument("--top-p", type=float, default=1.0,
+                   help="draw among the most likely tokens holding this much probability (default 1: all)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the draws; sample n uses SEED + n")
     p.add_argument("--stop", default=None, help="end generation before this text")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--samples", type=int, default=1,
+                   help="continuations of the prompt drawn at once, in one decoding loop (default 1)")
+    p.add_argument("--threads", type=int, default=0, help="threads for the prompt pass and decoding (0: every core)")
+    p.add_argument("--weights", choices=("float32", "int8"), default="float32",
+                   help="int8: quantize the weights at load and decode with them (an int8 model file always is)")
+    p.add_argument("--past-end-of-text", action="store_true",
+                   help="go on after the tokenizer's end-of-text token (GPT-2's <|endoftext|>) instead of stopping")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON line: the text(s), prompt_tokens, first_token_ms, decode_tokens_per_s")
 
 
 def _add_eval(sub) -> None:
@@ -342,27 +351,40 @@ def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None
 
 def cmd_generate(a) -> int:
     from cllm.core.model_file import load_model
-    from cllm.core.sampler import SampleConfig, generate
+    from cllm.core.sampler import SampleConfig, generate_samples, prompt_tokens
 
     loaded = load_model(a.model)
     config = SampleConfig(max_tokens=a.max_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
-                          seed=a.seed, stop=a.stop).validate()
+                          seed=a.seed, stop=a.stop, samples=a.samples, threads=a.threads, weights=a.weights,
+                          past_end_of_text=a.past_end_of_text).validate()
     started = time.perf_counter()
-    pieces, first = [], None
-    for piece in generate(loaded.model, a.prompt, config):
+    texts, counts, first = [""] * a.samples, [0] * a.samples, None
+    stream = a.samples == 1 and not a.json
+    for pieces in generate_samples(loaded.model, a.prompt, config):
         if first is None:
             first = time.perf_counter() - started
-        pieces.append(piece)
-        if not a.json:
-            sys.stdout.write(piece)
+        for n, piece in enumerate(pieces):
+            if piece is not None:
+                texts[n] += piece
+                counts[n] += 1
+        if stream:
+            sys.stdout.write(pieces[0] or "")
             sys.stdout.flush()
     elapsed = time.perf_counter() - started
-    text = "".join(pieces)
     if a.json:
-        print(json.dumps({"prompt": a.prompt, "text": text, "tokens": len(pieces), "seconds": elapsed,
-                          "time_to_first_token": first}))
-    else:
+        after = elapsed - first if first is not None else 0.0
+        later = sum(counts) - sum(c > 0 for c in counts)  # tokens after each sample's first
+        print(json.dumps({"prompt": a.prompt, "text": texts[0], "texts": texts, "samples": a.samples,
+                          "tokens": counts[0], "tokens_per_sample": counts, "seconds": elapsed,
+                          "prompt_tokens": len(prompt_tokens(loaded.model.tokenizer, a.prompt)),
+                          "time_to_first_token": first, "first_token_ms": None if first is None else first * 1e3,
+                          "decode_tokens_per_s": later / after if later and after > 0 else None,
+                          "weights": a.weights, "threads": a.threads}))
+    elif stream:
         sys.stdout.write("\n")
+    else:
+        for n, text in enumerate(texts):
+            sys.stdout.write(f"--- sample {n + 1} of {a.samples} ---\n{text}\n")
     return 0
 
 

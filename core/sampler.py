@@ -154,25 +154,29 @@ def generate(model: GPT, prompt: str, config: SampleConfig = SampleConfig(),
     if config.samples != 1:
         raise ConfigError(f"generate draws one sample; {config.samples} asked for (generate_samples draws several)")
     for pieces in generate_samples(model, prompt, config, should_stop):
-        yield pieces[0]
+        yield pieces[0] or ""
 
 
 def generate_samples(model: GPT, prompt: str, config: SampleConfig = SampleConfig(),
-                     should_stop: Callable[[], bool] | None = None) -> Iterator[list[str]]:
+                     should_stop: Callable[[], bool] | None = None) -> Iterator[list[str | None]]:
     """`config.samples` continuations of `prompt` drawn in one decoding loop (one prompt
     pass, one cache per sample, each step's products done for every sample at once).
-    Yields, per step, one piece per sample as `generate` does ("" for a sample that has
-    ended), until every sample has ended. Sample n draws from seed + n (with a seed), and
+    Yields, per step, one piece per sample as `generate` does (None for a sample that
+    has ended), until every sample has ended. Sample n draws from seed + n (with a seed), and
     its text equals that of `generate` with seed + n."""
     config.validate()
-    tok = model.tokenizer
+    yield from _decode(model, prompt_tokens(model.tokenizer, prompt), config, should_stop)
+
+
+def prompt_tokens(tok, prompt: str) -> list[int]:
+    """What generation starts from: the prompt's tokens, or for an empty prompt the
+    tokenizer's beginning-of-text token (GPT-2's <|endoftext|>) if it has one, else a
+    newline where the vocabulary has one."""
     ids = list(tok.encode(prompt)) if prompt else []
-    if not ids:
-        ids = _start_tokens(tok)
-    yield from _decode(model, ids, config, should_stop)
+    return ids or _start_tokens(tok)
 
 
-def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> Iterator[list[str]]:
+def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> Iterator[list[str | None]]:
     """The decoding loop of `generate_samples`: `ids` is the prompt (at least one token)."""
     tok = model.tokenizer
     ctx, N = model.config.ctx, config.samples
@@ -187,7 +191,8 @@ def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> It
     for step in range(config.max_tokens):
         if should_stop is not None and should_stop():
             return
-        pieces, tokens = [""] * N, np.zeros(N, np.int32)
+        pieces: list[str | None] = [None] * N
+        tokens = np.zeros(N, np.int32)
         for n in np.flatnonzero(active):
             token = tokens[n] = pick_token(logits[n], config, rngs[n])
             piece = "" if token == end else streams[n].push(token)
@@ -206,8 +211,6 @@ def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> It
 
 
 def _start_tokens(tok) -> list[int]:
-    """What an empty prompt starts from: the tokenizer's beginning-of-text token (GPT-2's
-    <|endoftext|>) if it has one, else a newline where the vocabulary has one."""
     bos = getattr(tok, "bos_id", None)
     if bos is not None:
         return [bos]

@@ -75,7 +75,7 @@ def test_each_of_several_samples_is_the_one_sample_run_with_its_seed(model, thre
     for pieces in generate_samples(model, "the ", config):
         steps += 1
         for n, piece in enumerate(pieces):
-            texts[n] += piece
+            texts[n] += piece or ""
     assert steps == 40
     for n in range(3):
         alone = "".join(generate(model, "the ", SampleConfig(max_tokens=40, temperature=1.2, top_k=20, seed=11 + n)))
@@ -84,12 +84,13 @@ def test_each_of_several_samples_is_the_one_sample_run_with_its_seed(model, thre
 
 
 def test_samples_end_on_their_own_and_the_loop_when_all_have(model):
-    """A stop string ends one sample ("" from then on); the loop goes on for the others."""
+    """A stop string ends one sample (None from then on); the loop goes on for the others."""
     alone = ["".join(generate(model, "the ", SampleConfig(max_tokens=30, seed=5 + n))) for n in range(2)]
     stop = alone[0][10:12]
     assert stop not in alone[1][:30] or alone[1].index(stop) > alone[0].index(stop)
     runs = list(generate_samples(model, "the ", SampleConfig(max_tokens=30, seed=5, samples=2, stop=stop)))
-    first = "".join(p[0] for p in runs)
+    first = "".join(p[0] or "" for p in runs)
+    assert runs[-1][0] is None or len(runs) == alone[0].index(stop) + len(stop)
     assert first == alone[0][:alone[0].index(stop)]
     assert len(runs) == (30 if stop not in alone[1] else max(alone[0].index(stop), alone[1].index(stop)) + len(stop))
 
