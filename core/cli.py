@@ -99,6 +99,14 @@ def _add_generate(sub) -> None:
                    help="print one JSON line: the text(s), prompt_tokens, first_token_ms, decode_tokens_per_s")
 
 
+def _add_quantize(sub) -> None:
+    p = sub.add_parser("quantize", help="write an int8 copy of a model (smaller, faster to generate from)")
+    p.add_argument("model", type=Path, help="the float32 .cllm model file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the int8 model file to write")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.add_argument("--json", action="store_true", help="print one JSON line of results")
+
+
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="validation loss on the last 10%% of a corpus")
     p.add_argument("model", type=Path)
@@ -136,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_generate(sub)
+    _add_quantize(sub)
     _add_eval(sub)
     _add_info(sub)
     _add_export(sub)
@@ -354,6 +363,10 @@ def cmd_generate(a) -> int:
     from cllm.core.sampler import SampleConfig, generate_samples, prompt_tokens
 
     loaded = load_model(a.model)
+    if a.weights == "int8" and loaded.model.quantized is None:
+        from cllm.core.quantize import quantize_model
+
+        quantize_model(loaded.model)  # at load: the prompt pass too sees the int8 values
     config = SampleConfig(max_tokens=a.max_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
                           seed=a.seed, stop=a.stop, samples=a.samples, threads=a.threads, weights=a.weights,
                           past_end_of_text=a.past_end_of_text).validate()
@@ -385,6 +398,28 @@ def cmd_generate(a) -> int:
     else:
         for n, text in enumerate(texts):
             sys.stdout.write(f"--- sample {n + 1} of {a.samples} ---\n{text}\n")
+    return 0
+
+
+def cmd_quantize(a) -> int:
+    from cllm.core.model_file import load_model, save_model
+    from cllm.core.quantize import quantize_model
+
+    out = a.output.expanduser()
+    if out.exists() and not a.force:
+        raise ConfigError(f"{out} already exists; pass --force to replace it")
+    loaded = load_model(a.model)
+    model = loaded.model
+    if model.quantized is not None:
+        raise ConfigError(f"{a.model}: already an int8 model")
+    quantize_model(model)
+    training = dict(loaded.training, quantized_from=str(a.model))
+    save_model(out, model, training=training, created=loaded.info.created)
+    size, before = out.stat().st_size, loaded.info.file_size
+    if a.json:
+        print(json.dumps({"path": str(out), "weights": "int8", "file_size": size, "source_file_size": before}))
+    else:
+        print(f"wrote {out}: int8 weights, {size / 2**20:.1f} MiB (from {before / 2**20:.1f} MiB)")
     return 0
 
 
@@ -431,7 +466,7 @@ def cmd_info(a) -> int:
         "step": run.step, "tokens_seen": run.tokens_seen, "best_val_loss": run.best_val_loss,
         "corpus": {"name": run.corpus.name, "sha256": run.corpus.sha256} if run.corpus else None,
         "has_optimizer": info.has_optimizer, "created": info.created, "updated": info.updated,
-        "file_size": info.file_size, "values_checked": not a.header_only,
+        "file_size": info.file_size, "values_checked": not a.header_only, "weights": info.weights,
         "parent": parent.to_dict() if parent else None, "imported": imported,
     }
     if a.json:
@@ -443,6 +478,8 @@ def cmd_info(a) -> int:
              f"  model      {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, ctx {c.ctx}, "
              f"{info.n_params:,} parameters",
              f"  tokenizer  {data['tokenizer']} ({c.vocab_size} tokens)",
+             f"  weights    {info.weights}" + (" (matrix products' weights int8, one float32 scale per output)"
+                                               if info.weights == "int8" else ""),
              f"  training   {run.step} steps, {run.tokens_seen:,} tokens, best val loss "
              f"{'-' if best is None else f'{best:.4f}'}",
              f"  corpus     {run.corpus.name if run.corpus else '-'}"]
@@ -537,8 +574,8 @@ def _error_message(exc: CllmError) -> tuple[str | None, int]:
     return (str(exc) if size <= 1 else f"rank {rank}: {exc}"), 2
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "info": cmd_info,
-            "export": cmd_export, "import": cmd_import}
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "quantize": cmd_quantize, "eval": cmd_eval,
+            "info": cmd_info, "export": cmd_export, "import": cmd_import}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from cllm.core.config import ModelConfig
 from cllm.core.decode_kernels import DecodeWeights
+from cllm.core.layout import GLOBAL_NAMES, LAYER_NAMES, Layout, tensor_shapes
 
 LINEAR = ("qkvw", "attprojw", "fcw", "fcprojw")
 QUANTIZED = ("wte",) + LINEAR  # every matrix product's weight
@@ -48,6 +50,16 @@ def quantize_params(P) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {name: quantize_rows(decoder_form(name, getattr(P, name))) for name in QUANTIZED}
 
 
+def quantize_model(model) -> None:
+    """Makes `model` an int8 model: its int8 forms kept (`model.quantized`), and its
+    float32 weights replaced by the values they stand for, so that the prompt pass,
+    evaluation and saving all see the same model."""
+    P = model.layout.views(model.params)
+    model.quantized = quantize_params(P)
+    for name, (q, scale) in model.quantized.items():
+        getattr(P, name)[...] = decoder_form(name, dequantize_rows(q, scale))
+
+
 def decode_weights(P, quantized: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> DecodeWeights:
     """The decoder's weights from a model's float32 views P, with the int8 forms of
     `quantized` in place of those tensors (float32 ones get empty scales)."""
@@ -63,3 +75,74 @@ def decode_weights(P, quantized: dict[str, tuple[np.ndarray, np.ndarray]] | None
         else:
             fields[name] = decoder_form(name, getattr(P, name))
     return DecodeWeights(**fields)
+
+
+# -- in the model file (docs/FORMAT.md): each int8 tensor under its GPT-2 name, in the
+# decoder's form, with its scales beside it under NAME.scale
+
+SCALE = ".scale"
+
+
+def _block_of(name: str) -> tuple[str, int | None]:
+    """GPT-2 tensor name -> (parameter block, layer or None)."""
+    if name.startswith("h."):
+        _, layer, suffix = name.split(".", 2)
+        return next(b for b, s in LAYER_NAMES.items() if s == suffix), int(layer)
+    return next(b for b, n in GLOBAL_NAMES.items() if n == name), None
+
+
+def int8_file_tensors(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """An int8 model file's tensors: name -> (shape, safetensors dtype), in file order."""
+    out: dict[str, tuple[tuple[int, ...], str]] = {}
+    for name, shape in tensor_shapes(config).items():
+        block, _ = _block_of(name)
+        if block in QUANTIZED:
+            rows = shape if block == "wte" else shape[::-1]
+            out[name] = (rows, "I8")
+            out[name + SCALE] = (rows[:1], "F32")
+        else:
+            out[name] = (shape, "F32")
+    return out
+
+
+def int8_tensors(model) -> dict[str, np.ndarray]:
+    """What an int8 model file holds (`int8_file_tensors`'s names): the model's int8 forms
+    and its other parameters."""
+    quantized = model.quantized
+    out: dict[str, np.ndarray] = {}
+    for name, view in model.tensors().items():
+        block, layer = _block_of(name)
+        if block in QUANTIZED:
+            q, scale = quantized[block]
+            out[name], out[name + SCALE] = (q, scale) if layer is None else (q[layer], scale[layer])
+        else:
+            out[name] = view
+    return out
+
+
+class Int8Reader:
+    """Gathers an int8 file's tensors, one at a time, into the int8 forms of a model."""
+
+    def __init__(self, config: ModelConfig):
+        shapes = Layout.params(config).shapes
+        self.quantized = {}
+        for block in QUANTIZED:
+            *lead, a, b = shapes[block]
+            rows = (a, b) if block == "wte" else (*lead, b, a)
+            self.quantized[block] = (np.empty(rows, np.int8), np.empty(rows[:-1], np.float32))
+
+    @staticmethod
+    def holds(name: str) -> bool:
+        return _block_of(name)[0] in QUANTIZED
+
+    def read(self, name: str, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """Keeps tensor `name`'s int8 values and scales; returns the float32 values they
+        stand for, in the parameter's own layout."""
+        block, layer = _block_of(name)
+        qs, scales = self.quantized[block]
+        if layer is None:
+            qs[...], scales[...] = q, scale
+        else:
+            qs[layer], scales[layer] = q, scale
+        values = dequantize_rows(q, scale)
+        return values if block == "wte" else values.T
