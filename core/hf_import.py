@@ -16,7 +16,7 @@ import re
 import struct
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -352,7 +352,7 @@ def load_hf_folder(path: str | Path, progress: Progress | None = None) -> Loaded
         raise HuggingFaceFolderError(info.problems[0])
     config = info.config
     tokenizer = load_tokenizer(info.path)
-    if tokenizer.vocab_size != config.vocab_size:
+    if tokenizer.vocab_size > config.vocab_size:
         file = info.path / info.tokenizer_files[0]
         raise HuggingFaceFolderError(_at(file, f"the tokenizer has {tokenizer.vocab_size} tokens, but "
                                                f"{CONFIG_FILE} says vocab_size {config.vocab_size}"))
@@ -385,7 +385,26 @@ def load_hf_folder(path: str | Path, progress: Progress | None = None) -> Loaded
         "files": {name: _sha256(info.path / name) for name in info.weight_files},
         "tokenizer_files": info.tokenizer_files, "dtype": info.dtype,
     }
+    if tokenizer.vocab_size < config.vocab_size:
+        config, flat = _trim_vocabulary(config, flat, tokenizer.vocab_size)
+        imported["vocab_trimmed_from"] = info.config.vocab_size
+        info.notes.append(f"{CONFIG_FILE} says vocab_size {info.config.vocab_size}, the tokenizer has "
+                          f"{tokenizer.vocab_size} tokens: the embedding's last "
+                          f"{info.config.vocab_size - tokenizer.vocab_size} rows (padding, as nanoGPT pads GPT-2's "
+                          "50257 to 50304) are dropped, so no token is ever drawn from them")
     return LoadedHfModel(GPT(config, tokenizer, flat), info, imported)
+
+
+def _trim_vocabulary(config: ModelConfig, flat: np.ndarray, vocab_size: int) -> tuple[ModelConfig, np.ndarray]:
+    """The model with only the embedding's first `vocab_size` rows: a padded vocabulary's
+    extra rows belong to no token."""
+    trimmed = replace(config, vocab_size=vocab_size)
+    layout, old = Layout.params(trimmed), Layout.params(config)
+    out = np.empty(layout.size, np.float32)
+    for name, view in layout.named_views(out).items():
+        source = old.named_views(flat)[name]
+        view[...] = source[:vocab_size] if name == "wte.weight" else source
+    return trimmed, out
 
 
 def import_hf_folder(path: str | Path, out: str | Path, *, force: bool = False,
