@@ -25,18 +25,18 @@ LEVELS = 127
 
 
 def decoder_form(name: str, w: np.ndarray) -> np.ndarray:
-    """Parameter `name` as the decoder reads it: one row per output (a copy for the
-    linear weights)."""
-    return np.ascontiguousarray(np.swapaxes(w, -1, -2)) if name in LINEAR else w
+    """Parameter `name` as the decoder reads it: one row per output (a view; the linear
+    weights transposed)."""
+    return np.swapaxes(w, -1, -2) if name in LINEAR else w
 
 
 def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int8 q and float32 scales with w[..., j, :] ~ q[..., j, :] * scale[..., j];
+    """int8 q (C-contiguous) and float32 scales with w[..., j, :] ~ q[..., j, :] * scale[..., j];
     |error| <= scale / 2 = max |w[..., j, :]| / 254."""
     top = np.abs(w).max(axis=-1)
     scale = np.where(top > 0, top / LEVELS, 1.0).astype(np.float32)
     q = np.rint(w / scale[..., None]).clip(-LEVELS, LEVELS).astype(np.int8)
-    return q, scale
+    return np.ascontiguousarray(q), scale
 
 
 def dequantize_rows(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -60,20 +60,22 @@ def quantize_model(model) -> None:
         getattr(P, name)[...] = decoder_form(name, dequantize_rows(q, scale))
 
 
-def decode_weights(P, quantized: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> DecodeWeights:
-    """The decoder's weights from a model's float32 views P, with the int8 forms of
-    `quantized` in place of those tensors (float32 ones get empty scales)."""
-    quantized = quantized or {}
+def float32_forms(P) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The float32 decoder's forms of the product weights: the linear layers' transposed
+    copies and the embedding itself, with empty scales."""
+    return {name: (np.ascontiguousarray(decoder_form(name, getattr(P, name))),
+                   np.zeros(getattr(P, name).shape[:-2] + (0,), np.float32)) for name in QUANTIZED}
+
+
+def decode_weights(P, forms: dict[str, tuple[np.ndarray, np.ndarray]]) -> DecodeWeights:
+    """The decoder's weights: the product weights' `forms` (name -> (rows of outputs,
+    scales): `float32_forms` or `quantize_params`) and views of the rest of P."""
     fields = {}
     for name in DecodeWeights._fields:
         if name.endswith("_scale"):
-            base = name[:-len("_scale")]
-            lead = getattr(P, base).shape[:-2]
-            fields[name] = quantized[base][1] if base in quantized else np.zeros(lead + (0,), np.float32)
-        elif name in quantized:
-            fields[name] = quantized[name][0]
+            fields[name] = forms[name[:-len("_scale")]][1]
         else:
-            fields[name] = decoder_form(name, getattr(P, name))
+            fields[name] = forms[name][0] if name in forms else getattr(P, name)
     return DecodeWeights(**fields)
 
 

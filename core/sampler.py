@@ -11,7 +11,7 @@ import numpy as np
 from cllm.core.errors import ConfigError, TokenizerError
 from cllm.core.model import GPT
 from cllm.core.decode_kernels import DecodeState, DecodeWeights, decode_rows
-from cllm.core.quantize import decode_weights, quantize_params
+from cllm.core.quantize import QUANTIZED, decode_weights, float32_forms, quantize_params
 from cllm.core.text_stream import TextStream
 from cllm.core.threads import parallel_threads, thread_cap, threaded_blas
 from cllm.core.workspace import Workspace, forward_logits
@@ -55,13 +55,31 @@ MAX_SAMPLES = 64  # each sample keeps its own key/value cache (GPT-2 small: 75 M
 
 
 def decoder_weights(model: GPT, weights: str = "float32") -> DecodeWeights:
-    """What the decoder reads: the model's int8 forms where it has them (an int8 model
-    file) or where `weights` asks for int8 (quantized now), else its float32 weights."""
+    """What the decoder reads: an int8 model file's int8 forms; else the forms `weights`
+    asks for (int8: quantized; float32: transposed copies), made once and kept on the
+    model while its weights stay the same (`weights_stamp`): for GPT-2 small the float32
+    copies are 340 MB, which this machine took seconds to fault in."""
     P = model.layout.views(model.params)
-    quantized = model.quantized
-    if quantized is None and weights == "int8":
-        quantized = quantize_params(P)
-    return decode_weights(P, quantized)
+    if model.quantized is not None:
+        return decode_weights(P, model.quantized)
+    stamp = weights_stamp(P)
+    kept = model.decode_forms.get(weights)
+    if kept is None or kept[0] != stamp:
+        model.decode_forms.clear()  # one kind at a time: the other's memory goes back
+        kept = (stamp, quantize_params(P) if weights == "int8" else float32_forms(P))
+        model.decode_forms[weights] = kept
+    return decode_weights(P, kept[1])
+
+
+def weights_stamp(P) -> tuple[float, ...]:
+    """A fingerprint of the product weights: each block's sum and sum of squares, in
+    float64, over every value (training changes them all each step; a tenth of a second
+    for GPT-2 small)."""
+    stamp = []
+    for name in QUANTIZED:
+        flat = getattr(P, name).reshape(-1)
+        stamp += [float(np.add.reduce(flat, dtype=np.float64)), float(np.dot(flat, flat))]
+    return tuple(stamp)
 
 
 class Decoder:

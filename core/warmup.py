@@ -73,10 +73,11 @@ def compile_decoder(config: ModelConfig) -> None:
     """The float32 decoding step (int8 weights compile on their first use)."""
     from cllm.core.decode_kernels import DecodeState, decode_rows
     from cllm.core.layout import Layout
-    from cllm.core.quantize import decode_weights
+    from cllm.core.quantize import decode_weights, float32_forms
 
     layout = Layout.params(config)
-    weights = decode_weights(layout.views(np.zeros(layout.size, np.float32)))
+    P = layout.views(np.zeros(layout.size, np.float32))
+    weights = decode_weights(P, float32_forms(P))
     state = DecodeState.create(1, config.n_layer, config.n_head, config.ctx, config.n_embd, config.vocab_size)
     decode_rows(weights, state, np.ones(1, np.int32), 0, config.n_head, 1)
 

@@ -49,6 +49,23 @@ def test_decoding_on_one_and_two_threads_gives_the_forward_logits_bit_for_bit(mo
     np.testing.assert_allclose(got[1], full[2:], rtol=1e-4, atol=1e-5)
 
 
+def test_the_decoders_copies_follow_the_weights(small_text):
+    """The decoder's copies of the weights are kept on the model between generations and
+    made again when the weights change in place (as training changes them)."""
+    model = tiny_model(small_text, n_layer=1, n_head=2, n_embd=16, ctx=16)
+    tokens = model.tokenizer.encode("the cat sat on a")[:16]
+    for weights in ("float32", "int8", "float32"):
+        for change in range(2):
+            model.params *= np.float32(1.25)  # in place, every value
+            full, _ = forward_logits(model.params, model.config, tokens)
+            got = decoded_logits(model, tokens, weights=weights)[:, 0]
+            np.testing.assert_allclose(got, full[2:], rtol=0.05 if weights == "int8" else 1e-4, atol=2e-2)
+            kept = model.decode_forms[weights][1]
+            assert decoded_logits(model, tokens, weights=weights) is not None
+            assert model.decode_forms[weights][1] is kept  # unchanged weights: the same copies
+    assert list(model.decode_forms) == ["float32"]
+
+
 def test_a_row_decodes_the_same_alone_and_among_others(model):
     """Five samples (a block of four and one left over) fed different tokens: each row's
     logits are the bits a one-sample decoder gives for its tokens."""
