@@ -26,6 +26,7 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "layout": ("kernels.py",),
     "optimizer": ("kernels.py",),
     "decode_kernels": ("kernels.py",),
+    "prompt_pass": ("kernels.py",),
 }
 
 _checked = False

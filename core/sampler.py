@@ -13,8 +13,8 @@ from cllm.core.model import GPT
 from cllm.core.decode_kernels import DecodeState, DecodeWeights, decode_rows
 from cllm.core.quantize import QUANTIZED, decode_weights, float32_forms, quantize_params
 from cllm.core.text_stream import TextStream
-from cllm.core.threads import parallel_threads, thread_cap, threaded_blas
-from cllm.core.workspace import Workspace, forward_logits
+from cllm.core.prompt_pass import prompt_pass
+from cllm.core.threads import parallel_threads, thread_cap
 
 
 WEIGHTS = ("float32", "int8")
@@ -90,22 +90,16 @@ class Decoder:
         self.model = model
         self.samples = samples
         self.threads = threads
-        self.workspace = Workspace.create(c, 1, 1)
         self.weights = decoder_weights(model, weights)
         self.state = DecodeState.create(samples, c.n_layer, c.n_head, c.ctx, c.n_embd, c.vocab_size)
         self.pos = 0
 
     def _prompt_pass(self, tokens: np.ndarray, samples: range) -> np.ndarray:
         """Logits after `tokens` (at most ctx of them), with the caches of `samples` holding them."""
-        c = self.model.config
-        T, C = len(tokens), c.n_embd
-        with threaded_blas(self.threads):  # one sequence: its products use the cores the shards would
-            logits, _ = forward_logits(self.model.params, c, tokens, self.workspace, last_only=True)
-        qkv = self.workspace.views().qkv  # (L, rows, 3C): every layer's q | k | v
-        for n in samples:
-            self.state.kcache[n, :, :T] = qkv[:, :T, C:2 * C]
-            self.state.vcache[n, :, :T] = qkv[:, :T, 2 * C:]
-        self.pos = T
+        model = self.model
+        logits = prompt_pass(self.weights, model.layout.views(model.params), self.state, samples, tokens,
+                             model.config.n_head, self.threads)
+        self.pos = len(tokens)
         return logits
 
     def prefill(self, tokens: np.ndarray) -> np.ndarray:
