@@ -36,8 +36,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_gpt2 import GPT2_SMALL, child_make, gpt2_vocabulary, peak_rss, prompt_text  # noqa: E402
 from benchmarks.common import (  # noqa: E402
-    DEFAULT_CORPUS, ROOT, add_report_args, child_env, cllm_cmd, command_line, fmt, fmt_range, machine_lines,
-    parse_int_list, report, run_child, run_cmd, serve_child, stats, table, torch_available,
+    DEFAULT_CORPUS,
+    ROOT,
+    add_report_args,
+    child_env,
+    cllm_cmd,
+    command_line,
+    fmt,
+    fmt_range,
+    machine_lines,
+    parse_int_list,
+    report,
+    run_child,
+    run_cmd,
+    serve_child,
+    stats,
+    table,
+    torch_available,
 )
 
 SCRIPT = Path(__file__).resolve()

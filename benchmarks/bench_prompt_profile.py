@@ -24,7 +24,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import (  # noqa: E402
-    add_report_args, child_env, command_line, fmt, machine_lines, parse_int_list, report, run_child, serve_child,
+    add_report_args,
+    child_env,
+    command_line,
+    fmt,
+    machine_lines,
+    parse_int_list,
+    report,
+    run_child,
+    serve_child,
     table,
 )
 

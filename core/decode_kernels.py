@@ -87,9 +87,9 @@ def rows_times_weight(out, x, wt, scale, bias, N, accumulate, tasks):
 
 
 @njit(parallel=True, **JIT)
-def cached_attention(y, att, qkv, kcache, vcache, l, pos, n_head, N):
+def cached_attention(y, att, qkv, kcache, vcache, layer, pos, n_head, N):
     """Each of N sequences' query at position `pos` (qkv[n]'s q) against its cached keys
-    and values of positions <= pos of layer l (kcache, vcache (N, L, maxT, C)): one task
+    and values of positions <= pos of layer `layer` (kcache, vcache (N, L, maxT, C)): one task
     per sequence and head, att (N * n_head, maxT) their scratch; into y (N, C)."""
     C = y.shape[1]
     hs = C // n_head
@@ -98,7 +98,7 @@ def cached_attention(y, att, qkv, kcache, vcache, l, pos, n_head, N):
         n, hd = task // n_head, task % n_head
         a = att[task]
         q = qkv[n, hd * hs:(hd + 1) * hs]
-        keys, values = kcache[n, l], vcache[n, l]
+        keys, values = kcache[n, layer], vcache[n, layer]
         for u in range(pos + 1):
             k = keys[u, hd * hs:(hd + 1) * hs]
             s = F(0)
@@ -162,7 +162,7 @@ class DecodeState(NamedTuple):
     logits: np.ndarray  # (N, V)
 
     @classmethod
-    def create(cls, N: int, n_layer: int, n_head: int, ctx: int, C: int, V: int) -> "DecodeState":
+    def create(cls, N: int, n_layer: int, n_head: int, ctx: int, C: int, V: int) -> DecodeState:
         z = np.zeros
         return cls(z((N, n_layer, ctx, C), F), z((N, n_layer, ctx, C), F), z((N, C), F), z((N, C), F), z(N, F),
                    z(N, F), z((N, 3 * C), F), z((N * n_head, ctx), F), z((N, C), F), z((N, 4 * C), F),
@@ -182,20 +182,20 @@ def decode_rows(W, S, tokens, pos, n_head, tasks):
         s = W.wte_scale[tokens[n]] if W.wte_scale.shape[0] > 0 else F(1)
         for i in range(C):
             xr[i] = F(e[i]) * s + p[i]
-    for l in range(L):
-        layernorm_forward(xn, S.mean, S.rstd, x, W.ln1w[l], W.ln1b[l], N)
-        rows_times_weight(qkv, xn, W.qkvw[l], W.qkvw_scale[l], W.qkvb[l], N, False, tasks)
+    for layer in range(L):
+        layernorm_forward(xn, S.mean, S.rstd, x, W.ln1w[layer], W.ln1b[layer], N)
+        rows_times_weight(qkv, xn, W.qkvw[layer], W.qkvw_scale[layer], W.qkvb[layer], N, False, tasks)
         for n in range(N):
-            k, v, row = S.kcache[n, l, pos], S.vcache[n, l, pos], qkv[n]
+            k, v, row = S.kcache[n, layer, pos], S.vcache[n, layer, pos], qkv[n]
             for i in range(C):
                 k[i] = row[C + i]
                 v[i] = row[2 * C + i]
-        cached_attention(S.y, S.att, qkv, S.kcache, S.vcache, l, pos, n_head, N)
-        rows_times_weight(x, S.y, W.attprojw[l], W.attprojw_scale[l], W.attprojb[l], N, True, tasks)
-        layernorm_forward(xn, S.mean, S.rstd, x, W.ln2w[l], W.ln2b[l], N)
-        rows_times_weight(S.h, xn, W.fcw[l], W.fcw_scale[l], W.fcb[l], N, False, tasks)
+        cached_attention(S.y, S.att, qkv, S.kcache, S.vcache, layer, pos, n_head, N)
+        rows_times_weight(x, S.y, W.attprojw[layer], W.attprojw_scale[layer], W.attprojb[layer], N, True, tasks)
+        layernorm_forward(xn, S.mean, S.rstd, x, W.ln2w[layer], W.ln2b[layer], N)
+        rows_times_weight(S.h, xn, W.fcw[layer], W.fcw_scale[layer], W.fcb[layer], N, False, tasks)
         gelu_forward(S.hg, S.h, N)
-        rows_times_weight(x, S.hg, W.fcprojw[l], W.fcprojw_scale[l], W.fcprojb[l], N, True, tasks)
+        rows_times_weight(x, S.hg, W.fcprojw[layer], W.fcprojw_scale[layer], W.fcprojb[layer], N, True, tasks)
     layernorm_forward(xn, S.mean, S.rstd, x, W.lnfw, W.lnfb, N)
     rows_times_weight(S.logits, xn, W.wte, W.wte_scale, W.lnfb[:0], N, False, tasks)
 

@@ -24,7 +24,13 @@ from numba import njit, prange
 from cllm.core import layout
 from cllm.core.decode_kernels import DecodeState, DecodeWeights, rows_times_weight
 from cllm.core.kernels import (
-    JIT, attention_forward, copy_rows, encoder_forward, gelu_forward, layernorm_forward, matmul_forward,
+    JIT,
+    attention_forward,
+    copy_rows,
+    encoder_forward,
+    gelu_forward,
+    layernorm_forward,
+    matmul_forward,
 )
 from cllm.core.threads import parallel_threads, single_threaded_blas, threaded_blas
 
@@ -90,7 +96,7 @@ class PromptBuffers(NamedTuple):
     tiles: np.ndarray  # (n_head, 2, Br, Bc)
 
     @classmethod
-    def create(cls, T: int, C: int, n_head: int) -> "PromptBuffers":
+    def create(cls, T: int, C: int, n_head: int) -> PromptBuffers:
         f, z = np.float32, np.empty
         hs = C // n_head
         tile = (layout.ATT_QUERY_BLOCK, layout.ATT_KEY_BLOCK)

@@ -12,8 +12,8 @@ from cllm.core.model import GPT
 from cllm.core.quantize import QUANTIZED, decoder_form, dequantize_rows, quantize_params, quantize_rows
 from cllm.core.sampler import Decoder, SampleConfig, generate, generate_samples
 from cllm.core.workspace import forward_logits
-from tests.hf_helpers import tiny_model as hf_tiny_model
 from tests.helpers import tiny_model
+from tests.hf_helpers import tiny_model as hf_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_the_decoders_copies_follow_the_weights(small_text):
     model = tiny_model(small_text, n_layer=1, n_head=2, n_embd=16, ctx=16)
     tokens = model.tokenizer.encode("the cat sat on a")[:16]
     for weights in ("float32", "int8", "float32"):
-        for change in range(2):
+        for _ in range(2):
             model.params *= np.float32(1.25)  # in place, every value
             full, _ = forward_logits(model.params, model.config, tokens)
             got = decoded_logits(model, tokens, weights=weights)[:, 0]
@@ -139,7 +139,8 @@ def test_quantized_rows_are_within_half_a_step():
     error = np.abs(dequantize_rows(q, scale) - w)
     assert np.all(error <= scale[..., None] / 2 * (1 + 1e-6))
     assert np.all(dequantize_rows(q, scale)[0, 5] == 0)
-    np.testing.assert_allclose((np.abs(q).max(-1) * scale)[1:], np.abs(w).max(-1)[1:], rtol=1e-6)  # 127 steps reach the largest
+    top = np.abs(w).max(-1)[1:]
+    np.testing.assert_allclose((np.abs(q).max(-1) * scale)[1:], top, rtol=1e-6)  # 127 steps reach the largest
 
 
 def dequantized_model(model) -> GPT:
@@ -159,7 +160,7 @@ def test_int8_decoding_gives_the_forward_logits_of_the_dequantized_weights(model
     reference = dequantized_model(model)
     full, _ = forward_logits(reference.params, reference.config, tokens)
     reference.quantized = quantize_params(model.layout.views(model.params))
-    got = decoded_logits(reference, tokens, threads)[:, 0]  # the prompt pass: float32 params; steps: int8
+    got = decoded_logits(reference, tokens, threads)[:, 0]  # prompt pass: float32 params; steps: int8
     np.testing.assert_allclose(got, full[2:], rtol=1e-4, atol=1e-4)
 
 
