@@ -20,7 +20,6 @@ from benchmarks.common import (  # noqa: E402
     DEFAULT_CORPUS,
     add_report_args,
     command_line,
-    fmt,
     load_text,
     machine_lines,
     report,
@@ -91,7 +90,7 @@ def main() -> int:
             q = with_values(model, values)
             loss, _ = evaluate(q, val)
             ids = q.tokenizer.encode("".join(generate(q, prompt, greedy)))
-            agree = next((i for i, (x, y) in enumerate(zip(ids, reference)) if x != y), min(len(ids), len(reference)))
+            agree = next((i for i, (x, y) in enumerate(zip(ids, reference, strict=False)) if x != y), min(len(ids), len(reference)))
             rows.append([kind, label, f"{err:.2e}", f"{base:.4f}", f"{loss:.4f}", f"{100 * (loss / base - 1):+.3f}%",
                          f"{agree} of {len(reference)}"])
             print(rows[-1], flush=True)
@@ -101,8 +100,9 @@ def main() -> int:
            "the validation loss (the corpus's last 10%) in float32 with the weights replaced by the int8 values, "
            f"and how many of {a.greedy_tokens} greedy tokens after a 200-character prompt agree before the first "
            "difference. Per output is what CLLM stores: per block has about a fifth less weight error, but both stay "
-           "far inside the 0.5% loss budget (greedy text parts where two tokens were nearly tied), and per output keeps one multiply per output in the decoder instead of one per 32 "
-           "weights, and 1/IC of the weight in scales instead of 1/32.", ""]
+           "far inside the 0.5% loss budget (greedy text parts where two tokens were nearly tied), and per output "
+           "keeps one multiply per output in the decoder instead of one per 32 weights, and 1/IC of the weight in "
+           "scales instead of 1/32.", ""]
     out += machine_lines() + [f"- command: `{command_line()}`", ""]
     out.append(table(["tokenizer", "scales", "weight rel. RMS error", "val loss float32", "val loss int8", "change",
                       "greedy tokens agreeing"], rows))
