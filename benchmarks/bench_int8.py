@@ -90,7 +90,8 @@ def main() -> int:
             q = with_values(model, values)
             loss, _ = evaluate(q, val)
             ids = q.tokenizer.encode("".join(generate(q, prompt, greedy)))
-            agree = next((i for i, (x, y) in enumerate(zip(ids, reference, strict=False)) if x != y), min(len(ids), len(reference)))
+            pairs = enumerate(zip(ids, reference, strict=False))
+            agree = next((i for i, (x, y) in pairs if x != y), min(len(ids), len(reference)))
             rows.append([kind, label, f"{err:.2e}", f"{base:.4f}", f"{loss:.4f}", f"{100 * (loss / base - 1):+.3f}%",
                          f"{agree} of {len(reference)}"])
             print(rows[-1], flush=True)
