@@ -5,9 +5,9 @@ is bound by memory bandwidth, and one core cannot draw all of it. Each product h
 `prange` over ranges of outputs: every thread streams its own share of the weight once,
 for all N rows (the samples of `--samples N`), so N rows cost little more than one. The
 weights are read as rows of outputs (a linear layer's (in, out) weight transposed, the
-embedding as it is), each output a dot product over one contiguous row, four sample
-rows per load of the weight (measured against adding weight rows into the outputs in
-place, which needs no copy: as fast for one row, about half the speed for four).
+embedding as it is), each output a dot product over one contiguous row, for every
+sample row while the weight row is in L1 (measured against adding weight rows into the
+outputs in place, which needs no copy: as fast for one row, about half the speed for four).
 Splitting the outputs, never the sums, keeps every output's arithmetic the same
 whatever the thread count and whatever N: a sample's logits are bit-identical alone and
 in a batch, on 1 thread or 2 (the tests hold both).
@@ -33,28 +33,20 @@ F = np.float32
 @njit(**JIT)
 def _dot_row(out, x, w, scale, bias, N, accumulate, j):
     """Output j of N rows: <x[n], w> (* scale[j]) (+ bias[j]) for a float32 weight row w,
-    four of the N rows at a time (four sums in registers: one load of the weight per four
-    products, no stores). Every row takes this same loop, fewer than four padded with
-    copies of the last, so that a row's sums never depend on N (LLVM orders a
-    vectorised sum by the loop it sits in)."""
-    IC = w.shape[0]
-    for n0 in range(0, N, 4):
-        x0, x1, x2, x3 = x[n0], x[min(n0 + 1, N - 1)], x[min(n0 + 2, N - 1)], x[min(n0 + 3, N - 1)]
-        s0 = s1 = s2 = s3 = F(0)
-        for i in range(IC):
-            wi = w[i]
-            s0 += x0[i] * wi
-            s1 += x1[i] * wi
-            s2 += x2[i] * wi
-            s3 += x3[i] * wi
-        sums = (s0, s1, s2, s3)
-        for r in range(min(4, N - n0)):
-            v = sums[r]
-            if scale.shape[0] > 0:
-                v *= scale[j]
-            if bias.shape[0] > 0:
-                v += bias[j]
-            out[n0 + r, j] = out[n0 + r, j] + v if accumulate else v
+    one row after another while w is in L1 (it is read from memory once). Every row's sum
+    is the same loop whatever N, so a row's logits never depend on the others (LLVM
+    orders a vectorised sum by the loop it sits in; four rows summed in one loop ran no
+    faster, and made one row pay for four)."""
+    for n in range(N):
+        xn = x[n]
+        v = F(0)
+        for i in range(w.shape[0]):
+            v += xn[i] * w[i]
+        if scale.shape[0] > 0:
+            v *= scale[j]
+        if bias.shape[0] > 0:
+            v += bias[j]
+        out[n, j] = out[n, j] + v if accumulate else v
 
 
 @njit(**JIT)
