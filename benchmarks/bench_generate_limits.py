@@ -96,7 +96,7 @@ def child_gen_cllm(spec: dict) -> dict:
     from cllm.core.model_file import load_model
     from cllm.core.quantize import quantize_model
     from cllm.core.sampler import SampleConfig, decoder_weights, generate_samples
-    from cllm.core.warmup import compile_kernels
+    from cllm.core.precompile import compile_kernels
 
     compile_kernels()
     models = {}

@@ -3,11 +3,11 @@ new token costs one position's worth of work, not a re-run of the whole context.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
 
+from cllm.core.config import SampleConfig
 from cllm.core.errors import ConfigError, TokenizerError
 from cllm.core.model import GPT
 from cllm.core.decode_kernels import DecodeState, DecodeWeights, decode_rows
@@ -15,43 +15,6 @@ from cllm.core.quantize import QUANTIZED, decode_weights, float32_forms, quantiz
 from cllm.core.text_stream import TextStream
 from cllm.core.prompt_pass import prompt_pass
 from cllm.core.threads import parallel_threads, thread_cap
-
-
-WEIGHTS = ("float32", "int8")
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    max_tokens: int = 200
-    temperature: float = 1.0  # 0: always the most likely token
-    top_k: int = 0  # 0: no limit
-    top_p: float = 1.0  # 1: no nucleus cut
-    seed: int | None = None  # sample i draws from seed + i (so each equals a one-sample run with that seed)
-    stop: str | None = None  # generation ends before this text
-    samples: int = 1  # continuations of the prompt drawn at once
-    threads: int = 0  # threads of the decoding step and the prompt pass; 0: every core
-    weights: str = "float32"  # "int8": decode with int8 weights (quantized now unless the model file is int8)
-    past_end_of_text: bool = False  # go on after the tokenizer's end-of-text token (GPT-2's <|endoftext|>)
-
-    def validate(self) -> "SampleConfig":
-        if self.max_tokens < 0:
-            raise ConfigError(f"max tokens cannot be negative, got {self.max_tokens}")
-        if not 0 <= self.temperature <= 100:
-            raise ConfigError(f"temperature must be between 0 and 100, got {self.temperature}")
-        if self.top_k < 0:
-            raise ConfigError(f"top-k cannot be negative, got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top-p must be in (0, 1], got {self.top_p}")
-        if not 1 <= self.samples <= MAX_SAMPLES:
-            raise ConfigError(f"samples must be between 1 and {MAX_SAMPLES}, got {self.samples}")
-        if self.threads < 0:
-            raise ConfigError(f"threads cannot be negative, got {self.threads}")
-        if self.weights not in WEIGHTS:
-            raise ConfigError(f"weights must be one of {', '.join(WEIGHTS)}, got {self.weights!r}")
-        return self
-
-
-MAX_SAMPLES = 64  # each sample keeps its own key/value cache (GPT-2 small: 75 MB per sample at ctx 1024)
 
 
 def decoder_weights(model: GPT, weights: str = "float32") -> DecodeWeights:

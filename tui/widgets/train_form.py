@@ -160,12 +160,10 @@ class TrainForm(VerticalScroll, can_focus=False):
         kind = self._tokenizer_kind()
         model_config = {"n_layer": parse_int(value["layers"]), "n_head": parse_int(value["heads"]),
                         "n_embd": parse_int(value["width"]), "ctx": parse_int(value["ctx"])}
-        eval_interval = parse_int(value["eval"])
         train_config = TrainConfig(
             steps=parse_int(value["steps"]), batch=parse_int(value["batch"]), lr=parse_float(value["lr"]),
-            eval_interval=eval_interval, threads=parse_int(value["threads"]),
-            warmup=min(100, max(parse_int(value["steps"]) // 10, 0)),
-        ).validate()
+            eval_interval=parse_int(value["eval"]), threads=parse_int(value["threads"]),
+        ).validate()  # the warm-up and the checkpoints follow core's rules (TrainConfig), as in `cllm train`
         vocab = parse_int(value["vocab"]) if kind != "char" and value["vocab"] else None
         return RunPlan(corpus=value["corpus"], tokenizer=kind, vocab_size=vocab,
                        model_config=model_config, train_config=train_config)
