@@ -8,7 +8,9 @@ first --prompt-tokens tokens of tiny Shakespeare; every engine draws --new-token
 tokens (so all of them do the same work). First token = call start to the first new
 token (the prompt's pass included); decode tokens/s = the tokens after the first over
 the time after the first (with N samples, all N samples' tokens). Each measurement is a
-fresh child process; the children alternate, the order flipping each repeat.
+fresh child process; the children alternate, the order flipping each repeat. Every
+engine first generates 2 tokens from the same prompt (compiling, allocating), so the
+figures are those of a warm process.
 
 Ceiling: decoding reads every weight of the products once per step (float32: 4 bytes per
 weight, int8: 1 byte plus the scales), so tokens/s <= read bandwidth / bytes per token;
@@ -114,7 +116,7 @@ def child_gen_cllm(spec: dict) -> dict:
             decoder_weights(model, weights)
             copies[weights] = time.perf_counter() - t0
         warm = SampleConfig(max_tokens=2, temperature=0, samples=samples, weights=weights)
-        list(generate_samples(model, prompt[:50], warm))  # compiles the int8 kernels once
+        list(generate_samples(model, prompt, warm))  # the same prompt: every engine warms up on it
         config = SampleConfig(max_tokens=spec["new_tokens"], temperature=0, samples=samples, weights=weights,
                               past_end_of_text=True)
         t0 = time.perf_counter()
@@ -148,7 +150,7 @@ def child_gen_hf(spec: dict) -> dict:
 
     n = spec["new_tokens"]
     with torch.no_grad():
-        model.generate(prompt[:, :16], max_new_tokens=2, do_sample=False, pad_token_id=0)  # warm-up
+        model.generate(prompt, max_new_tokens=2, do_sample=False, pad_token_id=0)  # warm-up, the same prompt
         clock = Clock()
         model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True,
                        streamer=clock, pad_token_id=0)
@@ -166,7 +168,7 @@ def child_gen_ct2(spec: dict) -> dict:
     for compute_type in spec["compute_types"]:
         generator = ctranslate2.Generator(spec["ct2"], device="cpu", compute_type=compute_type,
                                           intra_threads=spec["threads"], inter_threads=1)
-        for _ in generator.generate_tokens(tokens[:16], max_length=2, sampling_topk=1):  # warm-up
+        for _ in generator.generate_tokens(tokens, max_length=2, sampling_topk=1):  # warm-up, the same prompt
             pass
         t0 = time.perf_counter()
         times = []

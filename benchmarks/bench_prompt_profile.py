@@ -107,7 +107,7 @@ def child_profile(spec: dict) -> dict:
         state = DecodeState.create(1, L, H, config.ctx, C, V)
 
         def whole():
-            PP.prompt_pass(W, P, state, range(1), tokens, H)
+            PP.prompt_pass(W, P, state, range(1), tokens, H, buffers=B)
     else:
         workspace = Workspace.create(config, 1, 1)
 

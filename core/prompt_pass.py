@@ -106,13 +106,16 @@ class PromptBuffers(NamedTuple):
 
 
 def prompt_pass(W: DecodeWeights, P, S: DecodeState, samples: range, tokens: np.ndarray, n_head: int,
-                threads: int = 0) -> np.ndarray:
+                threads: int = 0, buffers: PromptBuffers | None = None) -> np.ndarray:
     """Runs `tokens` (T <= ctx) through the model (P: `core.layout.Params` views; W: the
     decoder's weights, for the logits), writes every layer's keys and values into the
-    caches of `samples` in S, and returns the last position's logits (V,)."""
+    caches of `samples` in S, and returns the last position's logits (V,). `buffers`
+    (for at least T tokens; made here if None) are reused by a caller that keeps them:
+    memory touched for the first time costs page faults, on this project's virtual
+    machines about a second per 100 MB."""
     T = len(tokens)
     C = P.wte.shape[1]
-    B = PromptBuffers.create(T, C, n_head)
+    B = buffers if buffers is not None else PromptBuffers.create(T, C, n_head)
     x, ln = B.x, B.ln
     with parallel_threads(T, threads) as workers:
         encoder_forward(x, tokens, P.wte, P.wpe, T)
@@ -121,8 +124,8 @@ def prompt_pass(W: DecodeWeights, P, S: DecodeState, samples: range, tokens: np.
             with threaded_blas(threads):
                 matmul_forward(B.qkv, ln, P.qkvw[layer], P.qkvb[layer], T, False)
             for n in samples:
-                S.kcache[n, layer, :T] = B.qkv[:, C:2 * C]
-                S.vcache[n, layer, :T] = B.qkv[:, 2 * C:]
+                S.kcache[n, layer, :T] = B.qkv[:T, C:2 * C]
+                S.vcache[n, layer, :T] = B.qkv[:T, 2 * C:]
             with single_threaded_blas():
                 attention_heads(B.y, B.qkv, B.heads, B.lse, B.tiles, n_head, T)
             copy_rows_parallel(B.res, x, T)
@@ -135,7 +138,7 @@ def prompt_pass(W: DecodeWeights, P, S: DecodeState, samples: range, tokens: np.
             copy_rows_parallel(x, B.res, T)
             with threaded_blas(threads):
                 matmul_forward(x, B.hg, P.fcprojw[layer], P.fcprojb[layer], T, True)
-        last = x[T - 1:]
+        last = x[T - 1:T]
         layernorm_rows(ln[:1], B.mean, B.rstd, last, P.lnfw, P.lnfb, 1)
         logits = np.empty((1, P.wte.shape[0]), np.float32)
         rows_times_weight(logits, ln[:1], W.wte, W.wte_scale, P.lnfb[:0], 1, False, workers)

@@ -13,7 +13,7 @@ from cllm.core.model import GPT
 from cllm.core.decode_kernels import DecodeState, DecodeWeights, decode_rows
 from cllm.core.quantize import QUANTIZED, decode_weights, float32_forms, quantize_params
 from cllm.core.text_stream import TextStream
-from cllm.core.prompt_pass import prompt_pass
+from cllm.core.prompt_pass import PromptBuffers, prompt_pass
 from cllm.core.threads import parallel_threads, thread_cap
 
 
@@ -55,13 +55,14 @@ class Decoder:
         self.threads = threads
         self.weights = decoder_weights(model, weights)
         self.state = DecodeState.create(samples, c.n_layer, c.n_head, c.ctx, c.n_embd, c.vocab_size)
+        self.buffers = PromptBuffers.create(c.ctx, c.n_embd, c.n_head)  # pages are touched (and cost) as used
         self.pos = 0
 
     def _prompt_pass(self, tokens: np.ndarray, samples: range) -> np.ndarray:
         """Logits after `tokens` (at most ctx of them), with the caches of `samples` holding them."""
         model = self.model
         logits = prompt_pass(self.weights, model.layout.views(model.params), self.state, samples, tokens,
-                             model.config.n_head, self.threads)
+                             model.config.n_head, self.threads, self.buffers)
         self.pos = len(tokens)
         return logits
 
