@@ -306,7 +306,9 @@ def main() -> int:
            f"prompt (tiny Shakespeare), {a.new_tokens} greedy new tokens; median (min-max) of {a.repeats} child "
            "processes per row, the engines alternating, the order flipping each repeat. Decode tokens/s counts "
            "every sample's tokens (N samples: N tokens per step); % of ceiling is for one sample. "
-           "Peak RSS is the child's (CLLM's child holds a float32 and an int8 copy of the model).", ""]
+           "Peak RSS is the child's (CLLM's child holds a float32 and an int8 copy of the model). The machine "
+           "was shared with other work while this ran (other people's tests and benchmarks), which hits the "
+           "2-thread rows hardest: read those as a lower bound.", ""]
     out += machine_lines(env) + [f"- command: `{command_line()}`"] + [f"- {x}" for x in notes]
     out += ["", table(["engine", "threads", "first token ms", "decode tokens/s", "% of ceiling", "peak RSS MiB"],
                       rows)]
