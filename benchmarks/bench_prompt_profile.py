@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (
     add_report_args,
     child_env,
     command_line,
@@ -166,7 +166,7 @@ def main() -> int:
     out += machine_lines(env) + [f"- command: `{command_line()}`", ""]
     for T in parse_int_list(a.tokens_list):
         for n in parse_int_list(a.threads_list):
-            results = {}
+            results: dict[str, list[dict]] = {}
             for rep in range(a.children):  # the variants alternate, the order flipping
                 for variant in (VARIANTS if rep % 2 == 0 else VARIANTS[::-1]):
                     spec = {"kind": "profile", "tokens": T, "threads": n, "repeats": a.repeats, "variant": variant}

@@ -13,10 +13,11 @@ import os
 import stat
 import struct
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 from safetensors import safe_open
@@ -67,7 +68,7 @@ def _error(path: Path, message: str) -> ModelFileError:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _non_finite(tensors: dict[str, np.ndarray]) -> str:
@@ -80,10 +81,11 @@ def _non_finite(tensors: dict[str, np.ndarray]) -> str:
 
 
 def write_safetensors(f, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
-    """Streams `tensors` (float32, or int8 for an int8 model's weights) to the open binary file `f` in the safetensors layout
-    (docs/FORMAT.md): the header, padded with spaces to a multiple of 8 bytes, then each
-    tensor's bytes in order. Unlike safetensors' own `save_file` it copies no tensor, and
-    a failing write raises the operating system's OSError (a full disk says so)."""
+    """Streams `tensors` (float32, or int8 for an int8 model's weights) to the open binary
+    file `f` in the safetensors layout (docs/FORMAT.md): the header, padded with spaces to
+    a multiple of 8 bytes, then each tensor's bytes in order. Unlike safetensors' own
+    `save_file` it copies no tensor, and a failing write raises the operating system's
+    OSError (a full disk says so)."""
     header: dict[str, object] = {"__metadata__": metadata}
     offset = 0
     for name, array in tensors.items():
@@ -96,7 +98,7 @@ def write_safetensors(f, tensors: dict[str, np.ndarray], metadata: dict[str, str
     f.write(raw)
     for array in tensors.values():
         dtype = "i1" if array.dtype == np.int8 else "<f4"
-        f.write(memoryview(np.ascontiguousarray(array, dtype=dtype)).cast("B"))
+        f.write(np.ascontiguousarray(array, dtype=dtype).data.cast("B"))
 
 
 def save_model(
@@ -118,7 +120,7 @@ def save_model(
     int8 = model.quantized is not None
     tensors = int8_tensors(model) if int8 else dict(model.tensors())
     if optimizer is not None:
-        for prefix, buffer in zip(OPTIM_PREFIXES, optimizer):
+        for prefix, buffer in zip(OPTIM_PREFIXES, optimizer, strict=True):
             if buffer.shape != (model.layout.size,):
                 raise ValueError(f"optimizer buffer has shape {buffer.shape}, expected ({model.layout.size},)")
             for name, v in model.layout.named_views(buffer).items():
@@ -278,7 +280,9 @@ def _inspect(path: Path) -> tuple[ModelInfo, Tokenizer]:
     tensor's name, shape, dtype and place in the file. Reads no tensor data."""
     header, header_len, size = _read_header(path)
     meta = header.get("__metadata__")
-    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict):
+        meta = {}
+    fmt = meta.get("format")
     if fmt != FORMAT:
         if fmt is not None:
             raise _error(path, f"not a CLLM model file (its format is {fmt!r}, expected {FORMAT!r})")
@@ -286,7 +290,7 @@ def _inspect(path: Path) -> tuple[ModelInfo, Tokenizer]:
         example = f", e.g. {names[0]!r}" if names else ""
         count = f"{len(names)} tensor{'' if len(names) == 1 else 's'}"
         raise _error(path, f"not a CLLM model file: a safetensors file without CLLM metadata ({count}{example})")
-    version = meta.get("version")
+    version: Any = meta.get("version")  # whatever the file's JSON holds
     try:
         number = int(version)
     except (TypeError, ValueError):
@@ -357,7 +361,7 @@ def _read_buffers(path: Path, info: ModelInfo, progress: Callable[[int, int], No
     int8 = Int8Reader(info.config) if info.weights == "int8" else None
     try:
         with safe_open(str(path), framework="numpy") as f:
-            for prefix, buffer in zip(prefixes, buffers):
+            for prefix, buffer in zip(prefixes, buffers, strict=True):
                 for name, view in layout.named_views(buffer).items():
                     if prefix == "" and int8 is not None and int8.holds(name):
                         view[...] = int8.read(name, f.get_tensor(name), f.get_tensor(name + SCALE))
@@ -370,7 +374,7 @@ def _read_buffers(path: Path, info: ModelInfo, progress: Callable[[int, int], No
         raise _error(path, f"cannot be read ({exc.strerror or exc})") from None
     except Exception as exc:  # safetensors raises its own error types for malformed files
         raise _error(path, f"not a valid safetensors file ({exc})") from None
-    for prefix, buffer in zip(prefixes, buffers):
+    for prefix, buffer in zip(prefixes, buffers, strict=True):
         bad = _non_finite({prefix + k: v for k, v in layout.named_views(buffer).items()})
         if bad:
             raise _error(path, bad)

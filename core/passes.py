@@ -16,18 +16,34 @@ side in two processes (core/precompile.py), and what calls them compiles in abou
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 from numba import njit, typeof, types
+from numba.core.typing import Signature
 
+from cllm.core.config import ModelConfig
 from cllm.core.kernels import (
-    JIT, NOTRANS, TRANS, attention_backward, attention_forward, copy_rows, crossentropy_backward,
-    crossentropy_forward, encoder_backward, encoder_forward, gelu_backward, gelu_forward, gemm,
-    layernorm_backward, layernorm_forward, matmul_backward, matmul_forward, short_attention_backward,
+    JIT,
+    NOTRANS,
+    TRANS,
+    attention_backward,
+    attention_forward,
+    copy_rows,
+    crossentropy_backward,
+    crossentropy_forward,
+    encoder_backward,
+    encoder_forward,
+    gelu_backward,
+    gelu_forward,
+    gemm,
+    layernorm_backward,
+    layernorm_forward,
+    matmul_backward,
+    matmul_forward,
+    short_attention_backward,
     short_attention_forward,
 )
-from cllm.core.config import ModelConfig
 from cllm.core.layout import Layout, act_views, param_views
 
 
@@ -133,17 +149,17 @@ def gpt_backward(G, P, A, tokens, T, n_head, attend_backward):
         encoder_backward(G.wte, G.wpe, dres[r * T:(r + 1) * T], tokens[r], T)
 
 
-def numba_array(dtype, ndim: int = 1, layout: str = "C") -> types.Array:
+def numba_array(dtype, ndim: int = 1, layout: Literal["C", "F", "A"] = "C") -> types.Array:
     return types.Array(typeof(np.dtype(dtype).type(0)), ndim, layout)
 
 
 class PassSignatures(NamedTuple):
     """The one signature each pass is compiled for, for one float type."""
 
-    attention_forward: types.Signature  # attention_forward_pass
-    attention_backward: types.Signature  # attention_backward_pass
-    forward: types.Signature  # gpt_forward
-    backward: types.Signature  # gpt_backward
+    attention_forward: Signature  # attention_forward_pass
+    attention_backward: Signature  # attention_backward_pass
+    forward: Signature  # gpt_forward
+    backward: Signature  # gpt_backward
 
 
 @functools.cache
@@ -162,7 +178,7 @@ def pass_signatures(dtype: np.dtype) -> PassSignatures:
 
 
 @functools.cache
-def shard_pass_signature(dtype: np.dtype) -> types.Signature:
+def shard_pass_signature(dtype: np.dtype) -> Signature:
     """The one signature `shard_pass` is compiled for, for parameters of `dtype`."""
     s = pass_signatures(np.dtype(dtype))
     f, table, i64 = numba_array(dtype), numba_array(np.int64, 2), types.int64
@@ -186,7 +202,7 @@ def compile_backward(dtype: np.dtype) -> None:
 
 
 @functools.cache
-def compiled_shard_pass(dtype: np.dtype) -> types.Signature:
+def compiled_shard_pass(dtype: np.dtype) -> Signature:
     """Compiles (or loads from the cache) the passes for `dtype`; returns the shard pass's
     signature, the first-class function type callers declare."""
     compile_forward(dtype)

@@ -27,8 +27,8 @@ PARTS = ("forward", "backward")  # compiled side by side in child processes
 
 
 def _cached_functions() -> list:
-    from cllm.core.optimizer import adamw_chunks, reduce_chunks
     from cllm.core.decode_kernels import decode_rows
+    from cllm.core.optimizer import adamw_chunks, reduce_chunks
     from cllm.core.passes import shard_pass
     from cllm.core.prompt_pass import attention_heads
     from cllm.core.workspace import run_shards

@@ -3,17 +3,17 @@ new token costs one position's worth of work, not a re-run of the whole context.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from cllm.core.config import SampleConfig
+from cllm.core.decode_kernels import DecodeState, DecodeWeights, decode_rows
 from cllm.core.errors import ConfigError, TokenizerError
 from cllm.core.model import GPT
-from cllm.core.decode_kernels import DecodeState, DecodeWeights, decode_rows
+from cllm.core.prompt_pass import PromptBuffers, prompt_pass
 from cllm.core.quantize import QUANTIZED, decode_weights, float32_forms, quantize_params
 from cllm.core.text_stream import TextStream
-from cllm.core.prompt_pass import PromptBuffers, prompt_pass
 from cllm.core.threads import parallel_threads, thread_cap
 
 

@@ -116,7 +116,7 @@ def test_generation_stops_at_end_of_text_unless_told_to_go_on(monkeypatch):
     """GPT-2's <|endoftext|> ends a sample (the token is not shown); with
     past_end_of_text the sample goes on through it."""
     model = hf_tiny_model("gpt2")
-    eot = model.tokenizer.eos_id
+    eot = model.tokenizer.eos_id  # type: ignore[attr-defined]  # a gpt2 tokenizer
     real = sampler.pick_token
     drawn = []
 

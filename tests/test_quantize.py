@@ -59,6 +59,7 @@ def test_an_int8_file_loads_back_exactly_and_says_what_it_is(trained, tmp_path):
     info = read_info(path)
     assert info.weights == "int8"
     loaded = load_model(path).model
+    assert loaded.quantized is not None and model.quantized is not None
     np.testing.assert_array_equal(loaded.params, model.params)
     for name in QUANTIZED:
         q, scale = model.quantized[name]
