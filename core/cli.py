@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cllm.core.cli_data import add_prepare, add_source_args, cmd_prepare, dataset_info, run_data, training_data
-from cllm.core.config import ModelConfig, SampleConfig, TrainConfig
+from cllm.core.config import WEIGHTS, ModelConfig, SampleConfig, TrainConfig
 from cllm.core.dataset import is_dataset
 from cllm.core.errors import CllmError, ConfigError, TokenizerError
 from cllm.core.mpi_world import DEFAULT_TIMEOUT as MPI_TIMEOUT
@@ -92,16 +92,35 @@ def _add_train(sub) -> None:
 
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="stream text from a model")
-    p.add_argument("model", type=Path)
-    p.add_argument("--prompt", default="")
+    p.add_argument("model", type=Path, help="the .cllm model file")
+    p.add_argument("--prompt", default="", help="text to continue (default: the start of a text)")
     s = SampleConfig()
-    p.add_argument("--max-tokens", type=int, default=s.max_tokens)
-    p.add_argument("--temperature", type=float, default=s.temperature, help="0: always the most likely token")
-    p.add_argument("--top-k", type=int, default=s.top_k, help="0: no limit")
-    p.add_argument("--top-p", type=float, default=s.top_p, help="1: no nucleus cut")
-    p.add_argument("--seed", type=int, default=s.seed)
+    p.add_argument("--max-tokens", type=int, default=s.max_tokens, help=f"tokens to draw per sample ({s.max_tokens})")
+    p.add_argument("--temperature", type=float, default=s.temperature,
+                   help=f"0: always the most likely token ({s.temperature})")
+    p.add_argument("--top-k", type=int, default=s.top_k, help="draw among the k most likely tokens (0: no limit)")
+    p.add_argument("--top-p", type=float, default=s.top_p,
+                   help="draw among the most likely tokens holding this much probability (1: no nucleus cut)")
+    p.add_argument("--seed", type=int, default=s.seed, help="seed of the draws (none: random); sample n uses SEED + n")
     p.add_argument("--stop", default=s.stop, help="end generation before this text")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--samples", type=int, default=s.samples,
+                   help="continuations of the prompt drawn at once, in one decoding loop (1)")
+    p.add_argument("--threads", type=int, default=s.threads,
+                   help="threads for the prompt pass and decoding (0: every core)")
+    p.add_argument("--weights", choices=WEIGHTS, default=s.weights,
+                   help="int8: quantize the weights at load and decode with them (an int8 model file always is)")
+    p.add_argument("--past-end-of-text", action="store_true", default=s.past_end_of_text,
+                   help="go on after the tokenizer's end-of-text token (GPT-2's <|endoftext|>) instead of stopping")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON line: the text(s), prompt_tokens, first_token_ms, decode_tokens_per_s")
+
+
+def _add_quantize(sub) -> None:
+    p = sub.add_parser("quantize", help="write an int8 copy of a model (smaller, faster to generate from)")
+    p.add_argument("model", type=Path, help="the float32 .cllm model file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="the int8 model file to write")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p.add_argument("--json", action="store_true", help="print one JSON line of results")
 
 
 def _add_eval(sub) -> None:
@@ -144,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_generate(sub)
+    _add_quantize(sub)
     _add_eval(sub)
     _add_info(sub)
     _add_export(sub)
@@ -398,26 +418,64 @@ def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None
 
 def cmd_generate(a) -> int:
     from cllm.core.model_file import load_model
-    from cllm.core.sampler import generate
+    from cllm.core.sampler import generate_samples, prompt_tokens
 
     loaded = load_model(a.model)
+    if a.weights == "int8" and loaded.model.quantized is None:
+        from cllm.core.quantize import quantize_model
+
+        quantize_model(loaded.model)  # at load: the prompt pass too sees the int8 values
     config = SampleConfig(**{f.name: getattr(a, f.name) for f in fields(SampleConfig)}).validate()  # a flag each
     started = time.perf_counter()
-    pieces, first = [], None
-    for piece in generate(loaded.model, a.prompt, config):
+    texts, counts, first = [""] * a.samples, [0] * a.samples, None
+    stream = a.samples == 1 and not a.json
+    for pieces in generate_samples(loaded.model, a.prompt, config):
         if first is None:
             first = time.perf_counter() - started
-        pieces.append(piece)
-        if not a.json:
-            sys.stdout.write(piece)
+        for n, piece in enumerate(pieces):
+            if piece is not None:
+                texts[n] += piece
+                counts[n] += 1
+        if stream:
+            sys.stdout.write(pieces[0] or "")
             sys.stdout.flush()
     elapsed = time.perf_counter() - started
-    text = "".join(pieces)
     if a.json:
-        print(json.dumps({"prompt": a.prompt, "text": text, "tokens": len(pieces), "seconds": elapsed,
-                          "time_to_first_token": first}))
-    else:
+        after = elapsed - first if first is not None else 0.0
+        later = sum(counts) - sum(c > 0 for c in counts)  # tokens after each sample's first
+        print(json.dumps({"prompt": a.prompt, "text": texts[0], "texts": texts, "samples": a.samples,
+                          "tokens": counts[0], "tokens_per_sample": counts, "seconds": elapsed,
+                          "prompt_tokens": len(prompt_tokens(loaded.model.tokenizer, a.prompt)),
+                          "time_to_first_token": first, "first_token_ms": None if first is None else first * 1e3,
+                          "decode_tokens_per_s": later / after if later and after > 0 else None,
+                          "weights": a.weights, "threads": a.threads}))
+    elif stream:
         sys.stdout.write("\n")
+    else:
+        for n, text in enumerate(texts):
+            sys.stdout.write(f"--- sample {n + 1} of {a.samples} ---\n{text}\n")
+    return 0
+
+
+def cmd_quantize(a) -> int:
+    from cllm.core.model_file import load_model, save_model
+    from cllm.core.quantize import quantize_model
+
+    out = a.output.expanduser()
+    if out.exists() and not a.force:
+        raise ConfigError(f"{out} already exists; pass --force to replace it")
+    loaded = load_model(a.model)
+    model = loaded.model
+    if model.quantized is not None:
+        raise ConfigError(f"{a.model}: already an int8 model")
+    quantize_model(model)
+    training = dict(loaded.training, quantized_from=str(a.model))
+    save_model(out, model, training=training, created=loaded.info.created)
+    size, before = out.stat().st_size, loaded.info.file_size
+    if a.json:
+        print(json.dumps({"path": str(out), "weights": "int8", "file_size": size, "source_file_size": before}))
+    else:
+        print(f"wrote {out}: int8 weights, {size / 2**20:.1f} MiB (from {before / 2**20:.1f} MiB)")
     return 0
 
 
@@ -464,7 +522,7 @@ def cmd_info(a) -> int:
         "step": run.step, "tokens_seen": run.tokens_seen, "best_val_loss": run.best_val_loss,
         "corpus": {"name": run.corpus.name, "sha256": run.corpus.sha256} if run.corpus else None,
         "has_optimizer": info.has_optimizer, "created": info.created, "updated": info.updated,
-        "file_size": info.file_size, "values_checked": not a.header_only,
+        "file_size": info.file_size, "values_checked": not a.header_only, "weights": info.weights,
         "parent": parent.to_dict() if parent else None, "imported": imported,
     }
     if a.json:
@@ -476,6 +534,8 @@ def cmd_info(a) -> int:
              f"  model      {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, ctx {c.ctx}, "
              f"{info.n_params:,} parameters",
              f"  tokenizer  {data['tokenizer']} ({c.vocab_size} tokens)",
+             f"  weights    {info.weights}" + (" (matrix products' weights int8, one float32 scale per output)"
+                                               if info.weights == "int8" else ""),
              f"  training   {run.step} steps, {run.tokens_seen:,} tokens, best val loss "
              f"{'-' if best is None else f'{best:.4f}'}",
              f"  corpus     {run.corpus.name if run.corpus else '-'}"]
@@ -571,8 +631,9 @@ def _error_message(exc: CllmError) -> tuple[str | None, int]:
     return (str(exc) if size <= 1 else f"rank {rank}: {exc}"), 2
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "info": cmd_info,
-            "export": cmd_export, "import": cmd_import, "prepare": lambda a: cmd_prepare(a, err), "runs": cmd_runs}
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "quantize": cmd_quantize, "eval": cmd_eval,
+            "info": cmd_info, "export": cmd_export, "import": cmd_import, "prepare": lambda a: cmd_prepare(a, err),
+            "runs": cmd_runs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -155,6 +155,10 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+WEIGHTS = ("float32", "int8")  # how the decoder may hold the weights of the matrix products
+MAX_SAMPLES = 64  # each sample keeps its own key/value cache (GPT-2 small: 75 MB per sample at ctx 1024)
+
+
 @dataclass(frozen=True)
 class SampleConfig:
     """How to sample. `validate` holds the limits every front end shows."""
@@ -163,8 +167,12 @@ class SampleConfig:
     temperature: float = 1.0  # 0: always the most likely token
     top_k: int = 0  # 0: no limit
     top_p: float = 1.0  # 1: no nucleus cut
-    seed: int | None = None  # None: a different draw each time
+    seed: int | None = None  # None: a different draw each time; sample n draws from seed + n
     stop: str | None = None  # generation ends before this text
+    samples: int = 1  # continuations of the prompt drawn at once (each equals a one-sample run with its seed)
+    threads: int = 0  # threads of the prompt pass and the decoding step; 0: every core
+    weights: str = "float32"  # "int8": decode with int8 weights (quantized now unless the model file is int8)
+    past_end_of_text: bool = False  # go on after the tokenizer's end-of-text token (GPT-2's <|endoftext|>)
 
     def validate(self) -> SampleConfig:
         _require(self.max_tokens >= 0, f"max tokens cannot be negative, got {self.max_tokens}")
@@ -172,4 +180,7 @@ class SampleConfig:
         _require(self.top_k >= 0, f"top-k cannot be negative, got {self.top_k}")
         _require(0 < self.top_p <= 1, f"top-p must be in (0, 1], got {self.top_p}")
         _require(self.seed is None or 0 <= self.seed < 2**64, f"seed must be between 0 and 2**64 - 1, got {self.seed}")
+        _require(1 <= self.samples <= MAX_SAMPLES, f"samples must be between 1 and {MAX_SAMPLES}, got {self.samples}")
+        _require(self.threads >= 0, f"threads cannot be negative, got {self.threads}")
+        _require(self.weights in WEIGHTS, f"weights must be one of {', '.join(WEIGHTS)}, got {self.weights!r}")
         return self

@@ -16,7 +16,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -347,7 +347,7 @@ def load_hf_folder(path: str | Path, progress: Progress | None = None) -> Loaded
     config = info.config
     assert config is not None  # inspect_hf_folder reports a problem whenever it has no config
     tokenizer = load_tokenizer(info.path)
-    if tokenizer.vocab_size != config.vocab_size:
+    if tokenizer.vocab_size > config.vocab_size:
         file = info.path / info.tokenizer_files[0]
         raise HuggingFaceFolderError(_at(file, f"the tokenizer has {tokenizer.vocab_size} tokens, but "
                                                f"{CONFIG_FILE} says vocab_size {config.vocab_size}"))
@@ -375,12 +375,31 @@ def load_hf_folder(path: str | Path, progress: Progress | None = None) -> Loaded
             count = view.size - int(np.count_nonzero(np.isfinite(view)))
             raise HuggingFaceFolderError(_at(entry.file, f"tensor {entry.name!r} has {count} non-finite values "
                                                          "(NaN or infinity)"))
-    imported = {
+    imported: dict[str, Any] = {
         "format": "hugging-face-gpt2", "folder": str(info.path.resolve()),
         "files": {name: file_sha256(info.path / name) for name in info.weight_files},
         "tokenizer_files": info.tokenizer_files, "dtype": info.dtype,
     }
+    padded = config.vocab_size
+    if tokenizer.vocab_size < padded:
+        config, flat = _trim_vocabulary(config, flat, tokenizer.vocab_size)
+        imported["vocab_trimmed_from"] = padded
+        info.notes.append(f"{CONFIG_FILE} says vocab_size {padded}, the tokenizer has {tokenizer.vocab_size} "
+                          f"tokens: the embedding's last {padded - tokenizer.vocab_size} rows (padding, as nanoGPT "
+                          "pads GPT-2's 50257 to 50304) are dropped, so no token is ever drawn from them")
     return LoadedHfModel(GPT(config, tokenizer, flat), info, imported)
+
+
+def _trim_vocabulary(config: ModelConfig, flat: np.ndarray, vocab_size: int) -> tuple[ModelConfig, np.ndarray]:
+    """The model with only the embedding's first `vocab_size` rows: a padded vocabulary's
+    extra rows belong to no token."""
+    trimmed = replace(config, vocab_size=vocab_size)
+    layout, old = Layout.params(trimmed), Layout.params(config)
+    out = np.empty(layout.size, np.float32)
+    for name, view in layout.named_views(out).items():
+        source = old.named_views(flat)[name]
+        view[...] = source[:vocab_size] if name == "wte.weight" else source
+    return trimmed, out
 
 
 def import_hf_folder(path: str | Path, out: str | Path, *, force: bool = False,

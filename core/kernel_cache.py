@@ -25,6 +25,8 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "passes": ("kernels.py", "layout.py"),
     "layout": ("kernels.py",),
     "optimizer": ("kernels.py",),
+    "decode_kernels": ("kernels.py",),
+    "prompt_pass": ("kernels.py",),
 }
 
 _checked = False

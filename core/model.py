@@ -44,6 +44,11 @@ class GPT:
     config: ModelConfig
     tokenizer: Tokenizer
     params: np.ndarray
+    # int8 forms of the weights (core.quantize, name -> (q, scale)) of an int8 model file,
+    # whose float32 `params` are their dequantized values; None for a float32 model
+    quantized: dict[str, tuple[np.ndarray, np.ndarray]] | None = field(default=None, repr=False)
+    # the decoder's copies of the weights (core.sampler.decoder_weights): kind -> (stamp, forms)
+    decode_forms: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     layout: Layout = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -26,11 +26,14 @@ from cllm.core.config import ModelConfig
 from cllm.core.errors import ConfigError, ModelFileError, TokenizerError
 from cllm.core.layout import Layout, tensor_shapes
 from cllm.core.model import GPT
+from cllm.core.quantize import SCALE, Int8Reader, int8_file_tensors, int8_tensors
 from cllm.core.run_state import RunState
 from cllm.core.tokenizer import Tokenizer, tokenizer_from_json
 
 FORMAT = "cllm"
-VERSION = 1
+VERSION = 2  # the newest this CLLM reads: 1, float32 weights; 2, where int8 weights came in
+INT8_VERSION = 2  # an int8 model's files are version 2 (a float32 model's still 1, for older readers)
+DTYPE_BYTES = {"F32": 4, "I8": 1}
 OPTIM_PREFIXES = ("optim.m.", "optim.v.")
 MAX_HEADER = 100_000_000  # the safetensors library's own limit
 
@@ -49,6 +52,7 @@ class ModelInfo:
     n_params: int
     has_optimizer: bool
     file_size: int
+    weights: str = "float32"  # "int8": the matrix products' weights stored as int8 (core/quantize.py)
 
 
 @dataclass
@@ -77,21 +81,24 @@ def _non_finite(tensors: dict[str, np.ndarray]) -> str:
 
 
 def write_safetensors(f, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
-    """Streams `tensors` (float32) to the open binary file `f` in the safetensors layout
-    (docs/FORMAT.md): the header, padded with spaces to a multiple of 8 bytes, then each
-    tensor's bytes in order. Unlike safetensors' own `save_file` it copies no tensor, and
-    a failing write raises the operating system's OSError (a full disk says so)."""
+    """Streams `tensors` (float32, or int8 for an int8 model's weights) to the open binary
+    file `f` in the safetensors layout (docs/FORMAT.md): the header, padded with spaces to
+    a multiple of 8 bytes, then each tensor's bytes in order. Unlike safetensors' own
+    `save_file` it copies no tensor, and a failing write raises the operating system's
+    OSError (a full disk says so)."""
     header: dict[str, object] = {"__metadata__": metadata}
     offset = 0
     for name, array in tensors.items():
-        header[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        header[name] = {"dtype": "I8" if array.dtype == np.int8 else "F32", "shape": list(array.shape),
+                        "data_offsets": [offset, offset + array.nbytes]}
         offset += array.nbytes
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)
     f.write(struct.pack("<Q", len(raw)))
     f.write(raw)
     for array in tensors.values():
-        f.write(np.ascontiguousarray(array, dtype="<f4").data.cast("B"))
+        dtype = "i1" if array.dtype == np.int8 else "<f4"
+        f.write(np.ascontiguousarray(array, dtype=dtype).data.cast("B"))
 
 
 def save_model(
@@ -110,7 +117,8 @@ def save_model(
     if tokenizer.vocab_size != config.vocab_size:
         raise _error(path, f"cannot save: the tokenizer has {tokenizer.vocab_size} tokens "
                            f"but the model's vocab_size is {config.vocab_size}")
-    tensors = dict(model.tensors())
+    int8 = model.quantized is not None
+    tensors = int8_tensors(model) if int8 else dict(model.tensors())
     if optimizer is not None:
         for prefix, buffer in zip(OPTIM_PREFIXES, optimizer, strict=True):
             if buffer.shape != (model.layout.size,):
@@ -124,7 +132,8 @@ def save_model(
     try:
         metadata = {
             "format": FORMAT,
-            "version": str(VERSION),
+            "version": str(INT8_VERSION if int8 else 1),
+            **({"weights": "int8"} if int8 else {}),
             "config": json.dumps(config.to_dict()),
             "tokenizer": json.dumps(tokenizer.to_json()),
             "training": json.dumps(training or {}),
@@ -225,7 +234,7 @@ def _json_field(path: Path, meta: dict, key: str, what: str, default: dict | Non
     return value
 
 
-def _check_tensors(path: Path, header: dict, expected: dict[str, tuple[int, ...]], data_len: int) -> None:
+def _check_tensors(path: Path, header: dict, expected: dict[str, tuple[tuple[int, ...], str]], data_len: int) -> None:
     """Every tensor `expected` is present, with its shape and dtype, and their bytes tile
     the data section exactly: in order, without gaps or overlaps, within the file."""
     entries = {k: v for k, v in header.items() if k != "__metadata__"}
@@ -237,7 +246,7 @@ def _check_tensors(path: Path, header: dict, expected: dict[str, tuple[int, ...]
     if unexpected:
         raise _error(path, f"unexpected tensor {unexpected[0]!r} (not part of a model with this config)")
     spans = []
-    for name, shape in expected.items():
+    for name, (shape, want) in expected.items():
         entry = entries[name]
         try:
             found = tuple(int(d) for d in entry["shape"])
@@ -247,9 +256,10 @@ def _check_tensors(path: Path, header: dict, expected: dict[str, tuple[int, ...]
             raise _error(path, f"tensor {name!r} has a malformed header entry") from None
         if found != shape:
             raise _error(path, f"tensor {name!r} has shape {list(found)}, expected {list(shape)}")
-        if dtype != "F32":
-            raise _error(path, f"tensor {name!r} has dtype {dtype}, expected F32 (float32)")
-        if begin < 0 or stop - begin != 4 * math.prod(shape):
+        if dtype != want:
+            raise _error(path, f"tensor {name!r} has dtype {dtype}, expected {want} "
+                               f"({'float32' if want == 'F32' else 'int8'})")
+        if begin < 0 or stop - begin != DTYPE_BYTES[want] * math.prod(shape):
             raise _error(path, f"tensor {name!r} has data offsets [{begin}, {stop}] that do not fit its shape")
         spans.append((begin, stop, name))
     spans.sort()
@@ -308,11 +318,14 @@ def _inspect(path: Path) -> tuple[ModelInfo, Tokenizer]:
         run = RunState.from_training_dict(training, created or None)
     except ValueError as exc:
         raise _error(path, f"invalid training state: {exc}") from None
+    weights = str(meta.get("weights", "float32"))
+    if weights not in ("float32", "int8"):
+        raise _error(path, f"unknown weights {weights!r} (expected float32 or int8)")
     shapes = tensor_shapes(config)
     has_optimizer = any(k.startswith(OPTIM_PREFIXES) for k in header)
-    expected = dict(shapes)
+    expected = int8_file_tensors(config) if weights == "int8" else {n: (shape, "F32") for n, shape in shapes.items()}
     if has_optimizer:
-        expected |= {prefix + name: shape for prefix in OPTIM_PREFIXES for name, shape in shapes.items()}
+        expected |= {prefix + name: (shape, "F32") for prefix in OPTIM_PREFIXES for name, shape in shapes.items()}
     _check_tensors(path, header, expected, size - 8 - header_len)
     info = ModelInfo(
         path=path,
@@ -325,6 +338,7 @@ def _inspect(path: Path) -> tuple[ModelInfo, Tokenizer]:
         n_params=Layout.params(config).size,
         has_optimizer=has_optimizer,
         file_size=size,
+        weights=weights,
     )
     return info, tokenizer
 
@@ -335,19 +349,24 @@ def read_info(path: str | Path) -> ModelInfo:
     return _inspect(Path(path).expanduser())[0]
 
 
-def _read_buffers(path: Path, info: ModelInfo,
-                  progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
-    """The parameters and, if saved, the two Adam moments, as flat buffers.
-    `progress(bytes read, bytes in all)` follows the reading."""
+def _read_buffers(path: Path, info: ModelInfo, progress: Callable[[int, int], None] | None = None
+                  ) -> tuple[list[np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]] | None]:
+    """The parameters and, if saved, the two Adam moments, as flat buffers; and an int8
+    file's int8 forms (the parameters then hold their values). `progress(bytes read,
+    bytes in all)` follows the reading."""
     layout = Layout.params(info.config)
     prefixes = ("",) + (OPTIM_PREFIXES if info.has_optimizer else ())
     buffers = [np.empty(layout.size, dtype=np.float32) for _ in prefixes]
     total, done = 4 * layout.size * len(buffers), 0
+    int8 = Int8Reader(info.config) if info.weights == "int8" else None
     try:
         with safe_open(str(path), framework="numpy") as f:
             for prefix, buffer in zip(prefixes, buffers, strict=True):
                 for name, view in layout.named_views(buffer).items():
-                    view[...] = f.get_tensor(prefix + name)
+                    if prefix == "" and int8 is not None and int8.holds(name):
+                        view[...] = int8.read(name, f.get_tensor(name), f.get_tensor(name + SCALE))
+                    else:
+                        view[...] = f.get_tensor(prefix + name)
                     done += view.nbytes
                     if progress is not None:
                         progress(done, total)
@@ -359,7 +378,7 @@ def _read_buffers(path: Path, info: ModelInfo,
         bad = _non_finite({prefix + k: v for k, v in layout.named_views(buffer).items()})
         if bad:
             raise _error(path, bad)
-    return buffers
+    return buffers, None if int8 is None else int8.quantized
 
 
 def check_values(path: str | Path) -> ModelInfo:
@@ -388,7 +407,7 @@ def load_model(path: str | Path, progress: Callable[[int, int], None] | None = N
     read, bytes in all)` is called as the tensors are read (for a large model's load)."""
     path = Path(path).expanduser()
     info, tokenizer = _inspect(path)
-    buffers = _read_buffers(path, info, progress)
-    model = GPT(info.config, tokenizer, buffers[0])
+    buffers, quantized = _read_buffers(path, info, progress)
+    model = GPT(info.config, tokenizer, buffers[0], quantized)
     optimizer = (buffers[1], buffers[2]) if info.has_optimizer else None
     return LoadedModel(model=model, optimizer=optimizer, training=info.training, info=info)

@@ -1,6 +1,6 @@
 """Whole-model passes built from the layer kernels: forward and backward over a group of
-sequences, one shard's rows through the model (training, evaluation and the sampler's
-prompt pass all use it), and one-token decoding with a key/value cache.
+sequences, and one shard's rows through the model (training, evaluation and the
+sampler's prompt pass all use it). One-token decoding is core/decode_kernels.py's.
 
 Parameters and activations come as the named views of `core.layout` (`P.wte`,
 `A.logits`); gradients have the parameters' layout (`G.wte`).
@@ -16,7 +16,6 @@ side in two processes (core/precompile.py), and what calls them compiles in abou
 from __future__ import annotations
 
 import functools
-import math
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -35,7 +34,6 @@ from cllm.core.kernels import (
     crossentropy_forward,
     encoder_backward,
     encoder_forward,
-    exp_shifted,
     gelu_backward,
     gelu_forward,
     gemm,
@@ -43,7 +41,6 @@ from cllm.core.kernels import (
     layernorm_forward,
     matmul_backward,
     matmul_forward,
-    row_max,
     short_attention_backward,
     short_attention_forward,
 )
@@ -253,80 +250,3 @@ def shard_pass(attend, attend_backward, forward, backward, params, grads, acts, 
         if mode == TRAIN:
             backward(G, P, A, tokens, T, n_head, attend_backward)
         progress[0] += b1 - b0
-
-
-class DecodeBuffers(NamedTuple):
-    """A decoder's key/value cache and one position's scratch."""
-
-    kcache: np.ndarray  # (L, maxT, C) every layer's keys so far
-    vcache: np.ndarray  # (L, maxT, C) and values
-    x: np.ndarray  # (1, C) the residual stream
-    xn: np.ndarray  # (1, C) its LayerNorm
-    qkv: np.ndarray  # (1, 3C)
-    att: np.ndarray  # (maxT,) one head's attention weights
-    y: np.ndarray  # (1, C) attention output
-    h: np.ndarray  # (1, 4C) MLP hidden layer
-    hg: np.ndarray  # (1, 4C) after GELU
-    logits: np.ndarray  # (1, V)
-
-    @classmethod
-    def create(cls, n_layer: int, ctx: int, C: int, V: int, dtype=np.float32) -> DecodeBuffers:
-        return cls(np.zeros((n_layer, ctx, C), dtype), np.zeros((n_layer, ctx, C), dtype),
-                   np.zeros((1, C), dtype), np.zeros((1, C), dtype), np.zeros((1, 3 * C), dtype),
-                   np.zeros(ctx, dtype), np.zeros((1, C), dtype), np.zeros((1, 4 * C), dtype),
-                   np.zeros((1, 4 * C), dtype), np.zeros((1, V), dtype))
-
-
-@njit(**JIT)
-def decode_step(params, ptable, n_head, D, token, pos):
-    """Logits (into D.logits) for `token` at position `pos`, attending over the cached keys
-    and values of positions < pos; stores this position's key and value in the caches."""
-    P = param_views(params, ptable)
-    L = P.ln1w.shape[0]
-    C = P.wte.shape[1]
-    hs = C // n_head
-    scale = 1.0 / math.sqrt(hs)
-    x, xn, qkv, att, y = D.x, D.xn, D.qkv, D.att, D.y
-    # Compile time: one row as a run-time count rather than the literal 1 lets numba reuse
-    # the training pass's compiled kernels; scratch made like x rather than from x.dtype and
-    # element loops rather than slice assignments avoid compiling numba's shape-error paths.
-    one = x.shape[0]
-    mean = np.empty_like(x[:, 0])
-    rstd = np.empty_like(x[:, 0])
-    for i in range(C):
-        x[0, i] = P.wte[token, i] + P.wpe[pos, i]
-    for l in range(L):
-        layernorm_forward(xn, mean, rstd, x, P.ln1w[l], P.ln1b[l], one)
-        matmul_forward(qkv, xn, P.qkvw[l], P.qkvb[l], one, False)
-        for i in range(C):
-            D.kcache[l, pos, i] = qkv[0, C + i]
-            D.vcache[l, pos, i] = qkv[0, 2 * C + i]
-        for hd in range(n_head):
-            q = qkv[0, hd * hs:(hd + 1) * hs]
-            for u in range(pos + 1):
-                k = D.kcache[l, u, hd * hs:(hd + 1) * hs]
-                s = 0.0
-                for i in range(hs):
-                    s += q[i] * k[i]
-                att[u] = s * scale
-            total = exp_shifted(att, pos + 1, row_max(att, pos + 1, -np.inf))
-            out = y[0, hd * hs:(hd + 1) * hs]
-            out[:] = 0.0
-            for u in range(pos + 1):
-                w = att[u] / total
-                vv = D.vcache[l, u, hd * hs:(hd + 1) * hs]
-                for i in range(hs):
-                    out[i] += w * vv[i]
-        matmul_forward(x, y, P.attprojw[l], P.attprojb[l], one, True)
-        layernorm_forward(xn, mean, rstd, x, P.ln2w[l], P.ln2b[l], one)
-        matmul_forward(D.h, xn, P.fcw[l], P.fcb[l], one, False)
-        gelu_forward(D.hg, D.h, one)
-        matmul_forward(x, D.hg, P.fcprojw[l], P.fcprojb[l], one, True)
-    layernorm_forward(xn, mean, rstd, x, P.lnfw, P.lnfb, one)
-    x0, out = xn[0], D.logits[0]
-    for v in range(P.wte.shape[0]):  # one row: dot products with each embedding
-        e = P.wte[v]
-        acc = 0.0
-        for i in range(C):
-            acc += x0[i] * e[i]
-        out[v] = acc

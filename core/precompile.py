@@ -27,11 +27,14 @@ PARTS = ("forward", "backward")  # compiled side by side in child processes
 
 
 def _cached_functions() -> list:
+    from cllm.core.decode_kernels import decode_rows
     from cllm.core.optimizer import adamw_chunks, reduce_chunks
-    from cllm.core.passes import decode_step, shard_pass
+    from cllm.core.passes import shard_pass
+    from cllm.core.prompt_pass import attention_heads
     from cllm.core.workspace import run_shards
 
-    return [shard_pass.py_func, run_shards, reduce_chunks.py_func, adamw_chunks.py_func, decode_step.py_func]
+    return [shard_pass.py_func, run_shards, reduce_chunks.py_func, adamw_chunks.py_func, decode_rows.py_func,
+            attention_heads.py_func]
 
 
 def kernels_cached() -> bool:
@@ -51,9 +54,8 @@ def kernels_cached() -> bool:
 
 def compile_part(part: str) -> None:
     """Compiles (into the cache) one of PARTS for float32: attention's forward and the
-    forward pass, then the one-token decoder (which reuses the forward pass's layer
-    kernels) and the optimiser's kernels; or attention's backward and the backward pass,
-    then the shard pass. The two take about as long."""
+    forward pass, then the one-token decoder and the optimiser's kernels; or attention's
+    backward and the backward pass, then the shard pass. The two take about as long."""
     from cllm.core.passes import compile_backward, compile_forward, shard_pass, shard_pass_signature
 
     f32 = np.dtype(np.float32)
@@ -70,12 +72,18 @@ def compile_part(part: str) -> None:
 
 
 def compile_decoder(config: ModelConfig) -> None:
+    """The float32 prompt pass and decoding step (int8 weights compile on their first use)."""
+    from cllm.core.decode_kernels import DecodeState, decode_rows
     from cllm.core.layout import Layout
-    from cllm.core.passes import DecodeBuffers, decode_step
+    from cllm.core.prompt_pass import prompt_pass
+    from cllm.core.quantize import decode_weights, float32_forms
 
     layout = Layout.params(config)
-    buffers = DecodeBuffers.create(config.n_layer, config.ctx, config.n_embd, config.vocab_size)
-    decode_step(np.zeros(layout.size, np.float32), layout.table, config.n_head, buffers, 1, 0)
+    P = layout.views(np.zeros(layout.size, np.float32))
+    weights = decode_weights(P, float32_forms(P))
+    state = DecodeState.create(1, config.n_layer, config.n_head, config.ctx, config.n_embd, config.vocab_size)
+    prompt_pass(weights, P, state, range(1), np.ones(2, np.int32), config.n_head, 1)
+    decode_rows(weights, state, np.ones(1, np.int32), 2, config.n_head, 1)
 
 
 def compile_optimizer(config: ModelConfig) -> None:

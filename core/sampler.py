@@ -8,47 +8,92 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from cllm.core.config import SampleConfig
-from cllm.core.errors import TokenizerError
+from cllm.core.decode_kernels import DecodeState, DecodeWeights, decode_rows
+from cllm.core.errors import ConfigError, TokenizerError
 from cllm.core.model import GPT
-from cllm.core.passes import DecodeBuffers, decode_step
+from cllm.core.prompt_pass import PromptBuffers, prompt_pass
+from cllm.core.quantize import QUANTIZED, decode_weights, float32_forms, quantize_params
 from cllm.core.text_stream import TextStream
-from cllm.core.threads import single_threaded_blas, threaded_blas
-from cllm.core.workspace import Workspace, forward_logits
+from cllm.core.threads import parallel_threads, thread_cap
+
+
+def decoder_weights(model: GPT, weights: str = "float32") -> DecodeWeights:
+    """What the decoder reads: an int8 model file's int8 forms; else the forms `weights`
+    asks for (int8: quantized; float32: transposed copies), made once and kept on the
+    model while its weights stay the same (`weights_stamp`): for GPT-2 small the float32
+    copies are 340 MB, which this machine took seconds to fault in."""
+    P = model.layout.views(model.params)
+    if model.quantized is not None:
+        return decode_weights(P, model.quantized)
+    stamp = weights_stamp(P)
+    kept = model.decode_forms.get(weights)
+    if kept is None or kept[0] != stamp:
+        model.decode_forms.clear()  # one kind at a time: the other's memory goes back
+        kept = (stamp, quantize_params(P) if weights == "int8" else float32_forms(P))
+        model.decode_forms[weights] = kept
+    return decode_weights(P, kept[1])
+
+
+def weights_stamp(P) -> tuple[float, ...]:
+    """A fingerprint of the product weights: each block's sum and sum of squares, in
+    float64, over every value (training changes them all each step; a tenth of a second
+    for GPT-2 small)."""
+    stamp = []
+    for name in QUANTIZED:
+        flat = getattr(P, name).reshape(-1)
+        stamp += [float(np.add.reduce(flat, dtype=np.float64)), float(np.dot(flat, flat))]
+    return tuple(stamp)
 
 
 class Decoder:
-    """Caches and scratch for incremental decoding of one model."""
+    """Key/value caches and scratch for decoding `samples` sequences of one model at once."""
 
-    def __init__(self, model: GPT):
+    def __init__(self, model: GPT, samples: int = 1, threads: int = 0, weights: str = "float32"):
         c = model.config
         self.model = model
-        self.workspace = Workspace.create(c, 1, 1)
-        self.buffers = DecodeBuffers.create(c.n_layer, c.ctx, c.n_embd, c.vocab_size)
+        self.samples = samples
+        self.threads = threads
+        self.weights = decoder_weights(model, weights)
+        self.state = DecodeState.create(samples, c.n_layer, c.n_head, c.ctx, c.n_embd, c.vocab_size)
+        self.buffers = PromptBuffers.create(c.ctx, c.n_embd, c.n_head)  # pages are touched (and cost) as used
         self.pos = 0
 
+    def _prompt_pass(self, tokens: np.ndarray, samples: range) -> np.ndarray:
+        """Logits after `tokens` (at most ctx of them), with the caches of `samples` holding them."""
+        model = self.model
+        logits = prompt_pass(self.weights, model.layout.views(model.params), self.state, samples, tokens,
+                             model.config.n_head, self.threads, self.buffers)
+        self.pos = len(tokens)
+        return logits
+
     def prefill(self, tokens: np.ndarray) -> np.ndarray:
-        """Logits after `tokens` (at most ctx of them), with the cache holding them."""
-        c = self.model.config
-        tokens = np.asarray(tokens[-c.ctx:], dtype=np.int32)
-        T, C = len(tokens), c.n_embd
-        with threaded_blas():  # one sequence: its products use the cores the shards would
-            logits, _ = forward_logits(self.model.params, c, tokens, self.workspace, last_only=True)
-        qkv = self.workspace.views().qkv  # (L, rows, 3C): every layer's q | k | v
-        self.buffers.kcache[:, :T] = qkv[:, :T, C:2 * C]
-        self.buffers.vcache[:, :T] = qkv[:, :T, 2 * C:]
-        self.pos = T
+        """Logits after `tokens` (its last ctx), every sample's cache holding them."""
+        tokens = np.asarray(tokens[-self.model.config.ctx:], dtype=np.int32)
+        return self._prompt_pass(tokens, range(self.samples))
+
+    def prefill_each(self, histories: np.ndarray) -> np.ndarray:
+        """(samples, V) logits after each sample's own tokens (histories (samples, T),
+        T <= ctx), each cache holding its own: a full context's restart."""
+        logits = np.empty((self.samples, self.model.config.vocab_size), np.float32)
+        for n in range(self.samples):
+            logits[n] = self._prompt_pass(np.asarray(histories[n], dtype=np.int32), range(n, n + 1))
         return logits
 
     @property
     def full(self) -> bool:
         return self.pos >= self.model.config.ctx
 
-    def step(self, token: int) -> np.ndarray:
-        """Logits after appending `token` at the next position."""
-        decode_step(self.model.params, self.model.layout.table, self.model.config.n_head, self.buffers, token,
-                    self.pos)
+    def step_all(self, tokens: np.ndarray) -> np.ndarray:
+        """(samples, V) logits after appending tokens[n] to sample n at the next position."""
+        tokens = np.asarray(tokens, dtype=np.int32)
+        with parallel_threads(thread_cap(), self.threads) as workers:
+            decode_rows(self.weights, self.state, tokens, self.pos, self.model.config.n_head, workers)
         self.pos += 1
-        return self.buffers.logits[0]
+        return self.state.logits
+
+    def step(self, token: int) -> np.ndarray:
+        """Logits after appending `token` at the next position (one sample)."""
+        return self.step_all(np.full(self.samples, token, np.int32))[0]
 
 
 def pick_token(logits: np.ndarray, config: SampleConfig, rng: np.random.Generator) -> int:
@@ -77,46 +122,71 @@ def generate(model: GPT, prompt: str, config: SampleConfig = SampleConfig(),
              should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
     """Yields the continuation of `prompt` as it is produced, one piece per sampled token
     (so callers can count tokens): "" while a token only starts a character or what may
-    be the stop string, whose text then comes with a later token.
+    be the stop string, whose text then comes with a later token. One sample: for
+    `config.samples` > 1, `generate_samples`.
 
     A prompt longer than the context keeps its last ctx tokens. When the context fills
     up, the cache is rebuilt from the last ctx/2 tokens and decoding goes on."""
+    if config.samples != 1:
+        raise ConfigError(f"generate draws one sample; {config.samples} asked for (generate_samples draws several)")
+    for pieces in generate_samples(model, prompt, config, should_stop):
+        yield pieces[0] or ""
+
+
+def generate_samples(model: GPT, prompt: str, config: SampleConfig = SampleConfig(),
+                     should_stop: Callable[[], bool] | None = None) -> Iterator[list[str | None]]:
+    """`config.samples` continuations of `prompt` drawn in one decoding loop (one prompt
+    pass, one cache per sample, each step's products done for every sample at once).
+    Yields, per step, one piece per sample as `generate` does (None for a sample that
+    has ended), until every sample has ended. Sample n draws from seed + n (with a seed), and
+    its text equals that of `generate` with seed + n."""
     config.validate()
-    tok = model.tokenizer
+    yield from _decode(model, prompt_tokens(model.tokenizer, prompt), config, should_stop)
+
+
+def prompt_tokens(tok, prompt: str) -> list[int]:
+    """What generation starts from: the prompt's tokens, or for an empty prompt the
+    tokenizer's beginning-of-text token (GPT-2's <|endoftext|>) if it has one, else a
+    newline where the vocabulary has one."""
     ids = list(tok.encode(prompt)) if prompt else []
-    if not ids:
-        ids = _start_tokens(tok)
-    with single_threaded_blas():  # one-row products gain nothing from BLAS threads (Decoder.prefill takes them)
-        yield from _decode(model, ids, config, should_stop)
+    return ids or _start_tokens(tok)
 
 
-def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> Iterator[str]:
-    """The decoding loop of `generate`: `ids` is the prompt (at least one token)."""
+def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> Iterator[list[str | None]]:
+    """The decoding loop of `generate_samples`: `ids` is the prompt (at least one token)."""
     tok = model.tokenizer
-    ctx = model.config.ctx
-    rng = np.random.default_rng(config.seed)
-    decoder = Decoder(model)
-    logits = decoder.prefill(np.array(ids[-ctx:]))
-    stream = TextStream(tok, config.stop)
-    for n in range(config.max_tokens):
+    ctx, N = model.config.ctx, config.samples
+    rngs = [np.random.default_rng(None if config.seed is None else config.seed + n) for n in range(N)]
+    end = None if config.past_end_of_text else getattr(tok, "eos_id", None)
+    decoder = Decoder(model, N, config.threads, config.weights)
+    first = decoder.prefill(np.array(ids[-ctx:]))
+    logits = np.broadcast_to(first, (N, len(first)))
+    streams = [TextStream(tok, config.stop) for _ in range(N)]
+    histories = np.array([ids[-ctx:]] * N, dtype=np.int32)
+    active = [True] * N
+    for step in range(config.max_tokens):
         if should_stop is not None and should_stop():
             return
-        token = pick_token(logits, config, rng)
-        piece = stream.push(token)
-        if stream.stopped or n == config.max_tokens - 1:
-            yield piece + stream.flush()  # the last token's logits would never be used
+        pieces: list[str | None] = [None] * N
+        tokens = np.zeros(N, np.int32)
+        for n in np.flatnonzero(active):
+            token = tokens[n] = pick_token(logits[n], config, rngs[n])
+            piece = "" if token == end else streams[n].push(token)
+            if token == end or streams[n].stopped or step == config.max_tokens - 1:
+                piece += streams[n].flush()  # the sample's last token: its logits would never be used
+                active[n] = False
+            pieces[n] = piece
+        yield pieces
+        if not any(active):
             return
-        yield piece
-        ids.append(token)
+        histories = np.concatenate([histories, tokens[:, None]], axis=1)[:, -ctx:]
         if decoder.full:
-            logits = decoder.prefill(np.array(ids[-(ctx // 2):]))
+            logits = decoder.prefill_each(histories[:, -(ctx // 2):])
         else:
-            logits = decoder.step(token)
+            logits = decoder.step_all(tokens)
 
 
 def _start_tokens(tok) -> list[int]:
-    """What an empty prompt starts from: the tokenizer's beginning-of-text token (GPT-2's
-    <|endoftext|>) if it has one, else a newline where the vocabulary has one."""
     bos = getattr(tok, "bos_id", None)
     if bos is not None:
         return [bos]

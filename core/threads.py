@@ -114,10 +114,10 @@ def single_threaded_blas() -> Iterator[None]:
 
 
 @contextmanager
-def threaded_blas() -> Iterator[None]:
-    """BLAS on `thread_cap()` threads, for a pass with one shard whose products are large
-    (a long prompt: 1000 rows times GPT-2's weights). Threaded OpenBLAS blocks a product
+def threaded_blas(threads: int = 0) -> Iterator[None]:
+    """BLAS on every core (at most `threads` where given), for a pass with one shard whose
+    products are large (a long prompt: 1000 rows times GPT-2's weights). Threaded OpenBLAS blocks a product
     differently, so results change at float rounding (measured: 2.5e-6 relative on
     logits). Its thread count is one setting for the whole process."""
-    with _blas().limit(limits=thread_cap()):
+    with _blas().limit(limits=worker_count(thread_cap(), threads)):
         yield

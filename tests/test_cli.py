@@ -54,6 +54,28 @@ def test_train_info_eval_generate(tmp_path, corpus_file, capsys):
     assert sample["text"] and sample["tokens"] == 30
 
 
+def test_generate_several_samples_int8_and_the_timing_report(tmp_path, corpus_file, capsys):
+    """--samples 3 prints three samples, each the one-sample run with its seed; --json
+    reports the prompt's tokens, the first token's time and the decoding rate; --weights
+    int8 and --threads 1 run too."""
+    model = tmp_path / "m.cllm"
+    assert run(capsys, "train", corpus_file, "-o", model, *TINY, "--json")[0] == 0
+    base = ["generate", model, "--prompt", "the ", "--max-tokens", "12", "--seed", "4", "--json"]
+    code, out, _ = run(capsys, *base, "--samples", "3")
+    result = last_json(out)
+    assert code == 0 and result["samples"] == 3 and result["tokens_per_sample"] == [12, 12, 12]
+    assert result["prompt_tokens"] == 4 and result["first_token_ms"] > 0 and result["decode_tokens_per_s"] > 0
+    for n in range(3):
+        code, out, _ = run(capsys, *base[:-3], "--seed", str(4 + n), "--json")
+        assert last_json(out)["text"] == result["texts"][n]
+    code, out, _ = run(capsys, *base, "--weights", "int8", "--threads", "1")
+    assert code == 0 and last_json(out)["tokens"] == 12 and last_json(out)["weights"] == "int8"
+    code, out, _ = run(capsys, *base[:-1], "--samples", "2")
+    assert code == 0 and "--- sample 1 of 2 ---" in out and "--- sample 2 of 2 ---" in out
+    code, _, err = run(capsys, *base, "--samples", "0")
+    assert code == 2 and "samples must be between 1 and" in err
+
+
 def test_refuses_to_overwrite_then_resumes(tmp_path, corpus_file, capsys):
     model = tmp_path / "m.cllm"
     assert run(capsys, "train", corpus_file, "-o", model, *TINY, "--json")[0] == 0

@@ -95,11 +95,13 @@ def test_shape_disagrees_with_config(folder):
     refused(folder, WEIGHTS, "'transformer.wpe.weight' has shape [32, 16]", "implies [64, 16]")
 
 
-def test_vocabulary_disagrees_with_tokenizer(folder, model):
+def test_vocabulary_smaller_than_the_tokenizer(folder, model):
+    """Tokens without an embedding row are refused (a larger vocabulary is padding, and
+    trimmed: test_hf_transformers.py)."""
     V = model.config.vocab_size
-    edit_json(folder / "config.json", vocab_size=V + 3)
-    rewrite_weights(folder, lambda t: t.update({"transformer.wte.weight": np.zeros((V + 3, 16), np.float32)}))
-    refused(folder, "tokenizer.json", f"{V} tokens", f"vocab_size {V + 3}")
+    edit_json(folder / "config.json", vocab_size=V - 3)
+    rewrite_weights(folder, lambda t: t.update({"transformer.wte.weight": np.zeros((V - 3, 16), np.float32)}))
+    refused(folder, "tokenizer.json", f"{V} tokens", f"vocab_size {V - 3}")
 
 
 @pytest.mark.parametrize("key, value, words", [

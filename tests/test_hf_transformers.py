@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 
 from cllm.core.hf_export import export_gpt
-from cllm.core.hf_import import inspect_hf_folder, load_hf_folder
+from cllm.core.hf_import import import_hf_folder, inspect_hf_folder, load_hf_folder
+from cllm.core.model_file import load_model
 from cllm.core.sampler import SampleConfig, generate
 from cllm.core.tokenizer import Gpt2Tokenizer
 from cllm.core.workspace import forward_logits
@@ -183,6 +184,28 @@ def test_import_float16(hf_pair, tmp_path):
     assert info.dtype == "float16" and any("converted to float32" in n for n in info.notes)
     upcast = GPT2LMHeadModel.from_pretrained(tmp_path / "half", dtype=torch.float32).eval()
     check_import(tmp_path / "half", upcast)
+
+
+def test_a_padded_vocabulary_is_trimmed_to_the_tokenizer_at_import(hf_pair, tmp_path):
+    """nanoGPT pads GPT-2's vocabulary (50257 to 50304): a transformers model with 20
+    rows more than its tokenizer imports with the tokenizer's size, its logits those of
+    the padded model's real tokens, and says so in a note."""
+    folder, _, hf_tok = hf_pair
+    vocab = len(hf_tok)
+    torch.manual_seed(1)
+    config = GPT2Config(vocab_size=vocab + 20, n_positions=48, n_embd=24, n_layer=2, n_head=3,
+                        bos_token_id=hf_tok.eos_token_id, eos_token_id=hf_tok.eos_token_id)
+    padded = GPT2LMHeadModel(config).eval()
+    padded.save_pretrained(tmp_path / "padded")
+    hf_tok.save_pretrained(tmp_path / "padded")
+    result = import_hf_folder(tmp_path / "padded", tmp_path / "padded.cllm")
+    assert any(f"vocab_size {vocab + 20}" in n and "last 20 rows" in n for n in result.info.notes)
+    model = load_model(tmp_path / "padded.cllm").model
+    assert model.config.vocab_size == vocab and model.tokenizer.vocab_size == vocab
+    assert load_model(tmp_path / "padded.cllm").training["imported"]["vocab_trimmed_from"] == vocab + 20
+    ids = model.tokenizer.encode(TEXTS[0])
+    logits, _ = forward_logits(model.params, model.config, ids)
+    assert np.abs(logits - hf_logits(padded, ids)[:, :vocab]).max() <= TOLERANCE
 
 
 def test_import_then_export_loads_again(hf_pair, tmp_path):

@@ -35,6 +35,6 @@ def test_precompile_children_compile_both_passes_into_the_cache(tmp_path, monkey
     monkeypatch.setattr(precompile, "default_threads", lambda: 2)
     children = precompile.start_part_children()
     assert [child.wait(timeout=300) for child in children] == [0, 0]
-    for name in ("passes.gpt_forward", "passes.gpt_backward", "passes.shard_pass", "passes.decode_step",
+    for name in ("passes.gpt_forward", "passes.gpt_backward", "passes.shard_pass", "decode_kernels.decode_rows",
                  "optimizer.adamw_chunks"):
         assert list(tmp_path.rglob(f"{name}-*.nbi")), name

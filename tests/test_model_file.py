@@ -347,9 +347,9 @@ def test_files_are_plain_safetensors(saved):
 
 
 def test_newer_version(saved):
-    rewrite(saved, meta=lambda m: m.update(version="2"))
+    rewrite(saved, meta=lambda m: m.update(version="3"))
     message = load_error(saved)
-    assert "newer CLLM" in message and "version 2" in message
+    assert "newer CLLM" in message and "version 3" in message
     with pytest.raises(ModelFileError, match="newer CLLM"):
         read_info(saved)
 

@@ -36,27 +36,33 @@ def test_cached_decoding_gives_the_full_forward_logits(model, monkeypatch, atten
 
 
 def test_the_prompt_pass_uses_blas_threads_and_the_logits_do_not_depend_on_them(small_text, monkeypatch):
-    """The prompt pass (one shard) lets BLAS use the cores, and its logits do not depend on
-    how many threads BLAS had, beyond float rounding (products large enough for OpenBLAS
-    to split them)."""
-    from cllm.core import sampler, threads
+    """The prompt pass gives its products BLAS threads (attention, inside its own
+    parallel loop over heads, one), and its logits do not depend on how many threads it
+    had, beyond float rounding (products large enough for OpenBLAS to split them)."""
+    from cllm.core import prompt_pass, threads
 
     model = tiny_model(small_text, n_layer=1, n_head=4, n_embd=128, ctx=128)
     tokens = np.resize(model.tokenizer.encode(small_text[:200]), 128)
+    Decoder(model).prefill(tokens)  # compiled first: numba re-reads NUMBA_NUM_THREADS when it compiles
     seen = []
-    real = sampler.forward_logits
 
-    def watching(*args, **kwargs):
-        seen.append({lib["num_threads"] for lib in threads._blas().info()})
-        return real(*args, **kwargs)
+    def watching(name):
+        real = getattr(prompt_pass, name)
 
-    monkeypatch.setattr(sampler, "forward_logits", watching)
+        def watch(*args):
+            seen.append((name, tuple(sorted({lib["num_threads"] for lib in threads._blas().info()}))))
+            return real(*args)
+        monkeypatch.setattr(prompt_pass, name, watch)
+
+    watching("matmul_forward")
+    watching("attention_heads")
     logits = {}
     for n in (1, 2):
         monkeypatch.setenv("NUMBA_NUM_THREADS", str(n))
-        with threads.single_threaded_blas():  # as generate() runs it
+        with threads.single_threaded_blas():  # as the decoding loop runs
             logits[n] = Decoder(model).prefill(tokens).copy()
-    assert seen == [{1}, {threads.thread_cap()}]
+        assert set(seen) == {("matmul_forward", (threads.thread_cap(),)), ("attention_heads", (1,))}
+        seen.clear()
     np.testing.assert_allclose(logits[1], logits[2], rtol=1e-5, atol=1e-6)
 
 

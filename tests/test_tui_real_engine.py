@@ -244,3 +244,32 @@ async def test_real_generation_ends_before_the_stop_text(real, real_model):
         await press(pilot, "enter")
         await wait_for(pilot, lambda: len(screen.query(Sample)) == 2 and not screen._generating, what="generation")
         assert screen.query(Sample)[1].output == whole[:whole.index(stop)]
+
+
+async def test_real_generation_of_several_samples_with_int8_weights(real, real_model):
+    """The samples and weights settings reach the engine: two samples at once with int8
+    weights show as two outputs, each the text core.sampler.generate gives alone with its
+    seed (7, then 8) and int8 weights."""
+    from textual.widgets import Select
+
+    from cllm.core.config import SampleConfig
+    from cllm.core.model_file import load_model
+    from cllm.core.sampler import generate
+
+    app = make_app(real, engine=Engine(), model_path=real_model)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
+        screen = app.screen
+        await fill(pilot, "#max-tokens", "30")
+        await fill(pilot, "#seed", "7")
+        await fill(pilot, "#samples", "2")
+        screen.query_one("#weights", Select).value = "int8"
+        await fill(pilot, "#prompt", "def ")
+        await press(pilot, "enter")
+        await wait_for(pilot, lambda: len(screen.query(Sample)) == 2 and not screen._generating, what="generation")
+        outputs = [s.output for s in screen.query(Sample)]
+        assert "sample 2 of 2" in screen.query(Sample)[1].note
+    model = load_model(real_model).model
+    for n, output in enumerate(outputs):
+        config = SampleConfig(max_tokens=30, temperature=0.8, top_p=0.95, seed=7 + n, weights="int8")
+        assert output == "".join(generate(model, "def ", config))

@@ -155,13 +155,13 @@ class FakeEngine(Engine):
         self.trainers.append(trainer)
         return trainer
 
-    def generate(self, model, prompt, config, should_stop=None) -> Iterator[str]:
+    def generate(self, model, prompt, config, should_stop=None) -> Iterator[list[str | None]]:
         words = "lorem ipsum dolor sit amet ".split()
         for i in range(config.max_tokens):
             if should_stop():
                 return
             time.sleep(self.token_time)
-            yield words[i % len(words)] + " "
+            yield [words[(i + n) % len(words)] + " " for n in range(config.samples)]
 
     def kernels_ready(self) -> bool:
         return self._kernels_ready

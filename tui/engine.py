@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from cllm.core.config import ModelConfig, SampleConfig, TrainConfig, default_threads
+from cllm.core.config import WEIGHTS, ModelConfig, SampleConfig, TrainConfig, default_threads
 from cllm.core.errors import Cancelled, CllmError, ConfigError, CorpusError, ModelFileError, TokenizerError
 from cllm.core.events import (
     CheckpointEvent,
@@ -50,7 +50,7 @@ IMPORTS = threading.RLock()
 
 __all__ = [
     "CllmError", "ConfigError", "CorpusError", "ModelFileError", "TokenizerError", "Cancelled",
-    "ModelConfig", "SampleConfig", "TrainConfig", "default_threads", "CorpusRef", "RunState",
+    "ModelConfig", "SampleConfig", "TrainConfig", "WEIGHTS", "default_threads", "CorpusRef", "RunState",
     "StepEvent", "EvalEvent", "CheckpointEvent", "SaveFailedEvent", "DoneEvent", "Event",
     "EndReason", "RunStatus", "SaveReason", "Outcome", "describe_end",
     "DEFAULT_VOCAB", "TRAINABLE_KINDS", "check_vocab_size",
@@ -215,12 +215,13 @@ class Engine:
         return Trainer.fine_tune(parent_path, corpus, train_config, out_path=out_path)
 
     def generate(self, model: GPT, prompt: str, config: SampleConfig,
-                 should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
-        """core.sampler.generate: the continuation of `prompt`, a piece per token."""
+                 should_stop: Callable[[], bool] | None = None) -> Iterator[list[str | None]]:
+        """core.sampler.generate_samples: `config.samples` continuations of `prompt`, per
+        step a piece for each (None for one that has ended)."""
         with IMPORTS:
-            from cllm.core.sampler import generate
+            from cllm.core.sampler import generate_samples
 
-        return generate(model, prompt, config, should_stop=should_stop)
+        return generate_samples(model, prompt, config, should_stop=should_stop)
 
     def kernels_ready(self) -> bool:
         """True when the numba kernels are compiled and cached (start-up takes a second)."""

@@ -174,11 +174,13 @@ class RunSavedAs(Message):
 
 @dataclass
 class GenerationProgress(Message):
-    """The text generated so far (whole, so that replacing an older one loses nothing)."""
+    """The text generated so far (whole, so that replacing an older one loses nothing);
+    `others`: that of samples 2, 3, ... when several are drawn at once."""
 
     text: str
     tokens: int
     tokens_per_s: float
+    others: tuple[str, ...] = ()
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, GenerationProgress)
@@ -187,9 +189,10 @@ class GenerationProgress(Message):
 @dataclass
 class GenerationFinished(Message):
     text: str
-    tokens: int
+    tokens: int  # of every sample
     tokens_per_s: float
     reason: str  # "done", "stopped" or "error"
+    others: tuple[str, ...] = ()  # samples 2, 3, ...
 
 
 @dataclass

@@ -12,11 +12,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, Static
+from textual.widgets import Footer, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from cllm.tui.bindings import MODE_BINDINGS
-from cllm.tui.engine import ConfigError, SampleConfig
+from cllm.tui.engine import WEIGHTS, ConfigError, SampleConfig
 from cllm.tui.formatting import format_rate
 from cllm.tui.messages import GenerationFinished, GenerationProgress
 from cllm.tui.validators import ConfigValidator, parse_float, parse_int, sample_check
@@ -37,6 +37,7 @@ SETTINGS = {
     "top-p": ("top-p", "top_p", "float"),
     "max-tokens": ("max", "max_tokens", "int"),
     "seed": ("seed", "seed", "int"),
+    "samples": ("n", "samples", "int"),  # samples drawn at once
 }
 
 
@@ -67,6 +68,7 @@ class GenerateScreen(ReportWorkerErrors, Screen):
         super().__init__(id="generate")
         self._stop = threading.Event()
         self._sample: Sample | None = None
+        self._others: list[Sample] = []  # samples 2, 3, ... of a generation drawing several
         self._generating = False
 
     def compose(self) -> ComposeResult:
@@ -83,6 +85,8 @@ class GenerateScreen(ReportWorkerErrors, Screen):
                                                         allow_empty=field == "seed")])
             yield Label("stop", classes="setting-label")
             yield Input("", id="stop", compact=True, classes="setting", placeholder="none")
+            yield Select([(w, w) for w in WEIGHTS], value=STARTING.weights, allow_blank=False, compact=True,
+                         id="weights", tooltip="int8: decode with int8 weights (quantized once per model)")
         yield Input(placeholder="Type a prompt, then enter to generate (esc stops)", id="prompt")
         yield Static("", id="gen-status", markup=False)
         yield Footer(compact=True, show_command_palette=False)
@@ -149,6 +153,7 @@ class GenerateScreen(ReportWorkerErrors, Screen):
                 text = self.query_one(f"#{field_id}", Input).value.strip()
                 values[field] = None if not text else parse_int(text) if number == "int" else parse_float(text)
             values["stop"] = parse_stop(self.query_one("#stop", Input).value)
+            values["weights"] = self.query_one("#weights", Select).value
             try:
                 return SampleConfig(**values).validate()
             except ConfigError as exc:
@@ -193,11 +198,13 @@ class GenerateScreen(ReportWorkerErrors, Screen):
         self._generating = True
         self.refresh_bindings()
         self._status("generating…")
-        sample = Sample(prompt, note)
-        self._sample = sample
+        count = config.samples
+        samples = [Sample(prompt, note if count == 1 else f"sample {n + 1} of {count} {note}".rstrip())
+                   for n in range(count)]
+        self._sample, self._others = samples[0], samples[1:]
         transcript = self.query_one(Transcript)
         self.query_one("#welcome", Static).display = False
-        transcript.mount(sample)
+        transcript.mount(*samples)
         transcript.scroll_end(animate=False)
         self._generate(prompt, config, model, from_file)
 
@@ -233,7 +240,7 @@ class GenerateScreen(ReportWorkerErrors, Screen):
         worker = get_current_worker()
         stop = self._stop
         engine = self.app.engine
-        parts: list[str] = []
+        texts = [""] * config.samples
         tokens, rate, reason = 0, 0.0, "done"
         started = time.monotonic()
         try:
@@ -241,29 +248,32 @@ class GenerateScreen(ReportWorkerErrors, Screen):
                 model = engine.load_model(from_file).model
                 started = time.monotonic()
             last_post = 0.0
-            pieces = engine.generate(model, prompt, config,
-                                     should_stop=lambda: stop.is_set() or worker.is_cancelled)
-            for piece in pieces:
-                parts.append(piece)
-                tokens += 1
+            steps = engine.generate(model, prompt, config, should_stop=lambda: stop.is_set() or worker.is_cancelled)
+            for pieces in steps:
+                for n, piece in enumerate(pieces):
+                    if piece is not None:
+                        texts[n] += piece
+                        tokens += 1
                 now = time.monotonic()
                 rate = tokens / max(now - started, 1e-9)
                 if stop.is_set() or worker.is_cancelled:
                     break
                 if now - last_post >= POST_EVERY_S:
                     last_post = now
-                    self.post_message(GenerationProgress("".join(parts), tokens, rate))
+                    self.post_message(GenerationProgress(texts[0], tokens, rate, tuple(texts[1:])))
             if stop.is_set() or worker.is_cancelled:
                 reason = "stopped"
         except BaseException:
             reason = "error"
             raise
         finally:
-            self.post_message(GenerationFinished("".join(parts), tokens, rate, reason))
+            self.post_message(GenerationFinished(texts[0], tokens, rate, reason, tuple(texts[1:])))
 
     def on_generation_progress(self, message: GenerationProgress) -> None:
         if self._sample is not None and self._generating:
             self._sample.set_output(message.text)
+            for sample, text in zip(self._others, message.others, strict=False):
+                sample.set_output(text)
             self.query_one(Transcript).scroll_end(animate=False)
             self._status(f"generating… {message.tokens} tokens · {format_rate(message.tokens_per_s)} tok/s")
 
@@ -276,5 +286,7 @@ class GenerateScreen(ReportWorkerErrors, Screen):
         if sample is not None:
             sample.set_output(message.text)
             sample.set_status(status)
+        for other, text in zip(self._others, message.others, strict=False):
+            other.set_output(text)
         self._status(status)
         self.query_one(Transcript).scroll_end(animate=False)

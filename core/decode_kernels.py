@@ -1,0 +1,193 @@
+"""One decoding step for N sequences at once, on every core.
+
+Decoding a token reads every weight once and does two flops per weight per sequence: it
+is bound by memory bandwidth, and one core cannot draw all of it. Each product here is a
+`prange` over ranges of outputs: every thread streams its own share of the weight once,
+for all N rows (the samples of `--samples N`), so N rows cost little more than one. The
+weights are read as rows of outputs (a linear layer's (in, out) weight transposed, the
+embedding as it is), each output a dot product over one contiguous row, for every
+sample row while the weight row is in L1 (measured against adding weight rows into the
+outputs in place, which needs no copy: as fast for one row, about half the speed for four).
+Splitting the outputs, never the sums, keeps every output's arithmetic the same
+whatever the thread count and whatever N: a sample's logits are bit-identical alone and
+in a batch, on 1 thread or 2 (the tests hold both).
+
+Weights are float32, or int8 with one float32 scale per output (`core.quantize`): an
+int8 weight is widened to float32 in registers, the output's sum is taken over the raw
+integers and scaled once at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+from cllm.core.kernels import JIT, exp_shifted, gelu_forward, layernorm_forward, row_max
+
+F = np.float32
+
+
+@njit(**JIT)
+def _dot_row(out, x, w, scale, bias, N, accumulate, j):
+    """Output j of N rows: <x[n], w> (* scale[j]) (+ bias[j]) for a float32 weight row w,
+    one row after another while w is in L1 (it is read from memory once). Every row's sum
+    is the same loop whatever N, so a row's logits never depend on the others (LLVM
+    orders a vectorised sum by the loop it sits in; four rows summed in one loop ran no
+    faster, and made one row pay for four)."""
+    for n in range(N):
+        xn = x[n]
+        v = F(0)
+        for i in range(w.shape[0]):
+            v += xn[i] * w[i]
+        if scale.shape[0] > 0:
+            v *= scale[j]
+        if bias.shape[0] > 0:
+            v += bias[j]
+        out[n, j] = out[n, j] + v if accumulate else v
+
+
+@njit(**JIT)
+def _dot_rows(out, x, wt, scale, bias, N, accumulate, j0, j1):
+    """`rows_times_weight` for outputs j0:j1, each weight row read once from memory. An
+    int8 row is widened into a float32 row first, in a loop of its own (widened inside
+    the sums, it ran at a fifth of the speed)."""
+    if wt.itemsize == 1:
+        wide = np.empty(wt.shape[1], F)
+        for j in range(j0, j1):
+            row = wt[j]
+            for i in range(wide.shape[0]):
+                wide[i] = row[i]
+            _dot_row(out, x, wide, scale, bias, N, accumulate, j)
+    else:
+        for j in range(j0, j1):
+            _dot_row(out, x, wt[j], scale, bias, N, accumulate, j)
+
+
+@njit(parallel=True, **JIT)
+def rows_times_weight(out, x, wt, scale, bias, N, accumulate, tasks):
+    """out[:N] (+)= (x[:N] @ wt.T) * scale + bias: x (N, IC); wt (OC, IC) the weight,
+    transposed, float32 or int8; scale (OC,) for int8 weights, else empty; bias (OC,) or
+    empty; out (N, OC). `tasks` (the thread count) tasks, each a contiguous range of outputs."""
+    OC = wt.shape[0]
+    width = (OC + tasks - 1) // tasks
+    for t in prange(tasks):
+        j0 = min(t * width, OC)
+        _dot_rows(out, x, wt, scale, bias, N, accumulate, j0, min(j0 + width, OC))
+
+
+@njit(parallel=True, **JIT)
+def cached_attention(y, att, qkv, kcache, vcache, layer, pos, n_head, N):
+    """Each of N sequences' query at position `pos` (qkv[n]'s q) against its cached keys
+    and values of positions <= pos of layer `layer` (kcache, vcache (N, L, maxT, C)): one task
+    per sequence and head, att (N * n_head, maxT) their scratch; into y (N, C)."""
+    C = y.shape[1]
+    hs = C // n_head
+    scale = F(1.0 / math.sqrt(hs))
+    for task in prange(N * n_head):
+        n, hd = task // n_head, task % n_head
+        a = att[task]
+        q = qkv[n, hd * hs:(hd + 1) * hs]
+        keys, values = kcache[n, layer], vcache[n, layer]
+        for u in range(pos + 1):
+            k = keys[u, hd * hs:(hd + 1) * hs]
+            s = F(0)
+            for i in range(hs):
+                s += q[i] * k[i]
+            a[u] = s * scale
+        total = exp_shifted(a, pos + 1, row_max(a, pos + 1, -np.inf))
+        out = y[n, hd * hs:(hd + 1) * hs]
+        for i in range(hs):
+            out[i] = 0.0
+        for u in range(pos + 1):
+            w = F(a[u] / total)
+            v = values[u, hd * hs:(hd + 1) * hs]
+            for i in range(hs):
+                out[i] += w * v[i]
+
+
+class DecodeWeights(NamedTuple):
+    """A model's weights as the decoder reads them: each linear layer's weight as rows of
+    outputs (L, OC, IC), float32 or int8, with its per-output scales (L, OC) (empty
+    (L, 0) for float32); the embedding (V, C) likewise with its per-row scales; the rest
+    float32 views of the parameters."""
+
+    wte: np.ndarray
+    wte_scale: np.ndarray
+    wpe: np.ndarray
+    ln1w: np.ndarray
+    ln1b: np.ndarray
+    qkvw: np.ndarray
+    qkvw_scale: np.ndarray
+    qkvb: np.ndarray
+    attprojw: np.ndarray
+    attprojw_scale: np.ndarray
+    attprojb: np.ndarray
+    ln2w: np.ndarray
+    ln2b: np.ndarray
+    fcw: np.ndarray
+    fcw_scale: np.ndarray
+    fcb: np.ndarray
+    fcprojw: np.ndarray
+    fcprojw_scale: np.ndarray
+    fcprojb: np.ndarray
+    lnfw: np.ndarray
+    lnfb: np.ndarray
+
+
+class DecodeState(NamedTuple):
+    """N sequences' key/value caches and one position's scratch."""
+
+    kcache: np.ndarray  # (N, L, maxT, C) every layer's keys so far, per sequence
+    vcache: np.ndarray  # (N, L, maxT, C) and values
+    x: np.ndarray  # (N, C) the residual stream
+    xn: np.ndarray  # (N, C) its LayerNorm
+    mean: np.ndarray  # (N,) LayerNorm's statistics (unused after)
+    rstd: np.ndarray  # (N,)
+    qkv: np.ndarray  # (N, 3C)
+    att: np.ndarray  # (N * n_head, maxT) attention weights, one row per sequence and head
+    y: np.ndarray  # (N, C) attention output
+    h: np.ndarray  # (N, 4C) MLP hidden layer
+    hg: np.ndarray  # (N, 4C) after GELU
+    logits: np.ndarray  # (N, V)
+
+    @classmethod
+    def create(cls, N: int, n_layer: int, n_head: int, ctx: int, C: int, V: int) -> DecodeState:
+        z = np.zeros
+        return cls(z((N, n_layer, ctx, C), F), z((N, n_layer, ctx, C), F), z((N, C), F), z((N, C), F), z(N, F),
+                   z(N, F), z((N, 3 * C), F), z((N * n_head, ctx), F), z((N, C), F), z((N, 4 * C), F),
+                   z((N, 4 * C), F), z((N, V), F))
+
+
+@njit(**JIT)
+def decode_rows(W, S, tokens, pos, n_head, tasks):
+    """Logits (into S.logits) for tokens[n] at position `pos` of sequence n, attending over
+    that sequence's cached keys and values of positions < pos; stores this position's keys
+    and values in the caches. The products and attention are parallel kernels."""
+    N = tokens.shape[0]
+    L, C = W.ln1w.shape[0], W.wte.shape[1]
+    x, xn, qkv = S.x, S.xn, S.qkv
+    for n in range(N):
+        e, p, xr = W.wte[tokens[n]], W.wpe[pos], x[n]
+        s = W.wte_scale[tokens[n]] if W.wte_scale.shape[0] > 0 else F(1)
+        for i in range(C):
+            xr[i] = F(e[i]) * s + p[i]
+    for layer in range(L):
+        layernorm_forward(xn, S.mean, S.rstd, x, W.ln1w[layer], W.ln1b[layer], N)
+        rows_times_weight(qkv, xn, W.qkvw[layer], W.qkvw_scale[layer], W.qkvb[layer], N, False, tasks)
+        for n in range(N):
+            k, v, row = S.kcache[n, layer, pos], S.vcache[n, layer, pos], qkv[n]
+            for i in range(C):
+                k[i] = row[C + i]
+                v[i] = row[2 * C + i]
+        cached_attention(S.y, S.att, qkv, S.kcache, S.vcache, layer, pos, n_head, N)
+        rows_times_weight(x, S.y, W.attprojw[layer], W.attprojw_scale[layer], W.attprojb[layer], N, True, tasks)
+        layernorm_forward(xn, S.mean, S.rstd, x, W.ln2w[layer], W.ln2b[layer], N)
+        rows_times_weight(S.h, xn, W.fcw[layer], W.fcw_scale[layer], W.fcb[layer], N, False, tasks)
+        gelu_forward(S.hg, S.h, N)
+        rows_times_weight(x, S.hg, W.fcprojw[layer], W.fcprojw_scale[layer], W.fcprojb[layer], N, True, tasks)
+    layernorm_forward(xn, S.mean, S.rstd, x, W.lnfw, W.lnfb, N)
+    rows_times_weight(S.logits, xn, W.wte, W.wte_scale, W.lnfb[:0], N, False, tasks)
+

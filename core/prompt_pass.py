@@ -1,0 +1,145 @@
+"""Generation's prompt pass on every core: one sequence through the model, layer by layer,
+its keys and values going straight into the decoder's caches.
+
+Training's forward pass (`core.passes.gpt_forward`) keeps every layer's activations for
+the backward pass and runs its element-wise kernels and attention on the shard's one
+thread: for one long prompt, BLAS had the cores for the products and everything else
+ran on one (benchmarks/RESULTS.md, "Prompt pass profile"). Here the pass is driven from
+Python, one kernel call per step (a dozen calls per layer: microseconds against the
+milliseconds of each), so that each step gets the cores its own way: the products as
+threaded BLAS, the row-wise kernels (LayerNorm, GELU, the residual copy) as `prange`
+over blocks of rows, attention as `prange` over heads with BLAS on one thread inside.
+It keeps one layer's activations (a thousand tokens of GPT-2 small: 50 MB, where the
+training buffers held 600 MB), and runs the same layer kernels, so its logits are the
+forward pass's up to BLAS's threaded rounding.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+from cllm.core import layout
+from cllm.core.decode_kernels import DecodeState, DecodeWeights, rows_times_weight
+from cllm.core.kernels import (
+    JIT,
+    attention_forward,
+    copy_rows,
+    encoder_forward,
+    gelu_forward,
+    layernorm_forward,
+    matmul_forward,
+)
+from cllm.core.threads import parallel_threads, single_threaded_blas, threaded_blas
+
+ROW_BLOCK = 32  # rows per task of the row-wise kernels
+
+
+@njit(parallel=True, **JIT)
+def layernorm_rows(out, mean, rstd, inp, weight, bias, T):
+    """`layernorm_forward` of rows :T, blocks of rows in parallel."""
+    for b in prange((T + ROW_BLOCK - 1) // ROW_BLOCK):
+        r0, r1 = b * ROW_BLOCK, min(T, (b + 1) * ROW_BLOCK)
+        layernorm_forward(out[r0:r1], mean[r0:r1], rstd[r0:r1], inp[r0:r1], weight, bias, r1 - r0)
+
+
+@njit(parallel=True, **JIT)
+def gelu_rows(out, inp, T):
+    """`gelu_forward` of rows :T, blocks of rows in parallel."""
+    for b in prange((T + ROW_BLOCK - 1) // ROW_BLOCK):
+        r0, r1 = b * ROW_BLOCK, min(T, (b + 1) * ROW_BLOCK)
+        gelu_forward(out[r0:r1], inp[r0:r1], r1 - r0)
+
+
+@njit(parallel=True, **JIT)
+def copy_rows_parallel(out, inp, T):
+    """`copy_rows` of rows :T, blocks of rows in parallel."""
+    for b in prange((T + ROW_BLOCK - 1) // ROW_BLOCK):
+        r0, r1 = b * ROW_BLOCK, min(T, (b + 1) * ROW_BLOCK)
+        copy_rows(out[r0:r1], inp[r0:r1], r1 - r0)
+
+
+@njit(parallel=True, **JIT)
+def attention_heads(y, qkv, heads, lse, tiles, n_head, T):
+    """Causal attention of rows :T, one task per head: the head's q | k | v gathered into
+    heads[h] (T, 3 hs), `attention_forward` (the tiled kernels) on it with the head's own
+    tiles[h] and lse[h], its output put back into y's columns of the head."""
+    C = y.shape[1]
+    hs = C // n_head
+    for h in prange(n_head):
+        mine = heads[h, :T]
+        for t in range(T):
+            row, dst = qkv[t], mine[t]
+            for i in range(hs):
+                dst[i] = row[h * hs + i]
+                dst[hs + i] = row[C + h * hs + i]
+                dst[2 * hs + i] = row[2 * C + h * hs + i]
+        attention_forward(y[:T, h * hs:(h + 1) * hs], lse[h:h + 1], tiles[h], mine, 1, T)
+
+
+class PromptBuffers(NamedTuple):
+    """One layer's activations for a prompt of up to T tokens, and attention's scratch."""
+
+    x: np.ndarray  # (T, C) the residual stream
+    ln: np.ndarray  # (T, C) a LayerNorm's output
+    mean: np.ndarray  # (T,)
+    rstd: np.ndarray  # (T,)
+    qkv: np.ndarray  # (T, 3C)
+    y: np.ndarray  # (T, C) attention's output
+    res: np.ndarray  # (T, C) the residual stream after attention
+    h: np.ndarray  # (T, 4C) the MLP's hidden layer
+    hg: np.ndarray  # (T, 4C) after GELU
+    heads: np.ndarray  # (n_head, T, 3 hs) each head's q | k | v
+    lse: np.ndarray  # (n_head, T)
+    tiles: np.ndarray  # (n_head, 2, Br, Bc)
+
+    @classmethod
+    def create(cls, T: int, C: int, n_head: int) -> PromptBuffers:
+        f, z = np.float32, np.empty
+        hs = C // n_head
+        tile = (layout.ATT_QUERY_BLOCK, layout.ATT_KEY_BLOCK)
+        return cls(z((T, C), f), z((T, C), f), z(T, f), z(T, f), z((T, 3 * C), f), z((T, C), f), z((T, C), f),
+                   z((T, 4 * C), f), z((T, 4 * C), f), z((n_head, T, 3 * hs), f), z((n_head, T), f),
+                   z((n_head, 2) + tile, f))
+
+
+def prompt_pass(W: DecodeWeights, P, S: DecodeState, samples: range, tokens: np.ndarray, n_head: int,
+                threads: int = 0, buffers: PromptBuffers | None = None) -> np.ndarray:
+    """Runs `tokens` (T <= ctx) through the model (P: `core.layout.Params` views; W: the
+    decoder's weights, for the logits), writes every layer's keys and values into the
+    caches of `samples` in S, and returns the last position's logits (V,). `buffers`
+    (for at least T tokens; made here if None) are reused by a caller that keeps them:
+    memory touched for the first time costs page faults, on this project's virtual
+    machines about a second per 100 MB."""
+    T = len(tokens)
+    C = P.wte.shape[1]
+    B = buffers if buffers is not None else PromptBuffers.create(T, C, n_head)
+    x, ln = B.x, B.ln
+    with parallel_threads(T, threads) as workers:
+        encoder_forward(x, tokens, P.wte, P.wpe, T)
+        for layer in range(P.ln1w.shape[0]):
+            layernorm_rows(ln, B.mean, B.rstd, x, P.ln1w[layer], P.ln1b[layer], T)
+            with threaded_blas(threads):
+                matmul_forward(B.qkv, ln, P.qkvw[layer], P.qkvb[layer], T, False)
+            for n in samples:
+                S.kcache[n, layer, :T] = B.qkv[:T, C:2 * C]
+                S.vcache[n, layer, :T] = B.qkv[:T, 2 * C:]
+            with single_threaded_blas():
+                attention_heads(B.y, B.qkv, B.heads, B.lse, B.tiles, n_head, T)
+            copy_rows_parallel(B.res, x, T)
+            with threaded_blas(threads):
+                matmul_forward(B.res, B.y, P.attprojw[layer], P.attprojb[layer], T, True)
+            layernorm_rows(ln, B.mean, B.rstd, B.res, P.ln2w[layer], P.ln2b[layer], T)
+            with threaded_blas(threads):
+                matmul_forward(B.h, ln, P.fcw[layer], P.fcb[layer], T, False)
+            gelu_rows(B.hg, B.h, T)
+            copy_rows_parallel(x, B.res, T)
+            with threaded_blas(threads):
+                matmul_forward(x, B.hg, P.fcprojw[layer], P.fcprojb[layer], T, True)
+        last = x[T - 1:T]
+        layernorm_rows(ln[:1], B.mean, B.rstd, last, P.lnfw, P.lnfb, 1)
+        logits = np.empty((1, P.wte.shape[0]), np.float32)
+        rows_times_weight(logits, ln[:1], W.wte, W.wte_scale, P.lnfb[:0], 1, False, workers)
+    return logits[0]
