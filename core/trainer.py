@@ -26,6 +26,7 @@ from cllm.core.config import ModelConfig, TrainConfig
 from cllm.core.corpus import Corpus
 from cllm.core.errors import CllmError, ConfigError, CorpusError, TokenizerError
 from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, Event, SaveFailedEvent, StepEvent
+from cllm.core.kernels import Dropout
 from cllm.core.model import GPT
 from cllm.core.model_file import load_model, save_model
 from cllm.core.optimizer import adamw_update, reduce_shards
@@ -270,8 +271,10 @@ class Trainer:
         rng_before = self.rng.bit_generator.state
         position_before = self.state.data_position
         for micro in range(cfg.grad_accum):
+            # The masks are keyed by the row's place in the whole step, so ranks, threads and resumes agree.
+            dropout = Dropout(cfg.dropout, cfg.seed, self.state.step, micro * cfg.batch + mine.start)
             self.workspace.run(model.params, self.next_batch()[mine], TRAIN, losses=losses[micro, mine],
-                               scale=1.0 / (rows * T), accumulate=micro > 0)
+                               scale=1.0 / (rows * T), accumulate=micro > 0, dropout=dropout)
         if self._agree_to_stop(losses):
             self.rng.bit_generator.state = rng_before
             self.state.data_position = position_before
