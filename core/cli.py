@@ -57,6 +57,9 @@ def _add_train(sub) -> None:
     p.add_argument("--weight-decay", type=float, default=t.weight_decay)
     p.add_argument("--grad-clip", type=float, default=t.grad_clip)
     p.add_argument("--grad-accum", type=int, default=t.grad_accum)
+    p.add_argument("--dropout", type=float, default=None, metavar="P",
+                   help=f"drop rate on the embeddings, attention and residual branches, 0 <= P < 1 (default "
+                        f"{t.dropout:g}; --resume and --init keep the model's own)")
     p.add_argument("--eval-interval", type=int, default=t.eval_interval)
     p.add_argument("--eval-chunks", type=int, default=t.eval_chunks, help="0: every held-out chunk")
     p.add_argument("--checkpoint-interval", type=int, default=t.checkpoint_interval,
@@ -137,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _train_config(a) -> TrainConfig:
     return TrainConfig(
         steps=a.steps, batch=a.batch, lr=a.lr, min_lr=a.min_lr, warmup=a.warmup, weight_decay=a.weight_decay,
-        grad_clip=a.grad_clip, grad_accum=a.grad_accum, eval_interval=a.eval_interval,
+        grad_clip=a.grad_clip, grad_accum=a.grad_accum, dropout=_given(a.dropout, TrainConfig.dropout),
+        eval_interval=a.eval_interval,
         eval_chunks=a.eval_chunks, checkpoint_interval=a.checkpoint_interval,
         checkpoint_minutes=a.checkpoint_minutes, threads=a.threads, seed=a.seed,
     ).validate()
@@ -150,7 +154,7 @@ def cmd_train(a) -> int:
     from cllm.core import mpi_world
     from cllm.core.corpus import load_corpus
     from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, SaveFailedEvent, StepEvent
-    from cllm.core.trainer import Trainer
+    from cllm.core.trainer import Trainer, with_saved_dropout
     from cllm.core.warmup import compile_kernels, kernels_cached
 
     world = mpi_world.join(a.mpi_timeout)  # None unless an MPI launcher started this as one of several ranks
@@ -162,6 +166,8 @@ def cmd_train(a) -> int:
     _check_init(a)
     if a.resume and not out.exists():
         raise ConfigError(f"{out}: no such model to resume")
+    if a.dropout is None and (a.resume or a.init is not None):
+        config = with_saved_dropout(config, a.init if a.init is not None else out)
     if out.exists() and not (a.force or a.resume):
         raise ConfigError(f"{out} already exists; pass --force to replace it or --resume to continue training it")
     corpus = load_corpus(a.corpus)

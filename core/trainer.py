@@ -28,7 +28,7 @@ from cllm.core.errors import CllmError, ConfigError, CorpusError, TokenizerError
 from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, Event, SaveFailedEvent, StepEvent
 from cllm.core.kernels import Dropout
 from cllm.core.model import GPT
-from cllm.core.model_file import load_model, save_model
+from cllm.core.model_file import load_model, read_info, save_model
 from cllm.core.optimizer import adamw_update, reduce_shards
 from cllm.core.passes import LOSS, TRAIN
 from cllm.core.run_state import CorpusRef, ParentRef, RunState
@@ -110,6 +110,12 @@ def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0,
     if on_progress is not None:
         on_progress(len(chunks), len(chunks))
     return float(losses.mean()), int(chunks.shape[0] * ctx)
+
+
+def with_saved_dropout(config: TrainConfig, model_path: Path) -> TrainConfig:
+    """`config` with the dropout rate of the model at `model_path` (`RunState.dropout`):
+    what a resume or a fine-tune keeps unless told otherwise."""
+    return replace(config, dropout=read_info(model_path).run.dropout)
 
 
 def file_sha256(path: Path) -> str:
