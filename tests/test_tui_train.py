@@ -250,6 +250,8 @@ async def test_form_validates_as_you_type(tui_home):
         assert not heads.has_class("-invalid") and not width.has_class("-invalid")
         await fill(pilot, "#lr", "5")
         assert "learning rate must be between 0 and 1" in str(screen.query_one("#form-errors", Static).render())
+        await fill(pilot, "#dropout", "1")
+        assert "dropout must be in [0, 1), got 1.0" in str(screen.query_one("#form-errors", Static).render())
         await fill(pilot, "#corpus", "/no/such/file.txt")
         assert "no such file" in str(screen.query_one("#form-errors", Static).render())
         await press(pilot, "f5")  # refused, with the reasons

@@ -40,6 +40,7 @@ TRAIN_FIELDS = {
     "lr": ("LR", "lr", "float"),
     "eval": ("Eval every", "eval_interval", "int"),
     "threads": ("Threads", "threads", "int"),
+    "dropout": ("Dropout", "dropout", "float"),
 }
 
 
@@ -142,7 +143,7 @@ class TrainForm(VerticalScroll, can_focus=False):
         """Fill the form (the quick start uses this)."""
         mapping = {"corpus": "corpus", "n_layer": "layers", "n_head": "heads", "n_embd": "width",
                    "ctx": "ctx", "batch": "batch", "steps": "steps", "lr": "lr",
-                   "eval_interval": "eval", "threads": "threads"}
+                   "eval_interval": "eval", "threads": "threads", "dropout": "dropout"}
         if "tokenizer" in values:
             self.query_one("#tokenizer", Select).value = values["tokenizer"]
         for key, field_id in mapping.items():
@@ -163,7 +164,7 @@ class TrainForm(VerticalScroll, can_focus=False):
         eval_interval = parse_int(value["eval"])
         train_config = TrainConfig(
             steps=parse_int(value["steps"]), batch=parse_int(value["batch"]), lr=parse_float(value["lr"]),
-            eval_interval=eval_interval, threads=parse_int(value["threads"]),
+            eval_interval=eval_interval, threads=parse_int(value["threads"]), dropout=parse_float(value["dropout"]),
             warmup=min(100, max(parse_int(value["steps"]) // 10, 0)),
         ).validate()
         vocab = parse_int(value["vocab"]) if kind != "char" and value["vocab"] else None
