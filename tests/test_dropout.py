@@ -284,3 +284,36 @@ def test_evaluation_does_not_drop(small_corpus):
     trainer = Trainer.new(small_corpus, dict(n_layer=1, n_head=2, n_embd=16, ctx=16), config)
     trainer.run()
     assert trainer.state.val_history[-1][1] == round(evaluate(trainer.model, trainer.val_tokens, 2, limit=8)[0], 6)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.25])
+def test_pytorch_given_the_same_masks_gives_the_same_loss_and_gradients(attention, p):
+    """benchmarks/torch_gpt.py's GPT (nanoGPT's), in float64, with CLLM's masks from the
+    hook core.dropout.dropout_masks: the loss and every gradient as CLLM's float64 kernels
+    give them, through either attention pair, to CLLM's tanh approximation in GELU (2.5e-7,
+    test_gradients.py): far below what one mask entry misplaced would change. Rows from 5
+    on in the step: the keys count."""
+    torch = pytest.importorskip("torch", reason="needs torch (pip install torch==2.13.0)")
+    from benchmarks.torch_gpt import Masks, cllm_named, from_cllm
+    from cllm.core.dropout import dropout_masks
+    from cllm.core.model import GPT
+    from cllm.core.tokenizer import train_tokenizer
+
+    tok = train_tokenizer("char", "abcdefghijk")
+    config = ModelConfig(vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=16, ctx=12)
+    rng = np.random.default_rng(4)
+    params = init_params(config, seed=2, dtype=np.float64) + rng.normal(0.0, 0.1, Layout.params(config).size)
+    batch = rng.integers(0, config.vocab_size, (3, config.ctx + 1))
+    D = Dropout(p, 1234, 7, 5)
+    loss, grad = loss_and_grad(params, config, batch, n_shards=2, dropout=D)
+    model = GPT(config, tok, params)
+    torch_model = from_cllm(model, dtype=torch.float64).train()
+    masks = Masks.from_numpy(dropout_masks(config, D, len(batch), np.float64), torch.float64)
+    tokens = torch.from_numpy(batch.astype(np.int64))
+    _, torch_loss = torch_model(tokens[:, :-1], tokens[:, 1:], masks=masks)
+    torch_loss.backward()
+    assert float(torch_loss.detach()) == pytest.approx(loss, rel=1e-8)
+    grads = dict(torch_model.named_parameters())
+    worst = {name: float(np.abs(g - grads[name].grad.numpy()).max() / np.abs(grads[name].grad.numpy()).max())
+             for name, g in cllm_named(model, grad).items()}
+    assert max(worst.values()) < 1e-6, worst
