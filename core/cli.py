@@ -17,10 +17,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from cllm.core.config import ModelConfig, TrainConfig
 from cllm.core.errors import CllmError, ConfigError, TokenizerError
 from cllm.core.mpi_world import DEFAULT_TIMEOUT as MPI_TIMEOUT
+from cllm.core.recipes import RECIPES, Recipe
 from cllm.core.stop_signals import flush_or_drop_output, stop_on_signals
 from cllm.core.tokenizer import TRAINABLE_KINDS
 
 DEFAULT_MODEL = Path("models") / "saved_model.cllm"
+CLI_RECIPE = "shakespeare-char-cpu"  # the settings of `cllm train` without --recipe: TrainConfig's defaults
 
 err = Console(stderr=True)
 
@@ -34,14 +36,18 @@ EXIT_CODES = """exit codes:
      rank 0 saved the last finished step) or the ranks' parameters differ"""
 
 
-def _add_train(sub) -> None:
+def _add_train(sub, base: Recipe) -> None:
+    """The train command, its defaults those of `base` (the recipe given, else CLI_RECIPE)."""
     p = sub.add_parser("train", help="train a model on a text file (or the built-in corpus)",
                        description="Train a model. Ctrl-C, SIGTERM or SIGHUP stops at the next step and saves.",
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("corpus", nargs="?", default=None,
                    help="UTF-8 text file, or 'python-docs' (the default: CPython's documentation)")
     p.add_argument("-o", "--output", type=Path, default=DEFAULT_MODEL, help=f"model file (default {DEFAULT_MODEL})")
-    d, t = ModelConfig(vocab_size=2), TrainConfig()
+    p.add_argument("--recipe", choices=list(RECIPES), default=None,
+                   help="named settings, which the flags given beside it override: " +
+                        "; ".join(f"{r.name}: {r.description}" for r in RECIPES.values()))
+    d, t = ModelConfig(vocab_size=2, **base.shape()), base.train_config()
     # The shape flags default to None so that --init can tell whether they were given.
     p.add_argument("--layers", type=int, default=None, help=f"default {d.n_layer}")
     p.add_argument("--heads", type=int, default=None, help=f"default {d.n_head}")
@@ -52,12 +58,13 @@ def _add_train(sub) -> None:
     p.add_argument("--batch", type=int, default=t.batch)
     p.add_argument("--steps", type=int, default=t.steps, help="total steps (with --resume: the total to reach)")
     p.add_argument("--lr", type=float, default=t.lr)
-    p.add_argument("--min-lr", type=float, default=None, help="final learning rate (default lr/10)")
+    p.add_argument("--min-lr", type=float, default=t.min_lr,
+                   help="final learning rate (default " + ("lr/10)" if t.min_lr is None else f"{t.min_lr:g})"))
     p.add_argument("--warmup", type=int, default=t.warmup)
     p.add_argument("--weight-decay", type=float, default=t.weight_decay)
     p.add_argument("--grad-clip", type=float, default=t.grad_clip)
     p.add_argument("--grad-accum", type=int, default=t.grad_accum)
-    p.add_argument("--dropout", type=float, default=None, metavar="P",
+    p.add_argument("--dropout", type=float, default=base.train.get("dropout"), metavar="P",
                    help=f"drop rate on the embeddings, attention and residual branches, 0 <= P < 1 (default "
                         f"{t.dropout:g}; --resume and --init keep the model's own)")
     p.add_argument("--eval-interval", type=int, default=t.eval_interval)
@@ -125,10 +132,11 @@ def _add_import(sub) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(base: Recipe | None = None) -> argparse.ArgumentParser:
+    """The command line; `cllm train`'s defaults are those of `base` (a recipe) if given."""
     parser = argparse.ArgumentParser(prog="cllm", description="Train and sample small GPT models on the CPU.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_train(sub)
+    _add_train(sub, base or RECIPES[CLI_RECIPE])
     _add_generate(sub)
     _add_eval(sub)
     _add_info(sub)
@@ -138,13 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_config(a) -> TrainConfig:
-    return TrainConfig(
+    """The recipe's settings (the flags' defaults are its values) with the flags on top."""
+    return RECIPES[a.recipe or CLI_RECIPE].train_config(
         steps=a.steps, batch=a.batch, lr=a.lr, min_lr=a.min_lr, warmup=a.warmup, weight_decay=a.weight_decay,
         grad_clip=a.grad_clip, grad_accum=a.grad_accum, dropout=_given(a.dropout, TrainConfig.dropout),
         eval_interval=a.eval_interval,
         eval_chunks=a.eval_chunks, checkpoint_interval=a.checkpoint_interval,
         checkpoint_minutes=a.checkpoint_minutes, threads=a.threads, seed=a.seed,
-    ).validate()
+    )
 
 
 
@@ -176,7 +185,7 @@ def cmd_train(a) -> int:
     elif a.init is not None:
         trainer = Trainer.fine_tune(a.init, corpus, config, out_path=out)
     else:
-        d = ModelConfig(vocab_size=2)
+        d = ModelConfig(vocab_size=2, **RECIPES[a.recipe or CLI_RECIPE].shape())
         shape = dict(n_layer=_given(a.layers, d.n_layer), n_head=_given(a.heads, d.n_head),
                      n_embd=_given(a.embd, d.n_embd), ctx=_given(a.ctx, d.ctx))
         trainer = Trainer.new(corpus, shape, config, tokenizer=a.tokenizer or "char", vocab_size=a.vocab_size,
@@ -525,8 +534,16 @@ COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "inf
             "export": cmd_export, "import": cmd_import}
 
 
+def _recipe_given(argv: list[str] | None) -> Recipe | None:
+    """The recipe `--recipe NAME` names, if any (the parser then reports a wrong name)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe")
+    name = pre.parse_known_args(sys.argv[1:] if argv is None else argv)[0].recipe
+    return RECIPES.get(name)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(_recipe_given(argv)).parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except CllmError as exc:
