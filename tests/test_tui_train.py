@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from textual.widgets import Button, Input, ProgressBar, Static
+from textual.widgets import Button, Input, ProgressBar, Select, Static
 
 from tests.tui_helpers import (
     start_new_run,
@@ -18,6 +18,7 @@ from tests.tui_helpers import (
     make_model_file,
     model_step,
     press,
+    settle,
     short,
     wait_for,
     wait_screen,
@@ -294,3 +295,24 @@ async def test_quit_while_training_asks_then_stops_and_saves(tui_home):
     path = tui_home["models"] / "bye.cllm"
     assert path.exists() and model_step(path) == engine.trainers[0].step
     assert math.isfinite(float(app.training.loss_values[-1]))
+
+
+async def test_a_recipe_fills_the_form_and_typed_fields_override_it(tui_home):
+    app = make_app(tui_home)
+    async with app.run_test() as pilot:
+        await goto(pilot, "train")
+        screen = app.screen
+        recipe = screen.query_one("#recipe", Select)
+        await settle(pilot)
+        recipe.focus()
+        await wait_for(pilot, lambda: recipe.has_focus, what="focus on the recipe")
+        await press(pilot, "enter", "down", "down", "enter")  # none, shakespeare-char-cpu, shakespeare-char
+        await wait_for(pilot, lambda: recipe.value == "shakespeare-char", what="the recipe chosen")
+        values = {i: screen.query_one(f"#{i}", Input).value for i in ("layers", "heads", "width", "ctx", "batch",
+                                                                      "steps", "lr", "dropout")}
+        assert values == {"layers": "6", "heads": "6", "width": "384", "ctx": "256", "batch": "64",
+                          "steps": "5000", "lr": "0.001", "dropout": "0.2"}
+        await fill(pilot, "#batch", "8")
+        config = screen.form.plan().train_config
+        assert (config.batch, config.dropout, config.final_lr, config.warmup, config.steps) == (8, 0.2, 1e-4, 100,
+                                                                                               5000)
