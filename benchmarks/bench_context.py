@@ -9,7 +9,7 @@ tokens), so that 2 threads have a sequence each (CLLM runs one sequence per shar
 
 - Training (the sweep): every run is a fresh child process, the implementations
   alternating and their order flipping each repeat, for --threads-list (default 1,all).
-  A CLLM child runs `core.warmup.compile_kernels()`, builds a `Trainer` (n shards, one
+  A CLLM child runs `core.precompile.compile_kernels()`, builds a `Trainer` (n shards, one
   thread each, BLAS on one thread) and times --steps calls of `train_step()` after
   --warmup-steps; a PyTorch child is bench_train.py's (`torch.set_num_threads(n)`, eager,
   `scaled_dot_product_attention`). tokens/s = steps x batch x ctx / seconds. `cllm` uses
@@ -145,7 +145,7 @@ def child_cllm(spec: dict) -> dict:
     from cllm.core.corpus import load_corpus
     from cllm.core.threads import single_threaded_blas
     from cllm.core.trainer import Trainer
-    from cllm.core.warmup import compile_kernels
+    from cllm.core.precompile import compile_kernels
 
     cfg, n = spec["config"], spec["threads"]
     compile_kernels()
@@ -221,7 +221,7 @@ def child_prefill(spec: dict) -> dict:
     from cllm.core.sampler import Decoder
     from cllm.core.threads import single_threaded_blas
     from cllm.core.tokenizer import train_tokenizer
-    from cllm.core.warmup import compile_kernels
+    from cllm.core.precompile import compile_kernels
 
     compile_kernels()
     text = load_text(spec["corpus"])

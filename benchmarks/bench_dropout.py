@@ -47,7 +47,7 @@ def child_cost(spec: dict) -> dict:
     from cllm.core.corpus import load_corpus
     from cllm.core.threads import single_threaded_blas
     from cllm.core.trainer import Trainer
-    from cllm.core.warmup import compile_kernels
+    from cllm.core.precompile import compile_kernels
 
     compile_kernels()
     cfg = spec["config"]
@@ -72,7 +72,7 @@ def child_recipe(spec: dict) -> dict:
     from cllm.core.recipes import recipe
     from cllm.core.threads import single_threaded_blas
     from cllm.core.trainer import Trainer
-    from cllm.core.warmup import compile_kernels
+    from cllm.core.precompile import compile_kernels
 
     compile_kernels()
     r = recipe("shakespeare-char")
@@ -84,8 +84,9 @@ def child_recipe(spec: dict) -> dict:
         for _ in range(spec["steps"]):
             trainer.train_step()
         seconds = time.perf_counter() - t0
-    return {"step_s": seconds / spec["steps"], "tokens_per_s": spec["steps"] * config.batch * r.shape()["ctx"] / seconds,
-            "params": trainer.model.n_params, "shards": trainer.n_threads}
+    tokens = spec["steps"] * config.batch * r.shape()["ctx"]
+    return {"step_s": seconds / spec["steps"], "tokens_per_s": tokens / seconds, "params": trainer.model.n_params,
+            "shards": trainer.n_threads}
 
 
 def quality_text(spec: dict) -> str:
@@ -98,7 +99,7 @@ def child_quality_cllm(spec: dict) -> dict:
     from cllm.core.config import TrainConfig
     from cllm.core.corpus import Corpus
     from cllm.core.trainer import Trainer
-    from cllm.core.warmup import compile_kernels
+    from cllm.core.precompile import compile_kernels
 
     compile_kernels()
     text = quality_text(spec)

@@ -68,7 +68,7 @@ def child_cllm(spec: dict) -> dict:
     from threadpoolctl import threadpool_limits
 
     from cllm.core.sampler import SampleConfig, generate
-    from cllm.core.warmup import compile_kernels
+    from cllm.core.precompile import compile_kernels
 
     n = spec["threads"]
     compile_kernels()

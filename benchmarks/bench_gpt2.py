@@ -142,7 +142,7 @@ def child_gen_cllm(spec: dict) -> dict:
     os.environ["NUMBA_NUM_THREADS"] = str(spec["threads"])  # CLLM's thread cap, read before numba loads
     from cllm.core.model_file import load_model
     from cllm.core.sampler import SampleConfig, generate
-    from cllm.core.warmup import compile_kernels
+    from cllm.core.precompile import compile_kernels
 
     compile_kernels()
     model = load_model(spec["model"]).model
@@ -232,7 +232,7 @@ def child_train_cllm(spec: dict) -> dict:
     from cllm.core.corpus import load_corpus
     from cllm.core.threads import single_threaded_blas
     from cllm.core.trainer import Trainer
-    from cllm.core.warmup import compile_kernels
+    from cllm.core.precompile import compile_kernels
 
     compile_kernels()
     config = TrainConfig(steps=10**6, batch=spec["batch"], threads=spec["threads"], eval_interval=0, lr=1e-4,

@@ -68,7 +68,7 @@ def _timed_steps(trainer, spec: dict, sync=lambda: None) -> tuple[float, float]:
 
 def child_alone(spec: dict) -> dict:
     from cllm.core.trainer import Trainer
-    from cllm.core.warmup import compile_kernels
+    from cllm.core.precompile import compile_kernels
 
     compile_kernels()
     trainer = _trainer(spec, Trainer)
@@ -81,7 +81,7 @@ def child_ranks(spec: dict) -> dict | None:
     import numpy as np
 
     from cllm.core import distributed, mpi_world
-    from cllm.core.warmup import compile_kernels
+    from cllm.core.precompile import compile_kernels
 
     world = mpi_world.join()
     compile_kernels()

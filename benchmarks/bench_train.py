@@ -3,7 +3,7 @@
 Every measurement is a fresh child process (thread settings and numba's caches start
 clean). The runs alternate CLLM and PyTorch (the order flips each repeat), so a load
 change on the machine hits both alike. A child builds the model, warms up (CLLM:
-core.warmup.compile_kernels() and a few steps; torch: a few steps), times --steps steps
+core.precompile.compile_kernels() and a few steps; torch: a few steps), times --steps steps
 and reports tokens/s = steps x batch x ctx / seconds.
 
 FLOPs per token = 6 x non-embedding parameters + 12 x layers x ctx x width (nanoGPT's
@@ -42,7 +42,7 @@ def child_cllm(spec: dict) -> dict:
     from cllm.core.corpus import load_corpus
     from cllm.core.threads import single_threaded_blas
     from cllm.core.trainer import Trainer
-    from cllm.core.warmup import compile_kernels
+    from cllm.core.precompile import compile_kernels
 
     cfg, n = spec["config"], spec["threads"]
     t0 = time.perf_counter()

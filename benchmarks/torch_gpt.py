@@ -169,7 +169,7 @@ class TorchGPT(nn.Module):
 # -- training -------------------------------------------------------------------------
 
 def lr_at(step: int, steps: int, lr: float, min_lr: float, warmup: int) -> float:
-    """CLLM's core.trainer.lr_at (nanoGPT's schedule)."""
+    """CLLM's core.config.lr_at (nanoGPT's schedule)."""
     if step < warmup:
         return lr * (step + 1) / (warmup + 1)
     if step >= steps:
@@ -332,7 +332,7 @@ def check(args) -> bool:
     from cllm.core.sampler import Decoder
     from cllm.core.tokenizer import train_tokenizer
     from cllm.core.trainer import ADAM_EPS
-    from cllm.core.trainer import lr_at as cllm_lr_at
+    from cllm.core.config import lr_at as cllm_lr_at
 
     torch.manual_seed(0)
     corpus = Path(args.corpus)

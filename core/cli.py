@@ -8,13 +8,14 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
+from dataclasses import fields
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cllm.core.config import ModelConfig, TrainConfig
+from cllm.core.config import ModelConfig, SampleConfig, TrainConfig
 from cllm.core.errors import CllmError, ConfigError, TokenizerError
 from cllm.core.mpi_world import DEFAULT_TIMEOUT as MPI_TIMEOUT
 from cllm.core.recipes import RECIPES, Recipe
@@ -60,7 +61,9 @@ def _add_train(sub, base: Recipe) -> None:
     p.add_argument("--lr", type=float, default=t.lr)
     p.add_argument("--min-lr", type=float, default=t.min_lr,
                    help="final learning rate (default " + ("lr/10)" if t.min_lr is None else f"{t.min_lr:g})"))
-    p.add_argument("--warmup", type=int, default=t.warmup)
+    p.add_argument("--warmup", type=int, default=t.warmup,
+                   help="learning-rate warm-up steps (default: " +
+                        ("a tenth of --steps, at most 100)" if t.warmup is None else f"{t.warmup})"))
     p.add_argument("--weight-decay", type=float, default=t.weight_decay)
     p.add_argument("--grad-clip", type=float, default=t.grad_clip)
     p.add_argument("--grad-accum", type=int, default=t.grad_accum)
@@ -70,7 +73,7 @@ def _add_train(sub, base: Recipe) -> None:
     p.add_argument("--eval-interval", type=int, default=t.eval_interval)
     p.add_argument("--eval-chunks", type=int, default=t.eval_chunks, help="0: every held-out chunk")
     p.add_argument("--checkpoint-interval", type=int, default=t.checkpoint_interval,
-                   help="save every N steps (0: only at the end)")
+                   help="save every N steps (default: with each evaluation; 0: only at the end)")
     p.add_argument("--checkpoint-minutes", type=float, default=t.checkpoint_minutes,
                    help=f"also save when this many minutes passed since the last save (default "
                         f"{t.checkpoint_minutes:g}; 0: never), so even kill -9 loses at most that much")
@@ -91,12 +94,13 @@ def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="stream text from a model")
     p.add_argument("model", type=Path)
     p.add_argument("--prompt", default="")
-    p.add_argument("--max-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--stop", default=None, help="end generation before this text")
+    s = SampleConfig()
+    p.add_argument("--max-tokens", type=int, default=s.max_tokens)
+    p.add_argument("--temperature", type=float, default=s.temperature, help="0: always the most likely token")
+    p.add_argument("--top-k", type=int, default=s.top_k, help="0: no limit")
+    p.add_argument("--top-p", type=float, default=s.top_p, help="1: no nucleus cut")
+    p.add_argument("--seed", type=int, default=s.seed)
+    p.add_argument("--stop", default=s.stop, help="end generation before this text")
     p.add_argument("--json", action="store_true")
 
 
@@ -162,9 +166,10 @@ def _train_config(a) -> TrainConfig:
 def cmd_train(a) -> int:
     from cllm.core import mpi_world
     from cllm.core.corpus import load_corpus
-    from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, SaveFailedEvent, StepEvent
+    from cllm.core.events import CheckpointEvent, DoneEvent, EndReason, EvalEvent, SaveFailedEvent, StepEvent
+    from cllm.core.outcome import describe_end
+    from cllm.core.precompile import compile_kernels, kernels_cached
     from cllm.core.trainer import Trainer, with_saved_dropout
-    from cllm.core.warmup import compile_kernels, kernels_cached
 
     world = mpi_world.join(a.mpi_timeout)  # None unless an MPI launcher started this as one of several ranks
     if world is not None:
@@ -261,15 +266,10 @@ def cmd_train(a) -> int:
         summary.update(ranks=world.size, threads_per_rank=rank_threads)
     if a.json and speaks:
         _say(json.dumps(summary), out=True)
-    if (speaks and not a.json) or done.reason == "lost":  # each rank tells why it lost the others
-        _say(escape(done.message))
-    if done.reason == "nan":
-        return 1
-    if done.reason in ("lost", "diverged"):
-        return 5
-    if any(e.final for e in failed):
-        return 3 if done.saved_to else 4
-    return 0
+    outcome = describe_end(done, trainer.state.best_val_loss)
+    if (speaks and not a.json) or done.reason is EndReason.LOST:  # each rank tells why it lost the others
+        _say(escape(outcome.notice))
+    return outcome.exit_code
 
 
 def _say(text: str, *, out: bool = False) -> None:
@@ -357,11 +357,10 @@ def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None
 
 def cmd_generate(a) -> int:
     from cllm.core.model_file import load_model
-    from cllm.core.sampler import SampleConfig, generate
+    from cllm.core.sampler import generate
 
     loaded = load_model(a.model)
-    config = SampleConfig(max_tokens=a.max_tokens, temperature=a.temperature, top_k=a.top_k, top_p=a.top_p,
-                          seed=a.seed, stop=a.stop).validate()
+    config = SampleConfig(**{f.name: getattr(a, f.name) for f in fields(SampleConfig)}).validate()  # a flag each
     started = time.perf_counter()
     pieces, first = [], None
     for piece in generate(loaded.model, a.prompt, config):

@@ -1,7 +1,10 @@
-"""Model and training hyper-parameters, with checks that explain what is wrong."""
+"""Model and training hyper-parameters, with checks that explain what is wrong, and the
+rules of a run that every front end takes from here: the learning-rate schedule with its
+warm-up, and how often a run saves."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 
@@ -54,6 +57,28 @@ class ModelConfig:
             raise ConfigError(f"model config has a value that is not an integer: {exc}") from None
 
 
+WARMUP_SHARE = 10  # the default warm-up is a tenth of the run...
+WARMUP_CAP = 100  # ...and at most nanoGPT's 100 steps
+
+
+def default_warmup(steps: int) -> int:
+    """The learning-rate warm-up of a run of `steps` steps when none is asked for: a tenth
+    of the run, at most 100 steps (nanoGPT's). A short run then still reaches its learning
+    rate (50 steps warm up for 5), a long one warms up as nanoGPT does."""
+    return max(0, min(WARMUP_CAP, steps // WARMUP_SHARE))
+
+
+def lr_at(step: int, config: "TrainConfig") -> float:
+    """nanoGPT's schedule: linear warm-up, then cosine decay to the final lr at the last step."""
+    warmup = config.warmup_steps
+    if step < warmup:
+        return config.lr * (step + 1) / (warmup + 1)
+    if step >= config.steps:
+        return config.final_lr
+    ratio = (step - warmup) / max(1, config.steps - warmup)
+    return config.final_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (config.lr - config.final_lr)
+
+
 def default_threads() -> int:
     """All cores this process may use."""
     try:
@@ -70,7 +95,7 @@ class TrainConfig:
     batch: int = 12
     lr: float = 1e-3
     min_lr: float | None = None  # None: lr / 10
-    warmup: int = 100
+    warmup: int | None = None  # learning-rate warm-up steps; None: `default_warmup(steps)`
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
@@ -79,7 +104,7 @@ class TrainConfig:
     dropout: float = 0.0  # GPT-2's three rates (embeddings, attention, residual branches) in one, as nanoGPT's
     eval_interval: int = 250
     eval_chunks: int = 0  # 0: every held-out chunk; n: the first n (faster evaluation)
-    checkpoint_interval: int = 0  # steps; 0: only at the end (and on stop)
+    checkpoint_interval: int | None = None  # steps; None: with the evaluations; 0: only at the end (and on stop)
     checkpoint_minutes: float = 10.0  # also save when this long has passed since the last save; 0: never
     threads: int = 0  # 0: all cores
     seed: int = 1337
@@ -87,6 +112,17 @@ class TrainConfig:
     @property
     def final_lr(self) -> float:
         return self.lr / 10 if self.min_lr is None else self.min_lr
+
+    @property
+    def warmup_steps(self) -> int:
+        """The warm-up this run has: the one asked for, else the rule of its length."""
+        return default_warmup(self.steps) if self.warmup is None else self.warmup
+
+    @property
+    def checkpoint_every(self) -> int:
+        """Steps between checkpoints (0: none but the last). By default checkpoints come
+        with the evaluations, so every saved file has a validation loss of its weights."""
+        return self.eval_interval if self.checkpoint_interval is None else self.checkpoint_interval
 
     @property
     def n_threads(self) -> int:
@@ -97,7 +133,9 @@ class TrainConfig:
         _require(1 <= self.batch <= 65536, f"batch must be between 1 and 65536, got {self.batch}")
         _require(0 < self.lr < 1, f"learning rate must be between 0 and 1, got {self.lr}")
         _require(0 <= self.final_lr <= self.lr, f"minimum learning rate must be between 0 and lr, got {self.final_lr}")
-        _require(self.warmup >= 0, f"warm-up steps cannot be negative, got {self.warmup}")
+        _require(self.warmup_steps >= 0, f"warm-up steps cannot be negative, got {self.warmup_steps}")
+        _require(self.warmup_steps < self.steps or self.warmup_steps == 0,
+                 f"warm-up ({self.warmup_steps} steps) must be shorter than the run ({self.steps} steps)")
         _require(0 <= self.weight_decay < 1, f"weight decay must be in [0, 1), got {self.weight_decay}")
         _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "Adam betas must be in [0, 1)")
         _require(self.grad_clip >= 0, f"gradient clip cannot be negative, got {self.grad_clip}")
@@ -105,7 +143,7 @@ class TrainConfig:
         _require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         _require(self.eval_interval >= 0, f"eval interval cannot be negative, got {self.eval_interval}")
         _require(self.eval_chunks >= 0, f"eval chunks cannot be negative, got {self.eval_chunks}")
-        _require(self.checkpoint_interval >= 0, "checkpoint interval cannot be negative")
+        _require(self.checkpoint_every >= 0, f"checkpoint interval cannot be negative, got {self.checkpoint_every}")
         _require(self.checkpoint_minutes >= 0, f"checkpoint minutes cannot be negative, got {self.checkpoint_minutes}")
         _require(0 <= self.threads <= 1024, f"threads must be between 0 (all) and 1024, got {self.threads}")
         return self
@@ -117,3 +155,23 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How to sample. `validate` holds the limits every front end shows."""
+
+    max_tokens: int = 200
+    temperature: float = 1.0  # 0: always the most likely token
+    top_k: int = 0  # 0: no limit
+    top_p: float = 1.0  # 1: no nucleus cut
+    seed: int | None = None  # None: a different draw each time
+    stop: str | None = None  # generation ends before this text
+
+    def validate(self) -> "SampleConfig":
+        _require(self.max_tokens >= 0, f"max tokens cannot be negative, got {self.max_tokens}")
+        _require(0 <= self.temperature <= 100, f"temperature must be between 0 and 100, got {self.temperature}")
+        _require(self.top_k >= 0, f"top-k cannot be negative, got {self.top_k}")
+        _require(0 < self.top_p <= 1, f"top-p must be in (0, 1], got {self.top_p}")
+        _require(self.seed is None or 0 <= self.seed < 2**64, f"seed must be between 0 and 2**64 - 1, got {self.seed}")
+        return self

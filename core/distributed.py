@@ -35,7 +35,8 @@ import numpy as np
 from cllm.core.config import TrainConfig
 from cllm.core.corpus import Corpus
 from cllm.core.errors import CllmError, ConfigError
-from cllm.core.events import DoneEvent, Event
+from cllm.core.checkpoint import save_at_end
+from cllm.core.events import DoneEvent, EndReason, Event, SaveReason
 from cllm.core.model import GPT
 from cllm.core.mpi_world import PeerLost, World, current
 from cllm.core.optimizer import reduce_shards
@@ -43,7 +44,7 @@ from cllm.core.run_state import RunState
 from cllm.core.trainer import Trainer
 from cllm.core.workspace import shard_bounds
 
-CHECKPOINT_REASONS = (None, "interval", "time")
+CHECKPOINT_REASONS = (None, *SaveReason)  # what rank 0 broadcasts, by index
 
 
 class StartFailed(CllmError):
@@ -193,7 +194,7 @@ class DistributedTrainer(Trainer):
             return super().save(path)
         return Path(path or self.out_path)  # the others write nothing
 
-    def _checkpoint_due(self, step: int) -> str | None:
+    def _checkpoint_due(self, step: int) -> SaveReason | None:
         if not self.config.checkpoint_minutes:
             return super()._checkpoint_due(step)  # by steps only: the same on every rank
         mine = super()._checkpoint_due(step) if self.world.is_root else None
@@ -234,18 +235,15 @@ class DistributedTrainer(Trainer):
             self.world.completed = True
             return done
         except PeerLost as exc:
-            saved_to, where = None, "rank 0 saves the run"
-            if self.world.is_root and self.out_path:
-                if self.state.step > first_step or not self.out_path.exists():
-                    saved_to, where = self._final_save(emit)
-                else:
-                    saved_to, where = self.out_path, f"{self.out_path} is unchanged"
+            end = save_at_end(self, emit, first_step) if self.world.is_root else None
             self.world.part(str(exc))  # rank 0 after its save: its exit ends the job
-            done = DoneEvent(self.state.step, "lost", f"{exc}; stopped at step {self.state.step}, {where}", saved_to)
+            where = end.words if end is not None and end.words else "rank 0 saves the run"
+            done = DoneEvent(self.state.step, EndReason.LOST, f"{exc}; stopped at step {self.state.step}, {where}",
+                             end.saved_to if end else None, end.failed if end else False)
         except RanksDiverged as exc:
             self.world.completed = True  # every rank compared the same checksums
             kept = self.out_path if self.out_path and self.out_path.exists() else None
-            done = DoneEvent(self.state.step, "diverged", f"{exc}; training stopped and the last checkpoint was kept",
+            done = DoneEvent(self.state.step, EndReason.DIVERGED, f"{exc}; training stopped and the last checkpoint was kept",
                              kept)
         emit(done)
         return done

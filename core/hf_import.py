@@ -10,7 +10,6 @@ what is accepted.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import struct
@@ -22,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from cllm.core.checkpoint import file_sha256
 from cllm.core.config import ModelConfig
 from cllm.core.errors import ConfigError, HuggingFaceFolderError
 from cllm.core.hf_tokenizer import load_tokenizer, tokenizer_files, tokenizer_kind
@@ -357,14 +357,6 @@ def _read_into(view: np.ndarray, entry: TensorEntry, f) -> None:
         view[...] = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32).reshape(view.shape)
 
 
-def _sha256(file: Path) -> str:
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        while chunk := f.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_hf_folder(path: str | Path, progress: Progress | None = None) -> LoadedHfModel:
     """The folder's model in memory. Raises HuggingFaceFolderError with the first problem
     `inspect_hf_folder` finds, or one found while reading. `progress(done, total)` is
@@ -404,7 +396,7 @@ def load_hf_folder(path: str | Path, progress: Progress | None = None) -> Loaded
                                                          "(NaN or infinity)"))
     imported = {
         "format": "hugging-face-gpt2", "folder": str(info.path.resolve()),
-        "files": {name: _sha256(info.path / name) for name in info.weight_files},
+        "files": {name: file_sha256(info.path / name) for name in info.weight_files},
         "tokenizer_files": info.tokenizer_files, "dtype": info.dtype,
         "dropout": read_dropout(info.path / CONFIG_FILE, info.hf_config)[0],
     }

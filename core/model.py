@@ -60,9 +60,5 @@ class GPT:
     def n_params(self) -> int:
         return self.layout.size
 
-    @property
-    def n_params_non_embedding(self) -> int:
-        return self.layout.size - math.prod(self.layout.shapes["wte"]) - math.prod(self.layout.shapes["wpe"])
-
     def tensors(self) -> dict[str, np.ndarray]:
         return self.layout.named_views(self.params)

@@ -10,7 +10,7 @@ parallel kernel of core/workspace.py calls the shard pass so), and they call att
 forward and backward so in turn: each is compiled once, for one explicit signature per
 float type, and called through its address, so no caller links the largest functions of
 the model into itself and optimises them all again. On a cold start they compile side by
-side in two processes (core/warmup.py), and what calls them compiles in about a second.
+side in two processes (core/precompile.py), and what calls them compiles in about a second.
 """
 
 from __future__ import annotations

@@ -3,38 +3,17 @@ new token costs one position's worth of work, not a re-run of the whole context.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
 
-from cllm.core.errors import ConfigError, TokenizerError
+from cllm.core.config import SampleConfig
+from cllm.core.errors import TokenizerError
 from cllm.core.model import GPT
 from cllm.core.passes import DecodeBuffers, decode_step
 from cllm.core.text_stream import TextStream
 from cllm.core.threads import single_threaded_blas, threaded_blas
 from cllm.core.workspace import Workspace, forward_logits
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    max_tokens: int = 200
-    temperature: float = 1.0  # 0: always the most likely token
-    top_k: int = 0  # 0: no limit
-    top_p: float = 1.0  # 1: no nucleus cut
-    seed: int | None = None
-    stop: str | None = None  # generation ends before this text
-
-    def validate(self) -> "SampleConfig":
-        if self.max_tokens < 0:
-            raise ConfigError(f"max tokens cannot be negative, got {self.max_tokens}")
-        if not 0 <= self.temperature <= 100:
-            raise ConfigError(f"temperature must be between 0 and 100, got {self.temperature}")
-        if self.top_k < 0:
-            raise ConfigError(f"top-k cannot be negative, got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top-p must be in (0, 1], got {self.top_p}")
-        return self
 
 
 class Decoder:

@@ -9,23 +9,20 @@ one progress bar per core.
 
 from __future__ import annotations
 
-import hashlib
 import math
-import tempfile
 import threading
 import time
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import platformdirs
 
-from cllm.core.config import ModelConfig, TrainConfig
+from cllm.core.config import ModelConfig, TrainConfig, lr_at
 from cllm.core.corpus import Corpus
-from cllm.core.errors import CllmError, ConfigError, CorpusError, TokenizerError
-from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, Event, SaveFailedEvent, StepEvent
+from cllm.core.checkpoint import checkpoint_due, file_sha256, save_at_end, save_checkpoint
+from cllm.core.errors import ConfigError, CorpusError, TokenizerError
+from cllm.core.events import DoneEvent, EndReason, EvalEvent, Event, SaveReason, StepEvent
 from cllm.core.kernels import Dropout
 from cllm.core.model import GPT
 from cllm.core.model_file import load_model, read_info, save_model
@@ -37,16 +34,6 @@ from cllm.core.tokenizer import coverage_problem, train_tokenizer
 from cllm.core.workspace import Workspace
 
 ADAM_EPS = 1e-8
-
-
-def lr_at(step: int, config: TrainConfig) -> float:
-    """nanoGPT's schedule: linear warm-up, then cosine decay to the final lr at the last step."""
-    if step < config.warmup:
-        return config.lr * (step + 1) / (config.warmup + 1)
-    if step >= config.steps:
-        return config.final_lr
-    ratio = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.final_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (config.lr - config.final_lr)
 
 
 def split_tokens(tokens: np.ndarray, ctx: int, corpus_name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -68,15 +55,6 @@ def eval_chunks(val: np.ndarray, ctx: int, limit: int = 0) -> np.ndarray:
     if limit:
         n = min(n, limit)
     return np.ascontiguousarray(val[: n * (ctx + 1)].reshape(n, ctx + 1), dtype=np.int32)
-
-
-def fallback_paths(path: Path) -> list[Path]:
-    """Where a run's state goes when its model file cannot be written, in order: beside it
-    under a new name (enough when the target is a folder), then the user's data folder and
-    the temporary folder (another disk, perhaps, when this one is full or read-only)."""
-    name = f"{path.stem}.unsaved-{datetime.now().strftime('%Y%m%d-%H%M%S')}{path.suffix or '.cllm'}"
-    return [path.with_name(name), Path(platformdirs.user_data_dir("cllm", appauthor=False)) / "unsaved" / name,
-            Path(tempfile.gettempdir()) / "cllm-unsaved" / name]
 
 
 def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0,
@@ -116,11 +94,6 @@ def with_saved_dropout(config: TrainConfig, model_path: Path) -> TrainConfig:
     """`config` with the dropout rate of the model at `model_path` (`RunState.dropout`):
     what a resume or a fine-tune keeps unless told otherwise."""
     return replace(config, dropout=read_info(model_path).run.dropout)
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class Trainer:
@@ -334,41 +307,8 @@ class Trainer:
         self._last_save = time.monotonic()
         return target
 
-    def _checkpoint(self, emit: Callable[[Event], None], reason: str) -> None:
-        """A save during the run; a failure is reported and training goes on."""
-        try:
-            emit(CheckpointEvent(self.state.step, self.save(), reason))
-        except CllmError as exc:
-            self._last_save = time.monotonic()  # try again at the next checkpoint, not at every step
-            emit(SaveFailedEvent(self.state.step, self.out_path, str(exc), final=False))
-
-    def _checkpoint_due(self, step: int) -> str | None:
-        cfg = self.config
-        if cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0:
-            return "interval"
-        if cfg.checkpoint_minutes and time.monotonic() - self._last_save >= 60 * cfg.checkpoint_minutes:
-            return "time"
-        return None
-
-    def _final_save(self, emit: Callable[[Event], None]) -> tuple[Path | None, str]:
-        """The end-of-run save, falling back to `fallback_paths` if the model file cannot
-        be written. Returns where the state went (None: nowhere) and what to tell."""
-        try:
-            path = self.save()
-        except CllmError as exc:
-            emit(SaveFailedEvent(self.state.step, self.out_path, str(exc), final=True))
-            failures = [str(exc)]
-            for candidate in fallback_paths(self.out_path):
-                try:
-                    path = self.save(candidate)
-                except CllmError as again:
-                    failures.append(str(again))
-                    continue
-                emit(CheckpointEvent(self.state.step, path, "final"))
-                return path, f"{exc}; the run was saved to {path} instead"
-            return None, "could not save the run anywhere: " + "; ".join(failures)
-        emit(CheckpointEvent(self.state.step, path, "final"))
-        return path, f"saved to {path}"
+    def _checkpoint_due(self, step: int) -> SaveReason | None:
+        return checkpoint_due(self.config, step, time.monotonic() - self._last_save)
 
     def run(self, on_event: Callable[[Event], None] | None = None) -> DoneEvent:
         """Trains until `config.steps`, a stop request, or a non-finite loss."""
@@ -392,7 +332,7 @@ class Trainer:
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     message = (f"loss became {loss} (gradient norm {norm}) at step {self.state.step + 1}; "
                                "training stopped and the last checkpoint was kept")
-                    done = DoneEvent(self.state.step, "nan", message,
+                    done = DoneEvent(self.state.step, EndReason.NAN, message,
                                      self.out_path if self.out_path and self.out_path.exists() else None)
                     emit(done)
                     return done
@@ -405,18 +345,16 @@ class Trainer:
                     val = self.evaluate()
                     if val is not None:
                         emit(EvalEvent(step, val, self.state.best_val_loss))
-                reason = self._checkpoint_due(step) if self.out_path and step < cfg.steps else None
-                if reason:
-                    self._checkpoint(emit, reason)
+                due = self._checkpoint_due(step) if self.out_path else None
+                if due:
+                    save_checkpoint(self, emit, due)
+                    self._last_save = time.monotonic()  # after a failure too: the next checkpoint tries again
         stopped = self.state.step < cfg.steps
-        reason = "stopped" if stopped else "finished"
+        reason = EndReason.STOPPED if stopped else EndReason.FINISHED
         how = f" ({self.stop_reason})" if stopped and self.stop_reason else ""
-        saved_to, where = None, ""
-        if self.out_path and (self.state.step > first_step or not self.out_path.exists()):
-            saved_to, where = self._final_save(emit)
-        elif self.out_path:
-            saved_to, where = self.out_path, f"{self.out_path} is unchanged"
-        done = DoneEvent(self.state.step, reason, f"{reason}{how} at step {self.state.step}" + (f", {where}" if where else ""),
-                         saved_to)
+        end = save_at_end(self, emit, first_step)
+        done = DoneEvent(self.state.step, reason,
+                         f"{reason}{how} at step {self.state.step}" + (f", {end.words}" if end.words else ""),
+                         end.saved_to, end.failed)
         emit(done)
         return done

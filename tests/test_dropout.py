@@ -21,7 +21,7 @@ from cllm.core.model import init_params
 from cllm.core.passes import FORWARD, LOSS, TRAIN
 from cllm.core.threads import single_threaded_blas
 from cllm.core.trainer import Trainer
-from cllm.core.warmup import compile_kernels
+from cllm.core.precompile import compile_kernels
 from cllm.core.workspace import Workspace, loss_and_grad
 from tests.helpers import use_tiled_attention
 from tests.test_attention import C, NH, attention_inputs, worst_relative_errors

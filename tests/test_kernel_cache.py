@@ -26,14 +26,14 @@ def test_stale_cache_is_dropped_when_a_dependency_changes(tmp_path):
     assert not cached.exists()
 
 
-def test_warm_up_children_compile_both_passes_into_the_cache(tmp_path, monkeypatch):
+def test_precompile_children_compile_both_passes_into_the_cache(tmp_path, monkeypatch):
     """The cold-start split: each child process leaves its part in numba's cache, where
     this process then loads it instead of compiling it."""
-    from cllm.core import warmup
+    from cllm.core import precompile
 
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(warmup, "default_threads", lambda: 2)
-    children = warmup.start_part_children()
+    monkeypatch.setattr(precompile, "default_threads", lambda: 2)
+    children = precompile.start_part_children()
     assert [child.wait(timeout=300) for child in children] == [0, 0]
     for name in ("passes.gpt_forward", "passes.gpt_backward", "passes.shard_pass", "passes.decode_step",
                  "optimizer.adamw_chunks"):

@@ -42,7 +42,7 @@ def mpi_missing() -> str | None:
 
 needs_mpi = pytest.mark.skipif(mpi_missing() is not None, reason=str(mpi_missing()))
 
-SHAPE = ["--layers", "2", "--heads", "2", "--embd", "16", "--ctx", "16", "--batch", "6", "--warmup", "2",
+SHAPE = ["--layers", "2", "--heads", "2", "--embd", "16", "--ctx", "16", "--batch", "6",
          "--checkpoint-minutes", "0"]
 TIMEOUT = 180  # seconds for any one launch; none should take a tenth of it
 RANK = "${PMI_RANK:-${OMPI_COMM_WORLD_RANK:-0}}"  # as the launchers tell it (core/mpi_world.py)
@@ -52,7 +52,7 @@ RANK = "${PMI_RANK:-${OMPI_COMM_WORLD_RANK:-0}}"  # as the launchers tell it (co
 def corpus(tmp_path_factory, small_text) -> Path:
     """The corpus, with the kernels compiled into numba's cache first: ranks then load them
     instead of compiling side by side."""
-    from cllm.core.warmup import compile_kernels
+    from cllm.core.precompile import compile_kernels
 
     compile_kernels()
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"

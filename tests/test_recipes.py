@@ -16,7 +16,7 @@ def test_the_gpu_recipe_is_nanogpts_train_shakespeare_char():
     gpu = recipe("shakespeare-char")
     assert gpu.shape() == {"n_layer": 6, "n_head": 6, "n_embd": 384, "ctx": 256}
     config = gpu.train_config()
-    assert (config.batch, config.steps, config.lr, config.final_lr, config.warmup, config.beta2, config.dropout,
+    assert (config.batch, config.steps, config.lr, config.final_lr, config.warmup_steps, config.beta2, config.dropout,
             config.eval_interval, config.grad_accum) == (64, 5000, 1e-3, 1e-4, 100, 0.99, 0.2, 250, 1)
 
 
@@ -48,7 +48,7 @@ def test_the_command_line_lists_the_recipes_and_runs_one_with_flags_on_top(tmp_p
     info = read_info(model)
     assert (info.config.n_layer, info.config.n_head, info.config.n_embd, info.config.ctx) == (1, 6, 12, 16)
     saved = TrainConfig.from_dict(info.run.train_config)
-    assert (saved.batch, saved.steps, saved.dropout, saved.min_lr, saved.warmup) == (2, 1, 0.2, 1e-4, 100)
+    assert (saved.batch, saved.steps, saved.dropout, saved.min_lr, saved.beta2) == (2, 1, 0.2, 1e-4, 0.99)
     with pytest.raises(SystemExit):
         main(["train", str(corpus), "--recipe", "nano"])
     assert "invalid choice: 'nano'" in capsys.readouterr().err

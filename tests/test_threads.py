@@ -14,7 +14,7 @@ from cllm.core.config import TrainConfig
 from cllm.core.passes import LOSS
 from cllm.core.threads import parallel_threads, thread_cap, threading_layer, worker_count
 from cllm.core.trainer import Trainer
-from cllm.core.warmup import compile_kernels
+from cllm.core.precompile import compile_kernels
 from cllm.core.workspace import Workspace
 from tests.helpers import tiny_model, use_tiled_attention
 

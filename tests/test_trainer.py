@@ -15,10 +15,11 @@ from cllm.core.corpus import Corpus
 from cllm.core.errors import ConfigError, CorpusError
 from cllm.core.model_file import load_model
 from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, SaveFailedEvent, StepEvent
-from cllm.core.trainer import Trainer, lr_at
+from cllm.core.config import lr_at
+from cllm.core.trainer import Trainer
 
 SHAPE = dict(n_layer=2, n_head=2, n_embd=16, ctx=16)
-CONFIG = TrainConfig(steps=12, batch=6, lr=3e-3, warmup=3, eval_interval=4, eval_chunks=8, threads=2, seed=7)
+CONFIG = TrainConfig(steps=12, batch=6, lr=3e-3, eval_interval=4, eval_chunks=8, threads=2, seed=7)
 
 
 def losses_of(trainer: Trainer) -> list[float]:

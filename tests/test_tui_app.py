@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.tui_helpers import FakeEngine, make_app, press, wait_for
+from cllm.tui import __main__ as main_module
 from cllm.tui import app as app_module
 
 ROOT = Path(__file__).parents[1]
@@ -37,8 +38,14 @@ def test_command_line(monkeypatch, tmp_path):
 
     monkeypatch.setenv("CLLM_CONFIG_DIR", str(tmp_path))
     monkeypatch.setattr(app_module.CllmApp, "run", fake_run)
-    assert app_module.main(["--models-dir", str(tmp_path), "--model", "x.cllm"]) == 0
+    assert main_module.main(["--models-dir", str(tmp_path), "--model", "x.cllm"]) == 0
     assert seen == {"models_dir": tmp_path, "model_path": Path("x.cllm")}
+
+
+def test_python_m_cllm_tui_is_the_cllm_tui_command():
+    out = subprocess.run([sys.executable, "-m", "cllm.tui", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("usage: cllm-tui") and "--models-dir" in out.stdout
 
 
 async def test_first_compile_shows_a_status(tui_home):

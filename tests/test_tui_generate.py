@@ -68,7 +68,7 @@ async def test_bad_settings_are_explained_and_nothing_runs(tui_home):
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
         await fill(pilot, "#top-p", "1.5")
-        assert "top-p must be between 0.01 and 1" in str(app.screen.query_one("#gen-status", Static).render())
+        assert "top-p must be in (0, 1], got 1.5" in str(app.screen.query_one("#gen-status", Static).render())
         await fill(pilot, "#prompt", "x")
         await press(pilot, "enter")
         assert not app.screen.query(Sample)
@@ -100,7 +100,7 @@ async def test_quick_start_trains_then_generates(tui_home):
         run = app.training
         assert run.plan.quick_start and run.plan.corpus == "python-docs"
         assert run.plan.model_config == {"n_layer": 2, "n_head": 2, "n_embd": 64, "ctx": 64}
-        await wait_for(pilot, lambda: not run.active, timeout=30, what="the run")
+        await wait_for(pilot, lambda: not app.run_active, timeout=30, what="the run")
         await wait_for(pilot, lambda: isinstance(app.screen, GenerateScreen) and app.screen.query(Sample),
                        what="the first sample")
         assert (tui_home["models"] / "quickstart.cllm").exists()
@@ -138,6 +138,6 @@ async def test_generating_while_training_uses_the_last_saved_weights(tui_home):
         assert sample.output
         step = trainer.step
         await wait_for(pilot, lambda: trainer.step > step, what="training to go on")
-        assert app.training.active
+        assert app.run_active
         app.training.stop()
-        await wait_for(pilot, lambda: not app.training.active, what="the stop")
+        await wait_for(pilot, lambda: not app.run_active, what="the stop")

@@ -77,7 +77,7 @@ async def test_the_start_dialog_offers_a_fine_tune_into_a_new_file(tui_home):
         await press(pilot, "f")
         await wait_screen(pilot, NameDialog, selector="Input")
         await press(pilot, "ctrl+u", *"tuned", "enter")
-        await wait_for(pilot, lambda: engine.trainers and not app.training.active, what="the fine-tune")
+        await wait_for(pilot, lambda: engine.trainers and not app.run_active, what="the fine-tune")
         trainer = engine.trainers[0]
         assert trainer.parent == base and app.training.plan.action == "fine-tune"
         assert (tui_home["models"] / "tuned.cllm").exists() and base.exists()

@@ -197,7 +197,7 @@ async def test_first_start_roots_the_tree_at_a_new_models_folder_and_lists_saved
         await press(pilot, "f5")
         await wait_screen(pilot, NameDialog)
         await press(pilot, "ctrl+u", *"saved", "enter")
-        await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
+        await wait_for(pilot, lambda: app.training is not None and not app.run_active, what="the run")
         await goto(pilot, "models")
         tree = app.screen.query_one(ModelTree)
         await wait_for(pilot, lambda: [str(n.label) for n in tree.root.children] == ["saved.cllm"],

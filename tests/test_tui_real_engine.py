@@ -63,7 +63,7 @@ async def test_real_training_run_writes_the_model(real):
     app = make_app(real, engine=Engine())
     async with app.run_test(size=(100, 30)) as pilot:
         await train_tiny(pilot, real, "real", steps=20, dropout=0.1)
-        await wait_for(pilot, lambda: app.training is not None and not app.training.active, timeout=60,
+        await wait_for(pilot, lambda: app.training is not None and not app.run_active, timeout=60,
                        what="the run")
         run = app.training
         assert run.done.reason == "finished", run.error
@@ -121,7 +121,7 @@ async def test_real_engine_stays_responsive_and_stops_cleanly(real):
             worst_key = max(worst_key, time.monotonic() - started)
         assert worst_switch < SWITCH_BOUND_S, f"slowest screen switch {worst_switch:.3f} s"
         assert worst_key < KEY_BOUND_S, f"slowest key press {worst_key:.3f} s"
-        assert trainer.step > 10 and app.training.active  # training went on meanwhile
+        assert trainer.step > 10 and app.run_active  # training went on meanwhile
         await goto(pilot, "train")
         await press(pilot, "f6")
         await wait_for(pilot, lambda: trainer.paused, what="the pause")
@@ -129,7 +129,7 @@ async def test_real_engine_stays_responsive_and_stops_cleanly(real):
         await pilot.pause(0.3)
         assert trainer.step <= held + 1  # the step in flight may finish
         await press(pilot, "f7")
-        await wait_for(pilot, lambda: not app.training.active, timeout=30, what="the stop")
+        await wait_for(pilot, lambda: not app.run_active, timeout=30, what="the stop")
         assert app.training.done.reason == "stopped"
         path = real["models"] / "long.cllm"
         assert path.exists() and model_step(path) == trainer.step
@@ -210,7 +210,28 @@ async def test_real_fine_tune_records_its_parent(real, real_model):
         await press(pilot, "f")
         await wait_screen(pilot, NameDialog, selector="Input")
         await press(pilot, "ctrl+u", *"tuned", "enter")
-        await wait_for(pilot, lambda: app.training is not None and not app.training.active, timeout=60,
+        await wait_for(pilot, lambda: app.training is not None and not app.run_active, timeout=60,
                        what="the fine-tune")
         run = read_info(real["models"] / "tuned.cllm").run
         assert run.step == 6 and run.parent.name == "tiny.cllm" and run.parent.step == 20
+
+
+async def test_real_generation_ends_before_the_stop_text(real, real_model):
+    """The stop field reaches the engine (SampleConfig.stop): the same seeded generation
+    with a stop text ends just before the text's first appearance."""
+    app = make_app(real, engine=Engine(), model_path=real_model)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
+        screen = app.screen
+        await fill(pilot, "#max-tokens", "60")
+        await fill(pilot, "#seed", "3")
+        await fill(pilot, "#prompt", "def ")
+        await press(pilot, "enter")
+        await wait_for(pilot, lambda: screen.query(Sample) and not screen._generating, what="generation")
+        whole = screen.query_one(Sample).output
+        stop = next(ch for ch in whole[5:] if ch.strip() and ch != "\\")  # appears, and not at once
+        await fill(pilot, "#stop", stop)
+        await fill(pilot, "#prompt", "def ")
+        await press(pilot, "enter")
+        await wait_for(pilot, lambda: len(screen.query(Sample)) == 2 and not screen._generating, what="generation")
+        assert screen.query(Sample)[1].output == whole[:whole.index(stop)]

@@ -43,7 +43,7 @@ async def test_run_shows_bars_chart_and_writes_the_model(tui_home):
         chart = screen.query_one(LossChart)
         await wait_for(pilot, lambda: len(bars.query(ProgressBar)) == 2, what="one bar per core")
         seen_progress, seen_rates, chart_draws = set(), set(), set()
-        while app.training.active:
+        while app.run_active:
             seen_progress.update(int(b.progress) for b in bars.query(ProgressBar))
             seen_rates.add(tuple(np.round(bars.rates, 1)))
             chart_draws.add(chart._drawn)
@@ -82,11 +82,11 @@ async def test_pause_resume_and_stop_keep_what_was_learned(tui_home):
         await wait_for(pilot, lambda: not trainer.paused, what="the resume")
         await wait_for(pilot, lambda: trainer.step > held + 5, what="resumed steps")
         await press(pilot, "f7")
-        await wait_for(pilot, lambda: not app.training.active, what="the run to stop")
+        await wait_for(pilot, lambda: not app.run_active, what="the run to stop")
         assert app.training.done.reason == "stopped"
         path = tui_home["models"] / "long.cllm"
         assert path.exists() and model_step(path) == trainer.step
-        await wait_for(pilot, lambda: any("Stopped at step" in n for n in app.notices), what="the stop notice")
+        await wait_for(pilot, lambda: any("Training stopped at step" in n for n in app.notices), what="the stop notice")
         assert not app.screen.query_one("#start", Button).disabled
 
 
@@ -143,7 +143,7 @@ async def test_create_new_refuses_existing_names_and_writes_a_new_file(tui_home)
         await press(pilot, "enter")  # refused: the dialog stays
         assert app.screen is dialog
         await press(pilot, "ctrl+u", *"fresh", "enter")
-        await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
+        await wait_for(pilot, lambda: app.training is not None and not app.run_active, what="the run")
     fresh = tui_home["models"] / "fresh.cllm"
     assert fresh.exists() and model_step(fresh) == 30
     assert base.read_bytes() == before
@@ -158,7 +158,7 @@ async def test_overwrite_replaces_the_file_after_confirmation(tui_home):
         await press(pilot, "o")
         await wait_screen(pilot, ConfirmDialog)
         await press(pilot, "y")
-        await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
+        await wait_for(pilot, lambda: app.training is not None and not app.run_active, what="the run")
         await wait_for(pilot, lambda: app.loaded.info is not None and app.loaded.steps == 25, what="reload")
     assert base.read_bytes() != before
     assert model_step(base) == 25  # a new model, not 40 + 25
@@ -173,7 +173,7 @@ async def test_continue_training_resumes_the_loaded_model(tui_home):
         label = str(app.screen.query_one("#choice-continue", Button).label)
         assert "40 → 70 steps" in label
         await press(pilot, "c")
-        await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
+        await wait_for(pilot, lambda: app.training is not None and not app.run_active, what="the run")
         run = app.training
         assert run.plan.action == "continue"
         assert run.loss_steps == list(range(1, 71))  # the saved curve, then the new steps
@@ -208,7 +208,7 @@ async def test_nan_stops_the_run_and_keeps_the_last_checkpoint(tui_home):
     app = make_app(tui_home, engine=engine)
     async with app.run_test() as pilot:
         await start_new_run(pilot, tui_home, "unstable", steps=100, eval=10)
-        await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the run")
+        await wait_for(pilot, lambda: app.training is not None and not app.run_active, what="the run")
         assert app.training.done.reason == "nan"
         await wait_for(pilot, lambda: any("nan" in n.lower() and "last good checkpoint" in n.lower()
                                           for n in app.notices), what="the NaN notice")
@@ -229,7 +229,7 @@ async def test_engine_error_is_a_notification_not_a_traceback(tui_home):
         await press(pilot, "f5")
         await wait_screen(pilot, NameDialog)
         await press(pilot, "enter")
-        await wait_for(pilot, lambda: app.training is not None and not app.training.active, what="the failure")
+        await wait_for(pilot, lambda: app.training is not None and not app.run_active, what="the failure")
         await wait_for(pilot, lambda: any("empty.txt: the file is empty" in n for n in app.notices),
                        what="the CorpusError message")
         assert not any("Traceback" in n for n in app.notices)
@@ -286,7 +286,7 @@ async def test_quit_while_training_asks_then_stops_and_saves(tui_home):
         await wait_screen(pilot, ChoiceDialog)
         await press(pilot, "k")  # keep training
         await pilot.pause(0.1)
-        assert app.is_running and app.training.active
+        assert app.is_running and app.run_active
         await press(pilot, "ctrl+q")
         await wait_screen(pilot, ChoiceDialog)
         await press(pilot, "s")  # stop, save, quit
@@ -314,5 +314,5 @@ async def test_a_recipe_fills_the_form_and_typed_fields_override_it(tui_home):
                           "steps": "5000", "lr": "0.001", "dropout": "0.2"}
         await fill(pilot, "#batch", "8")
         config = screen.form.plan().train_config
-        assert (config.batch, config.dropout, config.final_lr, config.warmup, config.steps) == (8, 0.2, 1e-4, 100,
-                                                                                               5000)
+        assert (config.batch, config.dropout, config.final_lr, config.warmup_steps, config.steps) == (8, 0.2, 1e-4,
+                                                                                                     100, 5000)

@@ -21,7 +21,7 @@ from cllm.core.config import ModelConfig, TrainConfig
 from cllm.core.model import GPT
 from cllm.core.model_file import load_model, save_model
 from cllm.core.tokenizer import train_tokenizer
-from cllm.tui.engine import CheckpointEvent, DoneEvent, Engine, EvalEvent, StepEvent
+from cllm.tui.engine import CheckpointEvent, DoneEvent, EndReason, Engine, EvalEvent, SaveReason, StepEvent
 from cllm.tui.settings import Settings
 
 TEXT = "the quick brown fox jumps over the lazy dog. " * 40
@@ -73,9 +73,9 @@ class FakeTrainer:
                     "corpus": {"name": self.corpus.name, "sha256": self.corpus.sha256}}
         return save_model(path or self.out_path, self.model, training=training, created=self.created)
 
-    def _finish(self, emit, reason: str) -> DoneEvent:
+    def _finish(self, emit, reason: EndReason) -> DoneEvent:
         path = self.save()
-        emit(CheckpointEvent(self.step, path, "final"))
+        emit(CheckpointEvent(self.step, path, SaveReason.FINAL))
         how = f" ({self.stop_reason})" if self.stop_reason else ""
         done = DoneEvent(self.step, reason, f"{reason}{how} at step {self.step}, saved to {path}", path)
         emit(done)
@@ -89,14 +89,14 @@ class FakeTrainer:
             while self._pause.is_set() and not self._stop.is_set():
                 time.sleep(0.005)
             if self._stop.is_set():
-                return self._finish(emit, "stopped")
+                return self._finish(emit, EndReason.STOPPED)
             for part in range(1, 3):  # half the sequences done, then all (as a real step's counters rise)
                 self.shard_progress[:] = self.phase_totals * part // 2
                 time.sleep(self.step_time / 2)
             loss = 4.0 * math.exp(-self.step / 50) + 1.0
             if self.nan_at is not None and self.step + 1 >= self.nan_at:
                 message = f"loss became nan at step {self.step + 1}; training stopped and the last checkpoint was kept"
-                done = DoneEvent(self.step, "nan", message, self.out_path if self.out_path.exists() else None)
+                done = DoneEvent(self.step, EndReason.NAN, message, self.out_path if self.out_path.exists() else None)
                 emit(done)
                 return done
             self.step += 1
@@ -106,9 +106,9 @@ class FakeTrainer:
             if cfg.eval_interval and self.step % cfg.eval_interval == 0:
                 self.best = min(self.best or loss + 0.1, loss + 0.1)
                 emit(EvalEvent(self.step, loss + 0.1, self.best))
-            if cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0 and self.step < cfg.steps:
-                emit(CheckpointEvent(self.step, self.save(), "interval"))
-        return self._finish(emit, "finished")
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                emit(CheckpointEvent(self.step, self.save(), SaveReason.INTERVAL))
+        return self._finish(emit, EndReason.FINISHED)
 
 
 class FakeEngine(Engine):
@@ -149,9 +149,9 @@ class FakeEngine(Engine):
         self.trainers.append(trainer)
         return trainer
 
-    def generate(self, model, prompt, *, max_tokens, temperature, top_k, top_p, seed, should_stop) -> Iterator[str]:
+    def generate(self, model, prompt, config, should_stop=None) -> Iterator[str]:
         words = "lorem ipsum dolor sit amet ".split()
-        for i in range(max_tokens):
+        for i in range(config.max_tokens):
             if should_stop():
                 return
             time.sleep(self.token_time)

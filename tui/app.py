@@ -1,6 +1,5 @@
-"""CLLM's terminal app: Train, Generate and Models, one key apart.
-
-    cllm-tui [--models-dir DIR] [--model FILE]
+"""CLLM's terminal app: Train, Generate and Models, one key apart (`cllm-tui`, or
+`python -m cllm.tui`: tui/__main__.py).
 
 Without --model it loads the model used last time (remembered in the settings file),
 else MODELS_DIR/saved_model.cllm if it exists, else starts empty and offers a quick
@@ -9,61 +8,53 @@ binding below; see tui/settings.py.
 
 The app owns what outlives a screen: the loaded model and the training run. Screens ask
 for things with messages (`RunRequested`, `StopRequested`, `LoadRequested`, ...); the
-app runs the workers, and the screens watch its reactive attributes.
+app runs the workers, and the screens watch its reactive attributes. Beside it:
+tui/modes.py (the screens), tui/commands.py (the command palette), tui/training_worker.py
+(what the training worker does and the notice a run's end gets).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-os.environ.setdefault("TEXTUAL_FPS", "20")  # before Textual is imported (see tui/__init__.py)
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.reactive import var
+from textual.screen import ModalScreen, Screen
+from textual.worker import get_current_worker
 
-from textual import on, work  # noqa: E402
-from textual.app import App, SystemCommand  # noqa: E402
-from textual.binding import Binding  # noqa: E402
-from textual.reactive import var  # noqa: E402
-from textual.screen import ModalScreen, Screen  # noqa: E402
-from textual.worker import get_current_worker  # noqa: E402
-
-from cllm.core.stop_signals import flush_or_drop_output, stop_on_signals  # noqa: E402
-from cllm.tui.bindings import MODE_BINDINGS  # noqa: E402
-from cllm.tui.engine import (  # noqa: E402
-    QUICK_START_PROMPT, CheckpointEvent, CllmError, CorpusRef, Engine, EvalEvent, SaveFailedEvent, StepEvent,
+from cllm.tui.bindings import MODE_BINDINGS
+from cllm.tui.commands import app_commands
+from cllm.tui.engine import QUICK_START_PROMPT, CllmError, EndReason, Engine, RunStatus, StepEvent
+from cllm.tui.messages import (
+    Activity, Imported, ImportRequested, KernelsCompiled, LoadRequested, ModelLoaded, ModelLoadFailed,
+    PauseRequested, ReadProgress, RunRequested, RunSavedAs, StopRequested, TrainEval, TrainFinished, TrainSaved,
+    TrainSaveFailed, TrainStarted, TrainStep,
 )
-from cllm.tui.formatting import format_loss  # noqa: E402
-from cllm.tui.messages import (  # noqa: E402
-    Imported, ImportRequested, KernelsCompiled, LoadRequested, ModelLoaded, ModelLoadFailed, PauseRequested,
-    ReadProgress, RunRequested, RunSavedAs, StopRequested, TrainEval, TrainFinished, TrainSaved, TrainSaveFailed,
-    TrainStarted, TrainStep,
-)
-from cllm.tui.model_handle import ModelHandle  # noqa: E402
-from cllm.tui.screens.choice_dialog import Choice, ChoiceDialog  # noqa: E402
-from cllm.tui.screens.generate import GenerateScreen  # noqa: E402
-from cllm.tui.screens.models import ModelsScreen  # noqa: E402
-from cllm.tui.screens.save_as_dialog import SaveAsDialog  # noqa: E402
-from cllm.tui.screens.train import TrainScreen  # noqa: E402
-from cllm.tui.settings import Settings  # noqa: E402
-from cllm.tui.training_run import RunPlan, TrainingRun  # noqa: E402
-from cllm.tui.worker_errors import ReportWorkerErrors, describe_error  # noqa: E402
+from cllm.tui import modes
+from cllm.tui.model_handle import ModelHandle
+from cllm.tui.screens.choice_dialog import Choice, ChoiceDialog
+from cllm.tui.screens.save_as_dialog import SaveAsDialog
+from cllm.tui.settings import Settings
+from cllm.tui.training_run import RunPlan, TrainingRun, quick_start_plan
+from cllm.tui.training_worker import end_notice, train
+from cllm.tui.worker_errors import ReportWorkerErrors, describe_error
 
 DEFAULT_MODEL_NAME = "saved_model.cllm"
-STEP_MESSAGES_HZ = 20  # the training worker posts at most this many step messages a second
-PROGRESS_HZ = 10  # and a reading worker this many progress messages
+PROGRESS_HZ = 10  # a reading worker posts at most this many progress messages a second
 TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 class CllmApp(ReportWorkerErrors, App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "CLLM"
-    MODES = {"train": TrainScreen, "generate": GenerateScreen, "models": ModelsScreen}
-    DEFAULT_MODE = "generate"
+    MODES = {mode.name: mode.screen_class() for mode in modes.MODES}  # tui/modes.py's table
+    DEFAULT_MODE = modes.DEFAULT_MODE
     NOTIFICATION_TIMEOUT = 6
 
     BINDINGS = [
@@ -75,8 +66,8 @@ class CllmApp(ReportWorkerErrors, App[None]):
 
     # var, not reactive: a change repaints only what watches it, not the app.
     model_summary: var[str] = var("no model loaded")
-    activity: var[str] = var("")
-    train_state: var[str] = var("idle")  # idle, preparing, running, paused, stopping
+    activity: var[str] = var("")  # what the app is busy with, in words (`_busy` says which activity)
+    run_status: var[RunStatus] = var(RunStatus.IDLE)  # the training run's
     train_step: var[StepEvent | None] = var(None)  # the run's latest step
     train_log_size: var[int] = var(0)  # lines in the run's log
     models_saved: var[int] = var(0)  # counts the model files this app wrote: the Models tree refreshes
@@ -108,6 +99,7 @@ class CllmApp(ReportWorkerErrors, App[None]):
         self.compiling = False  # the compile thread cannot be stopped: main() does not wait for it
         self.quit_after_run = False
         self.notices: list[str] = []  # every notification, for tests and the log
+        self._busy: Activity | None = None
 
     # -- start-up ----------------------------------------------------------------------
     async def on_mount(self) -> None:
@@ -129,7 +121,7 @@ class CllmApp(ReportWorkerErrors, App[None]):
         except Exception:  # noqa: BLE001 - a broken engine must not stop the UI from starting
             self.kernels_ready = True
         if not self.kernels_ready and self.compile_on_start:
-            self.activity = "compiling kernels…"
+            self._show_activity(Activity.COMPILING)
             self._compile_kernels()
         if self.autoload:
             path = self.startup_model()
@@ -166,9 +158,18 @@ class CllmApp(ReportWorkerErrors, App[None]):
 
     def on_kernels_compiled(self, message: KernelsCompiled) -> None:
         self.kernels_ready = True
-        if self.activity.startswith("compiling"):
-            self.activity = ""
+        self._clear_activity(Activity.COMPILING)
         self.notify(f"Kernels compiled in {message.seconds:.0f} s (cached for next time).")
+
+    # -- what the app is busy with (the model bar) --------------------------------------
+    def _show_activity(self, kind: Activity, detail: str = "", done: str = "…") -> None:
+        self._busy = kind
+        self.activity = f"{kind}{' ' + detail if detail else ''}{done}"
+
+    def _clear_activity(self, kind: Activity) -> None:
+        if self._busy is kind:
+            self._busy = None
+            self.activity = ""
 
     # -- signals: the terminal went away (SIGHUP), or the system asks to stop (SIGTERM) --
     def _install_signal_handlers(self) -> None:
@@ -191,22 +192,21 @@ class CllmApp(ReportWorkerErrors, App[None]):
         """Stop what runs and leave: a training run stops at its next step and saves (main()
         waits for that after the screen is gone, and says where it went); a generation just
         stops with the app."""
-        run = self.training
-        if run is not None and run.active:
-            run.stop(why)
+        if self.run_active:
+            self.training.stop(why)  # type: ignore[union-attr]  # an active run exists
         self.exit()
 
     # -- the loaded model --------------------------------------------------------------
     def load_model(self, path: Path, *, remember: bool = True, then_generate: str | None = None) -> None:
         """Load `path` on a worker thread; errors become notifications naming the file."""
-        self.activity = f"loading {Path(path).name}…"
+        self._show_activity(Activity.LOADING, Path(path).name)
         self._load_model(Path(path), remember, then_generate)
 
     @on(LoadRequested)
     def _load_requested(self, message: LoadRequested) -> None:
         self.load_model(message.path)
 
-    def _progress_poster(self, what: str, name: str) -> Callable[[int, int], None]:
+    def _progress_poster(self, what: Activity, name: str) -> Callable[[int, int], None]:
         """A progress callback for a worker reading a model: posts ReadProgress, at most
         PROGRESS_HZ times a second."""
         last = [0.0]
@@ -219,13 +219,13 @@ class CllmApp(ReportWorkerErrors, App[None]):
         return post
 
     def on_read_progress(self, message: ReadProgress) -> None:
-        if message.total and self.activity.startswith(message.what):
-            self.activity = f"{message.what} {message.name}… {100 * message.done // message.total}%"
+        if message.total and self._busy is message.what:
+            self._show_activity(message.what, message.name, f"… {100 * message.done // message.total}%")
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load", name="load model")
     def _load_model(self, path: Path, remember: bool, then_generate: str | None) -> None:
         try:
-            loaded = self.engine.load_model(path, self._progress_poster("loading", path.name))
+            loaded = self.engine.load_model(path, self._progress_poster(Activity.LOADING, path.name))
         except Exception as exc:
             self.post_message(ModelLoadFailed(path, describe_error(exc, f"loading {path}")))
             raise  # the notification comes from on_worker_state_changed
@@ -233,20 +233,20 @@ class CllmApp(ReportWorkerErrors, App[None]):
 
     @on(ImportRequested)
     def _import_requested(self, message: ImportRequested) -> None:
-        self.activity = f"importing {message.folder.name}…"
+        self._show_activity(Activity.IMPORTING, message.folder.name)
         self._import(message.folder, message.out)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="import", name="import")
     def _import(self, folder: Path, out: Path) -> None:
         try:
-            self.engine.import_hf_folder(folder, out, self._progress_poster("importing", folder.name))
+            self.engine.import_hf_folder(folder, out, self._progress_poster(Activity.IMPORTING, folder.name))
         except Exception as exc:  # noqa: BLE001 - reported in a message, the user's words
             self.post_message(Imported(folder, out, describe_error(exc, f"importing {folder}")))
             return
         self.post_message(Imported(folder, out, None))
 
     def on_imported(self, message: Imported) -> None:
-        self._clear_activity("importing")
+        self._clear_activity(Activity.IMPORTING)
         if message.error is not None:
             self.notify(message.error, title="Import failed", severity="error", timeout=15, markup=False)
             return
@@ -254,24 +254,18 @@ class CllmApp(ReportWorkerErrors, App[None]):
         self.notify(f"Imported {message.folder} as {message.out}", markup=False)
         self.load_model(message.out)
 
-    def _clear_activity(self, prefix: str) -> None:
-        if self.activity.startswith(prefix):
-            self.activity = ""
-
     def on_model_load_failed(self, message: ModelLoadFailed) -> None:
-        self._clear_activity("loading")
+        self._clear_activity(Activity.LOADING)
         self.load_failure = (message.path, message.message)
 
     async def on_model_loaded(self, message: ModelLoaded) -> None:
-        self._clear_activity("loading")
+        self._clear_activity(Activity.LOADING)
         handle = message.handle
         self.set_loaded(handle, remember=message.remember)
         self.notify(f"Loaded {handle.path}", markup=False)
         if message.then_generate is not None:
             await self.action_mode("generate")
-            screen = self.screen
-            if isinstance(screen, GenerateScreen):
-                screen.generate_now(message.then_generate)
+            await self.run_action(f"generate({message.then_generate!r})", self.screen)
 
     def set_loaded(self, handle: ModelHandle | None, *, remember: bool = True) -> None:
         had_model = self.loaded is not None
@@ -293,9 +287,14 @@ class CllmApp(ReportWorkerErrors, App[None]):
         return run is not None and run.trainer is not None and loaded is not None and loaded.model is run.trainer.model
 
     # -- the training run --------------------------------------------------------------
+    @property
+    def run_active(self) -> bool:
+        """Whether a run is preparing, training, paused or stopping."""
+        return self.run_status.active
+
     @on(RunRequested)
     def _run_requested(self, message: RunRequested) -> None:
-        if self.training is not None and self.training.active:
+        if self.run_active:
             self.notify("A run is already in progress: stop it first.", severity="warning")
             return
         self.start_training(message.plan)
@@ -305,68 +304,21 @@ class CllmApp(ReportWorkerErrors, App[None]):
         assert plan.out_path is not None
         run = TrainingRun(plan=plan, name=plan.out_path.stem)
         if plan.action == "continue" and self.loaded is not None and self.loaded.info is not None:
-            run.prefill(self.loaded.info.run)  # the chart continues the saved curves
+            run.continue_curves(self.loaded.info.run)  # the chart continues the saved curves
         source = plan.start_from.name if plan.start_from else ""
         run.log.append({"new": "new model", "overwrite": "new model, will overwrite", "continue": "continuing",
                         "fine-tune": f"fine-tuning {source}"}[plan.action] + f" → {plan.out_path.name}")
         self.training = run
         self.train_step = None
         self.train_log_size = len(run.log)
-        self.activity = "preparing run…" if self.kernels_ready else "compiling kernels…"
-        self.train_state = "preparing"
+        self._show_activity(Activity.PREPARING if self.kernels_ready else Activity.COMPILING)
+        self.run_status = RunStatus.PREPARING
         self._train(run)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="train", name="train")
     def _train(self, run: TrainingRun) -> None:
         worker = get_current_worker()
-        plan = run.plan
-        try:
-            if run.stop_requested:
-                return
-            corpus = self.engine.load_corpus(plan.corpus)
-            if plan.action == "continue":
-                assert plan.start_from is not None
-                trainer = self.engine.resume_trainer(plan.start_from, corpus, plan.train_config,
-                                                     out_path=plan.out_path)
-            elif plan.action == "fine-tune":
-                assert plan.start_from is not None and plan.out_path is not None
-                trainer = self.engine.fine_tune_trainer(plan.start_from, corpus, plan.train_config,
-                                                        out_path=plan.out_path)
-            else:
-                trainer = self.engine.new_trainer(corpus, plan.model_config, plan.train_config,
-                                                  tokenizer=plan.tokenizer, vocab_size=plan.vocab_size,
-                                                  out_path=plan.out_path)
-            run.trainer, run.corpus = trainer, CorpusRef(corpus.name, corpus.sha256)
-            self.post_message(TrainStarted(run))
-            if run.stop_requested:
-                trainer.stop()
-            last_post = 0.0
-
-            def on_event(event) -> None:
-                nonlocal last_post
-                run.record(event)
-                if worker.is_cancelled and not run.stop_requested:
-                    run.stop()
-                if isinstance(event, StepEvent):
-                    # at most STEP_MESSAGES_HZ a second; the histories get every step anyway
-                    now = time.monotonic()
-                    if now - last_post >= 1 / STEP_MESSAGES_HZ or event.step >= event.steps:
-                        last_post = now
-                        self.post_message(TrainStep(event))
-                elif isinstance(event, EvalEvent):
-                    self.post_message(TrainEval(event))
-                elif isinstance(event, CheckpointEvent):
-                    self.post_message(TrainSaved(event))
-                elif isinstance(event, SaveFailedEvent):
-                    self.post_message(TrainSaveFailed(event))
-
-            trainer.run(on_event)
-        except BaseException as exc:
-            run.error = describe_error(exc, "training")
-            raise
-        finally:
-            run.finished.set()
-            self.post_message(TrainFinished(run))
+        train(self.engine, run, self.post_message, lambda: worker.is_cancelled)
 
     def on_train_started(self, message: TrainStarted) -> None:
         run = message.run
@@ -378,19 +330,20 @@ class CllmApp(ReportWorkerErrors, App[None]):
                              info=previous.info if continuing else None, steps=trainer.step,
                              best_val=previous.best_val if continuing else None, corpus=run.corpus)
         self.set_loaded(handle, remember=False)
-        self.train_state = "paused" if trainer.paused else "running"
+        if self.run_status is RunStatus.PREPARING:
+            self.run_status = RunStatus.PAUSED if trainer.paused else RunStatus.RUNNING
 
     def on_train_step(self, message: TrainStep) -> None:
         if self._follows_run():
-            self.loaded.steps = message.event.step
+            self.loaded.steps = message.event.step  # type: ignore[union-attr]  # _follows_run: loaded is set
             self.refresh_summary()
         self.train_step = message.event
-        if self.train_state == "running":
-            self.activity = "training"
+        if self.run_status is RunStatus.RUNNING:
+            self._show_activity(Activity.TRAINING, done="")
 
     def on_train_eval(self, message: TrainEval) -> None:
         if self._follows_run():
-            self.loaded.best_val = message.event.best_val_loss
+            self.loaded.best_val = message.event.best_val_loss  # type: ignore[union-attr]  # _follows_run
             self.refresh_summary()
         self._sync_log()
 
@@ -412,58 +365,45 @@ class CllmApp(ReportWorkerErrors, App[None]):
     @on(PauseRequested)
     def _pause_requested(self) -> None:
         run = self.training
-        if run is None or not run.active or run.trainer is None or self.train_state == "stopping":
+        if run is None or run.trainer is None or self.run_status not in (RunStatus.RUNNING, RunStatus.PAUSED):
             return
         if run.paused:
             run.unpause()
             self.notify("Training resumed.")
-            self.train_state = "running"
-            self.activity = "training"
+            self.run_status = RunStatus.RUNNING
+            self._show_activity(Activity.TRAINING, done="")
         else:
             run.pause()
             self.notify("Training paused (the current step finishes first).")
-            self.train_state = "paused"
-            self.activity = "paused"
+            self.run_status = RunStatus.PAUSED
+            self._show_activity(Activity.PAUSED, done="")
 
     @on(StopRequested)
     def _stop_requested(self) -> None:
         run = self.training
-        if run is None or not run.active:
+        if run is None or not self.run_active:
             return
         run.stop()
-        self.train_state = "stopping"
-        self.activity = "stopping…"
+        self.run_status = RunStatus.STOPPING
+        self._show_activity(Activity.STOPPING)
 
     def on_train_finished(self, message: TrainFinished) -> None:
         run = message.run
         self._sync_log()
-        self.train_state = "idle"
-        self.activity = ""
+        self.run_status = RunStatus.IDLE
+        self._busy, self.activity = None, ""
         done = run.done
-        path = run.out_path
-        if done is None:
-            if run.stop_requested and run.error is None:
-                self.notify("Run cancelled before it started: no file was touched.")
-        elif done.reason == "nan":
-            if run.checkpoints:
-                kept = f"Last good checkpoint: {path} (step {run.last_checkpoint_step})."
-            elif path.exists():
-                kept = f"Nothing was saved: {path} is unchanged."
-            else:
-                kept = "Nothing was saved."
-            self.notify(f"{path.name}: {done.message.rstrip('.')}. Try a lower learning rate. {kept}",
-                        title="Training stopped", severity="error", timeout=15, markup=False)
-        elif any(failure.final for failure in run.save_failures):
+        if done is not None and done.save_failed:
             self._offer_save_as(run)
-        elif done.reason == "stopped":
-            self.notify(f"Stopped at step {done.step}; everything learned so far is saved in {path}.",
-                        markup=False)
         else:
-            self.notify(f"Training finished: {path} ({done.step} steps, best val loss "
-                        f"{format_loss(run.best_val)}).", markup=False)
+            notice = end_notice(run)
+            if notice is not None:
+                self.notify(notice.text, title=notice.title, severity=notice.severity,  # type: ignore[arg-type]
+                            timeout=notice.timeout, markup=False)
         # What is on disk is the truth now: reload it (the run's in-memory weights may be NaN).
         if done is not None and done.saved_to is not None and done.saved_to.exists():
-            quick = run.plan.quick_start and done.reason in ("finished", "stopped") and done.saved_to == path
+            quick = (run.plan.quick_start and done.reason in (EndReason.FINISHED, EndReason.STOPPED)
+                     and done.saved_to == run.out_path)
             self.load_model(done.saved_to, then_generate=QUICK_START_PROMPT if quick else None)
         elif self._follows_run():
             self.set_loaded(None, remember=False)
@@ -474,10 +414,9 @@ class CllmApp(ReportWorkerErrors, App[None]):
         done = run.done
         assert done is not None
         failure = next(f for f in run.save_failures if f.final)
-        where = (f"The run was saved to {done.saved_to} instead." if done.saved_to
-                 else f"It could not be saved anywhere ({done.message}).")
-        self.notify(f"{failure.message}. {where}", title="Save failed", severity="error", timeout=20,
-                    markup=False)
+        notice = end_notice(run)
+        if notice is not None:
+            self.notify(notice.text, title=notice.title, severity="error", timeout=notice.timeout, markup=False)
 
         def chosen(path: Path | None) -> None:
             if path is not None:
@@ -511,8 +450,8 @@ class CllmApp(ReportWorkerErrors, App[None]):
         """The keys bound to `binding_id` (after the user's keymap), for messages."""
         keys = self._keymap.get(binding_id)
         if keys is None:
-            for binding in [*MODE_BINDINGS, *self.BINDINGS, *GenerateScreen.BINDINGS,
-                            *TrainScreen.BINDINGS, *ModelsScreen.BINDINGS]:
+            screens = [binding for mode in modes.MODES for binding in mode.screen_class().BINDINGS]
+            for binding in [*MODE_BINDINGS, *self.BINDINGS, *screens]:
                 if isinstance(binding, Binding) and binding.id == binding_id:
                     keys = binding.key
                     break
@@ -527,7 +466,7 @@ class CllmApp(ReportWorkerErrors, App[None]):
             # Offered (and shown in the footer) while there is nothing to generate from.
             if self.loaded is not None:
                 return False
-            if self.training is not None and self.training.active:
+            if self.run_active:
                 return None
         return True
 
@@ -536,13 +475,12 @@ class CllmApp(ReportWorkerErrors, App[None]):
             await self.switch_mode(mode)
 
     async def action_quick_start(self) -> None:
-        if self.training is not None and self.training.active:
+        """Train the quick start's small model (its settings: tui/engine.py), then generate."""
+        if self.run_active:
             self.notify("A run is already in progress.", severity="warning")
             return
+        self.start_training(quick_start_plan(self.models_dir))
         await self.action_mode("train")
-        screen = self.screen
-        if isinstance(screen, TrainScreen):
-            screen.quick_start()
 
     def action_keys(self) -> None:
         if self.screen.query("HelpPanel"):
@@ -552,12 +490,12 @@ class CllmApp(ReportWorkerErrors, App[None]):
 
     async def action_quit(self) -> None:
         run = self.training
-        if run is None or not run.active:
+        if run is None or not self.run_active:
             self.exit()
             return
 
         def answer(choice: str | None) -> None:
-            if choice == "stop" and self.training is not None and self.training.active:
+            if choice == "stop" and self.run_active:
                 self.quit_after_run = True
                 self.post_message(StopRequested())
                 self.notify("Stopping: saving the model, then quitting…")
@@ -570,38 +508,8 @@ class CllmApp(ReportWorkerErrors, App[None]):
             cancel_id="keep", id="quit-dialog",
         ), answer)
 
-    def _run_on(self, mode: str, action: str) -> Callable[[], object]:
-        async def run() -> None:
-            await self.action_mode(mode)
-            await self.run_action(action, self.screen)
-        return run
-
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield SystemCommand("Train", "Training screen: corpus, model size, start/pause/stop",
-                            lambda: self.run_action("mode('train')"))
-        yield SystemCommand("Generate", "Generation screen: prompt and sampling settings",
-                            lambda: self.run_action("mode('generate')"))
-        yield SystemCommand("Models", "Browse, inspect and load .cllm model files",
-                            lambda: self.run_action("mode('models')"))
-        yield SystemCommand("Quick start", "Train a small model on python-docs (about a minute)",
-                            self.action_quick_start)
-        yield SystemCommand("Start training", "Start a run with the form's settings",
-                            self._run_on("train", "start"))
-        yield SystemCommand("Pause or resume training", "Pause the run, or resume it",
-                            self._run_on("train", "pause"))
-        yield SystemCommand("Stop training", "Stop the run and save what it learned",
-                            self._run_on("train", "stop"))
-        yield SystemCommand("Browse for a corpus", "Pick the training text in a file browser",
-                            self._run_on("train", "browse"))
-        yield SystemCommand("Generate text", "Generate from the prompt box",
-                            self._run_on("generate", "generate"))
-        yield SystemCommand("Stop generation", "Stop the text being generated",
-                            self._run_on("generate", "stop"))
-        yield SystemCommand("Copy last output", "Copy the last prompt and output to the clipboard",
-                            self._run_on("generate", "copy"))
-        yield SystemCommand("Load highlighted model", "Load the model highlighted in Models",
-                            self._run_on("models", "load"))
-        yield SystemCommand("Keys", "Show or hide the key bindings panel", self.action_keys)
+        yield from app_commands(self)
         yield from super().get_system_commands(screen)
 
     # -- errors ------------------------------------------------------------------------
@@ -613,46 +521,5 @@ class CllmApp(ReportWorkerErrors, App[None]):
     def on_unmount(self) -> None:
         self._remove_signal_handlers()
         # Thread workers cannot be killed: ask the trainer to stop so the process can exit.
-        if self.training is not None and self.training.active:
+        if self.training is not None and self.run_active:
             self.training.stop()
-
-
-def wait_for_training(app: CllmApp) -> str:
-    """After the screen is gone: a run still saving is waited for (signals meanwhile do not
-    cut the save short). Returns what to tell the user about a run the exit stopped."""
-    run = app.training
-    if run is None or not run.stop_requested:
-        return ""
-    with stop_on_signals(lambda why: None):
-        run.finished.wait()
-    if run.done is not None:
-        return f"{run.name}: {run.done.message}"
-    return f"{run.name}: {run.error or 'stopped before it started; no file was touched'}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cllm-tui", description="CLLM's terminal app.")
-    parser.add_argument("--models-dir", default="models", metavar="DIR",
-                        help="folder of .cllm model files (default: ./models)")
-    parser.add_argument("--model", default=None, metavar="FILE", help="model to load at start-up")
-    args = parser.parse_args(argv)
-    app = CllmApp(models_dir=args.models_dir, model_path=args.model)
-    app.run()
-    note = wait_for_training(app)
-    if note:
-        try:
-            print(note)
-        except OSError:  # the terminal is gone (SIGHUP): the file is saved all the same
-            pass
-    flush_or_drop_output()
-    code = app.return_code or 0
-    if app.compiling:
-        # Quitting during the first kernel compilation: numba cannot be interrupted and the
-        # interpreter would wait for it (up to a minute) after the screen is gone. Nothing
-        # is lost by not waiting: a run, if any, was stopped and saved before exit.
-        os._exit(code)
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

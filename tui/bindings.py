@@ -1,4 +1,4 @@
-"""Bindings shared by the three screens: one key to each screen.
+"""Bindings shared by every screen: one key to each screen (tui/modes.py).
 
 They sit first in every screen's BINDINGS so that the footer shows them first. Every
 binding in the app has an `id`; the settings file's "keymap" maps ids to other keys.
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from textual.binding import Binding
 
-MODE_BINDINGS = [
-    Binding("ctrl+t", "app.mode('train')", "Train", id="mode.train"),
-    Binding("ctrl+g", "app.mode('generate')", "Generate", id="mode.generate"),
-    Binding("ctrl+o", "app.mode('models')", "Models", id="mode.models"),
-]
+from cllm.tui.modes import MODES
+
+MODE_BINDINGS = [Binding(mode.key, f"app.mode('{mode.name}')", mode.title, id=f"mode.{mode.name}") for mode in MODES]

@@ -15,9 +15,12 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from cllm.core.config import ModelConfig, TrainConfig, default_threads
+from cllm.core.config import ModelConfig, SampleConfig, TrainConfig, default_threads
 from cllm.core.errors import CllmError, ConfigError, CorpusError, ModelFileError, TokenizerError
-from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, Event, SaveFailedEvent, StepEvent
+from cllm.core.events import (
+    CheckpointEvent, DoneEvent, EndReason, EvalEvent, Event, RunStatus, SaveFailedEvent, SaveReason, StepEvent,
+)
+from cllm.core.outcome import Outcome, describe_end
 from cllm.core.run_state import CorpusRef, RunState
 from cllm.core.tokenizer import DEFAULT_VOCAB, TRAINABLE_KINDS, check_vocab_size
 
@@ -31,8 +34,9 @@ Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
 __all__ = [
     "CllmError", "ConfigError", "CorpusError", "ModelFileError", "TokenizerError",
-    "ModelConfig", "TrainConfig", "default_threads", "CorpusRef", "RunState",
+    "ModelConfig", "SampleConfig", "TrainConfig", "default_threads", "CorpusRef", "RunState",
     "StepEvent", "EvalEvent", "CheckpointEvent", "SaveFailedEvent", "DoneEvent", "Event",
+    "EndReason", "RunStatus", "SaveReason", "Outcome", "describe_end",
     "DEFAULT_VOCAB", "TRAINABLE_KINDS", "check_vocab_size",
     "Engine", "TrainerLike", "BUILTIN_CORPUS", "QUICK_START", "QUICK_START_EVAL_CHUNKS", "QUICK_START_PROMPT",
 ]
@@ -158,23 +162,22 @@ class Engine:
 
         return Trainer.fine_tune(parent_path, corpus, train_config, out_path=out_path)
 
-    def generate(self, model: "GPT", prompt: str, *, max_tokens: int, temperature: float, top_k: int,
-                 top_p: float, seed: int | None, should_stop: Callable[[], bool]) -> Iterator[str]:
-        from cllm.core.sampler import SampleConfig, generate
+    def generate(self, model: "GPT", prompt: str, config: SampleConfig,
+                 should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
+        """core.sampler.generate: the continuation of `prompt`, a piece per token."""
+        from cllm.core.sampler import generate
 
-        config = SampleConfig(max_tokens=max_tokens, temperature=temperature, top_k=top_k,
-                              top_p=top_p, seed=seed)
         return generate(model, prompt, config, should_stop=should_stop)
 
     def kernels_ready(self) -> bool:
         """True when the numba kernels are compiled and cached (start-up takes a second)."""
-        from cllm.core.warmup import kernels_cached
+        from cllm.core.precompile import kernels_cached
 
         return kernels_cached()
 
     def compile_kernels(self) -> None:
         """Compile (or load from the cache) every kernel; blocking, for a thread worker."""
-        from cllm.core.warmup import compile_kernels
+        from cllm.core.precompile import compile_kernels
 
         compile_kernels()
 

@@ -10,6 +10,7 @@ a backlog. Messages that must not be lost (evaluations, saves, the end of a run)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,18 @@ from cllm.tui.training_run import RunPlan, TrainingRun
 if TYPE_CHECKING:
     from cllm.core.hf_import import HfFolderInfo
     from cllm.core.model_file import ModelInfo
+
+
+class Activity(StrEnum):
+    """What the app is busy with (the model bar shows it; the value starts its words)."""
+
+    COMPILING = "compiling kernels"
+    LOADING = "loading"
+    IMPORTING = "importing"
+    PREPARING = "preparing run"
+    TRAINING = "training"
+    PAUSED = "paused"
+    STOPPING = "stopping"
 
 
 # -- requests from the screens to the app ---------------------------------------------
@@ -74,7 +87,7 @@ class ModelLoaded(Message):
 class ReadProgress(Message):
     """A model being read (loaded or imported): `done` of `total` bytes."""
 
-    what: str  # "loading" or "importing"
+    what: Activity  # LOADING or IMPORTING
     name: str
     done: int
     total: int

@@ -1,5 +1,6 @@
-"""A training run as the app holds it: what was asked for (`RunPlan`), and the trainer
-with what the screens show about it (`TrainingRun`).
+"""A training run as the app holds it: what was asked for (`RunPlan`, the quick start's
+`quick_start_plan`), and the trainer with what the screens show about it (`TrainingRun`;
+tui/training_worker.py runs it).
 
 The trainer thread appends to the run's histories and log; the UI reads them on timers
 and when messages arrive. Python list appends are atomic, so append-only lists need no
@@ -15,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cllm.tui.engine import (
-    CheckpointEvent, CorpusRef, DoneEvent, EvalEvent, Event, RunState, SaveFailedEvent, StepEvent, TrainConfig,
-    TrainerLike,
+    QUICK_START, QUICK_START_EVAL_CHUNKS, CheckpointEvent, CorpusRef, DoneEvent, EvalEvent, Event, RunState,
+    SaveFailedEvent, StepEvent, TrainConfig, TrainerLike, describe_end,
 )
 from cllm.tui.formatting import format_loss
+from cllm.tui.validators import free_name
 
 
 @dataclass
@@ -37,7 +39,16 @@ class RunPlan:
     quick_start: bool = False
 
 
-DONE_TEXT = {"finished": "finished", "stopped": "stopped, progress saved", "nan": "stopped: loss is not a number"}
+def quick_start_plan(models_dir: Path) -> RunPlan:
+    """The quick start's run: QUICK_START's settings, into a new quickstart(-N).cllm."""
+    q = QUICK_START
+    train_config = TrainConfig(steps=q["steps"], batch=q["batch"], lr=q["lr"], eval_interval=q["eval_interval"],
+                               threads=q["threads"], dropout=q["dropout"],
+                               eval_chunks=QUICK_START_EVAL_CHUNKS).validate()
+    return RunPlan(corpus=q["corpus"], tokenizer=q["tokenizer"], vocab_size=q["vocab_size"],
+                   model_config={key: q[key] for key in ("n_layer", "n_head", "n_embd", "ctx")},
+                   train_config=train_config, action="new",
+                   out_path=models_dir / f"{free_name(models_dir, 'quickstart')}.cllm", quick_start=True)
 
 
 @dataclass
@@ -59,17 +70,13 @@ class TrainingRun:
     done: DoneEvent | None = None  # once run() returned
     error: str | None = None  # why the run could not start or failed
     started: float = field(default_factory=time.monotonic)
-    finished: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)  # the worker is done (main() waits for it)
     stop_requested: bool = False
 
     @property
     def out_path(self) -> Path:
         assert self.plan.out_path is not None
         return self.plan.out_path
-
-    @property
-    def active(self) -> bool:
-        return not self.finished.is_set()
 
     @property
     def paused(self) -> bool:
@@ -80,7 +87,7 @@ class TrainingRun:
         """Whether the model file holds weights of this run's model already."""
         return self.checkpoints > 0 or (self.plan.action == "continue" and self.out_path.exists())
 
-    def prefill(self, state: RunState) -> None:
+    def continue_curves(self, state: RunState) -> None:
         """Start the curves from a saved model's history."""
         for history, steps, values in ((state.loss_history, self.loss_steps, self.loss_values),
                                        (state.val_history, self.val_steps, self.val_values)):
@@ -114,7 +121,7 @@ class TrainingRun:
             self.log.append(f"step {event.step}: {event.message}")
         elif isinstance(event, DoneEvent):
             self.done = event
-            self.log.append(f"step {event.step}: {DONE_TEXT.get(event.reason, event.reason)} — {event.message}")
+            self.log.append(f"step {event.step}: {describe_end(event, self.best_val).notice}")
 
     def pause(self) -> None:
         if self.trainer is not None:

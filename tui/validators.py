@@ -1,7 +1,7 @@
-"""Input validators for the training form.
+"""Input validators for the training form and the sampling settings.
 
-They reuse the engine's own checks (ModelConfig.validate / TrainConfig.validate raise
-ConfigError with a readable message), so the form says exactly what the engine would.
+They reuse the engine's own checks (ModelConfig, TrainConfig and SampleConfig's validate
+raise ConfigError with a readable message), so a form says exactly what the engine would.
 Each validator builds a config in which only its own field (and a field it depends on,
 such as width for heads) comes from the form; the rest are known-good values, so one
 wrong field does not turn every other field red.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from textual.validation import ValidationResult, Validator
 
-from cllm.tui.engine import ConfigError, ModelConfig, TrainConfig, check_vocab_size
+from cllm.tui.engine import ConfigError, ModelConfig, SampleConfig, TrainConfig, check_vocab_size
 
 SAFE_MODEL = {"vocab_size": 256, "n_layer": 1, "n_head": 1, "n_embd": 64, "ctx": 16}
 
@@ -37,13 +37,17 @@ def try_int(text: str | None) -> int | None:
 class ConfigValidator(Validator):
     """Parse the value, then let `check(value)` raise ConfigError with the reason."""
 
-    def __init__(self, label: str, check: Callable[[int | float], None], *, number: str = "int") -> None:
+    def __init__(self, label: str, check: Callable[[int | float], None], *, number: str = "int",
+                 allow_empty: bool = False) -> None:
         super().__init__()
         self.label = label
         self.check = check
         self.number = number
+        self.allow_empty = allow_empty  # an empty field means the engine's default (None)
 
     def validate(self, value: str) -> ValidationResult:
+        if not value.strip() and self.allow_empty:
+            return self.success()
         if not value.strip():
             return self.failure(f"{self.label}: enter a value")
         try:
@@ -83,6 +87,15 @@ def train_check(field: str) -> Callable[[int | float], None]:
     return check
 
 
+def sample_check(field: str) -> Callable[[int | float], None]:
+    """A check for one SampleConfig field (the Generate screen's settings)."""
+
+    def check(value: int | float) -> None:
+        SampleConfig(**{field: value}).validate()
+
+    return check
+
+
 def vocab_check(tokenizer: Callable[[], str]) -> Callable[[int], None]:
     """The tokenizer's own limits (core.tokenizer.check_vocab_size)."""
 
@@ -111,24 +124,6 @@ class CorpusValidator(Validator):
         if not path.is_file():
             return self.failure(f"{path}: no such file (built-in: {', '.join(self.builtin)})")
         return self.success()
-
-
-class NumberValidator(ConfigValidator):
-    """A plain range check for the generation settings."""
-
-    def __init__(self, label: str, low: float, high: float, *, number: str = "float",
-                 allow_empty: bool = False) -> None:
-        def check(value: int | float) -> None:
-            if not low <= value <= high:
-                raise ConfigError(f"{label} must be between {low:g} and {high:g}, got {value:g}")
-
-        super().__init__(label, check, number=number)
-        self.allow_empty = allow_empty
-
-    def validate(self, value: str) -> ValidationResult:
-        if self.allow_empty and not value.strip():
-            return self.success()
-        return super().validate(value)
 
 
 def free_name(models_dir: Path, base: str) -> str:

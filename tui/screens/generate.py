@@ -18,7 +18,8 @@ from textual.worker import get_current_worker
 from cllm.tui.bindings import MODE_BINDINGS
 from cllm.tui.formatting import format_rate
 from cllm.tui.messages import GenerationFinished, GenerationProgress
-from cllm.tui.validators import NumberValidator, parse_float, parse_int
+from cllm.tui.engine import ConfigError, SampleConfig
+from cllm.tui.validators import ConfigValidator, parse_float, parse_int, sample_check
 from cllm.tui.widgets.model_bar import ModelBar
 from cllm.tui.worker_errors import ReportWorkerErrors
 from cllm.tui.widgets.transcript import Sample, Transcript
@@ -28,14 +29,21 @@ if TYPE_CHECKING:
 
 POST_EVERY_S = 0.05  # the worker posts the text so far at most 20 times a second
 
-# id -> (label, default, validator)
+STARTING = SampleConfig(temperature=0.8, top_p=0.95)  # the settings the screen starts with
+# input id -> (label, SampleConfig field, number kind); each is checked by SampleConfig.validate
 SETTINGS = {
-    "temperature": ("temp", "0.8", lambda: NumberValidator("temperature", 0.0, 5.0)),
-    "top-k": ("top-k", "0", lambda: NumberValidator("top-k", 0, 1_000_000, number="int")),
-    "top-p": ("top-p", "0.95", lambda: NumberValidator("top-p", 0.01, 1.0)),
-    "max-tokens": ("max", "200", lambda: NumberValidator("max tokens", 1, 100_000, number="int")),
-    "seed": ("seed", "", lambda: NumberValidator("seed", 0, 2**32 - 1, number="int", allow_empty=True)),
+    "temperature": ("temp", "temperature", "float"),
+    "top-k": ("top-k", "top_k", "int"),
+    "top-p": ("top-p", "top_p", "float"),
+    "max-tokens": ("max", "max_tokens", "int"),
+    "seed": ("seed", "seed", "int"),
 }
+
+
+def parse_stop(text: str) -> str | None:
+    r"""The stop text as typed, with \n and \t for a newline and a tab (an input has no
+    newline key); empty: none."""
+    return text.replace("\\n", "\n").replace("\\t", "\t") or None
 
 
 class GenerateScreen(ReportWorkerErrors, Screen):
@@ -46,6 +54,11 @@ class GenerateScreen(ReportWorkerErrors, Screen):
         Binding("f8", "copy", "Copy", id="generate.copy"),
         Binding("f9", "clear", "Clear", id="generate.clear"),
         Binding("ctrl+n", "app.quick_start", "Quick start", id="app.quick_start"),
+    ]
+    PALETTE = [  # the command palette's entries for this screen: name, help, action
+        ("Generate text", "Generate from the prompt box", "generate"),
+        ("Stop generation", "Stop the text being generated", "stop"),
+        ("Copy last output", "Copy the last prompt and output to the clipboard", "copy"),
     ]
 
     app: "CllmApp"
@@ -61,10 +74,15 @@ class GenerateScreen(ReportWorkerErrors, Screen):
         yield Static("", id="welcome")
         yield Transcript(id="transcript")
         with Horizontal(id="sample-settings"):
-            for field_id, (label, default, validator) in SETTINGS.items():
+            for field_id, (label, field, number) in SETTINGS.items():
+                default = getattr(STARTING, field)
                 yield Label(label, classes="setting-label")
-                yield Input(default, id=field_id, compact=True, classes="setting",
-                            placeholder="random" if field_id == "seed" else "", validators=[validator()])
+                yield Input("" if default is None else f"{default:g}", id=field_id, compact=True, classes="setting",
+                            placeholder="random" if field == "seed" else "",
+                            validators=[ConfigValidator(label, sample_check(field), number=number,
+                                                        allow_empty=field == "seed")])
+            yield Label("stop", classes="setting-label")
+            yield Input("", id="stop", compact=True, classes="setting", placeholder="none")
         yield Input(placeholder="Type a prompt, then enter to generate (esc stops)", id="prompt")
         yield Static("", id="gen-status", markup=False)
         yield Footer(compact=True, show_command_palette=False)
@@ -117,24 +135,26 @@ class GenerateScreen(ReportWorkerErrors, Screen):
                 self._status("")
 
     # -- actions -----------------------------------------------------------------------
-    def _params(self) -> dict | None:
+    def _sample_config(self) -> SampleConfig | None:
+        """The settings, checked by SampleConfig.validate; None (and a notice) if wrong."""
         problems = []
         for field_id in SETTINGS:
             field = self.query_one(f"#{field_id}", Input)
             result = field.validate(field.value)
             if result is not None and not result.is_valid:
                 problems.extend(result.failure_descriptions)
-        if problems:
-            self.app.notify("; ".join(problems), title="Check the settings", severity="error", markup=False)
-            return None
-        value = {f: self.query_one(f"#{f}", Input).value.strip() for f in SETTINGS}
-        return {
-            "temperature": parse_float(value["temperature"]),
-            "top_k": parse_int(value["top-k"]),
-            "top_p": parse_float(value["top-p"]),
-            "max_tokens": parse_int(value["max-tokens"]),
-            "seed": parse_int(value["seed"]) if value["seed"] else None,
-        }
+        values: dict[str, object] = {}
+        if not problems:
+            for field_id, (_, field, number) in SETTINGS.items():
+                text = self.query_one(f"#{field_id}", Input).value.strip()
+                values[field] = None if not text else parse_int(text) if number == "int" else parse_float(text)
+            values["stop"] = parse_stop(self.query_one("#stop", Input).value)
+            try:
+                return SampleConfig(**values).validate()  # type: ignore[arg-type]  # parsed per SETTINGS
+            except ConfigError as exc:
+                problems.append(str(exc))
+        self.app.notify("; ".join(problems), title="Check the settings", severity="error", markup=False)
+        return None
 
     def action_generate(self, prompt: str | None = None) -> None:
         app = self.app
@@ -146,8 +166,8 @@ class GenerateScreen(ReportWorkerErrors, Screen):
             app.notify(f"No model loaded: press {app.key_for('app.quick_start')} for a quick start, or load "
                        f"one in Models ({app.key_for('mode.models')}).", severity="warning", markup=False)
             return
-        params = self._params()
-        if params is None:
+        config = self._sample_config()
+        if config is None:
             return
         box = self.query_one("#prompt", Input)
         if prompt is None:
@@ -155,24 +175,20 @@ class GenerateScreen(ReportWorkerErrors, Screen):
         box.value = ""
         model, from_file, note = handle.model, None, ""
         run = app.training
-        if run is not None and run.active and run.trainer is not None and handle.model is run.trainer.model:
+        if run is not None and app.run_active and run.trainer is not None and handle.model is run.trainer.model:
             # The trainer is changing these weights: read the last saved ones instead.
             if not run.saved:
                 app.notify(f"{run.name} is training and has not been saved yet, so there are no "
                            "finished weights to generate from. Wait for the first checkpoint "
-                           f"(every {run.plan.train_config.checkpoint_interval} steps) or stop the run.",
+                           f"(every {run.plan.train_config.checkpoint_every} steps) or stop the run.",
                            title="Generation refused", severity="warning", markup=False)
                 box.value = prompt
                 return
             from_file = run.out_path
             note = f"(training is running: this uses the last saved weights in {run.out_path.name})"
-        self._start(prompt, params, model, from_file, note)
+        self._start(prompt, config, model, from_file, note)
 
-    def generate_now(self, prompt: str) -> None:
-        """Generate from `prompt` (the quick start calls this when its model is ready)."""
-        self.action_generate(prompt)
-
-    def _start(self, prompt: str, params: dict, model, from_file, note: str) -> None:
+    def _start(self, prompt: str, config: SampleConfig, model, from_file, note: str) -> None:
         self._stop.clear()
         self._generating = True
         self.refresh_bindings()
@@ -183,7 +199,7 @@ class GenerateScreen(ReportWorkerErrors, Screen):
         self.query_one("#welcome", Static).display = False
         transcript.mount(sample)
         transcript.scroll_end(animate=False)
-        self._generate(prompt, params, model, from_file)
+        self._generate(prompt, config, model, from_file)
 
     def action_stop(self) -> None:
         if not self._generating:
@@ -213,7 +229,7 @@ class GenerateScreen(ReportWorkerErrors, Screen):
 
     # -- the worker --------------------------------------------------------------------
     @work(thread=True, exclusive=True, exit_on_error=False, group="generate", name="generate")
-    def _generate(self, prompt: str, params: dict, model, from_file) -> None:
+    def _generate(self, prompt: str, config: SampleConfig, model, from_file) -> None:
         worker = get_current_worker()
         stop = self._stop
         engine = self.app.engine
@@ -225,8 +241,8 @@ class GenerateScreen(ReportWorkerErrors, Screen):
                 model = engine.load_model(from_file).model
                 started = time.monotonic()
             last_post = 0.0
-            pieces = engine.generate(model, prompt, should_stop=lambda: stop.is_set() or worker.is_cancelled,
-                                     **params)
+            pieces = engine.generate(model, prompt, config,
+                                     should_stop=lambda: stop.is_set() or worker.is_cancelled)
             for piece in pieces:
                 parts.append(piece)
                 tokens += 1

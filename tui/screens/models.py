@@ -47,6 +47,7 @@ class ModelsScreen(ReportWorkerErrors, Screen):
         Binding("f2", "focus_path", "Path", id="models.path"),
         Binding("f9", "refresh", "Refresh", id="models.refresh"),
     ]
+    PALETTE = [("Load highlighted model", "Load the model highlighted in Models", "load")]  # name, help, action
 
     app: "CllmApp"
 

@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Log, ProgressBar, Static
 
 from cllm.tui.bindings import MODE_BINDINGS
-from cllm.tui.engine import QUICK_START, QUICK_START_EVAL_CHUNKS, CllmError, ConfigError, StepEvent
+from cllm.tui.engine import CllmError, ConfigError, RunStatus, StepEvent, describe_end
 from cllm.tui.formatting import format_duration, format_loss, format_rate
 from cllm.tui.messages import PauseRequested, RunRequested, StopRequested
 from cllm.tui.model_handle import ModelHandle
@@ -46,6 +46,12 @@ class TrainScreen(ReportWorkerErrors, Screen):
         Binding("f7", "stop", "Stop", id="train.stop"),
         Binding("f8", "browse", "Browse", id="train.browse"),
     ]
+    PALETTE = [  # the command palette's entries for this screen: name, help, action
+        ("Start training", "Start a run with the form's settings", "start"),
+        ("Pause or resume training", "Pause the run, or resume it", "pause"),
+        ("Stop training", "Stop the run and save what it learned", "stop"),
+        ("Browse for a corpus", "Pick the training text in a file browser", "browse"),
+    ]
 
     app: "CllmApp"
 
@@ -68,7 +74,7 @@ class TrainScreen(ReportWorkerErrors, Screen):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.watch(self.app, "train_state", self._state_changed)
+        self.watch(self.app, "run_status", self._state_changed)
         self.watch(self.app, "train_step", self._show_progress)
         self.watch(self.app, "train_log_size", self._sync_log)
 
@@ -76,16 +82,12 @@ class TrainScreen(ReportWorkerErrors, Screen):
     def form(self) -> TrainForm:
         return self.query_one(TrainForm)
 
-    @property
-    def active(self) -> bool:
-        return self.app.train_state != "idle"
-
     # -- bindings ----------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("start", "browse"):
-            return None if self.active else True
+            return None if self.app.run_active else True
         if action in ("pause", "stop"):
-            return True if self.active else None
+            return True if self.app.run_active else None
         return True
 
     @on(Button.Pressed, "#start")
@@ -117,8 +119,8 @@ class TrainScreen(ReportWorkerErrors, Screen):
 
         self.app.push_screen(FileBrowser(start), chosen)
 
-    def action_start(self, quick_start: bool = False) -> None:
-        if self.active:
+    def action_start(self) -> None:
+        if self.app.run_active:
             self.app.notify("A run is already in progress: stop it first.", severity="warning")
             return
         try:
@@ -126,22 +128,13 @@ class TrainScreen(ReportWorkerErrors, Screen):
         except ConfigError as exc:
             self.app.notify(str(exc), title="Check the form", severity="error", markup=False)
             return
-        plan.quick_start = quick_start
-        if quick_start:
-            plan.train_config = dataclasses.replace(plan.train_config, eval_chunks=QUICK_START_EVAL_CHUNKS)
         self._start_flow(plan)
-
-    def quick_start(self) -> None:
-        """Fill the form with the quick start's settings and start (the app's ctrl+n)."""
-        self.form.set_values(QUICK_START)
-        self.form.refresh_errors()
-        self.action_start(quick_start=True)
 
     def action_pause(self) -> None:
         self.post_message(PauseRequested())
 
     def action_stop(self) -> None:
-        if self.active:
+        if self.app.run_active:
             self.query_one("#run-status", Static).update("Stopping: saving what was learned so far…")
             self.post_message(StopRequested())
 
@@ -151,10 +144,7 @@ class TrainScreen(ReportWorkerErrors, Screen):
         app = self.app
         models_dir = app.models_dir
         handle = app.loaded
-        if plan.quick_start:
-            plan.action = "new"
-            plan.out_path = models_dir / f"{free_name(models_dir, 'quickstart')}.cllm"
-        elif handle is not None and handle.path is not None and handle.path.exists():
+        if handle is not None and handle.path is not None and handle.path.exists():
             if not await self._ask_replace(plan, handle):
                 app.notify("Cancelled: no file was touched.")
                 return
@@ -165,10 +155,6 @@ class TrainScreen(ReportWorkerErrors, Screen):
                 return
             plan.action = "new"
             plan.out_path = models_dir / f"{name}.cllm"
-        # Checkpoints by step come with the evaluations (they can be waited for in Generate).
-        plan.train_config = dataclasses.replace(
-            plan.train_config, checkpoint_interval=plan.train_config.checkpoint_interval
-            or plan.train_config.eval_interval)
         self.post_message(RunRequested(plan))
 
     async def _ask_replace(self, plan: RunPlan, handle: ModelHandle) -> bool:
@@ -240,25 +226,25 @@ class TrainScreen(ReportWorkerErrors, Screen):
         return self.app.engine.fits_corpus(handle.model, handle.corpus, corpus)
 
     # -- what the run shows ------------------------------------------------------------
-    def _state_changed(self, state: str) -> None:
+    def _state_changed(self, state: RunStatus) -> None:
         """Buttons, bindings, bars and chart: when the run starts, pauses, resumes or ends."""
         run = self.app.training
-        self.form.set_running(state != "idle", state == "paused")
+        self.form.set_running(state.active, state is RunStatus.PAUSED)
         self.refresh_bindings()
         if run is None:
             return
-        if state == "preparing":
+        if state is RunStatus.PREPARING:
             self._log_seen = 0
             self.query_one("#run-log", Log).clear()
             kernels = "" if self.app.kernels_ready else "compiling kernels (first run only)… "
             self.query_one("#run-status", Static).update(
                 f"{kernels}preparing: reading the corpus, building the model…")
-        elif state in ("running", "paused") and run.trainer is not None and self._attached is not run:
+        elif state in (RunStatus.RUNNING, RunStatus.PAUSED) and run.trainer is not None and self._attached is not run:
             self._attached = run
             self.run_worker(self.query_one(CoreBars).attach(run.trainer), exclusive=True, group="attach")
             self.query_one(LossChart).attach(run)
             self.query_one("#overall", ProgressBar).update(total=run.trainer.config.steps, progress=run.trainer.step)
-        if state == "idle":
+        if state is RunStatus.IDLE:
             self._finished(run)
         else:
             self._show_progress(self.app.train_step)
@@ -266,11 +252,11 @@ class TrainScreen(ReportWorkerErrors, Screen):
     def _show_progress(self, event: StepEvent | None) -> None:
         """The numbers: for every step message (at most a few dozen a second)."""
         run = self.app.training
-        state = self.app.train_state
-        if run is None or state in ("idle", "preparing", "stopping"):
+        state = self.app.run_status
+        if run is None or state in (RunStatus.IDLE, RunStatus.PREPARING, RunStatus.STOPPING):
             return
         status = self.query_one("#run-status", Static)
-        paused = "PAUSED · " if state == "paused" else ""
+        paused = "PAUSED · " if state is RunStatus.PAUSED else ""
         if event is None:
             status.update(paused + "starting: first step (and kernel compilation if needed)…", layout=False)
             return
@@ -298,12 +284,5 @@ class TrainScreen(ReportWorkerErrors, Screen):
         done = run.done
         if done is None:
             status.update(f"Run failed: {run.error or 'stopped before it started'}")
-        elif done.reason == "nan":
-            status.update(f"Stopped after step {done.step}: the loss is not a number.")
-        elif any(failure.final for failure in run.save_failures):
-            where = f"saved to {done.saved_to}" if done.saved_to else "not saved"
-            status.update(f"Step {done.step}: {run.out_path.name} could not be written; the run is {where}.")
-        elif done.reason == "stopped":
-            status.update(f"Stopped at step {done.step}; saved {run.out_path.name}.")
         else:
-            status.update(f"Finished: {done.step} steps; saved {run.out_path.name}.")
+            status.update(describe_end(done, run.best_val).status)

@@ -54,12 +54,12 @@ class LossChart(PlotWidget, can_focus=False):
             self._timer.stop()
             self._timer = None
 
-    def redraw(self, force: bool = False) -> None:
+    def redraw(self) -> None:
         run = self.run
         if run is None:
             return
         counts = (len(run.loss_steps), len(run.val_steps))
-        if counts == self._drawn and not force:
+        if counts == self._drawn:
             return
         self._drawn = counts
         self.clear()

@@ -184,9 +184,9 @@ class TrainForm(VerticalScroll, can_focus=False):
         settings = dict(steps=parse_int(value["steps"]), batch=parse_int(value["batch"]), lr=parse_float(value["lr"]),
                         eval_interval=parse_int(value["eval"]), threads=parse_int(value["threads"]),
                         dropout=parse_float(value["dropout"]))
-        chosen = self._recipe()  # its other settings (warm-up, final lr, ...) under the fields'
-        train_config = (chosen.train_config(**settings) if chosen is not None else
-                        TrainConfig(**settings, warmup=min(100, max(settings["steps"] // 10, 0))).validate())
+        chosen = self._recipe()  # its other settings (final lr, beta2, ...) under the fields'
+        # the warm-up and the checkpoints follow core's rules (TrainConfig), as in `cllm train`
+        train_config = chosen.train_config(**settings) if chosen is not None else TrainConfig(**settings).validate()
         vocab = parse_int(value["vocab"]) if kind != "char" and value["vocab"] else None
         return RunPlan(corpus=value["corpus"], tokenizer=kind, vocab_size=vocab,
                        model_config=model_config, train_config=train_config)

@@ -96,7 +96,7 @@ def start_part_children() -> list[subprocess.Popen]:
     process on first use."""
     if default_threads() < 2:
         return []
-    code = "import sys; from cllm.core.warmup import compile_part; compile_part(sys.argv[1])"
+    code = "import sys; from cllm.core.precompile import compile_part; compile_part(sys.argv[1])"
     try:  # -P: this installed package, not whatever the working folder holds
         return [subprocess.Popen([sys.executable, "-P", "-c", code, part], stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for part in PARTS]
