@@ -25,6 +25,7 @@ import json
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -181,16 +182,21 @@ def part_recipe(a, env) -> list[str]:
 
 
 def part_quality(a, env) -> list[str]:
-    runs = {}
     kinds = [("CLLM", "quality-cllm")] + ([("PyTorch", "quality-torch")] if a.torch else [])
-    for p in RATES:
-        for name, kind in kinds:
-            print(f"quality: {name}, dropout {p:g} ...", flush=True)
-            threads = a.torch_threads if name == "PyTorch" else a.threads
-            spec = {"kind": kind, "corpus": a.corpus, "chars": a.quality_chars, "steps": a.quality_steps,
-                    "eval": a.quality_eval, "batch": 12, "threads": threads, "seed": a.seed, "dropout": p}
-            runs[(name, p)] = run_child(SCRIPT, spec, env, timeout=7200)
-            print(json.dumps(runs[(name, p)]["val"]), flush=True)
+
+    def run(name: str, kind: str, p: float) -> dict:
+        print(f"quality: {name}, dropout {p:g} ...", flush=True)
+        threads = a.torch_threads if name == "PyTorch" else a.threads
+        spec = {"kind": kind, "corpus": a.corpus, "chars": a.quality_chars, "steps": a.quality_steps,
+                "eval": a.quality_eval, "batch": 12, "threads": threads, "seed": a.seed, "dropout": p}
+        result = run_child(SCRIPT, spec, env, timeout=7200)
+        print(f"{name} p={p:g}: {json.dumps(result['val'])}", flush=True)
+        return result
+
+    jobs = [(name, kind, p) for name, kind in kinds for p in RATES]
+    with ThreadPoolExecutor(a.quality_jobs) as pool:  # the losses do not depend on the machine's load
+        results = list(pool.map(lambda job: run(*job), jobs))
+    runs = {(name, p): result for (name, _, p), result in zip(jobs, results)}
     steps = [s for s, _ in runs[("CLLM", 0.0)]["val"]]
     headers = ["step"] + [f"{name} p={p:g}" for name, p in runs]
     rows = [[str(s)] + [fmt(dict(map(tuple, r["val"])).get(s), 4) for r in runs.values()] for s in steps]
@@ -200,8 +206,9 @@ def part_quality(a, env) -> list[str]:
     return [f"### Quality: an overfitting setting (first {a.quality_chars:,} characters of "
             f"{Path(a.corpus).name}, character level)", "",
             f"4L 4H 192w ctx64, batch 12, {a.quality_steps} steps, lr 1e-3 -> 1e-4 (warm-up 100), AdamW (0.9, 0.99), "
-            f"weight decay 0.1, clip 1.0, seed {a.seed}, CLLM on {a.threads} threads, PyTorch on {a.torch_threads} "
-            "(two torch threads on a loaded 2-core machine ran 5-10x slower); validation loss (the last 10%, every "
+            f"weight decay 0.1, clip 1.0, seed {a.seed}, CLLM on {a.threads} thread(s), PyTorch on {a.torch_threads} "
+            f"(two torch threads on a loaded 2-core machine ran 5-10x slower), {a.quality_jobs} run(s) at a time; "
+            "validation loss (the last 10%, every "
             "ctx+1 chunk) every "
             f"{a.quality_eval} steps. PyTorch: benchmarks/torch_gpt.py with nanoGPT's dropout (its own random "
             "masks), the same initial weights and batches.", "",
@@ -221,6 +228,7 @@ def main() -> int:
     p.add_argument("--quality-steps", type=int, default=2000)
     p.add_argument("--quality-eval", type=int, default=250)
     p.add_argument("--torch-threads", type=int, default=1, help="PyTorch's threads in the quality part")
+    p.add_argument("--quality-jobs", type=int, default=1, help="quality runs at once")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--corpus", default=str(DEFAULT_CORPUS))
     p.add_argument("--no-torch", action="store_true")
