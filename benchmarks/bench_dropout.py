@@ -35,9 +35,9 @@ from benchmarks.common import (  # noqa: E402
 )
 
 SCRIPT = Path(__file__).resolve()
-COST_SHAPES = {
-    "nanoGPT CPU config": dict(n_layer=4, n_head=4, n_embd=128, ctx=64, batch=12),
-    "GPU recipe's shape": dict(n_layer=6, n_head=6, n_embd=384, ctx=256, batch=64),
+COST_SHAPES = {  # name: (label, shape)
+    "cpu": ("nanoGPT CPU config", dict(n_layer=4, n_head=4, n_embd=128, ctx=64, batch=12)),
+    "gpu": ("GPU recipe's shape", dict(n_layer=6, n_head=6, n_embd=384, ctx=256, batch=64)),
 }
 QUALITY_SHAPE = dict(n_layer=4, n_head=4, n_embd=192, ctx=64)
 RATES = (0.0, 0.2)
@@ -150,7 +150,7 @@ CHILDREN = {"cost": child_cost, "recipe": child_recipe, "quality-cllm": child_qu
 
 def part_cost(a, env) -> list[str]:
     rows = []
-    for label, cfg in COST_SHAPES.items():
+    for label, cfg in (COST_SHAPES[name] for name in a.cost_shapes.split(",")):
         print(f"cost: {label} ...", flush=True)
         steps = a.cost_steps if cfg["ctx"] <= 64 else a.cost_big_steps
         r = run_child(SCRIPT, {"kind": "cost", "config": cfg, "threads": a.threads, "steps": steps,
@@ -221,6 +221,7 @@ def main() -> int:
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--parts", default="cost,recipe,quality")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cost-shapes", default="cpu,gpu", help="of " + ", ".join(COST_SHAPES))
     p.add_argument("--cost-steps", type=int, default=30, help="steps of each rate, nanoGPT's CPU config")
     p.add_argument("--cost-big-steps", type=int, default=3, help="steps of each rate, the GPU recipe's shape")
     p.add_argument("--recipe-steps", type=int, default=2)
