@@ -196,7 +196,11 @@ def part_quality(a, env) -> list[str]:
     jobs = [(name, kind, p) for name, kind in kinds for p in RATES]
     with ThreadPoolExecutor(a.quality_jobs) as pool:  # the losses do not depend on the machine's load
         results = list(pool.map(lambda job: run(*job), jobs))
-    runs = {(name, p): result for (name, _, p), result in zip(jobs, results)}
+    return quality_report(a, {(name, p): result for (name, _, p), result in zip(jobs, results)})
+
+
+def quality_report(a, runs: dict) -> list[str]:
+    """The quality part's table from its runs: (implementation, rate) -> a child's result."""
     steps = [s for s, _ in runs[("CLLM", 0.0)]["val"]]
     headers = ["step"] + [f"{name} p={p:g}" for name, p in runs]
     rows = [[str(s)] + [fmt(dict(map(tuple, r["val"])).get(s), 4) for r in runs.values()] for s in steps]
