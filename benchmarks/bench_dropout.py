@@ -248,7 +248,7 @@ def main() -> int:
            "hashed from seed, step, row, layer, site and position (core/kernels.py).", ""]
     out += machine_lines(env) + [f"- command: `{command_line()}`"] + [f"- {n}" for n in a.note]
     if not a.torch:
-        out.append(f"- {NO_TORCH}")
+        out.append(f"- {NO_TORCH if not a.no_torch else 'PyTorch left out (--no-torch).'}")
     out.append("")
     parts = {"cost": part_cost, "recipe": part_recipe, "quality": part_quality}
     for name in a.parts.split(","):
