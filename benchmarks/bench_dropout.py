@@ -29,9 +29,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    DEFAULT_CORPUS, NO_TORCH, add_report_args, check_tree, child_env, command_line, fmt, machine_lines, report,
-    run_child, serve_child, table, torch_available,
+from benchmarks.common import (
+    DEFAULT_CORPUS,
+    NO_TORCH,
+    add_report_args,
+    check_tree,
+    child_env,
+    command_line,
+    fmt,
+    machine_lines,
+    report,
+    run_child,
+    serve_child,
+    table,
+    torch_available,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -46,9 +57,9 @@ RATES = (0.0, 0.2)
 def child_cost(spec: dict) -> dict:
     from cllm.core.config import TrainConfig
     from cllm.core.corpus import load_corpus
+    from cllm.core.precompile import compile_kernels
     from cllm.core.threads import single_threaded_blas
     from cllm.core.trainer import Trainer
-    from cllm.core.precompile import compile_kernels
 
     compile_kernels()
     cfg = spec["config"]
@@ -70,10 +81,10 @@ def child_cost(spec: dict) -> dict:
 
 def child_recipe(spec: dict) -> dict:
     from cllm.core.corpus import load_corpus
+    from cllm.core.precompile import compile_kernels
     from cllm.core.recipes import recipe
     from cllm.core.threads import single_threaded_blas
     from cllm.core.trainer import Trainer
-    from cllm.core.precompile import compile_kernels
 
     compile_kernels()
     r = recipe("shakespeare-char")
@@ -99,8 +110,8 @@ def child_quality_cllm(spec: dict) -> dict:
 
     from cllm.core.config import TrainConfig
     from cllm.core.corpus import Corpus
-    from cllm.core.trainer import Trainer
     from cllm.core.precompile import compile_kernels
+    from cllm.core.trainer import Trainer
 
     compile_kernels()
     text = quality_text(spec)
@@ -119,16 +130,27 @@ def child_quality_torch(spec: dict) -> dict:
     import numpy as np
     import torch
 
-    from benchmarks.torch_gpt import char_tokens, evaluate, from_cllm, lr_at, make_optimizer, random_batch, split
-    from benchmarks.torch_gpt import Config, TorchGPT, train_step
+    from benchmarks.torch_gpt import (
+        Config,
+        TorchGPT,
+        char_tokens,
+        evaluate,
+        from_cllm,
+        lr_at,
+        make_optimizer,
+        random_batch,
+        split,
+        train_step,
+    )
     from cllm.core.config import ModelConfig
     from cllm.core.model import GPT
+    from cllm.core.tokenizer import CharTokenizer
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(spec["seed"])
     tokens, vocab = char_tokens(quality_text(spec))
     train, val = split(tokens)
-    cllm = GPT.create(ModelConfig(vocab_size=len(vocab), **QUALITY_SHAPE), None, seed=spec["seed"])
+    cllm = GPT.create(ModelConfig(vocab_size=len(vocab), **QUALITY_SHAPE), CharTokenizer(vocab), seed=spec["seed"])
     model = TorchGPT(Config(len(vocab), **QUALITY_SHAPE, dropout=spec["dropout"]))
     model.load_state_dict(from_cllm(cllm).state_dict())
     model.train()
@@ -196,7 +218,7 @@ def part_quality(a, env) -> list[str]:
     jobs = [(name, kind, p) for name, kind in kinds for p in RATES]
     with ThreadPoolExecutor(a.quality_jobs) as pool:  # the losses do not depend on the machine's load
         results = list(pool.map(lambda job: run(*job), jobs))
-    return quality_report(a, {(name, p): result for (name, _, p), result in zip(jobs, results)})
+    return quality_report(a, {(name, p): result for (name, _, p), result in zip(jobs, results, strict=True)})
 
 
 def quality_report(a, runs: dict) -> list[str]:

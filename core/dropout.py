@@ -7,7 +7,14 @@ import numpy as np
 
 from cllm.core.config import ModelConfig
 from cllm.core.kernels import (
-    ATTENTION_OUT, ATTENTION_PROBS, EMBEDDING, MLP_OUT, Dropout, dropout_mask, site_key, stream_key,
+    ATTENTION_OUT,
+    ATTENTION_PROBS,
+    EMBEDDING,
+    MLP_OUT,
+    Dropout,
+    dropout_mask,
+    site_key,
+    stream_key,
 )
 
 

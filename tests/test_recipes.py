@@ -47,7 +47,7 @@ def test_the_command_line_lists_the_recipes_and_runs_one_with_flags_on_top(tmp_p
                  "--threads", "1"]) == 0
     info = read_info(model)
     assert (info.config.n_layer, info.config.n_head, info.config.n_embd, info.config.ctx) == (1, 6, 12, 16)
-    saved = TrainConfig.from_dict(info.run.train_config)
+    saved = TrainConfig.from_dict(info.run.train_config or {})
     assert (saved.batch, saved.steps, saved.dropout, saved.min_lr, saved.beta2) == (2, 1, 0.2, 1e-4, 0.99)
     with pytest.raises(SystemExit):
         main(["train", str(corpus), "--recipe", "nano"])

@@ -6,6 +6,8 @@ config checks); the reasons for all invalid fields are listed under the form.
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Static
@@ -96,7 +98,7 @@ class TrainForm(VerticalScroll, can_focus=False):
     def _tokenizer_kind(self) -> str:
         try:
             value = self.query_one("#tokenizer", Select).value
-        except Exception:  # noqa: BLE001 - before compose
+        except Exception:  # before compose
             return "char"
         return value if isinstance(value, str) else "char"
 
@@ -104,7 +106,7 @@ class TrainForm(VerticalScroll, can_focus=False):
         try:
             return {"n_head": try_int(self.query_one("#heads", Input).value),
                     "n_embd": try_int(self.query_one("#width", Input).value)}
-        except Exception:  # noqa: BLE001 - before compose
+        except Exception:  # before compose
             return {}
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -181,9 +183,10 @@ class TrainForm(VerticalScroll, can_focus=False):
         kind = self._tokenizer_kind()
         model_config = {"n_layer": parse_int(value["layers"]), "n_head": parse_int(value["heads"]),
                         "n_embd": parse_int(value["width"]), "ctx": parse_int(value["ctx"])}
-        settings = dict(steps=parse_int(value["steps"]), batch=parse_int(value["batch"]), lr=parse_float(value["lr"]),
-                        eval_interval=parse_int(value["eval"]), threads=parse_int(value["threads"]),
-                        dropout=parse_float(value["dropout"]))
+        settings: dict[str, Any] = dict(
+            steps=parse_int(value["steps"]), batch=parse_int(value["batch"]), lr=parse_float(value["lr"]),
+            eval_interval=parse_int(value["eval"]), threads=parse_int(value["threads"]),
+            dropout=parse_float(value["dropout"]))
         chosen = self._recipe()  # its other settings (final lr, beta2, ...) under the fields'
         # the warm-up and the checkpoints follow core's rules (TrainConfig), as in `cllm train`
         train_config = chosen.train_config(**settings) if chosen is not None else TrainConfig(**settings).validate()
