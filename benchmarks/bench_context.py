@@ -99,6 +99,7 @@ def attention_driver():
     import numpy as np
     from numba import njit, types
 
+    from cllm.core.kernels import NO_DROPOUT
     from cllm.core.passes import pass_signatures
 
     attention = pass_signatures(np.dtype(np.float32)).attention_forward  # the backward's is the same
@@ -108,7 +109,7 @@ def attention_driver():
     def calls(attend, A, n_layer, sequences, group, T, n_head):
         for l in range(n_layer):
             for i in range(sequences):
-                attend(A, l, i % group, T, n_head)
+                attend(A, l, i % group, T, n_head, NO_DROPOUT)
 
     return calls
 

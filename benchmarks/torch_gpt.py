@@ -2,7 +2,11 @@
 
 - wte, wpe; pre-LayerNorm blocks (eps 1e-5, biases everywhere); causal attention through
   F.scaled_dot_product_attention(is_causal=True); MLP of width 4C with tanh GELU
-  (nn.GELU(approximate="tanh")); final LayerNorm; the head tied to wte. No dropout.
+  (nn.GELU(approximate="tanh")); final LayerNorm; the head tied to wte.
+- Dropout where nanoGPT puts it (`Config.dropout`, in training mode only): after the
+  embeddings, on the attention probabilities (scaled_dot_product_attention's dropout_p),
+  after the attention and MLP projections. Or, given `masks` (a `Masks`), exactly those
+  masks (CLLM's, from core.dropout.dropout_masks), with the attention written out.
 - AdamW betas (0.9, 0.99), eps 1e-8, weight decay 0.1 on the 2-D weights only (wte and wpe
   included, as in nanoGPT and CLLM), gradient clip 1.0 on the global norm.
 - Learning rate: `lr_at` is CLLM's (and nanoGPT's) schedule, linear warm-up then cosine
@@ -42,12 +46,36 @@ class Config:
     n_head: int = 4
     n_embd: int = 128
     ctx: int = 64
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class Masks:
+    """Given dropout masks (0 or 1 / (1 - p)) of one batch, by site as
+    core.dropout.dropout_masks makes them: embedding (B, T, C); attention (L, B, NH, T, T);
+    attention_out and mlp_out (L, B, T, C)."""
+
+    embedding: torch.Tensor
+    attention: torch.Tensor
+    attention_out: torch.Tensor
+    mlp_out: torch.Tensor
+
+    @classmethod
+    def from_numpy(cls, masks: dict, dtype=torch.float32) -> Masks:
+        return cls(**{name: torch.from_numpy(np.ascontiguousarray(masks[name])).to(dtype)
+                      for name in ("embedding", "attention", "attention_out", "mlp_out")})
+
+
+def drop(x: torch.Tensor, p: float, training: bool, mask: torch.Tensor | None) -> torch.Tensor:
+    """nanoGPT's nn.Dropout, or the given mask."""
+    return x * mask if mask is not None else F.dropout(x, p, training)
 
 
 class Attention(nn.Module):
     def __init__(self, c: Config):
         super().__init__()
         self.n_head = c.n_head
+        self.dropout = c.dropout
         self.c_attn = nn.Linear(c.n_embd, 3 * c.n_embd)
         self.c_proj = nn.Linear(c.n_embd, c.n_embd)
 
@@ -57,28 +85,35 @@ class Attention(nn.Module):
         shape = (B, T, self.n_head, C // self.n_head)
         return (t.view(shape).transpose(1, 2) for t in (q, k, v))
 
-    def forward(self, x, cache=None, pos=0):
+    def forward(self, x, cache=None, pos=0, masks=None):
         B, T, C = x.shape
         q, k, v = self.qkv(x)
+        if masks is not None:  # (attention probabilities mask, projection mask)
+            s = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+            s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+            y = (F.softmax(s, dim=-1) * masks[0]) @ v
+            return drop(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)), 0.0, False, masks[1])
         if cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:  # prefill from position 0 (T >= 1) or one new position
-            kc, vc = cache
-            kc[:, :, pos:pos + T] = k
-            vc[:, :, pos:pos + T] = v
-            y = F.scaled_dot_product_attention(q, kc[:, :, :pos + T], vc[:, :, :pos + T], is_causal=T > 1)
+            p = self.dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            return F.dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)), self.dropout, self.training)
+        kc, vc = cache  # prefill from position 0 (T >= 1) or one new position: never drops
+        kc[:, :, pos:pos + T] = k
+        vc[:, :, pos:pos + T] = v
+        y = F.scaled_dot_product_attention(q, kc[:, :, :pos + T], vc[:, :, :pos + T], is_causal=T > 1)
         return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
 
 
 class MLP(nn.Module):
     def __init__(self, c: Config):
         super().__init__()
+        self.dropout = c.dropout
         self.c_fc = nn.Linear(c.n_embd, 4 * c.n_embd)
         self.gelu = nn.GELU(approximate="tanh")
         self.c_proj = nn.Linear(4 * c.n_embd, c.n_embd)
 
-    def forward(self, x):
-        return self.c_proj(self.gelu(self.c_fc(x)))
+    def forward(self, x, mask=None):
+        return drop(self.c_proj(self.gelu(self.c_fc(x))), self.dropout, self.training, mask)
 
 
 class Block(nn.Module):
@@ -89,9 +124,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(c.n_embd, eps=1e-5)
         self.mlp = MLP(c)
 
-    def forward(self, x, cache=None, pos=0):
-        x = x + self.attn(self.ln_1(x), cache, pos)
-        return x + self.mlp(self.ln_2(x))
+    def forward(self, x, cache=None, pos=0, masks=None):
+        """masks: None, or this layer's (attention, attention_out, mlp_out) masks."""
+        x = x + self.attn(self.ln_1(x), cache, pos, None if masks is None else masks[:2])
+        return x + self.mlp(self.ln_2(x), None if masks is None else masks[2])
 
 
 class TorchGPT(nn.Module):
@@ -111,11 +147,13 @@ class TorchGPT(nn.Module):
             elif is_linear_weight(name.replace(".bias", ".weight")):
                 nn.init.zeros_(p)
 
-    def forward(self, idx, targets=None, cache=None, pos=0):
+    def forward(self, idx, targets=None, cache=None, pos=0, masks: Masks | None = None):
         B, T = idx.shape
         x = self.wte(idx) + self.wpe(torch.arange(pos, pos + T, device=idx.device))
+        x = drop(x, self.config.dropout, self.training and cache is None, None if masks is None else masks.embedding)
         for l, block in enumerate(self.h):
-            x = block(x, None if cache is None else cache[l], pos)
+            layer_masks = None if masks is None else (masks.attention[l], masks.attention_out[l], masks.mlp_out[l])
+            x = block(x, None if cache is None else cache[l], pos, layer_masks)
         logits = F.linear(self.ln_f(x), self.wte.weight)  # tied head
         if targets is None:
             return logits, None
@@ -186,10 +224,13 @@ def evaluate(model: TorchGPT, val: np.ndarray, batch: int = 64) -> float:
     n = len(val) // (ctx + 1)
     chunks = torch.from_numpy(val[: n * (ctx + 1)].reshape(n, ctx + 1).astype(np.int64))
     total = 0.0
+    training = model.training
+    model.eval()  # no dropout
     for i in range(0, n, batch):
         part = chunks[i:i + batch]
         _, loss = model(part[:, :-1], part[:, 1:])
         total += float(loss) * len(part)
+    model.train(training)
     return total / n
 
 

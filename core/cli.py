@@ -20,11 +20,13 @@ from cllm.core.config import WEIGHTS, ModelConfig, SampleConfig, TrainConfig
 from cllm.core.dataset import is_dataset
 from cllm.core.errors import CllmError, ConfigError, TokenizerError
 from cllm.core.mpi_world import DEFAULT_TIMEOUT as MPI_TIMEOUT
+from cllm.core.recipes import RECIPES, Recipe
 from cllm.core.run_commands import add_runs_parser, add_train_options, cmd_runs, origin, start_background
 from cllm.core.stop_signals import flush_or_drop_output, stop_on_signals
 from cllm.core.tokenizer import TRAINABLE_KINDS
 
 DEFAULT_MODEL = Path("models") / "saved_model.cllm"
+CLI_RECIPE = "shakespeare-char-cpu"  # the settings of `cllm train` without --recipe: TrainConfig's defaults
 
 err = Console(stderr=True)
 
@@ -38,7 +40,8 @@ EXIT_CODES = """exit codes:
      rank 0 saved the last finished step) or the ranks' parameters differ"""
 
 
-def _add_train(sub) -> None:
+def _add_train(sub, base: Recipe) -> None:
+    """The train command, its defaults those of `base` (the recipe given, else CLI_RECIPE)."""
     p = sub.add_parser("train", help="train a model on a text file (or the built-in corpus)",
                        description="Train a model. Ctrl-C, SIGTERM or SIGHUP stops at the next step and saves.",
                        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,7 +50,10 @@ def _add_train(sub) -> None:
                         "or 'python-docs' (the default: CPython's documentation)")
     add_source_args(p)
     p.add_argument("-o", "--output", type=Path, default=DEFAULT_MODEL, help=f"model file (default {DEFAULT_MODEL})")
-    d, t = ModelConfig(vocab_size=2), TrainConfig()
+    p.add_argument("--recipe", choices=list(RECIPES), default=None,
+                   help="named settings, which the flags given beside it override: " +
+                        "; ".join(f"{r.name}: {r.description}" for r in RECIPES.values()))
+    d, t = ModelConfig(vocab_size=2, **base.shape()), base.train_config()
     # The shape flags default to None so that --init can tell whether they were given.
     p.add_argument("--layers", type=int, default=None, help=f"default {d.n_layer}")
     p.add_argument("--heads", type=int, default=None, help=f"default {d.n_head}")
@@ -58,12 +64,17 @@ def _add_train(sub) -> None:
     p.add_argument("--batch", type=int, default=t.batch)
     p.add_argument("--steps", type=int, default=t.steps, help="total steps (with --resume: the total to reach)")
     p.add_argument("--lr", type=float, default=t.lr)
-    p.add_argument("--min-lr", type=float, default=None, help="final learning rate (default lr/10)")
+    p.add_argument("--min-lr", type=float, default=t.min_lr,
+                   help="final learning rate (default " + ("lr/10)" if t.min_lr is None else f"{t.min_lr:g})"))
     p.add_argument("--warmup", type=int, default=t.warmup,
-                   help="learning-rate warm-up steps (default: a tenth of --steps, at most 100)")
+                   help="learning-rate warm-up steps (default: " +
+                        ("a tenth of --steps, at most 100)" if t.warmup is None else f"{t.warmup})"))
     p.add_argument("--weight-decay", type=float, default=t.weight_decay)
     p.add_argument("--grad-clip", type=float, default=t.grad_clip)
     p.add_argument("--grad-accum", type=int, default=t.grad_accum)
+    p.add_argument("--dropout", type=float, default=base.train.get("dropout"), metavar="P",
+                   help=f"drop rate on the embeddings, attention and residual branches, 0 <= P < 1 (default "
+                        f"{t.dropout:g}; --resume and --init keep the model's own)")
     p.add_argument("--eval-interval", type=int, default=t.eval_interval)
     p.add_argument("--eval-chunks", type=int, default=t.eval_chunks,
                    help=f"held-out chunks each evaluation reads, spread over the split (default {t.eval_chunks}; "
@@ -158,10 +169,11 @@ def _add_import(sub) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(base: Recipe | None = None) -> argparse.ArgumentParser:
+    """The command line; `cllm train`'s defaults are those of `base` (a recipe) if given."""
     parser = argparse.ArgumentParser(prog="cllm", description="Train and sample small GPT models on the CPU.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_train(sub)
+    _add_train(sub, base or RECIPES[CLI_RECIPE])
     _add_generate(sub)
     _add_quantize(sub)
     _add_eval(sub)
@@ -174,12 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train_config(a) -> TrainConfig:
-    return TrainConfig(
+    """The recipe's settings (the flags' defaults are its values) with the flags on top."""
+    return RECIPES[a.recipe or CLI_RECIPE].train_config(
         steps=a.steps, batch=a.batch, lr=a.lr, min_lr=a.min_lr, warmup=a.warmup, weight_decay=a.weight_decay,
-        grad_clip=a.grad_clip, grad_accum=a.grad_accum, eval_interval=a.eval_interval,
+        grad_clip=a.grad_clip, grad_accum=a.grad_accum, dropout=_given(a.dropout, TrainConfig.dropout),
+        eval_interval=a.eval_interval,
         eval_chunks=0 if a.eval_all else a.eval_chunks, checkpoint_interval=a.checkpoint_interval,
         checkpoint_minutes=a.checkpoint_minutes, threads=a.threads, seed=a.seed,
-    ).validate()
+    )
 
 
 
@@ -214,7 +228,7 @@ def _train(a, world, session) -> int:
     from cllm.core.events import CheckpointEvent, DoneEvent, EndReason, EvalEvent, SaveFailedEvent, StepEvent
     from cllm.core.outcome import describe_end
     from cllm.core.precompile import compile_kernels, kernels_cached
-    from cllm.core.trainer import Trainer
+    from cllm.core.trainer import Trainer, with_saved_dropout
 
     if world is not None:
         from cllm.core import distributed
@@ -224,6 +238,8 @@ def _train(a, world, session) -> int:
     _check_init(a)
     if a.resume and not out.exists():
         raise ConfigError(f"{out}: no such model to resume")
+    if a.dropout is None and (a.resume or a.init is not None):
+        config = with_saved_dropout(config, a.init if a.init is not None else out)
     if out.exists() and not (a.force or a.resume):
         raise ConfigError(f"{out} already exists; pass --force to replace it or --resume to continue training it")
     corpus = run_data(a, console=err, quiet=a.json or not _speaks(world))
@@ -232,7 +248,7 @@ def _train(a, world, session) -> int:
     elif a.init is not None:
         trainer = Trainer.fine_tune(a.init, corpus, config, out_path=out)
     else:
-        d = ModelConfig(vocab_size=2)
+        d = ModelConfig(vocab_size=2, **RECIPES[a.recipe or CLI_RECIPE].shape())
         shape = dict(n_layer=_given(a.layers, d.n_layer), n_head=_given(a.heads, d.n_head),
                      n_embd=_given(a.embd, d.n_embd), ctx=_given(a.ctx, d.ctx))
         trainer = Trainer.new(corpus, shape, config, tokenizer=a.tokenizer or "char", vocab_size=a.vocab_size,
@@ -636,8 +652,16 @@ COMMANDS = {"train": cmd_train, "generate": cmd_generate, "quantize": cmd_quanti
             "runs": cmd_runs}
 
 
+def _recipe_given(argv: list[str] | None) -> Recipe | None:
+    """The recipe `--recipe NAME` names, if any (the parser then reports a wrong name)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--recipe")
+    name = pre.parse_known_args(sys.argv[1:] if argv is None else argv)[0].recipe
+    return RECIPES.get(name)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(_recipe_given(argv)).parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return COMMANDS[args.command](args)

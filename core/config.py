@@ -101,6 +101,7 @@ class TrainConfig:
     beta2: float = 0.99
     grad_clip: float = 1.0
     grad_accum: int = 1
+    dropout: float = 0.0  # GPT-2's three rates (embeddings, attention, residual branches) in one, as nanoGPT's
     eval_interval: int = 250
     eval_chunks: int = 256  # held-out chunks each evaluation reads, spread over the split; 0: every one
     checkpoint_interval: int | None = None  # steps; None: with the evaluations; 0: only at the end (and on stop)
@@ -139,6 +140,7 @@ class TrainConfig:
         _require(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "Adam betas must be in [0, 1)")
         _require(self.grad_clip >= 0, f"gradient clip cannot be negative, got {self.grad_clip}")
         _require(self.grad_accum >= 1, f"gradient accumulation must be at least 1, got {self.grad_accum}")
+        _require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         _require(self.eval_interval >= 0, f"eval interval cannot be negative, got {self.eval_interval}")
         _require(self.eval_chunks >= 0, f"eval chunks cannot be negative, got {self.eval_chunks}")
         _require(self.checkpoint_every >= 0, f"checkpoint interval cannot be negative, got {self.checkpoint_every}")

@@ -53,8 +53,9 @@ def start_token_id(model: GPT) -> int:
     return int(ids[0]) if len(ids) == 1 else 0
 
 
-def hf_config(model: GPT) -> dict:
-    """config.json for `model`: GPT-2's own keys, as GPT2Config.to_dict writes them."""
+def hf_config(model: GPT, dropout: float = 0.0) -> dict:
+    """config.json for `model`: GPT-2's own keys, as GPT2Config.to_dict writes them;
+    `dropout` is the rate it was trained with, CLLM's one rate for GPT-2's three."""
     c = model.config
     start = start_token_id(model)
     eos = getattr(model.tokenizer, "eos_id", None)
@@ -62,8 +63,7 @@ def hf_config(model: GPT) -> dict:
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": c.vocab_size, "n_positions": c.ctx, "n_embd": c.n_embd, "n_layer": c.n_layer,
         "n_head": c.n_head, "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
-        # CLLM trains without dropout.
-        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "summary_first_dropout": 0.0,
+        "resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout, "summary_first_dropout": 0.0,
         "initializer_range": 0.02, "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
         "reorder_and_upcast_attn": False, "add_cross_attention": False, "tie_word_embeddings": True,
         "use_cache": True, "bos_token_id": start, "eos_token_id": start if eos is None else eos,
@@ -110,9 +110,11 @@ def _check_target(folder: Path, force: bool, keep: Path | None) -> None:
                                          f"exported ({keep})")
 
 
-def export_gpt(model: GPT, folder: str | Path, *, force: bool = False, source: Path | None = None) -> ExportResult:
-    """Writes `model` as a Hugging Face GPT-2 folder. Refuses a non-empty folder unless
-    `force`, which replaces it whole (never a folder holding `source`, the model file)."""
+def export_gpt(model: GPT, folder: str | Path, *, force: bool = False, source: Path | None = None,
+               dropout: float = 0.0) -> ExportResult:
+    """Writes `model` as a Hugging Face GPT-2 folder, with the dropout rate it was trained
+    with. Refuses a non-empty folder unless `force`, which replaces it whole (never a
+    folder holding `source`, the model file)."""
     folder = Path(folder).expanduser()
     _check_target(folder, force, source)
     files = to_hf(model.tokenizer, model.config.ctx)
@@ -125,7 +127,7 @@ def export_gpt(model: GPT, folder: str | Path, *, force: bool = False, source: P
     old = None
     try:
         texts = {
-            CONFIG_FILE: hf_config(model), GENERATION_CONFIG: generation_config(model),
+            CONFIG_FILE: hf_config(model, dropout), GENERATION_CONFIG: generation_config(model),
             TOKENIZER_CONFIG: files.tokenizer_config,
         }
         for name, data in texts.items():
@@ -168,4 +170,5 @@ def export_model(model_path: str | Path, folder: str | Path, *, force: bool = Fa
     from cllm.core.model_file import load_model
 
     model_path = Path(model_path).expanduser()
-    return export_gpt(load_model(model_path).model, folder, force=force, source=model_path)
+    loaded = load_model(model_path)
+    return export_gpt(loaded.model, folder, force=force, source=model_path, dropout=loaded.info.run.dropout)

@@ -179,6 +179,26 @@ def _config_problems(file: Path, hf: dict) -> tuple[ModelConfig | None, list[str
 
 # -- weights ------------------------------------------------------------------------
 
+DROPOUT_KEYS = ("embd_pdrop", "attn_pdrop", "resid_pdrop")
+HF_DEFAULT_DROPOUT = 0.1  # GPT2Config's, for a key config.json leaves out
+
+
+def read_dropout(file: Path, hf: dict) -> tuple[float, list[str]]:
+    """CLLM's one dropout rate from config.json's three (what a fine-tune of the import
+    keeps unless told otherwise), and notes where they do not map one to one."""
+    rates = {key: hf.get(key, HF_DEFAULT_DROPOUT) for key in DROPOUT_KEYS}
+    bad = [key for key, rate in rates.items()
+           if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1]
+    if bad:
+        return 0.0, [_at(file, f"{', '.join(bad)} not a rate in [0, 1): a fine-tune trains without dropout "
+                               "unless told otherwise")]
+    if len(set(rates.values())) > 1:
+        return float(rates["resid_pdrop"]), [_at(file, "embd_pdrop, attn_pdrop and resid_pdrop differ "
+                                                        f"({', '.join(f'{r:g}' for r in rates.values())}); CLLM "
+                                                        f"trains with one rate: resid_pdrop's")]
+    return float(rates["resid_pdrop"]), []
+
+
 def _safetensors_header(file: Path) -> dict[str, TensorEntry]:
     """The tensors a safetensors file holds, from its header; HuggingFaceFolderError if
     it is not one."""
@@ -301,12 +321,14 @@ def inspect_hf_folder(path: str | Path) -> HfFolderInfo:
     config, problems = _config_problems(config_file, hf)
     info = HfFolderInfo(path=folder, hf_config=hf, config=config, tokenizer_kind=None,
                         tokenizer_files=tokenizer_files(folder), weight_files=[], dtypes=[],
-                        n_params=Layout.params(config).size if config else None, problems=problems)
+                        n_params=Layout.params(config).size if config else None, problems=problems,
+                        notes=read_dropout(config_file, hf)[1])
     try:
         files = _weight_files(folder)
         info.weight_files = [f.name for f in files]
         if config is not None:
-            info.tensors, weight_problems, info.notes = _match_tensors(files, tensor_shapes(config), config_file)
+            info.tensors, weight_problems, notes = _match_tensors(files, tensor_shapes(config), config_file)
+            info.notes += notes
             info.problems += weight_problems
             info.dtypes = sorted({e.dtype for e in info.tensors.values()})
     except HuggingFaceFolderError as exc:
@@ -379,6 +401,7 @@ def load_hf_folder(path: str | Path, progress: Progress | None = None) -> Loaded
         "format": "hugging-face-gpt2", "folder": str(info.path.resolve()),
         "files": {name: file_sha256(info.path / name) for name in info.weight_files},
         "tokenizer_files": info.tokenizer_files, "dtype": info.dtype,
+        "dropout": read_dropout(info.path / CONFIG_FILE, info.hf_config)[0],
     }
     padded = config.vocab_size
     if tokenizer.vocab_size < padded:

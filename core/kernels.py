@@ -13,7 +13,7 @@ accumulation (beta = 1) cost no copies and the compiled code can be cached.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from llvmlite import ir
@@ -225,6 +225,96 @@ def exp_shifted(row, n, shift):
         b1 = min(n, b0 + EXP_SUM_BLOCK)
         total += _exp_shifted_float32(row[b0:b1], b1 - b0, shift32)
     return total
+
+
+# ----------------------------------------------------------------------------------
+# dropout: masks from a counter-based generator
+#
+# Each mask entry is a hash of where it is used, never a draw from a generator's state:
+# the run's seed and step, the sequence's row in the whole step (every micro-batch, every
+# MPI rank), the layer, the site, the position and the channel (or key). So however the
+# rows are split over threads, shards and ranks, and wherever a run is resumed, every
+# entry comes out the same, and a backward pass regenerates what its forward pass drew
+# instead of keeping it (the tiled attention never holds a T x T mask). The hash is
+# SplitMix64 (Steele, Lea and Flood 2014): item i of the stream with key k is
+# mix64(k + i * GOLDEN), mix64 being Stafford's Mix13 finaliser (a bijection of 64-bit
+# integers that passes BigCrush); keys of keys name the nested places. An entry is kept
+# when its hash's high 32 bits reach the threshold p * 2^32, and kept values are scaled by
+# 1 / (1 - p), as in PyTorch and nanoGPT, so a layer's expected output is unchanged.
+
+class Dropout(NamedTuple):
+    """What a pass needs to draw its masks: the rate (0: no dropout, and the very
+    arithmetic of a model without it), and the keys of the masks of row 0 of the rows
+    it is given."""
+
+    p: float
+    seed: int
+    step: int
+    first_row: int  # the global row (in the whole step) of the pass's first sequence
+
+
+NO_DROPOUT = Dropout(0.0, 0, 0, 0)
+
+# Sites: where in a layer a mask applies; attention's probabilities take one per head.
+EMBEDDING, ATTENTION_OUT, MLP_OUT, ATTENTION_PROBS = 0, 1, 2, 3
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX2 = np.uint64(0x94D049BB133111EB)
+KEEP_BITS = np.uint64(32)  # the high 32 bits decide
+
+
+@njit(inline="always", **JIT)
+def mix64(x):
+    x = (x ^ (x >> np.uint64(30))) * MIX1
+    x = (x ^ (x >> np.uint64(27))) * MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+@njit(inline="always", **JIT)
+def stream_key(key, index):
+    """Item `index` (>= 0) of the SplitMix64 stream whose key is `key` (a uint64)."""
+    return mix64(key + np.uint64(index) * GOLDEN)
+
+
+@njit(**JIT)
+def site_key(D, r, layer, site):
+    """The key of the masks at `site` of `layer` for sequence r of the pass given D."""
+    step = stream_key(stream_key(np.uint64(D.seed), D.step), D.first_row + r)
+    return stream_key(stream_key(step, layer), site)
+
+
+@njit(inline="always", **JIT)
+def keep_threshold(p):
+    return np.uint64(p * 4294967296.0)
+
+
+@njit(inline="always", **JIT)
+def dropout_row(row, n, key, first, threshold, scale):
+    """row[u] *= scale where entry first + u of the stream `key` is kept, else 0, u < n."""
+    zero = scale - scale
+    for u in range(n):
+        keep = (stream_key(key, first + u) >> KEEP_BITS) >= threshold
+        row[u] = row[u] * (scale if keep else zero)
+
+
+@njit(**JIT)
+def dropout_rows(x, T, key, p):
+    # x (>=T, W) in place: row t masked by the stream stream_key(key, t), kept values / (1 - p).
+    # The same call is its own backward: the gradient takes the same mask and scale.
+    threshold, scale = keep_threshold(p), x.dtype.type(1.0 / (1.0 - p))
+    for t in range(T):
+        dropout_row(x[t], x.shape[1], stream_key(key, t), 0, threshold, scale)
+
+
+@njit(**JIT)
+def dropout_mask(out, key, p):
+    # out (T, W) <- the mask of dropout_rows (0 or 1 / (1 - p)) for key: for tests and tools
+    for t in range(out.shape[0]):
+        row = out[t]
+        for u in range(row.shape[0]):
+            row[u] = 1.0
+    dropout_rows(out, out.shape[0], key, p)
 
 
 # ----------------------------------------------------------------------------------
@@ -461,10 +551,12 @@ def _online_softmax_tile(s, br, bc, q0, k0, running_max, running_sum, rescale):
 
 
 @njit(**JIT)
-def attention_forward(out, lse, tiles, qkv, n_head, T):
+def attention_forward(out, lse, tiles, qkv, n_head, T, drop_p=0.0, key=0):
     # out (T, C); lse (NH, maxT) each query's log-sum-exp of its scores, for backward;
     # tiles (2, Br, Bc) scratch, the tile shape (the first is used); qkv (T, 3C) with
-    # columns q | k | v, head h at [h*hs, (h+1)*hs) inside each
+    # columns q | k | v, head h at [h*hs, (h+1)*hs) inside each; drop_p > 0: dropout on the
+    # probabilities, head h's masks from stream_key(key, h) (the sum and lse are those
+    # of the probabilities before dropout, as they must be)
     C = out.shape[1]
     hs = C // n_head
     scale = 1.0 / math.sqrt(hs)
@@ -474,9 +566,11 @@ def attention_forward(out, lse, tiles, qkv, n_head, T):
     running_sum = np.empty(Br, np.float64)
     factors = np.empty(Br, np.float64)
     spans = _tile_spans(T, Br, Bc)
+    threshold, drop_scale = keep_threshold(drop_p), out.dtype.type(1.0 / (1.0 - drop_p))
     for h in range(n_head):
         q, k, v, o = _head(qkv, h, hs, T), _head(qkv, n_head + h, hs, T), _head(qkv, 2 * n_head + h, hs, T), \
             _head(out, h, hs, T)
+        head_key = stream_key(np.uint64(key), h)
         for q0 in range(0, T, Br):
             br = min(Br, T - q0)
             for r in range(br):
@@ -489,6 +583,10 @@ def attention_forward(out, lse, tiles, qkv, n_head, T):
                 r0, oa = qa - q0, o[qa:qa + rows]
                 gemm(NOTRANS, TRANS, rows, keys, hs, scale, q[qa:qa + rows], k[ka:ka + keys], 0.0, s)
                 _online_softmax_tile(s, rows, keys, qa, ka, running_max[r0:], running_sum[r0:], factors)
+                if drop_p > 0.0:
+                    for r in range(rows):
+                        dropout_row(s[r], _causal_width(qa + r, ka, keys), stream_key(head_key, qa + r), ka, threshold,
+                                    drop_scale)
                 _scale_rows(oa, rows, factors)
                 gemm(NOTRANS, NOTRANS, rows, hs, keys, 1.0, s, v[ka:ka + keys], 1.0, oa)
             for r in range(br):
@@ -498,12 +596,17 @@ def attention_forward(out, lse, tiles, qkv, n_head, T):
 
 
 @njit(inline="always", **JIT)
-def _tile_score_grads(p, dp, br, bc, q0, k0, lse, delta, scale):
+def _tile_score_grads(p, dp, br, bc, q0, k0, lse, delta, scale, drop_p, head_key):
     """Recomputed probabilities p = exp(s - lse) from the scores p[:br, :bc], and from
     dp = dO V^T the score gradients dp <- p * (dp - delta) * scale, in one pass over each
     row; both zero where a key lies after its query. float64 tiles take the exact exp,
-    as in exp_shifted."""
+    as in exp_shifted. With dropout (drop_p > 0) the mask m (0 or 1 / (1 - drop_p)) is
+    drawn again: p <- p * m, what multiplied V, and dp <- p * (m * dp - delta) * scale."""
     scale_t = p.dtype.type(scale)
+    if drop_p > 0.0:
+        _tile_score_grads_dropout(p, dp, br, bc, q0, k0, lse, delta, scale_t, keep_threshold(drop_p),
+                                  p.dtype.type(1.0 / (1.0 - drop_p)), head_key)
+        return
     for r in range(br):
         prow, dprow = p[r], dp[r]
         n = _causal_width(q0 + r, k0, bc)
@@ -524,6 +627,25 @@ def _tile_score_grads(p, dp, br, bc, q0, k0, lse, delta, scale):
 
 
 @njit(inline="always", **JIT)
+def _tile_score_grads_dropout(p, dp, br, bc, q0, k0, lse, delta, scale_t, threshold, drop_scale, head_key):
+    """`_tile_score_grads` under dropout."""
+    zero = drop_scale - drop_scale
+    for r in range(br):
+        prow, dprow = p[r], dp[r]
+        n = _causal_width(q0 + r, k0, bc)
+        shift, d = lse[q0 + r], delta[r]
+        row_key = stream_key(head_key, q0 + r)
+        for u in range(n):
+            e = math.exp(prow[u] - shift) if p.itemsize == 8 else _exp_reduced(prow[u] - shift)
+            m = drop_scale if (stream_key(row_key, k0 + u) >> KEEP_BITS) >= threshold else zero
+            prow[u] = e * m
+            dprow[u] = e * (m * dprow[u] - d) * scale_t
+        for u in range(n, bc):
+            prow[u] = 0.0
+            dprow[u] = 0.0
+
+
+@njit(inline="always", **JIT)
 def _row_dots(out, a, b, rows):
     """out[r] = <a[r], b[r]> for r < rows, summed in float64."""
     for r in range(rows):
@@ -535,9 +657,10 @@ def _row_dots(out, a, b, rows):
 
 
 @njit(**JIT)
-def attention_backward(dqkv, tiles, dout, qkv, out, lse, n_head, T):
+def attention_backward(dqkv, tiles, dout, qkv, out, lse, n_head, T, drop_p=0.0, key=0):
     # dqkv (T, 3C) overwritten; tiles (2, Br, Bc) scratch; dout, out (T, C): the output's
-    # gradient and the output; qkv (T, 3C); lse (NH, maxT) from the forward pass
+    # gradient and the output; qkv (T, 3C); lse (NH, maxT) from the forward pass; drop_p,
+    # key as given to it. Under dropout <dO, O> is still <dP, P> of each query: O = (P*M) V.
     C = dout.shape[1]
     hs = C // n_head
     scale = 1.0 / math.sqrt(hs)
@@ -550,6 +673,7 @@ def attention_backward(dqkv, tiles, dout, qkv, out, lse, n_head, T):
         q, k, v = _head(qkv, h, hs, T), _head(qkv, n_head + h, hs, T), _head(qkv, 2 * n_head + h, hs, T)
         dq, dk, dv = _head(dqkv, h, hs, T), _head(dqkv, n_head + h, hs, T), _head(dqkv, 2 * n_head + h, hs, T)
         do, o = _head(dout, h, hs, T), _head(out, h, hs, T)
+        head_key = stream_key(np.uint64(key), h)
         for q0 in range(0, T, Br):
             br = min(Br, T - q0)
             _row_dots(delta, do[q0:q0 + br], o[q0:q0 + br], br)  # <dO, O> = <dP, P> of each query
@@ -559,16 +683,17 @@ def attention_backward(dqkv, tiles, dout, qkv, out, lse, n_head, T):
                 kj, vj, dkj, dvj = k[ka:ka + keys], v[ka:ka + keys], dk[ka:ka + keys], dv[ka:ka + keys]
                 gemm(NOTRANS, TRANS, rows, keys, hs, scale, qi, kj, 0.0, p)  # S
                 gemm(NOTRANS, TRANS, rows, keys, hs, 1.0, doi, vj, 0.0, dp)  # dP = dO V^T
-                _tile_score_grads(p, dp, rows, keys, qa, ka, lse[h], delta[qa - q0:], scale)
+                _tile_score_grads(p, dp, rows, keys, qa, ka, lse[h], delta[qa - q0:], scale, drop_p, head_key)
                 gemm(TRANS, NOTRANS, keys, hs, rows, 1.0, p, doi, 1.0, dvj)  # dv += P^T dO
                 gemm(NOTRANS, NOTRANS, rows, hs, keys, 1.0, dp, kj, 1.0, dqi)  # dq += dS K
                 gemm(TRANS, NOTRANS, keys, hs, rows, 1.0, dp, qi, 1.0, dkj)  # dk += dS^T Q
 
 
 @njit(**JIT)
-def short_attention_forward(out, att, qkv, n_head, T):
-    # out (T, C); att (NH, maxT, maxT) softmax probabilities (zero above the diagonal);
-    # qkv (T, 3C) as for attention_forward
+def short_attention_forward(out, att, scratch, qkv, n_head, T, drop_p=0.0, key=0):
+    # out (T, C); att (NH, maxT, maxT) softmax probabilities (zero above the diagonal),
+    # before dropout; scratch (>=T, >=T): with drop_p > 0 one head's probabilities after
+    # it; qkv (T, 3C), drop_p and key as for attention_forward
     C = out.shape[1]
     hs = C // n_head
     scale = 1.0 / math.sqrt(hs)
@@ -585,12 +710,29 @@ def short_attention_forward(out, att, qkv, n_head, T):
                 row[u] *= inv
             for u in range(t + 1, T):
                 row[u] = 0.0
-        gemm(NOTRANS, NOTRANS, T, hs, T, 1.0, a, v, 0.0, _head(out, h, hs, T))
+        if drop_p > 0.0:
+            _dropped_probabilities(scratch, a, T, stream_key(np.uint64(key), h), drop_p)
+            gemm(NOTRANS, NOTRANS, T, hs, T, 1.0, scratch, v, 0.0, _head(out, h, hs, T))
+        else:
+            gemm(NOTRANS, NOTRANS, T, hs, T, 1.0, a, v, 0.0, _head(out, h, hs, T))
+
+
+@njit(inline="always", **JIT)
+def _dropped_probabilities(out, att, T, head_key, p):
+    """out[:T, :T] <- one head's probabilities att after dropout (query t's masks from
+    stream_key(head_key, t), entry u for key u: the tiled kernels' draws)."""
+    threshold, drop_scale = keep_threshold(p), out.dtype.type(1.0 / (1.0 - p))
+    for t in range(T):
+        row, src = out[t], att[t]
+        for u in range(T):
+            row[u] = src[u]
+        dropout_row(row, t + 1, stream_key(head_key, t), 0, threshold, drop_scale)
 
 
 @njit(**JIT)
-def short_attention_backward(dqkv, datt, dout, qkv, att, n_head, T):
-    # dqkv (T, 3C) overwritten; datt (maxT, maxT) scratch; dout (T, C); att from the forward pass
+def short_attention_backward(dqkv, datt, dout, qkv, att, n_head, T, drop_p=0.0, key=0):
+    # dqkv (T, 3C) overwritten; datt (maxT, maxT) scratch; dout (T, C); att from the forward
+    # pass; drop_p and key as given to it, the masks drawn again
     C = dout.shape[1]
     hs = C // n_head
     scale = 1.0 / math.sqrt(hs)
@@ -599,10 +741,18 @@ def short_attention_backward(dqkv, datt, dout, qkv, att, n_head, T):
         dq, dk, dv = _head(dqkv, h, hs, T), _head(dqkv, n_head + h, hs, T), _head(dqkv, 2 * n_head + h, hs, T)
         do = _head(dout, h, hs, T)
         a = att[h]
-        gemm(TRANS, NOTRANS, T, hs, T, 1.0, a, do, 0.0, dv)       # dv = P^T dO
+        head_key = stream_key(np.uint64(key), h)
+        threshold, drop_scale = keep_threshold(drop_p), a.dtype.type(1.0 / (1.0 - drop_p))
+        if drop_p > 0.0:  # dv = (P M)^T dO
+            _dropped_probabilities(datt, a, T, head_key, drop_p)
+            gemm(TRANS, NOTRANS, T, hs, T, 1.0, datt, do, 0.0, dv)
+        else:
+            gemm(TRANS, NOTRANS, T, hs, T, 1.0, a, do, 0.0, dv)   # dv = P^T dO
         gemm(NOTRANS, TRANS, T, T, hs, 1.0, do, v, 0.0, datt)     # dP = dO V^T
         for t in range(T):                                        # dS = P * (dP - <dP, P>)
             p, dp = a[t], datt[t]
+            if drop_p > 0.0:  # the gradient of P before dropout: dP M
+                dropout_row(dp, t + 1, stream_key(head_key, t), 0, threshold, drop_scale)
             dot = 0.0
             for u in range(t + 1):
                 dot += p[u] * dp[u]
@@ -626,6 +776,16 @@ def copy_rows(out, inp, N):
         o, x = out[n], inp[n]
         for i in range(C):
             o[i] = x[i]
+
+
+@njit(**JIT)
+def add_rows(out, a, b, N):
+    # out[:N] = a[:N] + b[:N], all (N, C)
+    C = out.shape[1]
+    for n in range(N):
+        o, x, y = out[n], a[n], b[n]
+        for i in range(C):
+            o[i] = x[i] + y[i]
 
 
 # ----------------------------------------------------------------------------------

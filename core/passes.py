@@ -24,14 +24,22 @@ from numba.core.typing import Signature
 
 from cllm.core.config import ModelConfig
 from cllm.core.kernels import (
+    ATTENTION_OUT,
+    ATTENTION_PROBS,
+    EMBEDDING,
     JIT,
+    MLP_OUT,
+    NO_DROPOUT,
     NOTRANS,
     TRANS,
+    Dropout,
+    add_rows,
     attention_backward,
     attention_forward,
     copy_rows,
     crossentropy_backward,
     crossentropy_forward,
+    dropout_rows,
     encoder_backward,
     encoder_forward,
     gelu_backward,
@@ -43,6 +51,7 @@ from cllm.core.kernels import (
     matmul_forward,
     short_attention_backward,
     short_attention_forward,
+    site_key,
 )
 from cllm.core.layout import Layout, act_views, param_views
 
@@ -56,54 +65,90 @@ def keeps_probabilities(att, T):
 
 
 @njit(**JIT)
-def attention_forward_pass(A, l, r, T, n_head):
+def attention_forward_pass(A, l, r, T, n_head, D):
     """Layer l's attention over sequence r of the group (rows r*T to (r+1)*T): the short
-    or the tiled kernels, as the buffers were sized."""
+    or the tiled kernels, as the buffers were sized; dropout on the probabilities as D says."""
     rows = slice(r * T, (r + 1) * T)
+    key = site_key(D, r, l, ATTENTION_PROBS)
     if keeps_probabilities(A.att, T):
-        short_attention_forward(A.atty[l, rows], A.att[l, r], A.qkv[l, rows], n_head, T)
+        short_attention_forward(A.atty[l, rows], A.att[l, r], A.atttiles[0], A.qkv[l, rows], n_head, T, D.p, key)
     else:
-        attention_forward(A.atty[l, rows], A.lse[l, r], A.atttiles, A.qkv[l, rows], n_head, T)
+        attention_forward(A.atty[l, rows], A.lse[l, r], A.atttiles, A.qkv[l, rows], n_head, T, D.p, key)
 
 
 @njit(**JIT)
-def attention_backward_pass(A, l, r, T, n_head):
+def attention_backward_pass(A, l, r, T, n_head, D):
     """The gradient of `attention_forward_pass` into A.dqkv's rows of sequence r, given
     that of its output in A.dbranch."""
     rows = slice(r * T, (r + 1) * T)
+    key = site_key(D, r, l, ATTENTION_PROBS)
     if keeps_probabilities(A.att, T):
         short_attention_backward(A.dqkv[rows], A.atttiles[0], A.dbranch[rows], A.qkv[l, rows], A.att[l, r], n_head,
-                                 T)
+                                 T, D.p, key)
     else:
         attention_backward(A.dqkv[rows], A.atttiles, A.dbranch[rows], A.qkv[l, rows], A.atty[l, rows], A.lse[l, r],
-                           n_head, T)
+                           n_head, T, D.p, key)
 
 
 @njit(**JIT)
-def gpt_forward(P, A, tokens, T, n_head, last_only, attend):
+def projection_forward(out, residual, inp, weight, bias, scratch, D, layer, site, R, T):
+    """A residual branch's projection added onto the residual stream: out = residual +
+    dropout(inp @ weight + bias) for R sequences of T rows; without dropout the product
+    accumulates straight onto out. `scratch` (>= R*T rows) holds the branch under dropout."""
+    N = R * T
+    if D.p > 0.0:
+        matmul_forward(scratch, inp, weight, bias, N, False)
+        for r in range(R):
+            dropout_rows(scratch[r * T:(r + 1) * T], T, site_key(D, r, layer, site), D.p)
+        add_rows(out, residual, scratch, N)
+    else:
+        copy_rows(out, residual, N)
+        matmul_forward(out, inp, weight, bias, N, True)
+
+
+@njit(**JIT)
+def projection_backward(dinp, dweight, dbias, dout, inp, weight, scratch, D, layer, site, R, T):
+    """The gradient of `projection_forward`'s branch, given dout, that of out: the
+    projection's, through the same masks (in `scratch`) under dropout."""
+    N = R * T
+    if D.p > 0.0:
+        copy_rows(scratch, dout, N)
+        for r in range(R):
+            dropout_rows(scratch[r * T:(r + 1) * T], T, site_key(D, r, layer, site), D.p)
+        matmul_backward(dinp, dweight, dbias, scratch, inp, weight, N, False)
+    else:
+        matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, False)
+
+
+@njit(**JIT)
+def gpt_forward(P, A, tokens, T, n_head, last_only, attend, D):
     """Logits (R*T, V) of R sequences `tokens` (R, >=T) into A.logits, or with
     `last_only` only each sequence's last row of them (a prompt needs no more: at GPT-2's
     vocabulary the logits are a third of a long prompt's work); keeps every activation for
     backward. Row-wise work and matrix products run over all N = R*T rows at once;
-    attention (`attend`: `attention_forward_pass`) runs per sequence."""
+    attention (`attend`: `attention_forward_pass`) runs per sequence. Dropout as GPT-2
+    applies it, D saying the rate and the masks' keys (`Dropout`): on the embeddings, the
+    attention probabilities and both residual branches (A.dbranch holds a branch)."""
     L = P.ln1w.shape[0]
     R = tokens.shape[0]
     N = R * T
     for r in range(R):
         encoder_forward(A.encoded[r * T:(r + 1) * T], tokens[r], P.wte, P.wpe, T)
+        if D.p > 0.0:
+            dropout_rows(A.encoded[r * T:(r + 1) * T], T, site_key(D, r, 0, EMBEDDING), D.p)
     for l in range(L):
         residual = A.encoded if l == 0 else A.res3[l - 1]
         layernorm_forward(A.ln1[l], A.ln1_mean[l], A.ln1_rstd[l], residual, P.ln1w[l], P.ln1b[l], N)
         matmul_forward(A.qkv[l], A.ln1[l], P.qkvw[l], P.qkvb[l], N, False)
         for r in range(R):
-            attend(A, l, r, T, n_head)
-        copy_rows(A.res2[l], residual, N)
-        matmul_forward(A.res2[l], A.atty[l], P.attprojw[l], P.attprojb[l], N, True)
+            attend(A, l, r, T, n_head, D)
+        projection_forward(A.res2[l], residual, A.atty[l], P.attprojw[l], P.attprojb[l], A.dbranch, D, l,
+                           ATTENTION_OUT, R, T)
         layernorm_forward(A.ln2[l], A.ln2_mean[l], A.ln2_rstd[l], A.res2[l], P.ln2w[l], P.ln2b[l], N)
         matmul_forward(A.fch[l], A.ln2[l], P.fcw[l], P.fcb[l], N, False)
         gelu_forward(A.fchg[l], A.fch[l], N)
-        copy_rows(A.res3[l], A.res2[l], N)
-        matmul_forward(A.res3[l], A.fchg[l], P.fcprojw[l], P.fcprojb[l], N, True)
+        projection_forward(A.res3[l], A.res2[l], A.fchg[l], P.fcprojw[l], P.fcprojb[l], A.dbranch, D, l, MLP_OUT,
+                           R, T)
     layernorm_forward(A.lnf, A.lnf_mean, A.lnf_rstd, A.res3[L - 1], P.lnfw, P.lnfb, N)
     V, C = P.wte.shape
     if last_only:
@@ -115,11 +160,12 @@ def gpt_forward(P, A, tokens, T, n_head, last_only, attend):
 
 
 @njit(**JIT)
-def gpt_backward(G, P, A, tokens, T, n_head, attend_backward):
+def gpt_backward(G, P, A, tokens, T, n_head, attend_backward, D):
     """Accumulates the gradients of R sequences into G, given dlogits in A.logits.
     A.dbranch holds, in turn, the gradient of ln_f's, ln_2's, the attention's and ln_1's
     output; A.dresidual that of the residual stream at the current depth.
-    `attend_backward` is `attention_backward_pass`."""
+    `attend_backward` is `attention_backward_pass`; D the forward pass's dropout, whose
+    masks are drawn again (A.dbranch and A.dfch's first columns hold masked gradients)."""
     L = P.ln1w.shape[0]
     V, C = P.wte.shape
     R = tokens.shape[0]
@@ -133,19 +179,23 @@ def gpt_backward(G, P, A, tokens, T, n_head, attend_backward):
     for l in range(L - 1, -1, -1):
         residual = A.encoded if l == 0 else A.res3[l - 1]
         # res3 = res2 + gelu(ln2 @ fcw + fcb) @ fcprojw + fcprojb; dres flows through unchanged
-        matmul_backward(A.dfchg, G.fcprojw[l], G.fcprojb[l], dres, A.fchg[l], P.fcprojw[l], N, False)
+        projection_backward(A.dfchg, G.fcprojw[l], G.fcprojb[l], dres, A.fchg[l], P.fcprojw[l], dbranch, D, l, MLP_OUT,
+                            R, T)
         gelu_backward(A.dfch, A.fch[l], A.dfchg, N)
         matmul_backward(dbranch, G.fcw[l], G.fcb[l], A.dfch, A.ln2[l], P.fcw[l], N, False)  # d ln2
         layernorm_backward(dres, G.ln2w[l], G.ln2b[l], dbranch, A.res2[l], A.ln2_mean[l], A.ln2_rstd[l],
                            P.ln2w[l], N)
         # res2 = residual + attention(ln1 @ qkvw + qkvb) @ attprojw + attprojb
-        matmul_backward(dbranch, G.attprojw[l], G.attprojb[l], dres, A.atty[l], P.attprojw[l], N, False)  # d atty
+        projection_backward(dbranch, G.attprojw[l], G.attprojb[l], dres, A.atty[l], P.attprojw[l],  # d atty
+                            A.dfch[:, :C], D, l, ATTENTION_OUT, R, T)
         for r in range(R):
-            attend_backward(A, l, r, T, n_head)
+            attend_backward(A, l, r, T, n_head, D)
         matmul_backward(dbranch, G.qkvw[l], G.qkvb[l], A.dqkv, A.ln1[l], P.qkvw[l], N, False)  # d ln1
         layernorm_backward(dres, G.ln1w[l], G.ln1b[l], dbranch, residual, A.ln1_mean[l], A.ln1_rstd[l],
                            P.ln1w[l], N)
     for r in range(R):
+        if D.p > 0.0:
+            dropout_rows(dres[r * T:(r + 1) * T], T, site_key(D, r, 0, EMBEDDING), D.p)
         encoder_backward(G.wte, G.wpe, dres[r * T:(r + 1) * T], tokens[r], T)
 
 
@@ -170,11 +220,11 @@ def pass_signatures(dtype: np.dtype) -> PassSignatures:
 
     P = typeof(Layout.params(config).views(np.zeros(Layout.params(config).size, dtype)))
     A = typeof(Layout.activations(config).views(np.zeros(Layout.activations(config).size, dtype)))
-    tokens, i64 = numba_array(np.int32, 2), types.int64
-    attention = types.void(A, i64, i64, i64, i64)
+    tokens, i64, D = numba_array(np.int32, 2), types.int64, typeof(NO_DROPOUT)
+    attention = types.void(A, i64, i64, i64, i64, D)
     return PassSignatures(attention, attention,
-                          types.void(P, A, tokens, i64, i64, types.boolean, types.FunctionType(attention)),
-                          types.void(P, P, A, tokens, i64, i64, types.FunctionType(attention)))
+                          types.void(P, A, tokens, i64, i64, types.boolean, types.FunctionType(attention), D),
+                          types.void(P, P, A, tokens, i64, i64, types.FunctionType(attention), D))
 
 
 @functools.cache
@@ -184,7 +234,7 @@ def shard_pass_signature(dtype: np.dtype) -> Signature:
     f, table, i64 = numba_array(dtype), numba_array(np.int64, 2), types.int64
     return types.void(*(types.FunctionType(sig) for sig in s), f, f, f, table, table, i64, i64,
                       numba_array(np.int32, 2), i64, i64, types.float64, types.boolean, i64, numba_array(np.float64),
-                      numba_array(np.int64), numba_array(np.int64))
+                      numba_array(np.int64), numba_array(np.int64), typeof(NO_DROPOUT))
 
 
 def compile_forward(dtype: np.dtype) -> None:
@@ -219,7 +269,7 @@ FORWARD, LOSS, TRAIN, LAST_LOGITS = 0, 1, 2, 3
 
 @njit(**JIT)
 def shard_pass(attend, attend_backward, forward, backward, params, grads, acts, ptable, atable, n_head, group, batch,
-               lo, hi, scale, zero, mode, losses, progress, stop):
+               lo, hi, scale, zero, mode, losses, progress, stop, dropout):
     """Runs rows lo:hi of `batch` (B, T+1) through the model, `group` sequences at a time:
     forward only (FORWARD: logits left in the activations; LAST_LOGITS: only each
     sequence's last position's), with the loss (LOSS), or with
@@ -228,7 +278,8 @@ def shard_pass(attend, attend_backward, forward, backward, params, grads, acts, 
     mean loss of row b; progress[0] counts finished rows; a non-zero stop[0] ends the pass
     after its current group. `attend`, `attend_backward`, `forward` and `backward` are
     `attention_forward_pass`, `attention_backward_pass`, `gpt_forward` and `gpt_backward`
-    as first-class functions."""
+    as first-class functions. `dropout` (a `Dropout`) keys its masks to batch row 0:
+    row b's masks are the same whichever shard and group runs it."""
     T = batch.shape[1] - 1
     if zero and mode == TRAIN:
         grads[:] = 0.0
@@ -240,7 +291,8 @@ def shard_pass(attend, attend_backward, forward, backward, params, grads, acts, 
             break
         b1 = min(b0 + group, hi)
         tokens = batch[b0:b1]
-        forward(P, A, tokens, T, n_head, mode == LAST_LOGITS, attend)
+        D = Dropout(dropout.p, dropout.seed, dropout.step, dropout.first_row + b0)
+        forward(P, A, tokens, T, n_head, mode == LAST_LOGITS, attend, D)
         if mode == LOSS or mode == TRAIN:
             for r in range(b1 - b0):
                 rows = A.logits[r * T:(r + 1) * T]
@@ -248,5 +300,5 @@ def shard_pass(attend, attend_backward, forward, backward, params, grads, acts, 
                 if mode == TRAIN:
                     crossentropy_backward(rows, rows, tokens[r, 1:], scale, T)
         if mode == TRAIN:
-            backward(G, P, A, tokens, T, n_head, attend_backward)
+            backward(G, P, A, tokens, T, n_head, attend_backward, D)
         progress[0] += b1 - b0

@@ -110,5 +110,15 @@ class RunState:
         )
 
     @property
+    def dropout(self) -> float:
+        """The dropout rate the model was trained with: its run's, or for an imported
+        model its config.json's (core/hf_import.py); 0 where neither says."""
+        for source in (self.train_config, self.imported):
+            rate = (source or {}).get("dropout")
+            if isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 <= rate < 1:
+                return float(rate)
+        return 0.0
+
+    @property
     def last_val_loss(self) -> float | None:
         return self.val_history[-1][1] if self.val_history else None

@@ -25,8 +25,9 @@ from cllm.core.dataset import Dataset, TokenView, check_fits
 from cllm.core.dataset_cache import data_change
 from cllm.core.errors import ConfigError, CorpusError, TokenizerError
 from cllm.core.events import DoneEvent, EndReason, EvalEvent, Event, SaveReason, StepEvent
+from cllm.core.kernels import Dropout
 from cllm.core.model import GPT
-from cllm.core.model_file import load_model, save_model
+from cllm.core.model_file import load_model, read_info, save_model
 from cllm.core.optimizer import adamw_update, reduce_shards
 from cllm.core.passes import LOSS, TRAIN
 from cllm.core.run_state import CorpusRef, ParentRef, RunState
@@ -126,6 +127,12 @@ def evaluate(model: GPT, tokens: np.ndarray | TokenView, threads: int = 0, limit
     if on_progress is not None:
         on_progress(len(picked), len(picked))
     return total / len(picked), int(len(picked) * ctx)
+
+
+def with_saved_dropout(config: TrainConfig, model_path: Path) -> TrainConfig:
+    """`config` with the dropout rate of the model at `model_path` (`RunState.dropout`):
+    what a resume or a fine-tune keeps unless told otherwise."""
+    return replace(config, dropout=read_info(model_path).run.dropout)
 
 
 class Trainer:
@@ -294,8 +301,10 @@ class Trainer:
         rng_before = self.rng.bit_generator.state
         position_before = self.state.data_position
         for micro in range(cfg.grad_accum):
+            # The masks are keyed by the row's place in the whole step, so ranks, threads and resumes agree.
+            dropout = Dropout(cfg.dropout, cfg.seed, self.state.step, micro * cfg.batch + mine.start)
             self.workspace.run(model.params, self.next_batch()[mine], TRAIN, losses=losses[micro, mine],
-                               scale=1.0 / (rows * T), accumulate=micro > 0)
+                               scale=1.0 / (rows * T), accumulate=micro > 0, dropout=dropout)
         if self._agree_to_stop(losses):
             self.rng.bit_generator.state = rng_before
             self.state.data_position = position_before

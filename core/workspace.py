@@ -14,11 +14,11 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, prange, typeof, types
 
 from cllm.core import kernel_cache
 from cllm.core.config import ModelConfig
-from cllm.core.kernels import JIT
+from cllm.core.kernels import JIT, NO_DROPOUT, Dropout
 from cllm.core.layout import Activations, Layout, group_size
 from cllm.core.passes import (
     FORWARD,
@@ -41,12 +41,12 @@ def shard_bounds(rows: int, shards: int) -> np.ndarray:
 
 
 def run_shards(kernel, attend, attend_backward, forward, backward, params, grads, acts, ptable, atable, n_head, group,
-               batch, bounds, scale, zero, mode, losses, progress, stop):
+               batch, bounds, scale, zero, mode, losses, progress, stop, dropout):
     """`kernel` (the shard pass) for every shard s over rows bounds[s]:bounds[s+1] of
     batch, one shard per thread."""
     for s in prange(grads.shape[0]):
         kernel(attend, attend_backward, forward, backward, params, grads[s], acts[s], ptable, atable, n_head, group,
-               batch, bounds[s], bounds[s + 1], scale, zero, mode, losses, progress[s:s + 1], stop)
+               batch, bounds[s], bounds[s + 1], scale, zero, mode, losses, progress[s:s + 1], stop, dropout)
 
 
 @functools.cache
@@ -59,7 +59,7 @@ def shard_launcher(dtype: np.dtype):
     sig = types.void(types.FunctionType(kernel), *passes, f, numba_array(dtype, 2),
                      numba_array(dtype, 2), table, table, i64, i64, numba_array(np.int32, 2),
                      numba_array(np.int64), types.float64, types.boolean, i64, numba_array(np.float64),
-                     numba_array(np.int64), numba_array(np.int64))
+                     numba_array(np.int64), numba_array(np.int64), typeof(NO_DROPOUT))
     return njit(sig, parallel=True, **JIT)(run_shards)
 
 
@@ -95,12 +95,16 @@ class Workspace:
         return shard_bounds(rows, self.shards)
 
     def run(self, params: np.ndarray, batch: np.ndarray, mode: int, *, losses: np.ndarray | None = None,
-            scale: float = 1.0, accumulate: bool = False) -> np.ndarray:
+            scale: float = 1.0, accumulate: bool = False, dropout: Dropout = NO_DROPOUT) -> np.ndarray:
         """`shard_pass` on every shard at once, shard s over rows bounds[s]:bounds[s+1] of
         `batch` (B, T+1): FORWARD, LAST_LOGITS, LOSS or TRAIN (gradients times `scale`, added to the
         shard's previous gradients and progress when `accumulate`). Returns the losses
-        (B,) of LOSS and TRAIN, written into `losses` if given."""
+        (B,) of LOSS and TRAIN, written into `losses` if given. `dropout` applies to
+        TRAIN (and to LOSS, for checks with fixed masks); logits alone never drop."""
         batch = np.ascontiguousarray(batch, dtype=np.int32)
+        if dropout.p and mode in (FORWARD, LAST_LOGITS):
+            raise ValueError("the logits of a prompt or a generation never drop")
+        dropout = Dropout(float(dropout.p), int(dropout.seed), int(dropout.step), int(dropout.first_row))  # its type
         if losses is None:
             losses = np.zeros(len(batch), np.float64)
         if not accumulate:
@@ -110,7 +114,7 @@ class Workspace:
             launch(shard_pass, attention_forward_pass, attention_backward_pass, gpt_forward, gpt_backward, params,
                    self.grads, self.acts, self.params_layout.table,
                    self.acts_layout.table, self.n_head, self.group, batch, self.bounds(len(batch)), scale,
-                   not accumulate, mode, losses, self.progress, self.stop)
+                   not accumulate, mode, losses, self.progress, self.stop, dropout)
         return losses
 
     def views(self, shard: int = 0) -> Activations:
@@ -118,8 +122,8 @@ class Workspace:
         return self.acts_layout.views(self.acts[shard])
 
 
-def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray,
-                  n_shards: int = 1) -> tuple[float, np.ndarray]:
+def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray, n_shards: int = 1,
+                  dropout: Dropout = NO_DROPOUT) -> tuple[float, np.ndarray]:
     """Mean loss over `batch` (B, T+1) and its gradient, in the dtype of `params`.
     For tests and tools; the trainer keeps its buffers between steps instead."""
     from cllm.core.optimizer import reduce_shards
@@ -127,7 +131,7 @@ def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray,
     B, T = batch.shape[0], batch.shape[1] - 1
     ws = Workspace.create(config, n_shards, int(np.diff(shard_bounds(B, n_shards)).max()), params.dtype)
     with single_threaded_blas():
-        losses = ws.run(params, batch, TRAIN, scale=1.0 / (B * T))
+        losses = ws.run(params, batch, TRAIN, scale=1.0 / (B * T), dropout=dropout)
         reduce_shards(ws.grads)
     return float(losses.mean()), ws.grads[0].copy()
 

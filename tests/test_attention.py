@@ -37,7 +37,7 @@ def attention_inputs(T: int, dtype, seed: int = 0) -> tuple[np.ndarray, np.ndarr
 def short_pass(qkv: np.ndarray, dout: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
     """Output and dqkv of the kernels that keep the probabilities."""
     out, att, dqkv = np.zeros((T, C), qkv.dtype), np.zeros((NH, T, T), qkv.dtype), np.zeros((T, 3 * C), qkv.dtype)
-    short_attention_forward(out, att, qkv, NH, T)
+    short_attention_forward(out, att, np.zeros((T, T), qkv.dtype), qkv, NH, T)
     short_attention_backward(dqkv, np.zeros((T, T), qkv.dtype), dout, qkv, att, NH, T)
     return out, dqkv
 

@@ -201,9 +201,10 @@ def test_a_launcher_without_mpi4py_gets_a_clear_message(tmp_path, corpus):
 # -- with MPI ---------------------------------------------------------------------------
 
 @needs_mpi
-@pytest.mark.parametrize("ranks", [2, 3])
-def test_ranks_of_one_thread_train_what_one_process_of_as_many_threads_trains(tmp_path, corpus, ranks):
-    args = ["--steps", "8", "--eval-interval", "4", "--json"]
+@pytest.mark.parametrize("ranks, dropout", [(2, "0"), (3, "0"), (3, "0.2")])
+def test_ranks_of_one_thread_train_what_one_process_of_as_many_threads_trains(tmp_path, corpus, ranks, dropout):
+    """With dropout too: each row's masks are keyed by its place in the whole batch."""
+    args = ["--steps", "8", "--eval-interval", "4", "--json", "--dropout", dropout]
     code, out, err = run_alone(tmp_path / "alone", train_command(corpus, *args, "--threads", str(ranks)))
     assert code == 0, err
     code, out, err = run_ranks(tmp_path, ranks, train_command(corpus, *args, "--threads", "1"))

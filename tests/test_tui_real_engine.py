@@ -13,6 +13,7 @@ import time
 import pytest
 from textual.widgets import ProgressBar
 
+from cllm.core.model_file import read_info
 from cllm.tui.engine import Engine
 from cllm.tui.screens.generate import GenerateScreen
 from cllm.tui.screens.models import ModelsScreen
@@ -62,14 +63,14 @@ def real(tui_home):
     return tui_home
 
 
-async def train_tiny(pilot, home: dict, name: str, steps: int, eval_every: int = 10) -> None:
-    await start_new_run(pilot, home, name, **TINY, steps=steps, eval=eval_every)
+async def train_tiny(pilot, home: dict, name: str, steps: int, eval_every: int = 10, **fields) -> None:
+    await start_new_run(pilot, home, name, **TINY, steps=steps, eval=eval_every, **fields)
 
 
 async def test_real_training_run_writes_the_model(real):
     app = make_app(real, engine=Engine())
     async with app.run_test(size=(100, 30)) as pilot:
-        await train_tiny(pilot, real, "real", steps=20)
+        await train_tiny(pilot, real, "real", steps=20, dropout=0.1)
         await wait_for(pilot, lambda: app.training is not None and not app.run_active, timeout=60,
                        what="the run")
         run = app.training
@@ -85,7 +86,7 @@ async def test_real_training_run_writes_the_model(real):
         chart = screen.query_one(LossChart)  # redraws on its timer: the last points come within a tick
         await wait_for(pilot, lambda: chart._drawn == (20, 2), what="the chart to draw 20 + 2 points")
         path = real["models"] / "real.cllm"
-        assert path.exists() and model_step(path) == 20
+        assert path.exists() and model_step(path) == 20 and read_info(path).run.dropout == 0.1
         await wait_for(pilot, lambda: app.loaded is not None and app.loaded.info is not None, what="reload")
         assert app.loaded.path == path and "20 steps" in app.model_summary
 
@@ -205,7 +206,6 @@ async def test_real_model_browser_details_and_load(real, real_model):
 
 
 async def test_real_fine_tune_records_its_parent(real, real_model):
-    from cllm.core.model_file import read_info
     from cllm.tui.screens.choice_dialog import ChoiceDialog
 
     app = make_app(real, engine=Engine(), model_path=real_model)

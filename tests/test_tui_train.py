@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from textual.widgets import Button, Input, ProgressBar, Static
+from textual.widgets import Button, Input, ProgressBar, Select, Static
 
 from cllm.tui.screens.choice_dialog import ChoiceDialog
 from cllm.tui.screens.confirm_dialog import ConfirmDialog
@@ -23,6 +23,7 @@ from tests.tui_helpers import (
     make_model_file,
     model_step,
     press,
+    settle,
     short,
     start_new_run,
     wait_for,
@@ -251,6 +252,8 @@ async def test_form_validates_as_you_type(tui_home):
         assert not heads.has_class("-invalid") and not width.has_class("-invalid")
         await fill(pilot, "#lr", "5")
         assert "learning rate must be between 0 and 1" in str(screen.query_one("#form-errors", Static).render())
+        await fill(pilot, "#dropout", "1")
+        assert "dropout must be in [0, 1), got 1.0" in str(screen.query_one("#form-errors", Static).render())
         await fill(pilot, "#corpus", "/no/such/file.txt")
         assert "no such file" in str(screen.query_one("#form-errors", Static).render())
         await press(pilot, "f5")  # refused, with the reasons
@@ -293,3 +296,24 @@ async def test_quit_while_training_asks_then_stops_and_saves(tui_home):
     path = tui_home["models"] / "bye.cllm"
     assert path.exists() and model_step(path) == engine.trainers[0].step
     assert math.isfinite(float(app.training.loss_values[-1]))
+
+
+async def test_a_recipe_fills_the_form_and_typed_fields_override_it(tui_home):
+    app = make_app(tui_home)
+    async with app.run_test() as pilot:
+        await goto(pilot, "train")
+        screen = app.screen
+        recipe = screen.query_one("#recipe", Select)
+        await settle(pilot)
+        recipe.focus()
+        await wait_for(pilot, lambda: recipe.has_focus, what="focus on the recipe")
+        await press(pilot, "enter", "down", "down", "enter")  # none, shakespeare-char-cpu, shakespeare-char
+        await wait_for(pilot, lambda: recipe.value == "shakespeare-char", what="the recipe chosen")
+        values = {i: screen.query_one(f"#{i}", Input).value for i in ("layers", "heads", "width", "ctx", "batch",
+                                                                      "steps", "lr", "dropout")}
+        assert values == {"layers": "6", "heads": "6", "width": "384", "ctx": "256", "batch": "64",
+                          "steps": "5000", "lr": "0.001", "dropout": "0.2"}
+        await fill(pilot, "#batch", "8")
+        config = screen.form.plan().train_config
+        assert (config.batch, config.dropout, config.final_lr, config.warmup_steps, config.steps) == (8, 0.2, 1e-4,
+                                                                                                     100, 5000)

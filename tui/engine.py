@@ -74,6 +74,7 @@ QUICK_START: dict[str, Any] = {  # settings of several types, by name
     "lr": 3e-3,
     "eval_interval": 250,
     "threads": 0,
+    "dropout": 0.0,
 }
 QUICK_START_EVAL_CHUNKS = 64  # evaluate on 64 held-out windows: a second, not ten
 QUICK_START_PROMPT = "The "

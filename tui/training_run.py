@@ -57,7 +57,8 @@ def quick_start_plan(models_dir: Path) -> RunPlan:
     """The quick start's run: QUICK_START's settings, into a new quickstart(-N).cllm."""
     q = QUICK_START
     train_config = TrainConfig(steps=q["steps"], batch=q["batch"], lr=q["lr"], eval_interval=q["eval_interval"],
-                               threads=q["threads"], eval_chunks=QUICK_START_EVAL_CHUNKS).validate()
+                               threads=q["threads"], dropout=q["dropout"],
+                               eval_chunks=QUICK_START_EVAL_CHUNKS).validate()
     return RunPlan(corpus=q["corpus"], tokenizer=q["tokenizer"], vocab_size=q["vocab_size"],
                    model_config={key: q[key] for key in ("n_layer", "n_head", "n_embd", "ctx")},
                    train_config=train_config, action="new",

@@ -6,10 +6,13 @@ config checks); the reasons for all invalid fields are listed under the form.
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.widgets import Button, Input, Label, Select, Static
 
+from cllm.core.recipes import RECIPES, Recipe
 from cllm.tui.engine import DEFAULT_VOCAB, QUICK_START, TRAINABLE_KINDS, ConfigError, TrainConfig
 from cllm.tui.training_run import RunPlan
 from cllm.tui.validators import (
@@ -26,6 +29,7 @@ from cllm.tui.validators import (
 INT_CHARS = r"[0-9_]*"
 FLOAT_CHARS = r"[0-9eE.+\-]*"
 TOKENIZERS = [(kind, kind) for kind in TRAINABLE_KINDS]
+RECIPE_CHOICES = [(name, name) for name in RECIPES]
 
 # id -> (label, initial value); order is the order on screen (two per grid row)
 INT_FIELDS = {
@@ -40,6 +44,7 @@ TRAIN_FIELDS = {
     "lr": ("LR", "lr", "float"),
     "eval": ("Eval every", "eval_interval", "int"),
     "threads": ("Threads", "threads", "int"),
+    "dropout": ("Dropout", "dropout", "float"),
 }
 
 
@@ -61,6 +66,9 @@ class TrainForm(VerticalScroll, can_focus=False):
         with Horizontal(id="corpus-row"):
             yield Input(q["corpus"], id="corpus", compact=True, validators=[CorpusValidator(self.builtin)])
             yield Button("Browse", id="browse", compact=True)
+        with Horizontal(id="recipe-row"):
+            yield Label("Recipe")
+            yield Select(RECIPE_CHOICES, prompt="none: the fields below", id="recipe", compact=True)
         with Grid(id="form-grid"):
             yield Label("Tokenizer")
             yield Select(TOKENIZERS, value=q["tokenizer"], allow_blank=False, id="tokenizer", compact=True)
@@ -108,7 +116,14 @@ class TrainForm(VerticalScroll, can_focus=False):
             other.validate(other.value)
         self.refresh_errors()
 
+    def _recipe(self) -> Recipe | None:
+        value = self.query_one("#recipe", Select).value
+        return RECIPES.get(value) if isinstance(value, str) else None
+
     def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "recipe":
+            self._recipe_chosen()
+            return
         vocab = self.query_one("#vocab", Input)
         kind = self._tokenizer_kind()
         vocab.disabled = kind == "char"
@@ -138,11 +153,19 @@ class TrainForm(VerticalScroll, can_focus=False):
         box.display = bool(problems)
 
     # -- values ------------------------------------------------------------------------
+    def _recipe_chosen(self) -> None:
+        """Fills the fields with the recipe's settings; what is typed afterwards overrides them."""
+        chosen = self._recipe()
+        if chosen is not None:
+            config = chosen.train_config()
+            self.set_values({**chosen.shape(), "batch": config.batch, "steps": config.steps, "lr": config.lr,
+                             "eval_interval": config.eval_interval, "dropout": config.dropout})
+
     def set_values(self, values: dict) -> None:
         """Fill the form (the quick start uses this)."""
         mapping = {"corpus": "corpus", "n_layer": "layers", "n_head": "heads", "n_embd": "width",
                    "ctx": "ctx", "batch": "batch", "steps": "steps", "lr": "lr",
-                   "eval_interval": "eval", "threads": "threads"}
+                   "eval_interval": "eval", "threads": "threads", "dropout": "dropout"}
         if "tokenizer" in values:
             self.query_one("#tokenizer", Select).value = values["tokenizer"]
         for key, field_id in mapping.items():
@@ -160,10 +183,13 @@ class TrainForm(VerticalScroll, can_focus=False):
         kind = self._tokenizer_kind()
         model_config = {"n_layer": parse_int(value["layers"]), "n_head": parse_int(value["heads"]),
                         "n_embd": parse_int(value["width"]), "ctx": parse_int(value["ctx"])}
-        train_config = TrainConfig(
+        settings: dict[str, Any] = dict(
             steps=parse_int(value["steps"]), batch=parse_int(value["batch"]), lr=parse_float(value["lr"]),
             eval_interval=parse_int(value["eval"]), threads=parse_int(value["threads"]),
-        ).validate()  # the warm-up and the checkpoints follow core's rules (TrainConfig), as in `cllm train`
+            dropout=parse_float(value["dropout"]))
+        chosen = self._recipe()  # its other settings (final lr, beta2, ...) under the fields'
+        # the warm-up and the checkpoints follow core's rules (TrainConfig), as in `cllm train`
+        train_config = chosen.train_config(**settings) if chosen is not None else TrainConfig(**settings).validate()
         vocab = parse_int(value["vocab"]) if kind != "char" and value["vocab"] else None
         return RunPlan(corpus=value["corpus"], tokenizer=kind, vocab_size=vocab,
                        model_config=model_config, train_config=train_config)
