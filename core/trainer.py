@@ -141,6 +141,10 @@ class Trainer:
     def __init__(self, model: GPT, corpus: Corpus | Dataset, config: TrainConfig, *, out_path: Path | None = None,
                  state: RunState | None = None, optimizer: tuple[np.ndarray, np.ndarray] | None = None):
         config.validate()
+        # Training changes the float32 values, so the int8 forms of a model read from an int8
+        # file would go stale (and be what a save writes): the run trains and saves float32;
+        # `cllm quantize` makes an int8 file of the result again.
+        model.quantized = None
         self.model = model
         self.corpus = corpus
         self.config = config

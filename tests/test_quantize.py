@@ -110,3 +110,23 @@ def test_an_int8_tensor_of_the_wrong_type_is_named(trained, tmp_path):
     path = save_model(tmp_path / "bad.cllm", model)
     with pytest.raises(ModelFileError, match=r"h\.0\.attn\.c_attn\.weight.*dtype F32, expected I8"):
         load_model(path)
+
+
+def test_training_from_an_int8_file_saves_what_it_trained(trained, tmp_path):
+    """A run from an int8 model file (fine-tune or resume) trains float32 values; its saves
+    hold those values, not the int8 forms it was read with."""
+    from cllm.core.config import TrainConfig
+    from cllm.core.trainer import Trainer
+    from tests.helpers import make_corpus
+
+    model = copy_of(trained)
+    quantize_model(model)
+    parent = save_model(tmp_path / "parent-int8.cllm", model)
+    trainer = Trainer.fine_tune(parent, make_corpus(make_text(seed=2)),
+                                TrainConfig(steps=3, batch=2, eval_interval=0, threads=1), out_path=tmp_path / "child.cllm")
+    for _ in range(3):
+        trainer.train_step()
+    saved = load_model(trainer.save()).model
+    assert read_info(tmp_path / "child.cllm").weights == "float32" and saved.quantized is None
+    np.testing.assert_array_equal(saved.params, trainer.model.params)
+    assert not np.array_equal(saved.params, load_model(parent).model.params)  # it did train
