@@ -122,8 +122,8 @@ def test_training_from_an_int8_file_saves_what_it_trained(trained, tmp_path):
     model = copy_of(trained)
     quantize_model(model)
     parent = save_model(tmp_path / "parent-int8.cllm", model)
-    trainer = Trainer.fine_tune(parent, make_corpus(make_text(seed=2)),
-                                TrainConfig(steps=3, batch=2, eval_interval=0, threads=1), out_path=tmp_path / "child.cllm")
+    config = TrainConfig(steps=3, batch=2, eval_interval=0, threads=1)
+    trainer = Trainer.fine_tune(parent, make_corpus(make_text(seed=2)), config, out_path=tmp_path / "child.cllm")
     for _ in range(3):
         trainer.train_step()
     saved = load_model(trainer.save()).model
