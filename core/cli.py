@@ -260,12 +260,15 @@ def _train(a, world, session) -> int:
     speaks = _speaks(world)  # under MPI rank 0 alone shows the run
     quiet = a.json or not speaks
 
+    notices: list[str] = []  # a stop request's words, printed by _watch: never inside a signal handler,
+    # which runs between any two bytecodes of the main thread (once inside rich's own half-done import)
+
     def request_stop(why: str) -> None:
         first = not trainer.stopping
         trainer.stop(why)
         if not quiet:
-            _say(f"{why}: stopping at the next step boundary, then saving…" if first
-                 else f"{why}: already stopping; the save goes on, please wait")
+            notices.append(f"{why}: stopping at the next step boundary, then saving…" if first
+                           else f"{why}: already stopping; the save goes on, please wait")
 
     started = time.perf_counter()
     events: list = []
@@ -306,7 +309,7 @@ def _train(a, world, session) -> int:
         # Not a daemon: however the main thread ends, the interpreter waits for the save.
         thread = threading.Thread(target=work, name="cllm-train")
         thread.start()
-        _watch(trainer, thread, events, quiet)
+        _watch(trainer, thread, events, notices, quiet)
     if "error" in result:
         raise result["error"]
     done: DoneEvent = result["done"]
@@ -391,9 +394,9 @@ def _throughput(steps: list) -> float | None:
 PHASE_LABELS = {"train": "", "eval": "eval", "save": "saving"}
 
 
-def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None:
+def _watch(trainer, thread: threading.Thread, events: list, notices: list[str], quiet: bool) -> None:
     """Rich progress while the trainer thread runs: the run, then one bar per core, which
-    follows the evaluations too."""
+    follows the evaluations too; and the `notices` that stop requests add."""
     from cllm.core.events import CheckpointEvent, EvalEvent, SaveFailedEvent, StepEvent
 
     if quiet:
@@ -402,7 +405,7 @@ def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-    seen = 0
+    seen = said = 0
     try:
         with Progress(*columns, console=err, refresh_per_second=8) as progress:
             run = progress.add_task("train", total=trainer.config.steps, completed=trainer.step, info="")
@@ -428,6 +431,11 @@ def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None
                                 else "; training goes on, the next checkpoint tries again")
                         progress.console.print(f"[bold red]step {event.step}: {escape(event.message)}[/]{then}")
                 seen = len(events)
+                for text in notices[said:]:
+                    progress.console.print(text)
+                    said += 1
+        for text in notices[said:]:  # a request in the run's last moments
+            _say(text)
     except (OSError, ValueError):  # the terminal went away: wait quietly for the save
         thread.join()
 
