@@ -586,11 +586,18 @@ def main() -> int:
             spec = {"kind": "account", "config": cfg, "threads": n, "corpus": a.corpus,
                     "rounds": a.rounds or DEFAULT_ROUNDS.get(name, 5), "warmup": 1 if name == "gpt2-small" else
                     a.warmup_steps, "run_steps": 1 if name == "gpt2-small" else a.run_steps}
-            results[n] = r = run_child(SCRIPT, spec, env, timeout=3600)
+            try:
+                results[n] = r = run_child(SCRIPT, spec, env, timeout=3600)
+            except RuntimeError as exc:  # one config's failure (memory, say) leaves the others' tables
+                print(exc, flush=True)
+                out += [f"### {config_label(cfg)} ({name}): the {n}-thread child failed: "
+                        f"{str(exc).strip().splitlines()[-1]}", ""]
+                break
             print(f"{name} {n} thread(s): plain step {1e3 * statistics.median(r['plain']):.2f} ms, instrumented "
                   f"{1e3 * statistics.median(p['step'] for p in r['profiled']):.2f} ms (child {r['wall_s']:.0f} s)",
                   flush=True)
-        out += config_table(name, cfg, results, threads, peak, bw, l2, l3)
+        if len(results) == len(threads):
+            out += config_table(name, cfg, results, threads, peak, bw, l2, l3)
     return report(out, a)
 
 
