@@ -460,8 +460,10 @@ def config_table(name: str, cfg: dict, results: dict, threads: list[int], peak: 
     labels = [(f"part{k}", PARTS[k][0] + (" (tiled)" if tiled and "attention" in PARTS[k][0]
                                            and "projection" not in PARTS[k][0] else ""), PARTS[k][1], k)
               for k in range(len(PARTS))]
-    extra = [("sum kernel", "gradient sum over shards + norm (reduce_chunks)", "pass",
-              ((first["shards"] + 1) * P * F32 if first["shards"] > 1 else P * F32, P * F32)),
+    def sum_cost(shards):  # the shards' gradients read, their sum written; one shard: its norm read
+        return ((shards + 1) * P * F32 if shards > 1 else P * F32), (shards + 1) * P * F32
+
+    extra = [("sum kernel", "gradient sum over shards + norm (reduce_chunks)", "pass", sum_cost(first["shards"])),
              ("adamw kernel", "AdamW (adamw_chunks)", "pass", (28 * P, 28 * P)),
              ("launch", "launch: numba dispatch + waking the pool (call to first shard in)", "python", None),
              ("late start", "launch: a later shard's late start", "python", None),
@@ -476,6 +478,8 @@ def config_table(name: str, cfg: dict, results: dict, threads: list[int], peak: 
             acc, c = per_thread[n]
             if key.startswith("part"):
                 amount, call_bytes = c[int(key[4:])]
+            elif key == "sum kernel":
+                amount, call_bytes = sum_cost(results[n]["shards"])
             s = acc[key]
             cells += [f"{1e3 * s:.3f}", f"{100 * s / step_sum[n]:.1f}%",
                       *rate_cells(n, s, kind, amount, call_bytes, key in ("sum kernel", "adamw kernel"))]
