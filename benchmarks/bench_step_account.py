@@ -273,12 +273,11 @@ def child_bandwidth(spec: dict) -> dict:
 
     @njit(nogil=True, fastmath=True)
     def numba_sum(x, reps):
-        acc = np.zeros(64, np.float32)
+        acc = np.float32(0)
         for _ in range(reps):
-            for i0 in range(0, x.shape[0] - 63, 64):
-                for j in range(64):
-                    acc[j] += x[i0 + j]
-        return acc.sum()
+            for i in range(x.shape[0]):
+                acc += x[i]
+        return acc
 
     def numpy_sum(x, reps):
         for _ in range(reps):
