@@ -521,7 +521,14 @@ def config_table(name: str, cfg: dict, results: dict, threads: list[int], peak: 
         check += [f"{1e3 * step_sum[n]:.3f}", f"{100 * step_sum[n] / plain:.1f}% of measured", "-", "-"]
         measured += [f"{1e3 * plain:.3f} ({1e3 * mean:.3f})", "100%", f"{model_gf:.1f} GFLOP/s (model)",
                      f"{100 * model_gf / peak[n]:.0f}% of matmul"]
-    rows += [check, measured]
+    instrumented = ["**instrumented step** (median of its totals + Trainer.run's extra; above the sum of "
+                    "parts: time other processes took, spread over the parts)", "check", "-"]
+    for n in threads:
+        extra = per_thread[n][0]["python: Trainer.run per step (events, pause check)"]
+        total = statistics.median(p["step"] for p in results[n]["profiled"]) + extra
+        plain = statistics.median(results[n]["plain"]) + extra
+        instrumented += [f"{1e3 * total:.3f}", f"{100 * total / plain:.1f}% of measured", "-", "-"]
+    rows += [check, instrumented, measured]
     r1 = results[threads[0]]
     out = [f"### {config_label(cfg)} ({name}, vocabulary {r1['vocab']}, {P / 1e6:.2f}M parameters, "
            f"{'tiled' if tiled else 'kept-probabilities'} attention)", ""]
