@@ -23,9 +23,22 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    CONFIGS, DEFAULT_CORPUS, ROOT, check_ok, check_tree, child_env, command_line, config_label, fmt_range,
-    machine_lines, parse_int_list, run_cmd, stats, table, write_section,
+from benchmarks.common import (
+    CONFIGS,
+    DEFAULT_CORPUS,
+    ROOT,
+    check_ok,
+    check_tree,
+    child_env,
+    command_line,
+    config_label,
+    fmt_range,
+    machine_lines,
+    parse_int_list,
+    run_cmd,
+    stats,
+    table,
+    write_section,
 )
 
 TITLE = "Refactor A/B: this checkout against an older one"

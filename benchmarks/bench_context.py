@@ -24,8 +24,8 @@ tokens), so that 2 threads have a sequence each (CLLM runs one sequence per shar
 - Kernel crossover (--crossover): one sequence's attention forward + backward (4 heads,
   head size 32) through each pair at each of --crossover-ctx, alternating, 1 thread and
   then 2 threads at once (two sequences side by side, as two shards run), in CPU seconds
-  of the slowest thread (robust to a shared machine), median of --crossover-repeats. Where the tiled pair starts to win is
-  core.layout.SHORT_ATTENTION_MAX_CTX.
+  of the slowest thread (robust to a shared machine), median of --crossover-repeats. Where the tiled pair starts
+  to win is core.layout.SHORT_ATTENTION_MAX_CTX.
 - Memory: the bytes of one shard's activation buffer and of its attention blocks for
   the sweep's configs (2 shards), kept probabilities against tiles (from core.layout).
 - Prompt pass (--prefill): `Decoder.prefill` of a --prefill-tokens prompt on a ctx-1024
@@ -49,9 +49,23 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    DEFAULT_CORPUS, NO_TORCH, add_report_args, child_env, command_line, fmt, fmt_range, load_text, machine_lines,
-    parse_int_list, report, run_child, serve_child, stats, table, torch_available,
+from benchmarks.common import (
+    DEFAULT_CORPUS,
+    NO_TORCH,
+    add_report_args,
+    child_env,
+    command_line,
+    fmt,
+    fmt_range,
+    load_text,
+    machine_lines,
+    parse_int_list,
+    report,
+    run_child,
+    serve_child,
+    stats,
+    table,
+    torch_available,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -133,7 +147,8 @@ def attention_profile(trainer, repeats: int = 5) -> dict:
     views = [ws.views(s) for s in range(ws.shards)]
     out = {}
     for name, attend in (("forward", attention_forward_pass), ("backward", attention_backward_pass)):
-        jobs = [lambda A=A: calls(attend, A, c.n_layer, sequences, ws.group, c.ctx, c.n_head) for A in views]
+        jobs = [lambda A=A, attend=attend: calls(attend, A, c.n_layer, sequences, ws.group, c.ctx, c.n_head)
+                for A in views]
         concurrent_seconds(jobs)  # compiles, warms the caches
         out[name] = statistics.median(concurrent_seconds(jobs) for _ in range(repeats))
     return out
@@ -142,9 +157,9 @@ def attention_profile(trainer, repeats: int = 5) -> dict:
 def child_cllm(spec: dict) -> dict:
     from cllm.core.config import TrainConfig
     from cllm.core.corpus import load_corpus
+    from cllm.core.precompile import compile_kernels
     from cllm.core.threads import single_threaded_blas
     from cllm.core.trainer import Trainer
-    from cllm.core.precompile import compile_kernels
 
     cfg, n = spec["config"], spec["threads"]
     compile_kernels()
@@ -157,7 +172,9 @@ def child_cllm(spec: dict) -> dict:
         times = []
         for _ in range(spec["steps"]):
             t0 = time.perf_counter()
-            loss, _ = trainer.train_step()
+            step = trainer.train_step()
+            assert step is not None  # nothing asks the trainer to stop
+            loss, _ = step
             times.append(time.perf_counter() - t0)
         profile = attention_profile(trainer)
     return {"seconds": sum(times), "step_median": statistics.median(times), "loss": loss,
@@ -193,9 +210,9 @@ def child_crossover(spec: dict) -> dict:
                 views[pair] = [layout.views(rng.standard_normal(layout.size).astype(np.float32))
                                for _ in range(spec["copies"])]
 
-            def jobs(pair):
-                return [lambda A=A: (calls(attention_forward_pass, A, 1, 1, 1, ctx, config.n_head),
-                                     calls(attention_backward_pass, A, 1, 1, 1, ctx, config.n_head))
+            def jobs(pair, ctx=ctx, n_head=config.n_head, views=views):
+                return [lambda A=A: (calls(attention_forward_pass, A, 1, 1, 1, ctx, n_head),
+                                     calls(attention_backward_pass, A, 1, 1, 1, ctx, n_head))
                         for A in views[pair]]
 
             for pair in PAIRS:
@@ -203,7 +220,7 @@ def child_crossover(spec: dict) -> dict:
             inner = max(1, 2048 // ctx)  # calls per timing: a few ms at least
             for rep in range(spec["repeats"]):
                 for pair in (PAIRS if rep % 2 == 0 else PAIRS[::-1]):
-                    seconds = concurrent_seconds([lambda job=job: [job() for _ in range(inner)]
+                    seconds = concurrent_seconds([lambda job=job, inner=inner: [job() for _ in range(inner)]
                                                   for job in jobs(pair)], clock="cpu")
                     times.setdefault(f"{ctx} {pair}", []).append(seconds / inner)
     return times
@@ -217,10 +234,10 @@ def child_prefill(spec: dict) -> dict:
 
     from cllm.core.config import ModelConfig
     from cllm.core.model import GPT
+    from cllm.core.precompile import compile_kernels
     from cllm.core.sampler import Decoder
     from cllm.core.threads import single_threaded_blas
     from cllm.core.tokenizer import train_tokenizer
-    from cllm.core.precompile import compile_kernels
 
     compile_kernels()
     text = load_text(spec["corpus"])
@@ -262,7 +279,7 @@ def child_torch_prefill(spec: dict) -> dict:
     prompt = torch.tensor([[vocab.index(ch) for ch in text[:spec["tokens"]]]])
     times = []
     with torch.no_grad():
-        for rep in range(spec["repeats"] + 1):
+        for _ in range(spec["repeats"] + 1):
             cache = model.new_cache()
             t0 = time.perf_counter()
             model(prompt, cache=cache, pos=0)
@@ -306,7 +323,8 @@ def sweep(a, configs: list[dict], threads: list[int], impls: list[str], env: dic
                         share = (r["forward"] + r["backward"]) / r["step_median"]
                         extra = f", {'tiled' if r['tiled'] else 'kept'} attention {100 * share:.0f}% of the step"
                     print(f"run {rep + 1}/{a.repeats} ctx {cfg['ctx']:4d} b{cfg['batch']:<2d} {n} thread(s) "
-                          f"{impl:10s} {r['tok_s']:8.0f} tok/s (loss {r['loss']:.3f}{extra}; child {r['wall_s']:.0f} s)",
+                          f"{impl:10s} {r['tok_s']:8.0f} tok/s (loss {r['loss']:.3f}{extra}; "
+                          f"child {r['wall_s']:.0f} s)",
                           flush=True)
     return runs
 

@@ -17,7 +17,8 @@ the first.
 
     python benchmarks/bench_generate.py
     python benchmarks/bench_generate.py --model models/shakespeare.cllm --write
-    python benchmarks/bench_generate.py --tokens 5000 --ctx-list 256 --repeats 3 --section 'Generation, long samples' --write
+    python benchmarks/bench_generate.py --tokens 5000 --ctx-list 256 --repeats 3 \
+        --section 'Generation, long samples' --write
 """
 
 from __future__ import annotations
@@ -28,9 +29,24 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    DEFAULT_CORPUS, NO_TORCH, add_report_args, check_tree, child_env, command_line, fmt, fmt_range, load_text,
-    machine_lines, parse_int_list, report, run_child, serve_child, stats, table, torch_available,
+from benchmarks.common import (
+    DEFAULT_CORPUS,
+    NO_TORCH,
+    add_report_args,
+    check_tree,
+    child_env,
+    command_line,
+    fmt,
+    fmt_range,
+    load_text,
+    machine_lines,
+    parse_int_list,
+    report,
+    run_child,
+    serve_child,
+    stats,
+    table,
+    torch_available,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -67,8 +83,8 @@ def cllm_models(spec: dict) -> dict:
 def child_cllm(spec: dict) -> dict:
     from threadpoolctl import threadpool_limits
 
-    from cllm.core.sampler import SampleConfig, generate
     from cllm.core.precompile import compile_kernels
+    from cllm.core.sampler import SampleConfig, generate
 
     n = spec["threads"]
     compile_kernels()

@@ -49,9 +49,27 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    DEFAULT_CORPUS, NO_TORCH, ROOT, add_report_args, check_ok, child_env, cllm_cmd, command_line, fmt, fmt_range,
-    load_text, machine_lines, parse_int_list, report, run_child, run_cmd, serve_child, stats, table, torch_available,
+from benchmarks.common import (
+    DEFAULT_CORPUS,
+    NO_TORCH,
+    ROOT,
+    add_report_args,
+    check_ok,
+    child_env,
+    cllm_cmd,
+    command_line,
+    fmt,
+    fmt_range,
+    load_text,
+    machine_lines,
+    parse_int_list,
+    report,
+    run_child,
+    run_cmd,
+    serve_child,
+    stats,
+    table,
+    torch_available,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -141,8 +159,8 @@ def prompt_text(spec: dict, encode, decode) -> str:
 def child_gen_cllm(spec: dict) -> dict:
     os.environ["NUMBA_NUM_THREADS"] = str(spec["threads"])  # CLLM's thread cap, read before numba loads
     from cllm.core.model_file import load_model
-    from cllm.core.sampler import SampleConfig, generate
     from cllm.core.precompile import compile_kernels
+    from cllm.core.sampler import SampleConfig, generate
 
     compile_kernels()
     model = load_model(spec["model"]).model
@@ -210,11 +228,11 @@ def child_bandwidth(spec: dict) -> dict:
     for _ in range(spec["reps"]):
         barrier = threading.Barrier(n + 1)
 
-        def copy(i):
+        def copy(i, barrier):
             barrier.wait()
             np.copyto(dst[i], src[i])
 
-        threads = [threading.Thread(target=copy, args=(i,)) for i in range(n)]
+        threads = [threading.Thread(target=copy, args=(i, barrier)) for i in range(n)]
         for t in threads:
             t.start()
         t0 = time.perf_counter()
@@ -230,9 +248,9 @@ def child_bandwidth(spec: dict) -> dict:
 def child_train_cllm(spec: dict) -> dict:
     from cllm.core.config import TrainConfig
     from cllm.core.corpus import load_corpus
+    from cllm.core.precompile import compile_kernels
     from cllm.core.threads import single_threaded_blas
     from cllm.core.trainer import Trainer
-    from cllm.core.precompile import compile_kernels
 
     compile_kernels()
     config = TrainConfig(steps=10**6, batch=spec["batch"], threads=spec["threads"], eval_interval=0, lr=1e-4,
@@ -245,7 +263,9 @@ def child_train_cllm(spec: dict) -> dict:
         trainer.train_step()
         start = time.perf_counter()
         for _ in range(spec["steps"]):
-            losses.append(trainer.train_step()[0])
+            step = trainer.train_step()
+            assert step is not None  # nothing asks the trainer to stop
+            losses.append(step[0])
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "losses": losses, "rss": peak_rss(), "shards": trainer.n_threads}
 

@@ -27,8 +27,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    DEFAULT_CORPUS, ROOT, command_line, load_text, machine_lines, table, torch_available, write_section,
+from benchmarks.common import (
+    DEFAULT_CORPUS,
+    ROOT,
+    command_line,
+    load_text,
+    machine_lines,
+    table,
+    torch_available,
+    write_section,
 )
 
 SHAPE = dict(n_layer=4, n_head=4, n_embd=128, ctx=64)

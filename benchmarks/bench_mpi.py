@@ -30,9 +30,22 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    CONFIGS, DEFAULT_CORPUS, MARK, ROOT, add_report_args, child_env, command_line, config_label, fmt_range,
-    machine_lines, report, run_child, serve_child, stats, table,
+from benchmarks.common import (
+    CONFIGS,
+    DEFAULT_CORPUS,
+    MARK,
+    ROOT,
+    add_report_args,
+    child_env,
+    command_line,
+    config_label,
+    fmt_range,
+    machine_lines,
+    report,
+    run_child,
+    serve_child,
+    stats,
+    table,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -67,8 +80,8 @@ def _timed_steps(trainer, spec: dict, sync=lambda: None) -> tuple[float, float]:
 
 
 def child_alone(spec: dict) -> dict:
-    from cllm.core.trainer import Trainer
     from cllm.core.precompile import compile_kernels
+    from cllm.core.trainer import Trainer
 
     compile_kernels()
     trainer = _trainer(spec, Trainer)
@@ -84,6 +97,7 @@ def child_ranks(spec: dict) -> dict | None:
     from cllm.core.precompile import compile_kernels
 
     world = mpi_world.join()
+    assert world is not None, "run this under mpiexec, one process per rank"
     compile_kernels()
     trainer = _trainer(spec, distributed.DistributedTrainer)
     threads = distributed.start(world, trainer)

@@ -27,9 +27,25 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    DEFAULT_CORPUS, NO_TORCH, add_report_args, all_threads, check_ok, check_tree, child_env, cllm_cmd, command_line,
-    fmt, load_text, machine_lines, report, run_child, run_cmd, serve_child, table, torch_available,
+from benchmarks.common import (
+    DEFAULT_CORPUS,
+    NO_TORCH,
+    add_report_args,
+    all_threads,
+    check_ok,
+    check_tree,
+    child_env,
+    cllm_cmd,
+    command_line,
+    fmt,
+    load_text,
+    machine_lines,
+    report,
+    run_child,
+    run_cmd,
+    serve_child,
+    table,
+    torch_available,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -41,15 +57,25 @@ def child_torch(spec: dict) -> dict:
     import numpy as np
     import torch
 
-    from benchmarks.torch_gpt import evaluate, from_cllm, generate_kv, lr_at, make_optimizer, random_batch
-    from benchmarks.torch_gpt import char_tokens, split, train_step
+    from benchmarks.torch_gpt import (
+        char_tokens,
+        evaluate,
+        from_cllm,
+        generate_kv,
+        lr_at,
+        make_optimizer,
+        random_batch,
+        split,
+        train_step,
+    )
     from cllm.core.config import ModelConfig
     from cllm.core.model import GPT
+    from cllm.core.tokenizer import CharTokenizer
 
     torch.set_num_threads(spec["threads"])
     tokens, vocab = char_tokens(load_text(spec["corpus"]))
     train, val = split(tokens)
-    cllm = GPT.create(ModelConfig(vocab_size=len(vocab), **SHAPE), None, seed=spec["seed"])
+    cllm = GPT.create(ModelConfig(vocab_size=len(vocab), **SHAPE), CharTokenizer(vocab), seed=spec["seed"])
     model = from_cllm(cllm)
     opt = make_optimizer(model, lr=spec["lr"], weight_decay=0.1, betas=(0.9, 0.99))
     rng = np.random.default_rng(spec["seed"])

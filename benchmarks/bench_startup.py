@@ -31,9 +31,26 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    CONFIGS, DEFAULT_CORPUS, add_report_args, all_threads, check_ok, check_tree, child_env, cllm_cmd, command_line,
-    config_label, fmt, fmt_range, machine_lines, report, run_child, run_cmd, serve_child, stats, table,
+from benchmarks.common import (
+    CONFIGS,
+    DEFAULT_CORPUS,
+    add_report_args,
+    all_threads,
+    check_ok,
+    check_tree,
+    child_env,
+    cllm_cmd,
+    command_line,
+    config_label,
+    fmt,
+    fmt_range,
+    machine_lines,
+    report,
+    run_child,
+    run_cmd,
+    serve_child,
+    stats,
+    table,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -112,7 +129,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="cllm-bench-"))
     try:
         if not a.skip_startup:
-            runs = {"cold": [], "warm": []}
+            runs: dict[str, list] = {"cold": [], "warm": []}
             for i in range(a.cold_repeats):
                 cache = work / f"numba-cache-{i}"
                 cache.mkdir()

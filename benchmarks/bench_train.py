@@ -24,9 +24,25 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    CONFIGS, DEFAULT_CORPUS, NO_TORCH, add_report_args, check_tree, child_env, command_line, config_label, fmt,
-    fmt_range, machine_lines, parse_int_list, report, run_child, serve_child, stats, table, torch_available,
+from benchmarks.common import (
+    CONFIGS,
+    DEFAULT_CORPUS,
+    NO_TORCH,
+    add_report_args,
+    check_tree,
+    child_env,
+    command_line,
+    config_label,
+    fmt,
+    fmt_range,
+    machine_lines,
+    parse_int_list,
+    report,
+    run_child,
+    serve_child,
+    stats,
+    table,
+    torch_available,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -40,9 +56,9 @@ SOLO = "numpy, one 1-thread process per thread"  # the machine's parallel ceilin
 def child_cllm(spec: dict) -> dict:
     from cllm.core.config import TrainConfig
     from cllm.core.corpus import load_corpus
+    from cllm.core.precompile import compile_kernels
     from cllm.core.threads import single_threaded_blas
     from cllm.core.trainer import Trainer
-    from cllm.core.precompile import compile_kernels
 
     cfg, n = spec["config"], spec["threads"]
     t0 = time.perf_counter()
@@ -55,7 +71,9 @@ def child_cllm(spec: dict) -> dict:
             trainer.train_step()
         start = time.perf_counter()
         for _ in range(spec["steps"]):
-            loss, _ = trainer.train_step()
+            step = trainer.train_step()
+            assert step is not None  # nothing asks the trainer to stop
+            loss, _ = step
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "loss": loss, "compile_s": compile_s, "setup_s": start - t0,
             "shards": trainer.n_threads, "params": trainer.model.n_params}
@@ -66,8 +84,16 @@ def child_torch(spec: dict) -> dict:
     import torch
 
     from benchmarks.common import load_text
-    from benchmarks.torch_gpt import Config, TorchGPT, char_tokens, lr_at, make_optimizer, random_batch, split
-    from benchmarks.torch_gpt import train_step
+    from benchmarks.torch_gpt import (
+        Config,
+        TorchGPT,
+        char_tokens,
+        lr_at,
+        make_optimizer,
+        random_batch,
+        split,
+        train_step,
+    )
 
     cfg, n = spec["config"], spec["threads"]
     torch.set_num_threads(n)
@@ -202,8 +228,8 @@ def main() -> int:
     env = child_env(a.unset_openblas_env)
     impls = ["cllm", "torch"] if use_torch else ["cllm"]
     notes = [] if use_torch else [NO_TORCH if not a.no_torch else "PyTorch left out (--no-torch)."]
-    for n in notes:
-        print(n)
+    for note in notes:
+        print(note)
 
     peak, kernels = {}, {}
     for n in threads:

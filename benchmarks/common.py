@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +76,7 @@ def run_child(script: str | Path, spec: dict, env: dict | None = None, timeout: 
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env or child_env(), capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0
-    lines = [l for l in proc.stdout.splitlines() if l.startswith(MARK)]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"child {spec} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     result = json.loads(lines[-1][len(MARK):])
@@ -113,7 +114,7 @@ def run_cmd(cmd: list[str], env: dict | None = None, cwd: Path = ROOT) -> dict:
             "json": parsed}
 
 
-def cllm_cmd(*args: str) -> list[str]:
+def cllm_cmd(*args: object) -> list[str]:
     """`cllm ARGS` by this interpreter: the cllm package installed from this working tree
     (`pip install -e .`; `check_tree` says if it is another)."""
     return [sys.executable, "-m", "cllm.core.cli", *map(str, args)]
@@ -124,7 +125,8 @@ def check_tree() -> None:
     import importlib.util
 
     spec = importlib.util.find_spec("cllm.core")
-    where = Path(next(iter(spec.submodule_search_locations))).resolve() if spec else None
+    locations = spec.submodule_search_locations if spec else None
+    where = Path(next(iter(locations))).resolve() if locations else None
     if where != ROOT / "core":
         raise SystemExit(f"cllm.core comes from {where}, not this checkout: run `pip install -e {ROOT}` first")
 
@@ -182,7 +184,10 @@ def table(headers: list[str], rows: list[list]) -> str:
     """A Markdown table (reads fine in a terminal too)."""
     cells = [[str(c) for c in headers]] + [[c if isinstance(c, str) else fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+
+    def line(r: list[str]) -> str:  # cells past the headers are left out, as they always were
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + " |"
+
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
 
@@ -204,15 +209,16 @@ def cpu_flags() -> str:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return "?"
-    flags = set(re.search(r"^flags\s*:(.*)$", text, re.M).group(1).split()) if "flags" in text else set()
+    found = re.search(r"^flags\s*:(.*)$", text, re.M)
+    flags = set(found.group(1).split()) if found else set()
     return "avx512f" if "avx512f" in flags else ("avx2" if "avx2" in flags else "no avx2")
 
 
 def blas_kernels() -> dict:
     """OpenBLAS (or other BLAS) libraries loaded in this process and the kernel each picked,
     as threadpoolctl reports them. Loads numpy's and scipy's (numba's np.dot uses scipy's)."""
-    import numpy  # noqa: F401
-    import scipy.linalg.cython_blas  # noqa: F401
+    import numpy  # noqa: F401  (imported for its BLAS, which threadpool_info then lists)
+    import scipy.linalg.cython_blas  # noqa: F401  (likewise scipy's, the one numba calls)
     from threadpoolctl import threadpool_info
 
     out = {}
@@ -238,9 +244,9 @@ def versions() -> dict:
     return out
 
 
-def openblas_env(env: dict | None = None) -> dict:
-    env = os.environ if env is None else env
-    return {name: env.get(name, "(unset)") for name in OPENBLAS_VARS}
+def openblas_env(env: Mapping[str, str] | None = None) -> dict:
+    values = os.environ if env is None else env
+    return {name: values.get(name, "(unset)") for name in OPENBLAS_VARS}
 
 
 def machine_lines(child_env_: dict | None = None, kernels: dict | None = None) -> list[str]:
@@ -303,7 +309,8 @@ def add_report_args(p, section: str, section_help: str = "") -> None:
                    help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from the children's environment")
     p.add_argument("--write", action="store_true", help=f"write the section '{section}' of RESULTS.md")
     p.add_argument("--section", default=section,
-                   help="title of the RESULTS.md section --write replaces" + (f" ({section_help})" if section_help else ""))
+                   help="title of the RESULTS.md section --write replaces"
+                        + (f" ({section_help})" if section_help else ""))
 
 
 def serve_child(a, children) -> bool:

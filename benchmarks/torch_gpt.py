@@ -285,13 +285,13 @@ def cllm_logits(params: np.ndarray, config, tokens: np.ndarray) -> np.ndarray:
 
 def check(args) -> bool:
     from cllm.core.config import ModelConfig, TrainConfig
+    from cllm.core.config import lr_at as cllm_lr_at
     from cllm.core.model import GPT
     from cllm.core.optimizer import adamw_update
-    from cllm.core.workspace import loss_and_grad
     from cllm.core.sampler import Decoder
     from cllm.core.tokenizer import train_tokenizer
     from cllm.core.trainer import ADAM_EPS
-    from cllm.core.config import lr_at as cllm_lr_at
+    from cllm.core.workspace import loss_and_grad
 
     torch.manual_seed(0)
     corpus = Path(args.corpus)
@@ -331,7 +331,9 @@ def check(args) -> bool:
     t_loss.backward()
     worst, worst_name, worst_scale = 0.0, "", 1.0
     for name, g in cllm_named(cllm, cl_grad).items():
-        tg = dict(tm.named_parameters())[name].grad.numpy()
+        grad_of = dict(tm.named_parameters())[name].grad
+        assert grad_of is not None  # after backward
+        tg = grad_of.numpy()
         scale = float(np.abs(tg).max()) or 1.0
         err = float(np.abs(g - tg).max())
         if err / scale >= worst / worst_scale:
@@ -346,7 +348,8 @@ def check(args) -> bool:
     lr_err = max(abs(cllm_lr_at(s, tcfg) - lr_at(s, 100, 1e-3, 1e-4, 5)) for s in range(0, 120, 3))
     report("learning-rate schedule", lr_err)
     norm = math.sqrt(float((cl_grad.astype(np.float64) ** 2).sum()))
-    t_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in tm.parameters()])))
+    t_grads = [p.grad.norm() for p in tm.parameters() if p.grad is not None]
+    t_norm = float(torch.linalg.vector_norm(torch.stack(t_grads)))
     report(f"gradient norm ({norm:.4f})", abs(norm - t_norm), norm, "the norm")
     params = cllm.params.copy()
     m, v = np.zeros_like(params), np.zeros_like(params)
@@ -369,8 +372,8 @@ def check(args) -> bool:
     # at different points (CLLM's compiler may fuse them into one multiply-add).
     step_err = 0.0
     for n, v in cllm_named(after, params).items():
-        t = dict(tm.named_parameters())[n].detach().numpy()
-        step_err = max(step_err, float(np.maximum(np.abs(v - t) - np.spacing(np.abs(t)), 0).max()))
+        theirs = dict(tm.named_parameters())[n].detach().numpy()
+        step_err = max(step_err, float(np.maximum(np.abs(v - theirs) - np.spacing(np.abs(theirs)), 0).max()))
     report("parameters after three AdamW steps, beyond 1 ulp", step_err, lr, "lr")
     # Cached decoding: CLLM's decoder and torch's cache against torch's full forward.
     with torch.no_grad():

@@ -154,13 +154,13 @@ def cmd_train(a) -> int:
     from cllm.core.corpus import load_corpus
     from cllm.core.events import CheckpointEvent, DoneEvent, EndReason, EvalEvent, SaveFailedEvent, StepEvent
     from cllm.core.outcome import describe_end
-    from cllm.core.trainer import Trainer
     from cllm.core.precompile import compile_kernels, kernels_cached
+    from cllm.core.trainer import Trainer
 
     world = mpi_world.join(a.mpi_timeout)  # None unless an MPI launcher started this as one of several ranks
     if world is not None:
         from cllm.core import distributed
-        from cllm.core.distributed import DistributedTrainer as Trainer  # noqa: F811  (one rank of the run)
+        from cllm.core.distributed import DistributedTrainer as Trainer  # one rank of the run
     config = _train_config(a)
     out = a.output
     _check_init(a)
@@ -192,7 +192,7 @@ def cmd_train(a) -> int:
 
     started = time.perf_counter()
     events: list = []
-    first_step = []
+    first_step: list[float] = []
     result: dict = {}
 
     def on_event(event) -> None:
@@ -332,7 +332,8 @@ def _watch(trainer, thread: threading.Thread, events: list, quiet: bool) -> None
                     elif isinstance(event, CheckpointEvent):
                         progress.console.print(f"step {event.step}: saved {escape(str(event.path))}")
                     elif isinstance(event, SaveFailedEvent):
-                        then = "; saving elsewhere" if event.final else "; training goes on, the next checkpoint tries again"
+                        then = ("; saving elsewhere" if event.final
+                                else "; training goes on, the next checkpoint tries again")
                         progress.console.print(f"[bold red]step {event.step}: {escape(event.message)}[/]{then}")
                 seen = len(events)
     except (OSError, ValueError):  # the terminal went away: wait quietly for the save
@@ -378,17 +379,17 @@ def cmd_eval(a) -> int:
         raise TokenizerError(f"{corpus.path or corpus.name}: {exc}") from None
     _, val = split_tokens(tokens, model.config.ctx, corpus.name)
     if a.json:
-        loss, tokens = evaluate(model, val, threads=a.threads)
+        loss, counted = evaluate(model, val, threads=a.threads)
     else:
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err, refresh_per_second=8, transient=True) as progress:
             task = progress.add_task("evaluating (chunks)", total=None)
-            loss, tokens = evaluate(model, val, threads=a.threads,
+            loss, counted = evaluate(model, val, threads=a.threads,
                                     on_progress=lambda done, total: progress.update(task, completed=done, total=total))
     if a.json:
-        print(json.dumps({"val_loss": loss, "tokens": tokens}))
+        print(json.dumps({"val_loss": loss, "tokens": counted}))
     else:
-        print(f"validation loss {loss:.4f} over {tokens:,} tokens of {corpus.name}")
+        print(f"validation loss {loss:.4f} over {counted:,} tokens of {corpus.name}")
     return 0
 
 
@@ -494,6 +495,7 @@ def cmd_import(a) -> int:
         for note in info.notes:
             err.print(f"note: {escape(note)}", highlight=False)
         c = info.config
+        assert c is not None  # an imported folder has a config
         err.print(f"imported {info.path} as {result.path}: {info.n_params:,} parameters, {c.n_layer} layers, "
                   f"{c.n_head} heads, width {c.n_embd}, ctx {c.ctx}, {info.tokenizer_kind} tokenizer "
                   f"({c.vocab_size} tokens), in {result.seconds:.1f} s")

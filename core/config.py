@@ -26,7 +26,7 @@ class ModelConfig:
     n_embd: int = 128
     ctx: int = 64
 
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> ModelConfig:
         _require(self.vocab_size >= 2, f"vocab_size must be at least 2, got {self.vocab_size}")
         _require(1 <= self.n_layer <= 64, f"layers must be between 1 and 64, got {self.n_layer}")
         _require(1 <= self.n_head <= 64, f"heads must be between 1 and 64, got {self.n_head}")
@@ -46,7 +46,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
+    def from_dict(cls, data: dict) -> ModelConfig:
         names = {f.name for f in fields(cls)}
         missing = [n for n in ("vocab_size", "n_layer", "n_head", "n_embd", "ctx") if n not in data]
         if missing:
@@ -68,7 +68,7 @@ def default_warmup(steps: int) -> int:
     return max(0, min(WARMUP_CAP, steps // WARMUP_SHARE))
 
 
-def lr_at(step: int, config: "TrainConfig") -> float:
+def lr_at(step: int, config: TrainConfig) -> float:
     """nanoGPT's schedule: linear warm-up, then cosine decay to the final lr at the last step."""
     warmup = config.warmup_steps
     if step < warmup:
@@ -127,7 +127,7 @@ class TrainConfig:
     def n_threads(self) -> int:
         return self.threads if self.threads > 0 else default_threads()
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         _require(self.steps >= 1, f"steps must be at least 1, got {self.steps}")
         _require(1 <= self.batch <= 65536, f"batch must be between 1 and 65536, got {self.batch}")
         _require(0 < self.lr < 1, f"learning rate must be between 0 and 1, got {self.lr}")
@@ -150,7 +150,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
+    def from_dict(cls, data: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -166,7 +166,7 @@ class SampleConfig:
     seed: int | None = None  # None: a different draw each time
     stop: str | None = None  # generation ends before this text
 
-    def validate(self) -> "SampleConfig":
+    def validate(self) -> SampleConfig:
         _require(self.max_tokens >= 0, f"max tokens cannot be negative, got {self.max_tokens}")
         _require(0 <= self.temperature <= 100, f"temperature must be between 0 and 100, got {self.temperature}")
         _require(self.top_k >= 0, f"top-k cannot be negative, got {self.top_k}")

@@ -27,15 +27,15 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from cllm.core.checkpoint import save_at_end
 from cllm.core.config import TrainConfig
 from cllm.core.corpus import Corpus
 from cllm.core.errors import CllmError, ConfigError
-from cllm.core.checkpoint import save_at_end
 from cllm.core.events import DoneEvent, EndReason, Event, SaveReason
 from cllm.core.model import GPT
 from cllm.core.mpi_world import PeerLost, World, current
@@ -59,7 +59,7 @@ def run_checksum(trainer: Trainer) -> str:
     """SHA-256 of the parameters and Adam moments (what must stay identical on every rank)."""
     digest = hashlib.sha256()
     for array in (trainer.model.params, trainer.m, trainer.v):
-        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+        digest.update(np.ascontiguousarray(array).data.cast("B"))
     return digest.hexdigest()
 
 
@@ -192,7 +192,7 @@ class DistributedTrainer(Trainer):
     def save(self, path: Path | None = None) -> Path:
         if self.world.is_root:
             return super().save(path)
-        return Path(path or self.out_path)  # the others write nothing
+        return self.save_path(path)  # the others write nothing
 
     def _checkpoint_due(self, step: int) -> SaveReason | None:
         if not self.config.checkpoint_minutes:
@@ -243,7 +243,7 @@ class DistributedTrainer(Trainer):
         except RanksDiverged as exc:
             self.world.completed = True  # every rank compared the same checksums
             kept = self.out_path if self.out_path and self.out_path.exists() else None
-            done = DoneEvent(self.state.step, EndReason.DIVERGED, f"{exc}; training stopped and the last checkpoint was kept",
-                             kept)
+            done = DoneEvent(self.state.step, EndReason.DIVERGED,
+                             f"{exc}; training stopped and the last checkpoint was kept", kept)
         emit(done)
         return done

@@ -15,9 +15,10 @@ import re
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
@@ -144,8 +145,9 @@ def _config_problems(file: Path, hf: dict) -> tuple[ModelConfig | None, list[str
     if other:
         problems.append(_at(file, f"architecture {other[0]} is not a GPT-2 language model "
                                   f"({' or '.join(ARCHITECTURES)})"))
-    sizes = {"vocab_size": hf.get("vocab_size"), "n_layer": hf.get("n_layer"), "n_head": hf.get("n_head"),
-             "n_embd": hf.get("n_embd"), "ctx": hf.get("n_positions", hf.get("n_ctx"))}
+    sizes: dict[str, Any] = {"vocab_size": hf.get("vocab_size"), "n_layer": hf.get("n_layer"),
+                             "n_head": hf.get("n_head"), "n_embd": hf.get("n_embd"),
+                             "ctx": hf.get("n_positions", hf.get("n_ctx"))}
     bad = [k if k != "ctx" else "n_positions" for k, v in sizes.items()
            if isinstance(v, bool) or not isinstance(v, int)]
     if bad:
@@ -268,18 +270,18 @@ def _match_tensors(files: list[Path], expected: dict[str, tuple[int, ...]], hf_f
             else:
                 found[name] = entry
     for name, shape in expected.items():
-        entry = found.get(name)
-        if entry is None:
+        tensor = found.get(name)
+        if tensor is None:
             problems.append(_at(files[0] if len(files) == 1 else files[0].parent / WEIGHTS_INDEX,
                                 f"missing tensor {name!r} that {hf_file.name} implies"))
-        elif entry.shape != shape:
-            problems.append(_at(entry.file, f"tensor {entry.name!r} has shape {list(entry.shape)}, but "
+        elif tensor.shape != shape:
+            problems.append(_at(tensor.file, f"tensor {tensor.name!r} has shape {list(tensor.shape)}, but "
                                             f"{hf_file.name} implies {list(shape)}"))
-        elif entry.dtype not in ("F32", *CONVERTED):
-            problems.append(_at(entry.file, f"tensor {entry.name!r} is {entry.dtype}: CLLM imports float32 "
+        elif tensor.dtype not in ("F32", *CONVERTED):
+            problems.append(_at(tensor.file, f"tensor {tensor.name!r} is {tensor.dtype}: CLLM imports float32 "
                                             "weights (float16 and bfloat16 are converted to float32)"))
-        elif entry.end - entry.start != int(np.prod(shape)) * (4 if entry.dtype == "F32" else 2):
-            problems.append(_at(entry.file, f"tensor {entry.name!r} has data offsets that do not fit its shape"))
+        elif tensor.end - tensor.start != int(np.prod(shape)) * (4 if tensor.dtype == "F32" else 2):
+            problems.append(_at(tensor.file, f"tensor {tensor.name!r} has data offsets that do not fit its shape"))
     for dtype, label in CONVERTED.items():
         if any(e.dtype == dtype for e in found.values()):
             notes.append(f"{label} weights are converted to float32 (exactly: every {label} value is a "
@@ -320,7 +322,7 @@ def _read_into(view: np.ndarray, entry: TensorEntry, f) -> None:
     """The tensor's bytes from the open file `f`, as float32, into `view` (contiguous)."""
     f.seek(entry.start)
     if entry.dtype == "F32" and sys.byteorder == "little":
-        target = memoryview(view.reshape(-1)).cast("B")
+        target = view.reshape(-1).data.cast("B")
         if f.readinto(target) != entry.end - entry.start:
             raise HuggingFaceFolderError(_at(entry.file, f"truncated in tensor {entry.name!r}"))
         return
@@ -343,6 +345,7 @@ def load_hf_folder(path: str | Path, progress: Progress | None = None) -> Loaded
     if info.problems:
         raise HuggingFaceFolderError(info.problems[0])
     config = info.config
+    assert config is not None  # inspect_hf_folder reports a problem whenever it has no config
     tokenizer = load_tokenizer(info.path)
     if tokenizer.vocab_size != config.vocab_size:
         file = info.path / info.tokenizer_files[0]

@@ -27,13 +27,17 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenizers import AddedToken, Regex
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers
 
 from cllm.core.errors import HuggingFaceFolderError, TokenizerError
 from cllm.core.tokenizer import (
-    UNK, BpeTokenizer, CharTokenizer, Gpt2Tokenizer, Tokenizer, WordTokenizer,
+    UNK,
+    BpeTokenizer,
+    CharTokenizer,
+    Gpt2Tokenizer,
+    Tokenizer,
+    WordTokenizer,
 )
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -76,7 +80,7 @@ def _is_word_pattern(pattern: str) -> bool:
     """A pattern `word_split_pattern` wrote, on this Python or another (another Python's
     Unicode database may draw the ranges slightly differently)."""
     m = _WORD_PATTERN_SHAPE.fullmatch(pattern)
-    return bool(m) and m.group(3) == m.group(1) + m.group(2)
+    return m is not None and m.group(3) == m.group(1) + m.group(2)
 
 
 # -- export -------------------------------------------------------------------------
@@ -231,7 +235,7 @@ def _word_vocab(spec: dict) -> list[str] | None:
 
 
 def _is_byte_level(spec: dict) -> bool:
-    def kinds(part: dict | None, key: str) -> list[str]:
+    def kinds(part: dict | None, key: str) -> list[str | None]:
         if not part:
             return []
         return [t for p in part.get(key, []) for t in kinds(p, key)] if part.get("type") == "Sequence" \

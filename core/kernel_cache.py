@@ -57,8 +57,9 @@ def cache_dir_of(module_name: str) -> Path | None:
     NUMBA_CACHE_DIR, or in the user's cache folder for a read-only install)."""
     module = importlib.import_module(f"cllm.core.{module_name}")
     for value in vars(module).values():
-        if isinstance(value, Dispatcher) and value.__module__ == module.__name__ and value._cache is not None:
-            path = getattr(value._cache, "_cache_path", None)
+        cache = getattr(value, "_cache", None)  # numba's, private (so not in its stubs)
+        if isinstance(value, Dispatcher) and value.__module__ == module.__name__ and cache is not None:
+            path = getattr(cache, "_cache_path", None)
             if path:
                 return Path(path)
     return None

@@ -13,6 +13,7 @@ accumulation (beta = 1) cost no copies and the compiled code can be cached.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from llvmlite import ir
@@ -48,8 +49,8 @@ TANH_P = tuple(F(c) for c in (-2.76076847742355e-16, 2.00018790482477e-13, -8.60
 TANH_Q = tuple(F(c) for c in (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
                               4.89352518554385e-03))  # denominator in x^2, highest power first
 
-JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz", "arcp"})
-EXACT_JIT = dict(JIT, fastmath={"contract", "nsz", "arcp"})  # operations in the order written
+JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz", "arcp"})
+EXACT_JIT: dict[str, Any] = dict(JIT, fastmath={"contract", "nsz", "arcp"})  # operations in the order written
 
 
 @njit(**JIT)
@@ -141,7 +142,7 @@ def _float32_from_bits(typingctx, bits):
         return None
 
     def codegen(context, builder, signature, args):
-        value = args[0] if bits.bitwidth == 32 else builder.trunc(args[0], ir.IntType(32))
+        value = args[0] if bits.bitwidth == 32 else builder.trunc(args[0], ir.IntType(32))  # type: ignore[attr-defined]  # numba's stubs leave out Integer.bitwidth
         return builder.bitcast(value, ir.FloatType())
     return types.float32(bits), codegen
 

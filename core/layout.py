@@ -168,12 +168,12 @@ class Layout:
     `Activations`): `table[i]` is block i's start, end and shape (padded with ones), the
     form the kernels take."""
 
-    kind: type
+    kind: type[Params] | type[Activations]
     shapes: dict[str, tuple[int, ...]]
     table: np.ndarray  # (blocks, 2 + TABLE_DIMS) int64
 
     @classmethod
-    def from_shapes(cls, kind: type, shapes: dict[str, tuple[int, ...]]) -> "Layout":
+    def from_shapes(cls, kind: type[Params] | type[Activations], shapes: dict[str, tuple[int, ...]]) -> Layout:
         names = kind._fields
         table = np.ones((len(names), 2 + TABLE_DIMS), np.int64)
         start = 0
@@ -186,11 +186,11 @@ class Layout:
         return cls(kind, {name: shapes[name] for name in names}, table)
 
     @classmethod
-    def params(cls, config: ModelConfig) -> "Layout":
+    def params(cls, config: ModelConfig) -> Layout:
         return cls.from_shapes(Params, param_shapes(config))
 
     @classmethod
-    def activations(cls, config: ModelConfig, group: int = 1) -> "Layout":
+    def activations(cls, config: ModelConfig, group: int = 1) -> Layout:
         return cls.from_shapes(Activations, activation_shapes(config, group))
 
     @property
@@ -250,7 +250,8 @@ def _block(typingctx, flat, start, shape):
         source = make_array(signature.args[0])(context, builder, flat_value)
         result = make_array(view)(context, builder)
         dims = cgutils.unpack_tuple(builder, shape_value, ndim)
-        strides, stride = [], source.itemsize
+        strides: list = []
+        stride = source.itemsize
         for dim in reversed(dims):
             strides.insert(0, stride)
             stride = builder.mul(stride, dim)

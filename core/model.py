@@ -52,7 +52,7 @@ class GPT:
             raise ValueError(f"parameter buffer has {self.params.size} values, the config needs {self.layout.size}")
 
     @classmethod
-    def create(cls, config: ModelConfig, tokenizer: Tokenizer, seed: int = 1337) -> "GPT":
+    def create(cls, config: ModelConfig, tokenizer: Tokenizer, seed: int = 1337) -> GPT:
         config.validate()
         return cls(config, tokenizer, init_params(config, seed))
 

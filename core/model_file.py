@@ -13,10 +13,11 @@ import os
 import stat
 import struct
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 from safetensors import safe_open
@@ -63,7 +64,7 @@ def _error(path: Path, message: str) -> ModelFileError:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _non_finite(tensors: dict[str, np.ndarray]) -> str:
@@ -90,7 +91,7 @@ def write_safetensors(f, tensors: dict[str, np.ndarray], metadata: dict[str, str
     f.write(struct.pack("<Q", len(raw)))
     f.write(raw)
     for array in tensors.values():
-        f.write(memoryview(np.ascontiguousarray(array, dtype="<f4")).cast("B"))
+        f.write(np.ascontiguousarray(array, dtype="<f4").data.cast("B"))
 
 
 def save_model(
@@ -111,7 +112,7 @@ def save_model(
                            f"but the model's vocab_size is {config.vocab_size}")
     tensors = dict(model.tensors())
     if optimizer is not None:
-        for prefix, buffer in zip(OPTIM_PREFIXES, optimizer):
+        for prefix, buffer in zip(OPTIM_PREFIXES, optimizer, strict=True):
             if buffer.shape != (model.layout.size,):
                 raise ValueError(f"optimizer buffer has shape {buffer.shape}, expected ({model.layout.size},)")
             for name, v in model.layout.named_views(buffer).items():
@@ -269,7 +270,9 @@ def _inspect(path: Path) -> tuple[ModelInfo, Tokenizer]:
     tensor's name, shape, dtype and place in the file. Reads no tensor data."""
     header, header_len, size = _read_header(path)
     meta = header.get("__metadata__")
-    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if not isinstance(meta, dict):
+        meta = {}
+    fmt = meta.get("format")
     if fmt != FORMAT:
         if fmt is not None:
             raise _error(path, f"not a CLLM model file (its format is {fmt!r}, expected {FORMAT!r})")
@@ -277,7 +280,7 @@ def _inspect(path: Path) -> tuple[ModelInfo, Tokenizer]:
         example = f", e.g. {names[0]!r}" if names else ""
         count = f"{len(names)} tensor{'' if len(names) == 1 else 's'}"
         raise _error(path, f"not a CLLM model file: a safetensors file without CLLM metadata ({count}{example})")
-    version = meta.get("version")
+    version: Any = meta.get("version")  # whatever the file's JSON holds
     try:
         number = int(version)
     except (TypeError, ValueError):
@@ -342,7 +345,7 @@ def _read_buffers(path: Path, info: ModelInfo,
     total, done = 4 * layout.size * len(buffers), 0
     try:
         with safe_open(str(path), framework="numpy") as f:
-            for prefix, buffer in zip(prefixes, buffers):
+            for prefix, buffer in zip(prefixes, buffers, strict=True):
                 for name, view in layout.named_views(buffer).items():
                     view[...] = f.get_tensor(prefix + name)
                     done += view.nbytes
@@ -352,7 +355,7 @@ def _read_buffers(path: Path, info: ModelInfo,
         raise _error(path, f"cannot be read ({exc.strerror or exc})") from None
     except Exception as exc:  # safetensors raises its own error types for malformed files
         raise _error(path, f"not a valid safetensors file ({exc})") from None
-    for prefix, buffer in zip(prefixes, buffers):
+    for prefix, buffer in zip(prefixes, buffers, strict=True):
         bad = _non_finite({prefix + k: v for k, v in layout.named_views(buffer).items()})
         if bad:
             raise _error(path, bad)

@@ -49,7 +49,7 @@ class PeerLost(CllmError):
 def launched_ranks(environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
     """(this process's rank, number of ranks) as an MPI launcher's environment tells
     them; (0, 1) when no launcher started this process."""
-    for size_name, rank_name in zip(SIZE_VARIABLES, RANK_VARIABLES):
+    for size_name, rank_name in zip(SIZE_VARIABLES, RANK_VARIABLES, strict=True):
         size, rank = environ.get(size_name, "").strip(), environ.get(rank_name, "0").strip()
         if size.isdigit() and rank.isdigit():
             return int(rank), int(size)
@@ -151,7 +151,7 @@ class World:
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         self.wait(self.comm.Iallgatherv([np.frombuffer(data, np.uint8), MPI.BYTE],
                                         [out, (sizes, offsets), MPI.BYTE]), what)
-        return [out[o:o + n].tobytes() for o, n in zip(offsets, sizes)]
+        return [out[o:o + n].tobytes() for o, n in zip(offsets, sizes, strict=True)]
 
     def broadcast(self, value: int, what: str) -> int:
         """Rank 0's `value`, on every rank."""

@@ -17,18 +17,36 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 from numba import njit, typeof, types
+from numba.core.typing import Signature
 
+from cllm.core.config import ModelConfig
 from cllm.core.kernels import (
-    JIT, NOTRANS, TRANS, attention_backward, attention_forward, copy_rows, crossentropy_backward,
-    crossentropy_forward, encoder_backward, encoder_forward, exp_shifted, gelu_backward, gelu_forward, gemm,
-    layernorm_backward, layernorm_forward, matmul_backward, matmul_forward, row_max, short_attention_backward,
+    JIT,
+    NOTRANS,
+    TRANS,
+    attention_backward,
+    attention_forward,
+    copy_rows,
+    crossentropy_backward,
+    crossentropy_forward,
+    encoder_backward,
+    encoder_forward,
+    exp_shifted,
+    gelu_backward,
+    gelu_forward,
+    gemm,
+    layernorm_backward,
+    layernorm_forward,
+    matmul_backward,
+    matmul_forward,
+    row_max,
+    short_attention_backward,
     short_attention_forward,
 )
-from cllm.core.config import ModelConfig
 from cllm.core.layout import Layout, act_views, param_views
 
 
@@ -134,17 +152,17 @@ def gpt_backward(G, P, A, tokens, T, n_head, attend_backward):
         encoder_backward(G.wte, G.wpe, dres[r * T:(r + 1) * T], tokens[r], T)
 
 
-def numba_array(dtype, ndim: int = 1, layout: str = "C") -> types.Array:
+def numba_array(dtype, ndim: int = 1, layout: Literal["C", "F", "A"] = "C") -> types.Array:
     return types.Array(typeof(np.dtype(dtype).type(0)), ndim, layout)
 
 
 class PassSignatures(NamedTuple):
     """The one signature each pass is compiled for, for one float type."""
 
-    attention_forward: types.Signature  # attention_forward_pass
-    attention_backward: types.Signature  # attention_backward_pass
-    forward: types.Signature  # gpt_forward
-    backward: types.Signature  # gpt_backward
+    attention_forward: Signature  # attention_forward_pass
+    attention_backward: Signature  # attention_backward_pass
+    forward: Signature  # gpt_forward
+    backward: Signature  # gpt_backward
 
 
 @functools.cache
@@ -163,7 +181,7 @@ def pass_signatures(dtype: np.dtype) -> PassSignatures:
 
 
 @functools.cache
-def shard_pass_signature(dtype: np.dtype) -> types.Signature:
+def shard_pass_signature(dtype: np.dtype) -> Signature:
     """The one signature `shard_pass` is compiled for, for parameters of `dtype`."""
     s = pass_signatures(np.dtype(dtype))
     f, table, i64 = numba_array(dtype), numba_array(np.int64, 2), types.int64
@@ -187,7 +205,7 @@ def compile_backward(dtype: np.dtype) -> None:
 
 
 @functools.cache
-def compiled_shard_pass(dtype: np.dtype) -> types.Signature:
+def compiled_shard_pass(dtype: np.dtype) -> Signature:
     """Compiles (or loads from the cache) the passes for `dtype`; returns the shard pass's
     signature, the first-class function type callers declare."""
     compile_forward(dtype)
@@ -252,9 +270,9 @@ class DecodeBuffers(NamedTuple):
     logits: np.ndarray  # (1, V)
 
     @classmethod
-    def create(cls, n_layer: int, ctx: int, C: int, V: int, dtype=np.float32) -> "DecodeBuffers":
+    def create(cls, n_layer: int, ctx: int, C: int, V: int, dtype=np.float32) -> DecodeBuffers:
         return cls(np.zeros((n_layer, ctx, C), dtype), np.zeros((n_layer, ctx, C), dtype),
-                   *(np.zeros((1, C), dtype) for _ in range(2)), np.zeros((1, 3 * C), dtype),
+                   np.zeros((1, C), dtype), np.zeros((1, C), dtype), np.zeros((1, 3 * C), dtype),
                    np.zeros(ctx, dtype), np.zeros((1, C), dtype), np.zeros((1, 4 * C), dtype),
                    np.zeros((1, 4 * C), dtype), np.zeros((1, V), dtype))
 

@@ -27,7 +27,7 @@ class ParentRef:
         return {"name": self.name, "sha256": self.sha256, "step": self.step}
 
     @classmethod
-    def from_dict(cls, data: object) -> "ParentRef | None":
+    def from_dict(cls, data: object) -> ParentRef | None:
         if not isinstance(data, dict) or not isinstance(data.get("name"), str):
             return None
         step = data.get("step", 0)
@@ -85,7 +85,7 @@ class RunState:
         return data
 
     @classmethod
-    def from_training_dict(cls, data: dict, created: str | None = None) -> "RunState":
+    def from_training_dict(cls, data: dict, created: str | None = None) -> RunState:
         """Reads what `to_training_dict` wrote (files from older versions may lack keys).
         ValueError names a value of the wrong kind."""
         best = data.get("best_val_loss")

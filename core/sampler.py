@@ -3,7 +3,7 @@ new token costs one position's worth of work, not a re-run of the whole context.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 

@@ -26,8 +26,8 @@ from __future__ import annotations
 import functools
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numba
 import scipy.linalg.cython_blas  # noqa: F401  (loads the OpenBLAS the kernels call, so the limit covers it)
@@ -36,7 +36,7 @@ from threadpoolctl import ThreadpoolController
 from cllm.core.config import default_threads
 
 if not os.environ.get("NUMBA_THREADING_LAYER"):  # a layer the user chose is theirs
-    numba.config.THREADING_LAYER = "threadsafe"
+    numba.config.THREADING_LAYER = "threadsafe"  # type: ignore[attr-defined]  # numba.config is filled at run time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when numba first loads OpenMP
 
 _start_lock = threading.Lock()
@@ -56,7 +56,7 @@ def _start_layer() -> None:
         try:
             parallel._launch_threads()
         except ValueError:  # neither TBB nor OpenMP could be loaded
-            numba.config.THREADING_LAYER = "workqueue"
+            numba.config.THREADING_LAYER = "workqueue"  # type: ignore[attr-defined]  # numba.config is filled at run time
             parallel._launch_threads()
         if numba.threading_layer() == "workqueue":
             _launch_lock = threading.Lock()
@@ -74,7 +74,7 @@ def thread_cap() -> int:
     (the variable users of numba code already know)."""
     value = os.environ.get("NUMBA_NUM_THREADS", "")
     wanted = max(1, int(value)) if value.strip().isdigit() else default_threads()
-    return max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
+    return max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]  # numba.config is filled at run time
 
 
 def worker_count(n_tasks: int, threads: int = 0) -> int:

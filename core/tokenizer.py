@@ -67,7 +67,7 @@ class CharTokenizer:
         self._ids = {ch: i for i, ch in enumerate(self.vocab)}
 
     @classmethod
-    def train(cls, text: str) -> "CharTokenizer":
+    def train(cls, text: str) -> CharTokenizer:
         return cls(sorted(set(text)))
 
     @property
@@ -94,7 +94,7 @@ class CharTokenizer:
         return {"type": "char", "vocab": list(self.vocab)}
 
     @classmethod
-    def from_json(cls, data: dict) -> "CharTokenizer":
+    def from_json(cls, data: dict) -> CharTokenizer:
         vocab = data.get("vocab")
         if not isinstance(vocab, list) or not vocab:
             raise TokenizerError("char tokenizer: 'vocab' must be a non-empty list of characters")
@@ -116,7 +116,7 @@ class WordTokenizer:
         self._ids = {tok: i for i, tok in enumerate(self.vocab)}
 
     @classmethod
-    def train(cls, text: str, vocab_size: int) -> "WordTokenizer":
+    def train(cls, text: str, vocab_size: int) -> WordTokenizer:
         counts = Counter(_WORD_RE.findall(text))
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         return cls([UNK] + [tok for tok, _ in ranked[: vocab_size - 1]])
@@ -137,7 +137,7 @@ class WordTokenizer:
         return {"type": "word", "vocab": list(self.vocab)}
 
     @classmethod
-    def from_json(cls, data: dict) -> "WordTokenizer":
+    def from_json(cls, data: dict) -> WordTokenizer:
         vocab = data.get("vocab")
         if not isinstance(vocab, list) or not vocab or vocab[0] != UNK:
             raise TokenizerError(f"word tokenizer: 'vocab' must be a list of tokens starting with {UNK!r}")
@@ -170,7 +170,7 @@ class BpeTokenizer:
         self._chunked = _chunk_safe(json.loads(hf.to_str()))
 
     @classmethod
-    def train(cls, text: str, vocab_size: int) -> "BpeTokenizer":
+    def train(cls, text: str, vocab_size: int) -> BpeTokenizer:
         hf = HFTokenizer(models.BPE())
         hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         hf.decoder = decoders.ByteLevel()
@@ -215,7 +215,7 @@ class BpeTokenizer:
         return hf
 
     @classmethod
-    def from_json(cls, data: dict) -> "BpeTokenizer":
+    def from_json(cls, data: dict) -> BpeTokenizer:
         return cls(cls._hf_from_json(data))
 
 
@@ -254,7 +254,7 @@ class Gpt2Tokenizer(BpeTokenizer):
                 "eos_token": self.eos_token}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Gpt2Tokenizer":
+    def from_json(cls, data: dict) -> Gpt2Tokenizer:
         hf = cls._hf_from_json(data)
         decoder = json.loads(hf.to_str()).get("decoder") or {}
         if decoder.get("type") != "ByteLevel":
@@ -268,7 +268,8 @@ class Gpt2Tokenizer(BpeTokenizer):
         return cls(hf, **tokens)
 
 
-_KINDS = {"char": CharTokenizer, "word": WordTokenizer, "bpe": BpeTokenizer, "gpt2": Gpt2Tokenizer}
+_KINDS: dict[str, type[CharTokenizer] | type[WordTokenizer] | type[BpeTokenizer]] = {
+    "char": CharTokenizer, "word": WordTokenizer, "bpe": BpeTokenizer, "gpt2": Gpt2Tokenizer}
 
 
 def check_vocab_size(kind: str, size: int) -> None:

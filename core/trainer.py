@@ -12,15 +12,15 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from cllm.core.checkpoint import checkpoint_due, file_sha256, save_at_end, save_checkpoint
 from cllm.core.config import ModelConfig, TrainConfig, lr_at
 from cllm.core.corpus import Corpus
-from cllm.core.checkpoint import checkpoint_due, file_sha256, save_at_end, save_checkpoint
 from cllm.core.errors import ConfigError, CorpusError, TokenizerError
 from cllm.core.events import DoneEvent, EndReason, EvalEvent, Event, SaveReason, StepEvent
 from cllm.core.model import GPT
@@ -70,11 +70,12 @@ def evaluate(model: GPT, tokens: np.ndarray, threads: int = 0, limit: int = 0,
     ws = Workspace.create(model.config, n, -(-len(chunks) // n))
     finished = threading.Event()
 
-    def watch() -> None:
+    def watch(report: Callable[[int, int], None]) -> None:
         while not finished.wait(0.2):
-            on_progress(int(ws.progress.sum()), len(chunks))
+            report(int(ws.progress.sum()), len(chunks))
 
-    watcher = threading.Thread(target=watch, name="cllm-eval-progress", daemon=True) if on_progress else None
+    watcher = threading.Thread(target=watch, args=(on_progress,), name="cllm-eval-progress",
+                               daemon=True) if on_progress else None
     if watcher is not None:
         watcher.start()
     try:
@@ -133,7 +134,7 @@ class Trainer:
     # -- construction -------------------------------------------------------------
     @classmethod
     def new(cls, corpus: Corpus, model_config: dict, train_config: TrainConfig, *, tokenizer: str = "char",
-            vocab_size: int | None = None, out_path: Path | None = None) -> "Trainer":
+            vocab_size: int | None = None, out_path: Path | None = None) -> Trainer:
         """A fresh model: trains the tokenizer on the corpus, then initialises the model."""
         tok = train_tokenizer(tokenizer, corpus.text, vocab_size)
         config = ModelConfig(vocab_size=tok.vocab_size, **model_config).validate()
@@ -142,7 +143,7 @@ class Trainer:
 
     @classmethod
     def resume(cls, model_path: Path, corpus: Corpus, train_config: TrainConfig | None = None, *,
-               out_path: Path | None = None) -> "Trainer":
+               out_path: Path | None = None) -> Trainer:
         """Continues a saved run. `train_config.steps` is the total to reach; without a
         config, the saved one is used."""
         loaded = load_model(model_path)
@@ -157,7 +158,7 @@ class Trainer:
 
     @classmethod
     def fine_tune(cls, parent_path: Path, corpus: Corpus, train_config: TrainConfig, *,
-                  out_path: Path | None = None) -> "Trainer":
+                  out_path: Path | None = None) -> Trainer:
         """A new run that starts from a saved model's weights and tokenizer, with a fresh
         optimiser, schedule and step count (unlike `resume`, which continues the same
         run). The run records its parent: file name, SHA-256 and steps. The corpus must
@@ -284,11 +285,18 @@ class Trainer:
             self.state.best_val_loss = val
         return val
 
+    def save_path(self, path: Path | None = None) -> Path:
+        """Where `save(path)` writes: `path`, else the run's model file."""
+        target = path or self.out_path
+        if target is None:
+            raise ValueError("nowhere to save: no path given and the run has no model file")
+        return Path(target)
+
     def save(self, path: Path | None = None) -> Path:
         """Writes the run's state (model, optimiser, random generator, data position) to
         `path` (default: the run's model file). Raises ModelFileError if it cannot."""
-        target = Path(path or self.out_path)
-        self.state.rng_state = self.rng.bit_generator.state
+        target = self.save_path(path)
+        self.state.rng_state = dict(self.rng.bit_generator.state)
         training = self.state.to_training_dict(CorpusRef(self.corpus.name, self.corpus.sha256), self.config.to_dict())
         phase, self.phase = self.phase, "save"
         try:
@@ -333,9 +341,9 @@ class Trainer:
                 emit(StepEvent(step, cfg.steps, float(loss), lr_at(step - 1, cfg), norm, tokens_per_step / dt,
                                time.perf_counter() - started, step_time * (cfg.steps - step), self.state.tokens_seen))
                 if cfg.eval_interval and (step % cfg.eval_interval == 0 or step == cfg.steps) and len(self.chunks):
-                    val = self.evaluate()
-                    if val is not None:
-                        emit(EvalEvent(step, val, self.state.best_val_loss))
+                    val, best = self.evaluate(), self.state.best_val_loss
+                    if val is not None and best is not None:  # evaluate() sets best whenever it returns a loss
+                        emit(EvalEvent(step, val, best))
                 due = self._checkpoint_due(step) if self.out_path else None
                 if due:
                     save_checkpoint(self, emit, due)

@@ -21,8 +21,16 @@ from cllm.core.config import ModelConfig
 from cllm.core.kernels import JIT
 from cllm.core.layout import Activations, Layout, group_size
 from cllm.core.passes import (
-    FORWARD, LAST_LOGITS, TRAIN, attention_backward_pass, attention_forward_pass, compiled_shard_pass, gpt_backward,
-    gpt_forward, numba_array, shard_pass,
+    FORWARD,
+    LAST_LOGITS,
+    TRAIN,
+    attention_backward_pass,
+    attention_forward_pass,
+    compiled_shard_pass,
+    gpt_backward,
+    gpt_forward,
+    numba_array,
+    shard_pass,
 )
 from cllm.core.threads import parallel_threads, single_threaded_blas
 
@@ -70,7 +78,7 @@ class Workspace:
     stop: np.ndarray  # (1,) non-zero: every shard ends after its current group
 
     @classmethod
-    def create(cls, config: ModelConfig, shards: int, rows_per_shard: int, dtype=np.float32) -> "Workspace":
+    def create(cls, config: ModelConfig, shards: int, rows_per_shard: int, dtype=np.float32) -> Workspace:
         kernel_cache.drop_stale()  # before any kernel loads from numba's cache
         group = group_size(config, rows_per_shard)
         acts_layout = Layout.activations(config, group)
@@ -110,7 +118,8 @@ class Workspace:
         return self.acts_layout.views(self.acts[shard])
 
 
-def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray, n_shards: int = 1) -> tuple[float, np.ndarray]:
+def loss_and_grad(params: np.ndarray, config: ModelConfig, batch: np.ndarray,
+                  n_shards: int = 1) -> tuple[float, np.ndarray]:
     """Mean loss over `batch` (B, T+1) and its gradient, in the dtype of `params`.
     For tests and tools; the trainer keeps its buffers between steps instead."""
     from cllm.core.optimizer import reduce_shards

@@ -12,7 +12,7 @@ from tokenizers import AddedToken
 from cllm.core.config import ModelConfig, TrainConfig
 from cllm.core.errors import TokenizerError
 from cllm.core.model import GPT
-from cllm.core.tokenizer import Gpt2Tokenizer, train_tokenizer
+from cllm.core.tokenizer import BpeTokenizer, Gpt2Tokenizer, train_tokenizer
 from tests.helpers import make_corpus, make_text
 
 EOT = "<|endoftext|>"
@@ -36,7 +36,9 @@ PROBES = [
 def gpt2_style(text: str, vocab_size: int = 300) -> Gpt2Tokenizer:
     """A byte-level BPE trained on `text` plus <|endoftext|> as its special token (the
     shape of GPT-2's tokenizer, small)."""
-    hf = train_tokenizer("bpe", text, vocab_size).hf
+    trained = train_tokenizer("bpe", text, vocab_size)
+    assert isinstance(trained, BpeTokenizer)
+    hf = trained.hf
     hf.add_special_tokens([AddedToken(EOT, special=True, normalized=False)])
     return Gpt2Tokenizer(hf, EOT, EOT)
 

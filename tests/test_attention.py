@@ -9,7 +9,12 @@ import pytest
 
 from cllm.core.config import ModelConfig
 from cllm.core.kernels import (
-    DIAGONAL_STRIP, _block_tiles, _tile_spans, attention_backward, attention_forward, short_attention_backward,
+    DIAGONAL_STRIP,
+    _block_tiles,
+    _tile_spans,
+    attention_backward,
+    attention_forward,
+    short_attention_backward,
     short_attention_forward,
 )
 from cllm.core.layout import ATT_KEY_BLOCK, ATT_QUERY_BLOCK, SHORT_ATTENTION_MAX_CTX, Layout

@@ -58,6 +58,7 @@ def test_new_file_counts_from_zero_and_records_its_parent(parent, new_text, tmp_
     info = load_model(out).info
     assert info.run.step == TUNE.steps and info.run.tokens_seen == TUNE.steps * TUNE.batch * SHAPE["ctx"]
     assert [s for s, _ in info.run.loss_history] == list(range(1, TUNE.steps + 1))
+    assert info.run.corpus is not None
     assert info.run.corpus.name == "new.txt"
     assert info.training["parent"] == {"name": "parent.cllm", "sha256": hashlib.sha256(before).hexdigest(),
                                        "step": PARENT_RUN.steps}
@@ -129,5 +130,6 @@ def test_fine_tune_of_an_imported_model(tmp_path, new_text):
     import_hf_folder(tmp_path / "hf", tmp_path / "imported.cllm")
     Trainer.fine_tune(tmp_path / "imported.cllm", new_text, TUNE, out_path=tmp_path / "tuned.cllm").run()
     tuned = load_model(tmp_path / "tuned.cllm")
+    assert tuned.info.run.parent is not None
     assert tuned.info.run.parent.name == "imported.cllm" and tuned.info.run.parent.step == 0
     assert np.isfinite(tuned.model.params).all()

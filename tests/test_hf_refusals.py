@@ -118,7 +118,8 @@ def test_shapes_cllm_cannot_run(folder, key, value, words):
 
 
 def test_float64_weights(folder):
-    rewrite_weights(folder, lambda t: t.update({"transformer.ln_f.bias": t["transformer.ln_f.bias"].astype(np.float64)}))
+    bias = "transformer.ln_f.bias"
+    rewrite_weights(folder, lambda t: t.update({bias: t[bias].astype(np.float64)}))
     refused(folder, WEIGHTS, "'transformer.ln_f.bias' is F64", "float32", "float16 and bfloat16 are converted")
 
 
@@ -156,7 +157,7 @@ def test_no_tokenizer(folder):
 
 
 def test_tokenizer_of_another_kind(folder):
-    spec = {"version": "1.0", "added_tokens": [], "normalizer": None, "pre_tokenizer": None,
+    spec: dict = {"version": "1.0", "added_tokens": [], "normalizer": None, "pre_tokenizer": None,
             "post_processor": None, "decoder": None,
             "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
                       "max_input_chars_per_word": 100, "vocab": {"[UNK]": 0, "a": 1}}}

@@ -26,7 +26,6 @@ from tests.helpers import make_text
 from tests.hf_helpers import EOT, KINDS, PROBES, encodable, tiny_model
 
 
-
 @pytest.fixture(scope="module")
 def models():
     return {kind: tiny_model(kind) for kind in KINDS}
@@ -192,6 +191,7 @@ def test_cli_export_import_info(tmp_path, models, capsys):
     assert json.loads(capsys.readouterr().out)["model"] == str(tmp_path / "back.cllm")
     back = load_model(tmp_path / "back.cllm")
     assert np.array_equal(back.model.params, models["word"].params) and back.optimizer is None
+    assert back.info.run.imported is not None
     assert back.info.run.imported["folder"] == str((tmp_path / "hf").resolve())
     assert main(["import", str(tmp_path / "hf"), "-o", str(tmp_path / "back.cllm")]) == 2
     assert "already exists" in capsys.readouterr().err

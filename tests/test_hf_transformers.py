@@ -13,23 +13,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors import safe_open
+
+from cllm.core.hf_export import export_gpt
+from cllm.core.hf_import import inspect_hf_folder, load_hf_folder
+from cllm.core.sampler import SampleConfig, generate
+from cllm.core.tokenizer import Gpt2Tokenizer
+from cllm.core.workspace import forward_logits
+from tests.helpers import make_text
+from tests.hf_helpers import EOT, KINDS, PROBES, encodable, gpt2_style, tiny_model, trained_model
 
 REASON = ("needs torch and transformers (`pip install torch==2.13.0 transformers`; .ci/run installs them): "
           "the comparisons against the real library are skipped")
 torch = pytest.importorskip("torch", reason=REASON)
 transformers = pytest.importorskip("transformers", reason=REASON)
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from safetensors import safe_open  # noqa: E402
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Tokenizer  # noqa: E402
-
-from cllm.core.hf_export import export_gpt  # noqa: E402
-from cllm.core.hf_import import inspect_hf_folder, load_hf_folder  # noqa: E402
-from cllm.core.sampler import SampleConfig, generate  # noqa: E402
-from cllm.core.workspace import forward_logits  # noqa: E402
-from tests.helpers import make_text  # noqa: E402
-from tests.hf_helpers import EOT, KINDS, PROBES, encodable, gpt2_style, tiny_model, trained_model  # noqa: E402
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Tokenizer  # noqa: E402  (after the skip)
 
 TOLERANCE = 1e-4
 transformers.logging.set_verbosity_error()
@@ -117,8 +117,8 @@ def hf_pair(tmp_path_factory):
     tok = gpt2_style(make_text(), 300)
     vocab = tok.hf.get_vocab()
     merges = json.loads(tok.hf.to_str())["model"]["merges"]
-    hf_tok = GPT2Tokenizer(vocab=vocab, merges=[tuple(m) if isinstance(m, list) else tuple(m.split(" "))
-                                                for m in merges])
+    pairs = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in merges]
+    hf_tok = GPT2Tokenizer(vocab=vocab, merges=pairs)  # type: ignore[arg-type]  # annotated list[str]; pairs work
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=len(vocab), n_positions=48, n_embd=24, n_layer=2, n_head=3,
                         bos_token_id=vocab[EOT], eos_token_id=vocab[EOT])
@@ -140,6 +140,7 @@ def check_import(folder: Path, hf_model, hf_tok=None) -> None:
     loaded = load_hf_folder(folder)
     hf_tok = hf_tok or AutoTokenizer.from_pretrained(folder)
     assert loaded.model.tokenizer.kind == "gpt2"
+    assert isinstance(loaded.model.tokenizer, Gpt2Tokenizer)
     assert loaded.model.tokenizer.eos_id == hf_tok.eos_token_id
     assert_same_ids(loaded.model.tokenizer, hf_tok, TEXTS)
     assert_same_logits(loaded.model, hf_model, loaded.model.tokenizer.encode(TEXTS[1] + TEXTS[3]))
@@ -213,8 +214,8 @@ def real_gpt2(tmp_path_factory):
         assert hashlib.sha256((data / name).read_bytes()).hexdigest() == digest, name
     folder = tmp_path_factory.mktemp("gpt2") / "gpt2-vocab"
     folder.mkdir()
-    shutil.copy(data / "encoder.json", folder / "vocab.json")
-    shutil.copy(data / "vocab.bpe", folder / "merges.txt")
+    (folder / "vocab.json").write_bytes((data / "encoder.json").read_bytes())
+    (folder / "merges.txt").write_bytes((data / "vocab.bpe").read_bytes())
     torch.manual_seed(1)
     model = GPT2LMHeadModel(GPT2Config(n_positions=64, n_embd=16, n_layer=1, n_head=2)).eval()
     model.save_pretrained(folder)

@@ -96,6 +96,7 @@ def test_round_trip_is_bit_identical(tmp_path, kind):
     assert loaded.model.params.tobytes() == model.params.tobytes()
     for name, tensor in model.tensors().items():
         assert loaded.model.tensors()[name].tobytes() == tensor.tobytes()
+    assert loaded.optimizer is not None
     assert loaded.optimizer[0].tobytes() == m.tobytes() and loaded.optimizer[1].tobytes() == v.tobytes()
     assert loaded.model.config == model.config
     assert loaded.model.tokenizer.to_json() == model.tokenizer.to_json()
@@ -134,6 +135,7 @@ def test_read_info_reads_only_the_header(saved, monkeypatch):
     assert info.config == ModelConfig(vocab_size=len(set(TEXT)), n_layer=1, n_head=2, n_embd=8, ctx=8)
     assert info.n_params == tiny().n_params and info.has_optimizer
     assert info.training == TRAINING and info.tokenizer["type"] == "char"
+    assert info.run.corpus is not None
     assert info.run.step == 12 and info.run.best_val_loss == 3.5 and info.run.corpus.name == "t.txt"
 
 

@@ -30,9 +30,16 @@ def find_mpiexec() -> str | None:
     return shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
 
 
+def mpiexec() -> str:
+    """find_mpiexec's answer where the tests need one (they are skipped without it)."""
+    path = find_mpiexec()
+    assert path is not None
+    return path
+
+
 def mpi_missing() -> str | None:
     try:
-        import mpi4py  # noqa: F401
+        import mpi4py  # noqa: F401  (importing it is the check: a broken build fails here)
     except ImportError:
         return "mpi4py is not installed (pip install -e '.[mpi]')"
     if find_mpiexec() is None:
@@ -78,7 +85,7 @@ def launch(tmp_path: Path, ranks: int, command: list[str]) -> subprocess.Popen:
     rank_dirs(tmp_path, ranks)
     quoted = " ".join(f'"{part}"' for part in command)  # double quotes: a part may name {RANK}
     script = f'cd "{tmp_path}/rank{RANK}" && echo $$ > "{tmp_path}/pid.{RANK}" && exec {quoted}'
-    return subprocess.Popen([find_mpiexec(), "-n", str(ranks), "sh", "-c", script], stdout=subprocess.PIPE,
+    return subprocess.Popen([mpiexec(), "-n", str(ranks), "sh", "-c", script], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -129,7 +136,8 @@ def assert_same_run(a: Path, b: Path, rtol: float = 1e-5) -> None:
     assert [s for s, _ in rx.loss_history] == [s for s, _ in ry.loss_history]
     np.testing.assert_allclose(losses(b), losses(a), rtol=rtol)
     np.testing.assert_allclose([v for _, v in ry.val_history], [v for _, v in rx.val_history], rtol=rtol)
-    for mine, theirs in zip((y.model.params, *y.optimizer), (x.model.params, *x.optimizer)):
+    assert x.optimizer is not None and y.optimizer is not None
+    for mine, theirs in zip((y.model.params, *y.optimizer), (x.model.params, *x.optimizer), strict=True):
         np.testing.assert_allclose(mine, theirs, rtol=rtol, atol=rtol * np.abs(theirs).max())
     assert (rx.step, rx.tokens_seen, rx.data_position, rx.rng_state) == (ry.step, ry.tokens_seen, ry.data_position,
                                                                         ry.rng_state)
@@ -212,7 +220,7 @@ def test_ranks_of_one_thread_train_what_one_process_of_as_many_threads_trains(tm
 def test_threads_per_rank_default_to_the_cores_shared_among_the_ranks(tmp_path, corpus):
     code, out, err = run_ranks(tmp_path, 2, train_command(corpus, "--steps", "1", "--eval-interval", "0", "--json"))
     assert code == 0, err
-    expected = default_threads_per_rank(len(os.sched_getaffinity(0)), os.cpu_count(), 2)
+    expected = default_threads_per_rank(len(os.sched_getaffinity(0)), os.cpu_count() or 1, 2)
     assert json.loads(out)["threads_per_rank"] == [expected, expected]
 
 
@@ -319,7 +327,7 @@ def test_a_rank_that_fails_tells_the_others_and_rank_0_saves_at_once(tmp_path, c
 def test_a_rank_gone_before_mpi_starts_does_not_keep_the_others_waiting(tmp_path, corpus):
     quoted = " ".join(f'"{part}"' for part in train_command(corpus, "--steps", "2", "--mpi-timeout", "3"))
     script = f'cd "{tmp_path}" && if [ {RANK} = 1 ]; then exit 3; fi; exec {quoted}'
-    process = subprocess.Popen([find_mpiexec(), "-n", "2", "sh", "-c", script], stdout=subprocess.PIPE,
+    process = subprocess.Popen([mpiexec(), "-n", "2", "sh", "-c", script], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     started = time.monotonic()
     code, _, err = finish(process, timeout=60)
@@ -375,7 +383,7 @@ with open(f"{{sys.argv[2]}}/result.{{world.rank}}.json", "w") as file:  # not st
 def run_rank_script(tmp_path: Path, corpus: Path, change: str) -> list[dict]:
     script = tmp_path / "rank_script.py"
     script.write_text(RANK_SCRIPT.format(change=change))
-    process = subprocess.Popen([find_mpiexec(), "-n", "2", sys.executable, str(script), str(corpus), str(tmp_path)],
+    process = subprocess.Popen([mpiexec(), "-n", "2", sys.executable, str(script), str(corpus), str(tmp_path)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     code, _, err = finish(process)
     assert code == 0, err

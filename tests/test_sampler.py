@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cllm.core.errors import TokenizerError
-from cllm.core.workspace import forward_logits
 from cllm.core.sampler import Decoder, SampleConfig, generate, pick_token
+from cllm.core.workspace import forward_logits
 from tests.helpers import tiny_model, use_tiled_attention
 
 
@@ -101,7 +101,7 @@ def test_stop_string_ends_generation_before_it(model):
 
 
 def test_should_stop_ends_the_stream(model):
-    pieces = []
+    pieces: list[str] = []
     for piece in generate(model, "the ", SampleConfig(max_tokens=100, seed=1), should_stop=lambda: len(pieces) >= 5):
         pieces.append(piece)
     assert len(pieces) == 5

@@ -12,9 +12,9 @@ import pytest
 
 from cllm.core.config import TrainConfig
 from cllm.core.passes import LOSS
+from cllm.core.precompile import compile_kernels
 from cllm.core.threads import parallel_threads, thread_cap, threading_layer, worker_count
 from cllm.core.trainer import Trainer
-from cllm.core.precompile import compile_kernels
 from cllm.core.workspace import Workspace
 from tests.helpers import tiny_model, use_tiled_attention
 
@@ -27,7 +27,7 @@ def test_the_thread_count_follows_the_cap_and_the_tasks(monkeypatch):
     monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
     assert thread_cap() == 1 and worker_count(8) == 1
     monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
-    assert worker_count(8) == min(2, numba.config.NUMBA_NUM_THREADS)
+    assert worker_count(8) == min(2, numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]  # filled at run time
     assert worker_count(1) == 1 and worker_count(8, threads=1) == 1
 
 
@@ -62,7 +62,7 @@ def test_parallel_kernels_launched_from_two_threads_at_once(small_text):
             ws = Workspace.create(model.config, 2, 4)
             for _ in range(20):
                 results.append(ws.run(model.params, batch, LOSS))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(2)]
@@ -91,5 +91,5 @@ def test_thread_count_does_not_change_a_training_step(small_corpus, monkeypatch,
         trainer = Trainer.new(small_corpus, dict(n_layer=2, n_head=2, n_embd=16, ctx=16), replace(config))
         trainer.run()
         results.append((trainer.model.params.copy(), trainer.m.copy(), trainer.v.copy()))
-    for one, two in zip(*results):
+    for one, two in zip(*results, strict=True):
         np.testing.assert_array_equal(one, two)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from dataclasses import replace
+from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cllm.core.config import TrainConfig
+from cllm.core.config import TrainConfig, lr_at
 from cllm.core.corpus import Corpus
 from cllm.core.errors import ConfigError, CorpusError
-from cllm.core.model_file import load_model
 from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, SaveFailedEvent, StepEvent
-from cllm.core.config import lr_at
+from cllm.core.model_file import load_model
 from cllm.core.trainer import Trainer
 
 SHAPE = dict(n_layer=2, n_head=2, n_embd=16, ctx=16)
@@ -116,7 +116,7 @@ def test_resume_refuses_a_model_already_trained_that_far(small_corpus, tmp_path)
 def test_stop_from_another_thread_ends_within_a_step_and_saves(small_corpus, tmp_path):
     path = tmp_path / "m.cllm"
     trainer = Trainer.new(small_corpus, SHAPE, replace(CONFIG, steps=100000, eval_interval=0), out_path=path)
-    result = {}
+    result: dict = {}
     thread = threading.Thread(target=lambda: result.setdefault("done", trainer.run()))
     thread.start()
     while trainer.step < 3:
@@ -146,7 +146,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(small_corpus, tmp_p
     before = path.read_bytes()
     trainer = Trainer.resume(path, small_corpus, replace(CONFIG, steps=10))
     trainer.model.params[5] = np.inf
-    events = []
+    events: list = []
     done = trainer.run(events.append)
     assert isinstance(done, DoneEvent) and done.reason == "nan"
     assert "stopped" in done.message and "checkpoint" in done.message
@@ -160,7 +160,7 @@ def test_learning_rate_schedule():
     assert lr_at(100, c) == pytest.approx(1e-3)
     assert lr_at(1000, c) == pytest.approx(1e-4)
     after = [lr_at(s, c) for s in range(100, 1001)]
-    assert all(a >= b for a, b in zip(after, after[1:]))
+    assert all(a >= b for a, b in pairwise(after))
 
 
 def test_too_short_corpus_is_refused_with_its_name():
@@ -198,7 +198,7 @@ def test_a_checkpoint_comes_when_the_minutes_are_up(small_corpus, tmp_path, monk
     monkeypatch.setattr(trainer_module.time, "monotonic", lambda: now[0])
     trainer = Trainer.new(small_corpus, SHAPE, replace(CONFIG, steps=8, eval_interval=0, checkpoint_minutes=10),
                           out_path=path)
-    events = []
+    events: list = []
 
     def on_event(event):
         events.append(event)
@@ -232,10 +232,15 @@ def failing_saves(monkeypatch, fail):
 def test_a_failed_checkpoint_is_reported_and_training_goes_on(small_corpus, tmp_path, monkeypatch):
     path = tmp_path / "m.cllm"
     attempts = []
-    failing_saves(monkeypatch, lambda p: attempts.append(p) or len(attempts) == 1)
+
+    def first_fails(p):
+        attempts.append(p)
+        return len(attempts) == 1
+
+    failing_saves(monkeypatch, first_fails)
     trainer = Trainer.new(small_corpus, SHAPE, replace(CONFIG, steps=9, eval_interval=0, checkpoint_interval=3),
                           out_path=path)
-    events = []
+    events: list = []
     done = trainer.run(events.append)
     failed = [e for e in events if isinstance(e, SaveFailedEvent)]
     assert [(e.step, e.final) for e in failed] == [(3, False)]
@@ -251,7 +256,7 @@ def test_a_failed_final_save_goes_to_a_fallback_file(small_corpus, tmp_path, mon
     before = path.read_bytes()
     failing_saves(monkeypatch, lambda p: p == path)
     trainer = Trainer.resume(path, small_corpus, replace(CONFIG, steps=5, eval_interval=0))
-    events = []
+    events: list = []
     done = trainer.run(events.append)
     assert path.read_bytes() == before  # the old file, whole
     assert [e.final for e in events if isinstance(e, SaveFailedEvent)] == [True]

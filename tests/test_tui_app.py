@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.tui_helpers import FakeEngine, make_app, press, wait_for
+from textual.binding import Binding
+
 from cllm.tui import __main__ as main_module
 from cllm.tui import app as app_module
+from tests.tui_helpers import FakeEngine, make_app, press, wait_for
 
 ROOT = Path(__file__).parents[1]
 
@@ -31,7 +33,7 @@ def test_textual_fps_defaults_to_20_unless_the_user_set_it():
 
 
 def test_command_line(monkeypatch, tmp_path):
-    seen = {}
+    seen: dict = {}
 
     def fake_run(self):
         seen.update(models_dir=self.models_dir, model_path=self.model_path)
@@ -84,6 +86,7 @@ async def test_keys_panel_and_every_binding_has_an_id(tui_home):
 
     for cls in (app_module.CllmApp, TrainScreen, GenerateScreen, ModelsScreen):
         for binding in cls.BINDINGS:
+            assert isinstance(binding, Binding)
             assert binding.id, f"{cls.__name__}: {binding.key} has no id"
             assert binding.key not in ("ctrl+s", "ctrl+enter", "shift+enter", "ctrl+j")
     app = make_app(tui_home)

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from textual.app import App
-from textual.widgets import Button, Static
+from textual.widgets import Button, DirectoryTree, Static
 
-from tests.tui_helpers import fill, press, wait_for
 from cllm.tui.screens.choice_dialog import Choice, ChoiceDialog
 from cllm.tui.screens.confirm_dialog import ConfirmDialog
 from cllm.tui.screens.file_browser import FileBrowser
 from cllm.tui.screens.name_dialog import NameDialog
+from tests.tui_helpers import fill, press, wait_for
 
 
 class Host(App):
@@ -95,7 +95,7 @@ async def test_file_browser_picks_with_keys_and_escape_cancels(tmp_path, monkeyp
     app = Host(FileBrowser(tmp_path))
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: app.screen.query("#browse-tree"))
-        tree = app.screen.query_one("#browse-tree")
+        tree = app.screen.query_one("#browse-tree", DirectoryTree)
         await wait_for(pilot, lambda: len(tree.root.children) == 1, what="the listing")
         await press(pilot, "down", "enter")
         await wait_for(pilot, lambda: app.results)

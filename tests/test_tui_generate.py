@@ -7,6 +7,8 @@ import time
 
 from textual.widgets import Static
 
+from cllm.tui.screens.generate import GenerateScreen
+from cllm.tui.widgets.transcript import Sample
 from tests.tui_helpers import (
     FakeEngine,
     fill,
@@ -17,8 +19,6 @@ from tests.tui_helpers import (
     start_new_run,
     wait_for,
 )
-from cllm.tui.screens.generate import GenerateScreen
-from cllm.tui.widgets.transcript import Sample
 
 
 def app_with_model(ws, engine=None):

@@ -6,15 +6,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.tui_helpers import (
-    TEXT, FakeEngine, fill_form, goto, make_app, make_model_file, press, wait_for, wait_screen,
-)
-from tests.test_tui_models import details_text, highlight
 from cllm.core.hf_export import export_model
 from cllm.core.model_file import read_info
 from cllm.tui.screens.choice_dialog import ChoiceDialog
 from cllm.tui.screens.name_dialog import NameDialog
 from cllm.tui.widgets.model_tree import HF_MARK, ModelTree
+from tests.test_tui_models import details_text, highlight
+from tests.tui_helpers import (
+    TEXT,
+    FakeEngine,
+    fill_form,
+    goto,
+    make_app,
+    make_model_file,
+    press,
+    wait_for,
+    wait_screen,
+)
 
 
 def exported_folder(home: dict, name: str = "hf-small") -> Path:
@@ -44,7 +52,8 @@ async def test_a_folder_is_marked_described_and_imported_with_a_key(tui_home):
         await press(pilot, "ctrl+u", *"imported", "enter")
         out = tui_home["models"] / "imported.cllm"
         await wait_for(pilot, lambda: app.loaded is not None and app.loaded.path == out, timeout=30, what="the import")
-        assert read_info(out).run.imported["folder"].endswith("hf-small")
+        imported = read_info(out).run.imported
+        assert imported is not None and imported["folder"].endswith("hf-small")
 
 
 async def test_a_folder_that_cannot_be_imported_says_why(tui_home):

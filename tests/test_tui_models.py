@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 from textual.widgets import Static
 
+from cllm.tui.screens.models import ModelsScreen
+from cllm.tui.screens.name_dialog import NameDialog
+from cllm.tui.settings import Settings
+from cllm.tui.widgets.model_details import ModelDetails
+from cllm.tui.widgets.model_tree import ModelTree
 from tests.tui_helpers import (
     FakeEngine,
     fill,
@@ -21,11 +26,6 @@ from tests.tui_helpers import (
     wait_for,
     wait_screen,
 )
-from cllm.tui.screens.models import ModelsScreen
-from cllm.tui.screens.name_dialog import NameDialog
-from cllm.tui.settings import Settings
-from cllm.tui.widgets.model_details import ModelDetails
-from cllm.tui.widgets.model_tree import ModelTree
 
 
 def details_text(app) -> str:
@@ -45,7 +45,8 @@ async def highlight(pilot, name: str) -> None:
         if node is not None and node.data is not None and Path(node.data.path).name == name:
             return
         await press(pilot, "down")
-        await wait_for(pilot, lambda: tree.cursor_line == min(line, tree.last_line), what=f"the cursor on line {line}")
+        await wait_for(pilot, lambda line=line: tree.cursor_line == min(line, tree.last_line),
+                       what=f"the cursor on line {line}")
     raise AssertionError(f"{name} not found in the tree")
 
 

@@ -10,11 +10,11 @@ import signal
 import numpy as np
 import pytest
 
-from tests.tui_helpers import FakeEngine, fill, goto, make_app, model_step, press, start_new_run, wait_for, wait_screen
 from cllm.tui.__main__ import wait_for_training
 from cllm.tui.engine import Engine
 from cllm.tui.screens.save_as_dialog import SaveAsDialog
 from cllm.tui.widgets.core_bars import CoreBars
+from tests.tui_helpers import FakeEngine, fill, goto, make_app, model_step, press, start_new_run, wait_for, wait_screen
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])

@@ -13,9 +13,6 @@ import time
 import pytest
 from textual.widgets import ProgressBar
 
-from tests.tui_helpers import (
-    fill, fill_form, goto, make_app, model_step, press, start_new_run, wait_for, wait_screen,
-)
 from cllm.tui.engine import Engine
 from cllm.tui.screens.generate import GenerateScreen
 from cllm.tui.screens.models import ModelsScreen
@@ -26,6 +23,17 @@ from cllm.tui.widgets.loss_chart import LossChart
 from cllm.tui.widgets.model_details import ModelDetails
 from cllm.tui.widgets.model_tree import ModelTree
 from cllm.tui.widgets.transcript import Sample
+from tests.tui_helpers import (
+    fill,
+    fill_form,
+    goto,
+    make_app,
+    model_step,
+    press,
+    start_new_run,
+    wait_for,
+    wait_screen,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -116,7 +124,7 @@ async def test_real_engine_stays_responsive_and_stops_cleanly(real):
         for i, char in enumerate("responsive"):
             started = time.monotonic()
             await press(pilot, char)
-            await wait_for(pilot, lambda: len(prompt.value) == i + 1, timeout=5, what="typing")
+            await wait_for(pilot, lambda i=i: len(prompt.value) == i + 1, timeout=5, what="typing")
             worst_key = max(worst_key, time.monotonic() - started)
         assert worst_switch < SWITCH_BOUND_S, f"slowest screen switch {worst_switch:.3f} s"
         assert worst_key < KEY_BOUND_S, f"slowest key press {worst_key:.3f} s"
@@ -213,6 +221,7 @@ async def test_real_fine_tune_records_its_parent(real, real_model):
         await wait_for(pilot, lambda: app.training is not None and not app.run_active, timeout=60,
                        what="the fine-tune")
         run = read_info(real["models"] / "tuned.cllm").run
+        assert run.parent is not None
         assert run.step == 6 and run.parent.name == "tiny.cllm" and run.parent.step == 20
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
-from tests.tui_helpers import FakeEngine, make_app, make_model_file, wait_for
 from cllm.tui.widgets.model_tree import ModelTree
+from tests.tui_helpers import FakeEngine, make_app, make_model_file, wait_for
 
 SIZES = [(80, 24), (120, 40)]
 FIXED_DATE = "2026-01-02T03:04:05Z"

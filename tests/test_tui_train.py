@@ -8,8 +8,13 @@ import math
 import numpy as np
 from textual.widgets import Button, Input, ProgressBar, Static
 
+from cllm.tui.screens.choice_dialog import ChoiceDialog
+from cllm.tui.screens.confirm_dialog import ConfirmDialog
+from cllm.tui.screens.name_dialog import NameDialog
+from cllm.tui.screens.train import TrainScreen
+from cllm.tui.widgets.core_bars import CoreBars
+from cllm.tui.widgets.loss_chart import LossChart
 from tests.tui_helpers import (
-    start_new_run,
     FakeEngine,
     fill,
     fill_form,
@@ -19,15 +24,10 @@ from tests.tui_helpers import (
     model_step,
     press,
     short,
+    start_new_run,
     wait_for,
     wait_screen,
 )
-from cllm.tui.screens.choice_dialog import ChoiceDialog
-from cllm.tui.screens.confirm_dialog import ConfirmDialog
-from cllm.tui.screens.name_dialog import NameDialog
-from cllm.tui.screens.train import TrainScreen
-from cllm.tui.widgets.core_bars import CoreBars
-from cllm.tui.widgets.loss_chart import LossChart
 
 
 async def test_run_shows_bars_chart_and_writes_the_model(tui_home):
@@ -41,7 +41,8 @@ async def test_run_shows_bars_chart_and_writes_the_model(tui_home):
         bars = screen.query_one(CoreBars)
         chart = screen.query_one(LossChart)
         await wait_for(pilot, lambda: len(bars.query(ProgressBar)) == 2, what="one bar per core")
-        seen_progress, seen_rates, chart_draws = set(), set(), set()
+        seen_progress: set = set()
+        seen_rates, chart_draws = set(), set()
         while app.run_active:
             seen_progress.update(int(b.progress) for b in bars.query(ProgressBar))
             seen_rates.add(tuple(np.round(bars.rates, 1)))

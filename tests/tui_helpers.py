@@ -46,6 +46,7 @@ class FakeTrainer:
         self.shard_progress = np.zeros(n_threads, dtype=np.int64)
         self.step = step
         self.best = best
+        self.parent: Path | None = None  # the model a fine-tune starts from
         self.created = created
         self.nan_at = nan_at
         self.stop_reason = ""
@@ -273,10 +274,12 @@ async def fill(pilot, selector: str, text: str) -> None:
     from textual.widgets import Input
 
     # Focus changes travel through several queues (a screen switch's resume, focus() itself,
-    # the input's Focus handler that selects all its text): let each settle, or the first
-    # typed key may be selected and then replaced by the second.
+    # the input's Focus handler). That handler selects all the text when it runs: on a loaded
+    # machine it ran after the first typed key, which the second then replaced. The helper
+    # clears the input with ctrl+u anyway, so the selection on focus is switched off here.
     await settle(pilot)
     widget = pilot.app.screen.query_one(selector, Input)
+    widget.select_on_focus = False
     widget.focus()
     await wait_for(pilot, lambda: widget.has_focus, what=f"focus on {selector}")
     await settle(pilot)

@@ -28,15 +28,30 @@ from textual.reactive import var
 from textual.screen import ModalScreen, Screen
 from textual.worker import get_current_worker
 
+from cllm.tui import modes
 from cllm.tui.bindings import MODE_BINDINGS
 from cllm.tui.commands import app_commands
 from cllm.tui.engine import QUICK_START_PROMPT, CllmError, EndReason, Engine, RunStatus, StepEvent
 from cllm.tui.messages import (
-    Activity, Imported, ImportRequested, KernelsCompiled, LoadRequested, ModelLoaded, ModelLoadFailed,
-    PauseRequested, ReadProgress, RunRequested, RunSavedAs, StopRequested, TrainEval, TrainFinished, TrainSaved,
-    TrainSaveFailed, TrainStarted, TrainStep,
+    Activity,
+    Imported,
+    ImportRequested,
+    KernelsCompiled,
+    LoadRequested,
+    ModelLoaded,
+    ModelLoadFailed,
+    PauseRequested,
+    ReadProgress,
+    RunRequested,
+    RunSavedAs,
+    StopRequested,
+    TrainEval,
+    TrainFinished,
+    TrainSaved,
+    TrainSaveFailed,
+    TrainStarted,
+    TrainStep,
 )
-from cllm.tui import modes
 from cllm.tui.model_handle import ModelHandle
 from cllm.tui.screens.choice_dialog import Choice, ChoiceDialog
 from cllm.tui.screens.save_as_dialog import SaveAsDialog
@@ -118,7 +133,7 @@ class CllmApp(ReportWorkerErrors, App[None]):
             self.notify(self.settings.problem, severity="warning", markup=False)
         try:
             self.kernels_ready = self.engine.kernels_ready()
-        except Exception:  # noqa: BLE001 - a broken engine must not stop the UI from starting
+        except Exception:  # a broken engine must not stop the UI from starting
             self.kernels_ready = True
         if not self.kernels_ready and self.compile_on_start:
             self._show_activity(Activity.COMPILING)
@@ -192,8 +207,8 @@ class CllmApp(ReportWorkerErrors, App[None]):
         """Stop what runs and leave: a training run stops at its next step and saves (main()
         waits for that after the screen is gone, and says where it went); a generation just
         stops with the app."""
-        if self.run_active:
-            self.training.stop(why)  # type: ignore[union-attr]  # an active run exists
+        if self.run_active and self.training is not None:
+            self.training.stop(why)
         self.exit()
 
     # -- the loaded model --------------------------------------------------------------
@@ -240,7 +255,7 @@ class CllmApp(ReportWorkerErrors, App[None]):
     def _import(self, folder: Path, out: Path) -> None:
         try:
             self.engine.import_hf_folder(folder, out, self._progress_poster(Activity.IMPORTING, folder.name))
-        except Exception as exc:  # noqa: BLE001 - reported in a message, the user's words
+        except Exception as exc:  # reported in a message, the user's words
             self.post_message(Imported(folder, out, describe_error(exc, f"importing {folder}")))
             return
         self.post_message(Imported(folder, out, None))
@@ -281,10 +296,12 @@ class CllmApp(ReportWorkerErrors, App[None]):
     def refresh_summary(self) -> None:
         self.model_summary = self.loaded.summary() if self.loaded else "no model loaded"
 
-    def _follows_run(self) -> bool:
-        """Whether the loaded model is the one the current run trains."""
+    def _run_model(self) -> ModelHandle | None:
+        """The loaded model if it is the one the current run trains, else None."""
         run, loaded = self.training, self.loaded
-        return run is not None and run.trainer is not None and loaded is not None and loaded.model is run.trainer.model
+        if run is None or run.trainer is None or loaded is None:
+            return None
+        return loaded if loaded.model is run.trainer.model else None
 
     # -- the training run --------------------------------------------------------------
     @property
@@ -324,26 +341,25 @@ class CllmApp(ReportWorkerErrors, App[None]):
         run = message.run
         trainer = run.trainer
         assert trainer is not None
-        previous = self.loaded
-        continuing = run.plan.action == "continue" and previous is not None
+        previous = self.loaded if run.plan.action == "continue" else None
         handle = ModelHandle(path=run.out_path, model=trainer.model,
-                             info=previous.info if continuing else None, steps=trainer.step,
-                             best_val=previous.best_val if continuing else None, corpus=run.corpus)
+                             info=previous.info if previous is not None else None, steps=trainer.step,
+                             best_val=previous.best_val if previous is not None else None, corpus=run.corpus)
         self.set_loaded(handle, remember=False)
         if self.run_status is RunStatus.PREPARING:
             self.run_status = RunStatus.PAUSED if trainer.paused else RunStatus.RUNNING
 
     def on_train_step(self, message: TrainStep) -> None:
-        if self._follows_run():
-            self.loaded.steps = message.event.step  # type: ignore[union-attr]  # _follows_run: loaded is set
+        if (followed := self._run_model()) is not None:
+            followed.steps = message.event.step
             self.refresh_summary()
         self.train_step = message.event
         if self.run_status is RunStatus.RUNNING:
             self._show_activity(Activity.TRAINING, done="")
 
     def on_train_eval(self, message: TrainEval) -> None:
-        if self._follows_run():
-            self.loaded.best_val = message.event.best_val_loss  # type: ignore[union-attr]  # _follows_run
+        if (followed := self._run_model()) is not None:
+            followed.best_val = message.event.best_val_loss
             self.refresh_summary()
         self._sync_log()
 
@@ -398,14 +414,14 @@ class CllmApp(ReportWorkerErrors, App[None]):
         else:
             notice = end_notice(run)
             if notice is not None:
-                self.notify(notice.text, title=notice.title, severity=notice.severity,  # type: ignore[arg-type]
+                self.notify(notice.text, title=notice.title, severity=notice.severity,
                             timeout=notice.timeout, markup=False)
         # What is on disk is the truth now: reload it (the run's in-memory weights may be NaN).
         if done is not None and done.saved_to is not None and done.saved_to.exists():
             quick = (run.plan.quick_start and done.reason in (EndReason.FINISHED, EndReason.STOPPED)
                      and done.saved_to == run.out_path)
             self.load_model(done.saved_to, then_generate=QUICK_START_PROMPT if quick else None)
-        elif self._follows_run():
+        elif self._run_model() is not None:
             self.set_loaded(None, remember=False)
         if self.quit_after_run:
             self.exit()

@@ -14,20 +14,20 @@ if TYPE_CHECKING:
     from cllm.tui.app import CllmApp
 
 
-def _on_screen(app: "CllmApp", mode: str, action: str) -> Callable[[], object]:
+def _on_screen(app: CllmApp, mode: str, action: str) -> Callable[[], object]:
     async def run() -> None:
         await app.action_mode(mode)
         await app.run_action(action, app.screen)
     return run
 
 
-def _switch(app: "CllmApp", mode: str) -> Callable[[], object]:
+def _switch(app: CllmApp, mode: str) -> Callable[[], object]:
     async def run() -> None:
         await app.action_mode(mode)
     return run
 
 
-def app_commands(app: "CllmApp") -> Iterable[SystemCommand]:
+def app_commands(app: CllmApp) -> Iterable[SystemCommand]:
     for mode in MODES:
         yield SystemCommand(mode.title, mode.description, _switch(app, mode.name))
     yield SystemCommand("Quick start", "Train a small model on python-docs (about a minute)", app.action_quick_start)

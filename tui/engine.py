@@ -11,14 +11,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from cllm.core.config import ModelConfig, SampleConfig, TrainConfig, default_threads
 from cllm.core.errors import CllmError, ConfigError, CorpusError, ModelFileError, TokenizerError
 from cllm.core.events import (
-    CheckpointEvent, DoneEvent, EndReason, EvalEvent, Event, RunStatus, SaveFailedEvent, SaveReason, StepEvent,
+    CheckpointEvent,
+    DoneEvent,
+    EndReason,
+    EvalEvent,
+    Event,
+    RunStatus,
+    SaveFailedEvent,
+    SaveReason,
+    StepEvent,
 )
 from cllm.core.outcome import Outcome, describe_end
 from cllm.core.run_state import CorpusRef, RunState
@@ -45,7 +53,7 @@ BUILTIN_CORPUS = "python-docs"
 
 # The quick start: small enough to train in about a minute on a laptop, big enough to
 # produce recognisable Python-documentation-like text.
-QUICK_START = {
+QUICK_START: dict[str, Any] = {  # settings of several types, by name
     "corpus": BUILTIN_CORPUS,
     "tokenizer": "char",
     "vocab_size": None,
@@ -66,7 +74,7 @@ QUICK_START_PROMPT = "The "
 class TrainerLike(Protocol):
     """What the app needs of a trainer (core.trainer.Trainer; the tests' fake)."""
 
-    model: "GPT"
+    model: GPT
     config: TrainConfig
     out_path: Path | None
     n_threads: int
@@ -98,7 +106,7 @@ class TrainerLike(Protocol):
 class Engine:
     """Thin adapter over core/. Every method may raise CllmError (user-ready message)."""
 
-    def load_corpus(self, source: str | Path | None) -> "Corpus":
+    def load_corpus(self, source: str | Path | None) -> Corpus:
         from cllm.core.corpus import load_corpus
 
         return load_corpus(source)
@@ -108,19 +116,19 @@ class Engine:
 
         return list_builtin()
 
-    def read_info(self, path: Path) -> "ModelInfo":
+    def read_info(self, path: Path) -> ModelInfo:
         """The header, checked (core.model_file.read_info)."""
         from cllm.core.model_file import read_info
 
         return read_info(path)
 
-    def check_values(self, path: Path) -> "ModelInfo":
+    def check_values(self, path: Path) -> ModelInfo:
         """The header and every value, checked (core.model_file.check_values)."""
         from cllm.core.model_file import check_values
 
         return check_values(path)
 
-    def load_model(self, path: Path, progress: Progress | None = None) -> "LoadedModel":
+    def load_model(self, path: Path, progress: Progress | None = None) -> LoadedModel:
         from cllm.core.model_file import load_model
 
         return load_model(path, progress)
@@ -131,37 +139,37 @@ class Engine:
 
         return is_hf_gpt2_folder(path)
 
-    def inspect_hf_folder(self, path: Path) -> "HfFolderInfo":
+    def inspect_hf_folder(self, path: Path) -> HfFolderInfo:
         """What an import would make of the folder, without reading the weights."""
         from cllm.core.hf_import import inspect_hf_folder
 
         return inspect_hf_folder(path)
 
-    def import_hf_folder(self, path: Path, out: Path, progress: Progress | None = None) -> "ImportResult":
+    def import_hf_folder(self, path: Path, out: Path, progress: Progress | None = None) -> ImportResult:
         from cllm.core.hf_import import import_hf_folder
 
         return import_hf_folder(path, out, progress=progress)
 
-    def new_trainer(self, corpus: "Corpus", model_config: dict, train_config: TrainConfig, *,
+    def new_trainer(self, corpus: Corpus, model_config: dict, train_config: TrainConfig, *,
                     tokenizer: str, vocab_size: int | None, out_path: Path) -> TrainerLike:
         from cllm.core.trainer import Trainer
 
         return Trainer.new(corpus, model_config, train_config, tokenizer=tokenizer,
                            vocab_size=vocab_size, out_path=out_path)
 
-    def resume_trainer(self, model_path: Path, corpus: "Corpus", train_config: TrainConfig, *,
+    def resume_trainer(self, model_path: Path, corpus: Corpus, train_config: TrainConfig, *,
                        out_path: Path | None = None) -> TrainerLike:
         from cllm.core.trainer import Trainer
 
         return Trainer.resume(model_path, corpus, train_config, out_path=out_path)
 
-    def fine_tune_trainer(self, parent_path: Path, corpus: "Corpus", train_config: TrainConfig, *,
+    def fine_tune_trainer(self, parent_path: Path, corpus: Corpus, train_config: TrainConfig, *,
                           out_path: Path) -> TrainerLike:
         from cllm.core.trainer import Trainer
 
         return Trainer.fine_tune(parent_path, corpus, train_config, out_path=out_path)
 
-    def generate(self, model: "GPT", prompt: str, config: SampleConfig,
+    def generate(self, model: GPT, prompt: str, config: SampleConfig,
                  should_stop: Callable[[], bool] | None = None) -> Iterator[str]:
         """core.sampler.generate: the continuation of `prompt`, a piece per token."""
         from cllm.core.sampler import generate
@@ -180,7 +188,7 @@ class Engine:
 
         compile_kernels()
 
-    def fits_corpus(self, model: "GPT", trained_on: CorpusRef | None, corpus: "Corpus") -> tuple[bool, str]:
+    def fits_corpus(self, model: GPT, trained_on: CorpusRef | None, corpus: Corpus) -> tuple[bool, str]:
         """Whether `model` can go on training (or be fine-tuned) on `corpus`, and why not:
         the tokenizer's own words name what its vocabulary lacks."""
         from cllm.core.tokenizer import coverage_problem

@@ -181,7 +181,7 @@ class DetailsRead(Message):
     """A model file's header, checked: `info`, or `problem` saying why it is unusable."""
 
     path: Path
-    info: "ModelInfo | None"
+    info: ModelInfo | None
     problem: str | None
 
 
@@ -190,7 +190,7 @@ class FolderRead(Message):
     """A Hugging Face folder, inspected: what an import would make of it."""
 
     path: Path
-    info: "HfFolderInfo | None"  # None: not a Hugging Face GPT-2 folder
+    info: HfFolderInfo | None  # None: not a Hugging Face GPT-2 folder
     problem: str | None  # why it could not be read at all
 
 

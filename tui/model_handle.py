@@ -21,14 +21,14 @@ class ModelHandle:
     save. Steps and the best loss follow a run that trains this model."""
 
     path: Path | None
-    model: "GPT | None" = None
-    info: "ModelInfo | None" = None
+    model: GPT | None = None
+    info: ModelInfo | None = None
     steps: int = 0
     best_val: float | None = None
     corpus: CorpusRef | None = None
 
     @classmethod
-    def from_loaded(cls, path: Path, loaded: "LoadedModel") -> "ModelHandle":
+    def from_loaded(cls, path: Path, loaded: LoadedModel) -> ModelHandle:
         run = loaded.info.run
         return cls(Path(path), loaded.model, loaded.info, run.step, run.best_val_loss, run.corpus)
 
@@ -43,7 +43,7 @@ class ModelHandle:
         return self.info.n_params if self.info is not None else None
 
     @property
-    def config(self) -> "ModelConfig | None":
+    def config(self) -> ModelConfig | None:
         if self.model is not None:
             return self.model.config
         return self.info.config if self.info is not None else None

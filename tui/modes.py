@@ -24,7 +24,7 @@ class Mode:
     description: str  # the palette's line
     screen: str  # "module:Class" of its Screen
 
-    def screen_class(self) -> "type[Screen]":
+    def screen_class(self) -> type[Screen]:
         module, name = self.screen.split(":")
         return getattr(importlib.import_module(module), name)
 

@@ -40,7 +40,7 @@ class Settings:
     problem: str | None = None  # why the file could not be read, if it could not
 
     @classmethod
-    def load(cls, config_dir: Path | str | None = None) -> "Settings":
+    def load(cls, config_dir: Path | str | None = None) -> Settings:
         folder = Path(config_dir) if config_dir is not None else default_config_dir()
         path = folder / FILE_NAME
         settings = cls(path)

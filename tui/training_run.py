@@ -16,8 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cllm.tui.engine import (
-    QUICK_START, QUICK_START_EVAL_CHUNKS, CheckpointEvent, CorpusRef, DoneEvent, EvalEvent, Event, RunState,
-    SaveFailedEvent, StepEvent, TrainConfig, TrainerLike, describe_end,
+    QUICK_START,
+    QUICK_START_EVAL_CHUNKS,
+    CheckpointEvent,
+    CorpusRef,
+    DoneEvent,
+    EvalEvent,
+    Event,
+    RunState,
+    SaveFailedEvent,
+    StepEvent,
+    TrainConfig,
+    TrainerLike,
+    describe_end,
 )
 from cllm.tui.formatting import format_loss
 from cllm.tui.validators import free_name

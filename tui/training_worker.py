@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from textual.message import Message
 
 from cllm.tui.engine import (
-    CheckpointEvent, CorpusRef, Engine, EvalEvent, Event, SaveFailedEvent, StepEvent, TrainerLike,
+    CheckpointEvent,
+    CorpusRef,
+    Engine,
+    EvalEvent,
+    Event,
+    SaveFailedEvent,
+    StepEvent,
+    TrainerLike,
     describe_end,
 )
 from cllm.tui.messages import TrainEval, TrainFinished, TrainSaved, TrainSaveFailed, TrainStarted, TrainStep
@@ -47,7 +54,7 @@ class EventPoster:
     """The trainer's `on_event`: records every event in the run and posts the app's
     message for it, steps at most STEP_MESSAGES_HZ a second (the histories get them all)."""
 
-    def __init__(self, run: TrainingRun, post: Callable[[Message], None], cancelled: Callable[[], bool]) -> None:
+    def __init__(self, run: TrainingRun, post: Callable[[Message], object], cancelled: Callable[[], bool]) -> None:
         self.run = run
         self.post = post
         self.cancelled = cancelled
@@ -71,7 +78,7 @@ class EventPoster:
             self.post(TrainSaveFailed(event))
 
 
-def train(engine: Engine, run: TrainingRun, post: Callable[[Message], None], cancelled: Callable[[], bool]) -> None:
+def train(engine: Engine, run: TrainingRun, post: Callable[[Message], object], cancelled: Callable[[], bool]) -> None:
     """The whole run, blocking: TrainStarted once the trainer is built, the events' messages,
     and TrainFinished at the end whatever happens (`run.done`, or `run.error` and the error
     raised again for the worker to report)."""

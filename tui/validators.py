@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from textual.validation import ValidationResult, Validator
 
@@ -37,7 +38,7 @@ def try_int(text: str | None) -> int | None:
 class ConfigValidator(Validator):
     """Parse the value, then let `check(value)` raise ConfigError with the reason."""
 
-    def __init__(self, label: str, check: Callable[[int | float], None], *, number: str = "int",
+    def __init__(self, label: str, check: Callable[[Any], None], *, number: str = "int",
                  allow_empty: bool = False) -> None:
         super().__init__()
         self.label = label
@@ -82,7 +83,8 @@ def model_check(field: str, partner: Callable[[], dict[str, int | None]] | None 
 
 def train_check(field: str) -> Callable[[int | float], None]:
     def check(value: int | float) -> None:
-        TrainConfig(**{field: value}).validate()
+        settings: dict[str, Any] = {field: value}
+        TrainConfig(**settings).validate()
 
     return check
 
@@ -91,7 +93,8 @@ def sample_check(field: str) -> Callable[[int | float], None]:
     """A check for one SampleConfig field (the Generate screen's settings)."""
 
     def check(value: int | float) -> None:
-        SampleConfig(**{field: value}).validate()
+        settings: dict[str, Any] = {field: value}
+        SampleConfig(**settings).validate()
 
     return check
 

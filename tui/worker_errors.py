@@ -8,6 +8,9 @@ problem), anything else as one line naming the task. Never a traceback.
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
+from textual.app import App
 from textual.worker import Worker, WorkerState
 
 from cllm.tui.engine import CllmError
@@ -21,9 +24,16 @@ def describe_error(error: BaseException | None, task: str) -> str:
     return f"Unexpected error in {task}: {type(error).__name__}: {error}"
 
 
+class _InApp(Protocol):
+    """What ReportWorkerErrors needs of the App or Screen it is mixed into."""
+
+    @property
+    def app(self) -> App[Any]: ...
+
+
 class ReportWorkerErrors:
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+    def on_worker_state_changed(self: _InApp, event: Worker.StateChanged) -> None:
         if event.state != WorkerState.ERROR:
             return
         text = describe_error(event.worker.error, event.worker.name or "a background task")
-        self.app.notify(text, title="Error", severity="error", timeout=12, markup=False)  # type: ignore[attr-defined]
+        self.app.notify(text, title="Error", severity="error", timeout=12, markup=False)

@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
+from textual.widgets.button import ButtonVariant
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class Choice:
     id: str
     label: str
     key: str  # one letter; pressing it picks this choice
-    variant: str = "default"  # a Button variant
+    variant: ButtonVariant = "default"
     disabled_reason: str = ""  # non-empty: shown, and the choice cannot be picked
 
 

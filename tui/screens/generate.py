@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from textual import on, work
@@ -16,13 +16,13 @@ from textual.widgets import Footer, Input, Label, Static
 from textual.worker import get_current_worker
 
 from cllm.tui.bindings import MODE_BINDINGS
+from cllm.tui.engine import ConfigError, SampleConfig
 from cllm.tui.formatting import format_rate
 from cllm.tui.messages import GenerationFinished, GenerationProgress
-from cllm.tui.engine import ConfigError, SampleConfig
 from cllm.tui.validators import ConfigValidator, parse_float, parse_int, sample_check
 from cllm.tui.widgets.model_bar import ModelBar
-from cllm.tui.worker_errors import ReportWorkerErrors
 from cllm.tui.widgets.transcript import Sample, Transcript
+from cllm.tui.worker_errors import ReportWorkerErrors
 
 if TYPE_CHECKING:
     from cllm.tui.app import CllmApp
@@ -61,7 +61,7 @@ class GenerateScreen(ReportWorkerErrors, Screen):
         ("Copy last output", "Copy the last prompt and output to the clipboard", "copy"),
     ]
 
-    app: "CllmApp"
+    app: CllmApp
 
     def __init__(self) -> None:
         super().__init__(id="generate")
@@ -139,18 +139,18 @@ class GenerateScreen(ReportWorkerErrors, Screen):
         """The settings, checked by SampleConfig.validate; None (and a notice) if wrong."""
         problems = []
         for field_id in SETTINGS:
-            field = self.query_one(f"#{field_id}", Input)
-            result = field.validate(field.value)
+            box = self.query_one(f"#{field_id}", Input)
+            result = box.validate(box.value)
             if result is not None and not result.is_valid:
                 problems.extend(result.failure_descriptions)
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         if not problems:
             for field_id, (_, field, number) in SETTINGS.items():
                 text = self.query_one(f"#{field_id}", Input).value.strip()
                 values[field] = None if not text else parse_int(text) if number == "int" else parse_float(text)
             values["stop"] = parse_stop(self.query_one("#stop", Input).value)
             try:
-                return SampleConfig(**values).validate()  # type: ignore[arg-type]  # parsed per SETTINGS
+                return SampleConfig(**values).validate()
             except ConfigError as exc:
                 problems.append(str(exc))
         self.app.notify("; ".join(problems), title="Check the settings", severity="error", markup=False)

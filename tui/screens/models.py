@@ -16,6 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DirectoryTree, Footer, Input, Tree
 from textual.widgets.directory_tree import DirEntry
 from textual.worker import get_current_worker
@@ -49,7 +50,7 @@ class ModelsScreen(ReportWorkerErrors, Screen):
     ]
     PALETTE = [("Load highlighted model", "Load the model highlighted in Models", "load")]  # name, help, action
 
-    app: "CllmApp"
+    app: CllmApp
 
     def __init__(self) -> None:
         super().__init__(id="models")
@@ -60,7 +61,7 @@ class ModelsScreen(ReportWorkerErrors, Screen):
         self.load_when_checked: Path | None = None
         self.folder: Path | None = None  # the highlighted folder, if it is an importable Hugging Face one
         self._tree_stale = False  # a file was saved since the tree was read
-        self._reload_timer = None
+        self._reload_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         root = self.app.models_dir
@@ -149,7 +150,7 @@ class ModelsScreen(ReportWorkerErrors, Screen):
     def on_details_read(self, message: DetailsRead) -> None:
         if message.problem is not None:
             self.problems[message.path] = message.problem
-        else:
+        elif message.info is not None:
             self.infos[message.path] = message.info
         self._show(message.path)
 

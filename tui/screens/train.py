@@ -53,7 +53,7 @@ class TrainScreen(ReportWorkerErrors, Screen):
         ("Browse for a corpus", "Pick the training text in a file browser", "browse"),
     ]
 
-    app: "CllmApp"
+    app: CllmApp
 
     def __init__(self) -> None:
         super().__init__(id="train")

@@ -14,6 +14,7 @@ import time
 import numpy as np
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
+from textual.timer import Timer
 from textual.widgets import Label, ProgressBar, Static
 
 from cllm.tui.engine import TrainerLike
@@ -27,7 +28,7 @@ class CoreBars(VerticalScroll, can_focus=False):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.trainer: TrainerLike | None = None
-        self._timer = None
+        self._timer: Timer | None = None
         self._last: tuple[str, int, np.ndarray] | None = None  # phase, step, progress at the last poll
         self._last_time = 0.0
         self.rates: np.ndarray = np.zeros(0)

@@ -8,6 +8,7 @@ line), so a long run costs the same to draw as a short one.
 from __future__ import annotations
 
 import numpy as np
+from textual.timer import Timer
 from textual_plot import HiResMode, PlotWidget
 
 REDRAW_S = 1.0
@@ -32,7 +33,7 @@ class LossChart(PlotWidget, can_focus=False):
         super().__init__(id=id, allow_pan_and_zoom=False)
         self.run = None
         self._drawn = (-1, -1)
-        self._timer = None
+        self._timer: Timer | None = None
 
     def on_mount(self) -> None:
         self.margin_top = 0

@@ -12,7 +12,7 @@ from textual.widgets import Static
 from cllm.tui.formatting import format_loss, format_params, tokenizer_label
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("bytes", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
@@ -101,7 +101,7 @@ class ModelDetails(Static):
         rows += [
             ("Created", _date(info.created)),
             ("Updated", _date(info.updated)),
-            ("File", f"{_size(info.file_size)}" + (", with optimizer state" if info.has_optimizer else ", weights only")),
+            ("File", _size(info.file_size) + (", with optimizer state" if info.has_optimizer else ", weights only")),
             ("Values", values),
         ]
         self._table(rows)

@@ -9,8 +9,8 @@ from pathlib import Path
 from rich.style import Style
 from rich.text import Text
 from textual.widgets import DirectoryTree
-from textual.widgets.tree import TreeNode
 from textual.widgets.directory_tree import DirEntry
+from textual.widgets.tree import TreeNode
 
 HF_MARK = " · GPT-2 (Hugging Face)"
 

@@ -90,7 +90,7 @@ class TrainForm(VerticalScroll, can_focus=False):
     def _tokenizer_kind(self) -> str:
         try:
             value = self.query_one("#tokenizer", Select).value
-        except Exception:  # noqa: BLE001 - before compose
+        except Exception:  # before compose
             return "char"
         return value if isinstance(value, str) else "char"
 
@@ -98,7 +98,7 @@ class TrainForm(VerticalScroll, can_focus=False):
         try:
             return {"n_head": try_int(self.query_one("#heads", Input).value),
                     "n_embd": try_int(self.query_one("#width", Input).value)}
-        except Exception:  # noqa: BLE001 - before compose
+        except Exception:  # before compose
             return {}
 
     def on_input_changed(self, event: Input.Changed) -> None:
