@@ -49,9 +49,21 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import (  # noqa: E402
-    CONFIGS, DEFAULT_CORPUS, add_report_args, check_tree, child_env, command_line, config_label, fmt,
-    machine_lines, parse_int_list, report, run_child, serve_child, table,
+from benchmarks.common import (
+    CONFIGS,
+    DEFAULT_CORPUS,
+    add_report_args,
+    check_tree,
+    child_env,
+    command_line,
+    config_label,
+    fmt,
+    machine_lines,
+    parse_int_list,
+    report,
+    run_child,
+    serve_child,
+    table,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -177,7 +189,8 @@ class StepProfiler:
 
     @contextlib.contextmanager
     def _patched(self):
-        from cllm.core import optimizer, trainer as trainer_module
+        from cllm.core import optimizer
+        from cllm.core import trainer as trainer_module
 
         t = self.trainer
         saved = (t.workspace.run, t.next_batch, t._sum_gradients, trainer_module.adamw_update,
@@ -510,7 +523,8 @@ def config_table(name: str, cfg: dict, results: dict, threads: list[int], peak: 
     launch_keys = ["launch", "late start", "waiting for the slowest shard", "return"]
     rows.append(subtotal("all products", products, "product"))
     rows.append(subtotal("all element-wise passes (incl. gradient sum, AdamW)", passes, "pass"))
-    rows.append(subtotal("glue: Python side, launches, waiting, shard loop", python_keys + launch_keys + [glue], "python"))
+    rows.append(subtotal("glue: Python side, launches, waiting, shard loop", python_keys + launch_keys + [glue],
+                         "python"))
     check = ["**sum of parts** (their medians: the instrumented step + Trainer.run's extra)", "check", "-"]
     measured = ["**measured step** (plain train_step, median (mean); + Trainer.run's extra)", "check", "-"]
     for n in threads:

@@ -24,8 +24,19 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from cllm.core.kernels import (
-    JIT, NOTRANS, TRANS, copy_rows, crossentropy_backward, crossentropy_forward, encoder_backward, encoder_forward,
-    gelu_backward, gelu_forward, gemm, layernorm_backward, layernorm_forward,
+    JIT,
+    NOTRANS,
+    TRANS,
+    copy_rows,
+    crossentropy_backward,
+    crossentropy_forward,
+    encoder_backward,
+    encoder_forward,
+    gelu_backward,
+    gelu_forward,
+    gemm,
+    layernorm_backward,
+    layernorm_forward,
 )
 from cllm.core.layout import act_views, param_views
 from cllm.core.passes import attention_backward_pass, attention_forward_pass
@@ -97,13 +108,13 @@ def _read_counter(typingctx):
 @njit(**JIT)
 def tsc():
     """The time-stamp counter, for Python to read on the same clock as the shards."""
-    return _read_counter()
+    return _read_counter()  # type: ignore[call-arg]  # numba's stubs count the typing context as an argument
 
 
 @njit(inline="always", **JIT)
 def lap(clock, part, t0):
     """Adds the ticks since t0 to `part`; returns now."""
-    t1 = _read_counter()
+    t1: int = _read_counter()  # type: ignore[call-arg]
     clock[part] += t1 - t0
     return t1
 
@@ -232,7 +243,7 @@ def profiled_shard(params, grads, acts, ptable, atable, n_head, group, batch, lo
                    clock):
     """core.passes.shard_pass in TRAIN mode (no stop flag), timed into `clock`."""
     T = batch.shape[1] - 1
-    t = _read_counter()
+    t: int = _read_counter()  # type: ignore[call-arg]
     clock[ENTRY] = t
     if zero:
         grads[:] = 0.0

@@ -50,7 +50,7 @@ def test_the_account_of_a_step_adds_up_and_prints(small_corpus, small_text):
     with single_threaded_blas():
         ticks = [profiler.step() for _ in range(2)]
     assert trainer.step == 2 and not np.array_equal(model.params, params_before)
-    assert trainer.workspace.run.__func__ is Workspace.run  # the patches are gone
+    assert "run" not in vars(trainer.workspace) and "train_step" not in vars(trainer)  # the patches are gone
     hz = 1e9
     result = {"profiled": [{k: v / hz for k, v in t.items()} for t in ticks], "plain": [1e-3, 1e-3],
               "run_extra": 0.0, "shards": trainer.workspace.shards, "group": trainer.workspace.group,
