@@ -198,8 +198,16 @@ def flops_per_token(cfg: dict) -> float:
 
 def main() -> int:
     check_tree()
+    if "--profile" in sys.argv[1:]:  # the account of a step: bench_step_account.py, with its own options
+        from benchmarks.bench_step_account import main as account
+
+        sys.argv.remove("--profile")
+        return account()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--profile", action="store_true",
+                   help="instead: where a step's time goes, part by part (benchmarks/bench_step_account.py, whose "
+                        "options then apply: see its --help)")
     p.add_argument("--repeats", type=int, default=5, help="runs of each implementation per config and threads")
     p.add_argument("--steps", type=int, default=30, help="timed steps per run")
     p.add_argument("--warmup-steps", type=int, default=3, help="untimed steps per run before timing")
