@@ -40,6 +40,7 @@ from benchmarks.bench_gpt2 import GPT2_SMALL, child_make, gpt2_vocabulary, peak_
 from benchmarks.common import (
     DEFAULT_CORPUS,
     ROOT,
+    TokenClock,
     add_report_args,
     child_env,
     cllm_cmd,
@@ -134,24 +135,10 @@ def child_gen_hf(spec: dict) -> dict:
     tok = AutoTokenizer.from_pretrained(spec["folder"])
     prompt = torch.tensor([tok(prompt_text(spec, lambda t: tok(t)["input_ids"], tok.decode))["input_ids"]])
 
-    class Clock:
-        """A streamer: transformers hands it the prompt, then every new token."""
-
-        def __init__(self):
-            self.t0, self.times, self.calls = time.perf_counter(), [], 0
-
-        def put(self, value):
-            self.calls += 1
-            if self.calls > 1:
-                self.times.append(time.perf_counter() - self.t0)
-
-        def end(self):
-            pass
-
     n = spec["new_tokens"]
     with torch.no_grad():
         model.generate(prompt, max_new_tokens=2, do_sample=False, pad_token_id=0)  # warm-up, the same prompt
-        clock = Clock()
+        clock = TokenClock()
         model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, use_cache=True,
                        streamer=clock, pad_token_id=0)
     return {"runs": {"hf": clock.times}, "rss": peak_rss(), "prompt_tokens": prompt.shape[1]}

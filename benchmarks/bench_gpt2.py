@@ -53,6 +53,7 @@ from benchmarks.common import (
     DEFAULT_CORPUS,
     NO_TORCH,
     ROOT,
+    TokenClock,
     add_report_args,
     check_ok,
     child_env,
@@ -186,23 +187,9 @@ def child_gen_hf(spec: dict) -> dict:
     text = prompt_text(spec, lambda t: tok(t)["input_ids"], tok.decode)
     prompt = torch.tensor([tok(text)["input_ids"]])
 
-    class Clock:
-        """A streamer: transformers hands it the prompt, then every new token."""
-
-        def __init__(self):
-            self.t0, self.times, self.calls = time.perf_counter(), [], 0
-
-        def put(self, value):
-            self.calls += 1
-            if self.calls > 1:
-                self.times.append(time.perf_counter() - self.t0)
-
-        def end(self):
-            pass
-
     def sample(n: int, seed: int) -> list[float]:
         torch.manual_seed(seed)
-        clock = Clock()
+        clock = TokenClock()
         with torch.no_grad():
             model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=True, top_k=0, temperature=1.0,
                            use_cache=True, streamer=clock, pad_token_id=0)

@@ -339,3 +339,20 @@ def report(lines: list[str], a) -> int:
 
 def command_line() -> str:
     return "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+
+
+class TokenClock:
+    """A transformers streamer that times tokens: `generate` hands it the prompt, then every
+    new token; `times` holds the seconds from its creation to each new token."""
+
+    def __init__(self) -> None:
+        self.t0, self.calls = time.perf_counter(), 0
+        self.times: list[float] = []
+
+    def put(self, value) -> None:
+        self.calls += 1
+        if self.calls > 1:
+            self.times.append(time.perf_counter() - self.t0)
+
+    def end(self) -> None:
+        pass
