@@ -32,6 +32,7 @@ later shard's late start, the wait for the slowest shard, and the return.
     python benchmarks/bench_step_account.py                    # every config, 1 and 2 threads
     python benchmarks/bench_step_account.py --configs nanogpt-cpu --rounds 5
     python benchmarks/bench_step_account.py --write            # the RESULTS.md section
+    python benchmarks/bench_step_account.py --configs nanogpt-cpu --dropout 0.1   # with dropout's masks
 """
 
 from __future__ import annotations
@@ -97,14 +98,15 @@ def gpt2_tokenizer(folder: Path):
 def make_trainer(cfg: dict, threads: int, corpus_path: str):
     """A Trainer as bench_train.py builds one (evaluation off); GPT-2's vocabulary for
     vocab "gpt2" (the first 200 kB of the corpus: tokenizing it all takes long and changes
-    nothing in a step)."""
+    nothing in a step); cfg["dropout"] (default 0) the steps' dropout rate."""
     from cllm.core.config import ModelConfig, TrainConfig
     from cllm.core.corpus import load_corpus
     from cllm.core.model import GPT
     from cllm.core.trainer import Trainer
 
     shape = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "ctx")}
-    train_config = TrainConfig(threads=threads, batch=cfg["batch"], eval_interval=0, steps=10**6)
+    train_config = TrainConfig(threads=threads, batch=cfg["batch"], eval_interval=0, steps=10**6,
+                               dropout=cfg.get("dropout", 0.0))
     corpus = load_corpus(corpus_path)
     if cfg["vocab"] == "char":
         return Trainer.new(corpus, shape, train_config)
@@ -154,8 +156,9 @@ class StepProfiler:
                 self._add(name, tsc() - t0)
         return wrapper
 
-    def _run(self, params, batch, mode, *, losses=None, scale=1.0, accumulate=False):
+    def _run(self, params, batch, mode, *, losses=None, scale=1.0, accumulate=False, dropout=None):
         """Workspace.run for TRAIN, launching the instrumented pass."""
+        from cllm.core.kernels import NO_DROPOUT, Dropout
         from cllm.core.passes import TRAIN
         from cllm.core.threads import parallel_threads
 
@@ -163,6 +166,8 @@ class StepProfiler:
         t0 = tsc()
         assert mode == TRAIN, "the profile times training steps"
         batch = np.ascontiguousarray(batch, dtype=np.int32)
+        d = dropout or NO_DROPOUT
+        d = Dropout(float(d.p), int(d.seed), int(d.step), int(d.first_row))  # its type, as Workspace.run
         if losses is None:
             losses = np.zeros(len(batch), np.float64)
         if not accumulate:
@@ -172,7 +177,7 @@ class StepProfiler:
             call = tsc()
             sp.profiled_run_shards(params, ws.grads, ws.acts, ws.params_layout.table, ws.acts_layout.table,
                                    ws.n_head, ws.group, batch, ws.bounds(len(batch)), scale, not accumulate, losses,
-                                   ws.progress, self.clocks)
+                                   ws.progress, d, self.clocks)
             back = tsc()
         c = self.clocks
         entry, exit_ = c[:, sp.ENTRY].astype(np.float64), c[:, sp.EXIT].astype(np.float64)
@@ -346,7 +351,8 @@ def tiled_tile_area(T: int) -> int:
 
 def part_costs(cfg: dict, vocab: int, params: int, shards: int, group: int) -> tuple[list, bool]:
     """For every part of step_profile.PARTS: (FLOPs or bytes per step over all shards,
-    bytes a single call touches), and whether attention is tiled."""
+    bytes a single call touches), and whether attention is tiled; the dropout parts
+    cost nothing at cfg["dropout"] 0 (the default)."""
     from cllm.core.layout import SHORT_ATTENTION_MAX_CTX
 
     L, C, T, B, V = cfg["n_layer"], cfg["n_embd"], cfg["ctx"], cfg["batch"], vocab
@@ -356,6 +362,10 @@ def part_costs(cfg: dict, vocab: int, params: int, shards: int, group: int) -> t
     att_f, att_b = (4, 10) if tiled else (4, 8)  # products of T x hs by the area: forward, backward
     mm = lambda i, o: (2 * D * i * o * L, None)  # noqa: E731
     rw = lambda k, width, layers=L: (k * D * width * F32 * layers, k * Ng * width * F32)  # noqa: E731
+    dropping = cfg.get("dropout", 0.0) > 0
+    # embedding mask; each layer's two branches: mask, residual add (fwd); gradient copy, mask (bwd)
+    drop_f = ((2 + 10 * L) * D * C * F32, 3 * Ng * C * F32) if dropping else (None, None)
+    drop_b = ((2 + 8 * L) * D * C * F32, 2 * Ng * C * F32) if dropping else (None, None)
     costs = [
         (shards * params * F32, params * F32),                      # zero the gradients
         rw(3, C, 1),                                                # embedding fwd
@@ -377,6 +387,7 @@ def part_costs(cfg: dict, vocab: int, params: int, shards: int, group: int) -> t
         mm(C, 3 * C), rw(1, 3 * C), mm(C, 3 * C),                   # qkv dW, db, dx
         rw(4, C),                                                   # ln1 bwd
         rw(5, C, 1),                                                # embedding bwd
+        drop_f, drop_b,                                             # dropout fwd, bwd
         (None, None),                                               # shard glue
     ]
     return costs, tiled
@@ -545,7 +556,8 @@ def config_table(name: str, cfg: dict, results: dict, threads: list[int], peak: 
     rows += [check, instrumented, measured]
     r1 = results[threads[0]]
     out = [f"### {config_label(cfg)} ({name}, vocabulary {r1['vocab']}, {P / 1e6:.2f}M parameters, "
-           f"{'tiled' if tiled else 'kept-probabilities'} attention)", ""]
+           f"{'tiled' if tiled else 'kept-probabilities'} attention"
+           + (f", dropout {cfg['dropout']}" if cfg.get("dropout") else "") + ")", ""]
     out.append("; ".join(f"{n} thread(s): {results[n]['shards']} shard(s) of rows {results[n]['rows']}, "
                          f"groups of {results[n]['group']} sequences, {len(results[n]['plain'])} rounds, "
                          f"load average {results[n]['load'][0]:.1f} before / {results[n]['load'][1]:.1f} after, "
@@ -568,6 +580,7 @@ def main() -> int:
                                                            "(gpt2-small: 1)")
     p.add_argument("--corpus", default=str(DEFAULT_CORPUS))
     p.add_argument("--peak-size", type=int, default=2048)
+    p.add_argument("--dropout", type=float, default=0.0, help="the steps' dropout rate (default 0)")
     p.add_argument("--shared", action="store_true", help="say in the output that other work shared the machine")
     add_report_args(p, "Training step account")
     a = p.parse_args()
@@ -604,7 +617,7 @@ def main() -> int:
                           *[f"{bw[n][level]:.0f}" for n in threads]]
                          for level, size in bandwidth_sizes(l2, l3).items()]), ""]
     for name in names:
-        cfg = ACCOUNT_CONFIGS[name]
+        cfg = dict(ACCOUNT_CONFIGS[name], dropout=a.dropout) if a.dropout else ACCOUNT_CONFIGS[name]
         results = {}
         for n in threads:
             spec = {"kind": "account", "config": cfg, "threads": n, "corpus": a.corpus,

@@ -10,6 +10,7 @@ import pytest
 from benchmarks import step_profile
 from benchmarks.bench_step_account import ACCOUNT_CONFIGS, StepProfiler, account, config_table, part_costs
 from cllm.core.config import TrainConfig
+from cllm.core.kernels import NO_DROPOUT, Dropout
 from cllm.core.passes import TRAIN
 from cllm.core.threads import parallel_threads, single_threaded_blas
 from cllm.core.trainer import Trainer
@@ -17,9 +18,11 @@ from cllm.core.workspace import Workspace
 from tests.helpers import tiny_model, use_tiled_attention
 
 
+@pytest.mark.parametrize("dropout", [NO_DROPOUT, Dropout(0.25, 7, 3, 2)], ids=["no-dropout", "dropout"])
 @pytest.mark.parametrize("attention", ["short", "tiled"])
 @pytest.mark.parametrize("shards", [1, 2])
-def test_the_instrumented_pass_computes_the_shard_pass_bit_for_bit(small_text, monkeypatch, attention, shards):
+def test_the_instrumented_pass_computes_the_shard_pass_bit_for_bit(small_text, monkeypatch, attention, shards,
+                                                                   dropout):
     if attention == "tiled":
         use_tiled_attention(monkeypatch, query_block=4, key_block=6)
     model = tiny_model(small_text, ctx=16)
@@ -29,17 +32,19 @@ def test_the_instrumented_pass_computes_the_shard_pass_bit_for_bit(small_text, m
     losses = np.zeros(5)
     clocks = np.zeros((shards, step_profile.CLOCK_SLOTS), np.int64)
     with single_threaded_blas():
-        expected = plain.run(model.params, batch, TRAIN, scale=0.01)
+        expected = plain.run(model.params, batch, TRAIN, scale=0.01, dropout=dropout)
         with parallel_threads(shards):
             step_profile.profiled_run_shards(
                 model.params, profiled.grads, profiled.acts, profiled.params_layout.table,
                 profiled.acts_layout.table, model.config.n_head, profiled.group, batch, profiled.bounds(5), 0.01,
-                True, losses, profiled.progress, clocks)
+                True, losses, profiled.progress, dropout, clocks)
     assert np.array_equal(losses, expected)
     assert np.array_equal(profiled.grads, plain.grads)
     assert np.array_equal(profiled.progress, plain.progress)
     parts = clocks[:, :len(step_profile.PARTS)].sum(axis=1)
     assert np.array_equal(parts, clocks[:, step_profile.EXIT] - clocks[:, step_profile.ENTRY])
+    drop_sites = clocks[:, [step_profile.DROPOUT_F, step_profile.DROPOUT_B]]
+    assert (drop_sites > 0).all() if dropout.p else (drop_sites == 0).all()
 
 
 def test_the_account_of_a_step_adds_up_and_prints(small_corpus, small_text):
