@@ -51,6 +51,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (
     DEFAULT_CORPUS,
+    MB,
     NO_TORCH,
     add_report_args,
     child_env,
@@ -74,7 +75,6 @@ SWEEP = "64:16,128:8,256:4,512:2,1024:2"
 IMPLS = ("cllm", "cllm-short", "cllm-tiled", "torch")
 LABELS = {"cllm": "CLLM", "cllm-short": "CLLM kept probabilities", "cllm-tiled": "CLLM tiled", "torch": "PyTorch"}
 PAIRS = ("short", "tiled")  # CLLM's attention kernel pairs
-MB = 1024 * 1024
 
 
 # -- children ---------------------------------------------------------------------------

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (
     CONFIGS,
     DEFAULT_CORPUS,
+    MB,
     add_report_args,
     check_ok,
     check_tree,
@@ -54,7 +55,6 @@ from benchmarks.common import (
 )
 
 SCRIPT = Path(__file__).resolve()
-MB = 1 << 20
 SUFFIXES = {".py", ".pyi", ".rst", ".md", ".txt"}
 
 

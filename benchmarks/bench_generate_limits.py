@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.bench_gpt2 import GPT2_SMALL, child_make, gpt2_vocabulary, peak_rss, prompt_text
 from benchmarks.common import (
     DEFAULT_CORPUS,
+    MB,
     ROOT,
     TokenClock,
     add_report_args,
@@ -59,7 +60,6 @@ from benchmarks.common import (
 )
 
 SCRIPT = Path(__file__).resolve()
-MB = 1 << 20
 
 
 def child_read_bandwidth(spec: dict) -> dict:

@@ -51,6 +51,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (
     DEFAULT_CORPUS,
+    MB,
     NO_TORCH,
     ROOT,
     TokenClock,
@@ -74,7 +75,6 @@ from benchmarks.common import (
 )
 
 SCRIPT = Path(__file__).resolve()
-MB = 1024 * 1024
 GPT2_SMALL = dict(vocab_size=50257, n_layer=12, n_head=12, n_embd=768, ctx=1024)
 PARTS = ("startup", "generate", "train")
 

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import (
     CONFIGS,
     DEFAULT_CORPUS,
+    MB,
     add_report_args,
     all_threads,
     check_ok,
@@ -55,7 +56,6 @@ from benchmarks.common import (
 
 SCRIPT = Path(__file__).resolve()
 
-MB = 1024 * 1024
 
 
 def train_cmd(corpus: str, out: Path, cfg: dict, steps: int, threads: int) -> list[str]:

@@ -341,6 +341,9 @@ def command_line() -> str:
     return "python " + shlex.join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
 
 
+MB = 1 << 20  # a mebibyte, the unit of the benchmarks' memory and size figures
+
+
 class TokenClock:
     """A transformers streamer that times tokens: `generate` hands it the prompt, then every
     new token; `times` holds the seconds from its creation to each new token."""
