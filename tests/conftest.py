@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cllm.core.corpus import Corpus
-from tests.helpers import make_corpus, make_text
+from cllm.core.model import init_params
+from tests.helpers import GRADIENT_CONFIG, make_corpus, make_text, use_tiled_attention
 from tests.tui_helpers import TEXT
 
 
@@ -51,3 +53,24 @@ def tui_home(tmp_path: Path, monkeypatch) -> dict:
     corpus = tmp_path / "tiny.txt"
     corpus.write_text(TEXT)
     return {"root": tmp_path, "models": models, "config": config, "corpus": corpus}
+
+
+@pytest.fixture(params=["short", "tiled"])
+def attention_kernels(request, monkeypatch) -> str:
+    """The short kernels (what ctx 5 picks), or the tiled ones on 2 x 3 tiles: three
+    query blocks against one or two key blocks each, partial tiles included."""
+    if request.param == "tiled":
+        use_tiled_attention(monkeypatch, query_block=2, key_block=3)
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def gradient_problem() -> tuple[np.ndarray, np.ndarray]:
+    """float64 parameters of GRADIENT_CONFIG and a batch of 3 rows, for the gradient checks."""
+    rng = np.random.default_rng(0)
+    params = init_params(GRADIENT_CONFIG, seed=3, dtype=np.float64)
+    # Move away from the symmetric start (LayerNorm weights 1, biases 0, tiny weights) so
+    # that every term of every gradient is exercised.
+    params += rng.normal(0.0, 0.3, params.shape)
+    batch = rng.integers(0, GRADIENT_CONFIG.vocab_size, (3, GRADIENT_CONFIG.ctx + 1))
+    return params, batch

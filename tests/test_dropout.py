@@ -26,68 +26,27 @@ from cllm.core.layout import Layout
 from cllm.core.model import init_params
 from cllm.core.passes import FORWARD, LOSS, TRAIN
 from cllm.core.precompile import compile_kernels
-from cllm.core.threads import single_threaded_blas
 from cllm.core.trainer import Trainer
 from cllm.core.workspace import Workspace, loss_and_grad
-from tests.helpers import use_tiled_attention
+from tests.helpers import GRADIENT_CONFIG, assert_gradients_match_finite_differences, use_tiled_attention
 from tests.test_attention import NH, C, attention_inputs, worst_relative_errors
 
-CONFIG = ModelConfig(vocab_size=7, n_layer=2, n_head=2, n_embd=8, ctx=5)
+CONFIG = GRADIENT_CONFIG
 DROPOUT = Dropout(0.3, 11, 4, 0)
 
 
-@pytest.fixture(params=["short", "tiled"])
-def attention(request, monkeypatch):
-    """The short kernels (what ctx 5 picks), or the tiled ones on 2 x 3 tiles."""
-    if request.param == "tiled":
-        use_tiled_attention(monkeypatch, query_block=2, key_block=3)
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def problem():
-    rng = np.random.default_rng(0)
-    params = init_params(CONFIG, seed=3, dtype=np.float64)
-    params += rng.normal(0.0, 0.3, params.shape)
-    batch = rng.integers(0, CONFIG.vocab_size, (3, CONFIG.ctx + 1))
-    return params, batch
-
-
-def test_every_gradient_matches_finite_differences_with_fixed_masks(problem, attention):
+def test_every_gradient_matches_finite_differences_with_fixed_masks(gradient_problem, attention_kernels):
     """The loss with the masks of DROPOUT held fixed is a smooth function of the
     parameters; its gradient is what the backward pass gives, to 1e-6 relative."""
-    params, batch = problem
-    params = params.copy()
+    params, batch = gradient_problem
     loss, grad = loss_and_grad(params, CONFIG, batch, n_shards=2, dropout=DROPOUT)
     plain = loss_and_grad(params, CONFIG, batch, n_shards=2)[1]
     assert np.abs(grad - plain).max() > 0.1 * np.abs(plain).max()  # the masks do something
-    eps = 1e-5
-    noise = 4 * np.spacing(loss) / (2 * eps)
-    numeric = np.zeros_like(params)
-    ws = Workspace.create(CONFIG, 2, 2, np.float64)
-    with single_threaded_blas():
-        assert ws.run(params, batch, LOSS, dropout=DROPOUT).mean() == loss
-        for i in range(params.size):
-            old = params[i]
-            params[i] = old + eps
-            plus = ws.run(params, batch, LOSS, dropout=DROPOUT).mean()
-            params[i] = old - eps
-            minus = ws.run(params, batch, LOSS, dropout=DROPOUT).mean()
-            params[i] = old
-            numeric[i] = (plus - minus) / (2 * eps)
-    layout = Layout.params(CONFIG)
-    worst = {}
-    for name, view in layout.named_views(grad).items():
-        num = layout.named_views(numeric)[name]
-        assert np.abs(num).max() > 0, f"{name} has an all-zero numeric gradient: the check would be empty"
-        ratio = np.abs(view - num) / (1e-6 * (np.abs(view) + np.abs(num)) + noise)
-        worst[name] = float(ratio.max())
-    bad = {k: v for k, v in worst.items() if v > 1}
-    assert not bad, f"gradient error above 1e-6 relative + {noise:.1e} (error / allowed): {bad}"
+    assert_gradients_match_finite_differences(params, batch, CONFIG, grad, loss, dropout=DROPOUT)
 
 
-def test_float32_kernels_agree_with_float64_under_dropout(problem, attention):
-    params, batch = problem
+def test_float32_kernels_agree_with_float64_under_dropout(gradient_problem, attention_kernels):
+    params, batch = gradient_problem
     loss64, grad64 = loss_and_grad(params, CONFIG, batch, dropout=DROPOUT)
     loss32, grad32 = loss_and_grad(params.astype(np.float32), CONFIG, batch, dropout=DROPOUT)
     assert abs(loss32 - loss64) < 1e-5 * abs(loss64)
@@ -186,8 +145,8 @@ def test_kept_and_tiled_attention_agree_under_dropout_in_float32(T):
     assert np.abs(short[0] - attention_pair(qkv, dout, T, 0.0, 42, tiled=False)[0]).max() > 0.1
 
 
-def test_a_pass_drops_nothing_at_rate_0_and_logits_never_drop(problem):
-    params, batch = problem
+def test_a_pass_drops_nothing_at_rate_0_and_logits_never_drop(gradient_problem):
+    params, batch = gradient_problem
     ws = Workspace.create(CONFIG, 1, 3, np.float64)
     plain = ws.run(params, batch, LOSS).copy()
     np.testing.assert_array_equal(ws.run(params, batch, LOSS, dropout=Dropout(0.0, 5, 6, 7)), plain)
@@ -293,7 +252,7 @@ def test_evaluation_does_not_drop(small_corpus):
 
 
 @pytest.mark.parametrize("p", [0.0, 0.25])
-def test_pytorch_given_the_same_masks_gives_the_same_loss_and_gradients(attention, p):
+def test_pytorch_given_the_same_masks_gives_the_same_loss_and_gradients(attention_kernels, p):
     """benchmarks/torch_gpt.py's GPT (nanoGPT's), in float64, with CLLM's masks from the
     hook core.dropout.dropout_masks: the loss and every gradient as CLLM's float64 kernels
     give them, through either attention pair, to CLLM's tanh approximation in GELU (2.5e-7,

@@ -12,68 +12,20 @@ from cllm.core.config import ModelConfig
 from cllm.core.kernels import exp_shifted, fast_tanh, fast_tanh_and_grad, row_max
 from cllm.core.layout import Layout
 from cllm.core.model import init_params
-from cllm.core.passes import LOSS
-from cllm.core.threads import single_threaded_blas
-from cllm.core.workspace import Workspace, loss_and_grad
-from tests.helpers import use_tiled_attention
+from cllm.core.workspace import loss_and_grad
+from tests.helpers import GRADIENT_CONFIG, assert_gradients_match_finite_differences
 
-CONFIG = ModelConfig(vocab_size=7, n_layer=2, n_head=2, n_embd=8, ctx=5)
+CONFIG = GRADIENT_CONFIG
 
 
-@pytest.fixture(params=["short", "tiled"])
-def attention(request, monkeypatch):
-    """The short kernels (what ctx 5 picks), or the tiled ones on 2 x 3 tiles: three
-    query blocks against one or two key blocks each, partial tiles included."""
-    if request.param == "tiled":
-        use_tiled_attention(monkeypatch, query_block=2, key_block=3)
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def problem():
-    rng = np.random.default_rng(0)
-    params = init_params(CONFIG, seed=3, dtype=np.float64)
-    # Move away from the symmetric start (LayerNorm weights 1, biases 0, tiny weights) so
-    # that every term of every gradient is exercised.
-    params += rng.normal(0.0, 0.3, params.shape)
-    batch = rng.integers(0, CONFIG.vocab_size, (3, CONFIG.ctx + 1))
-    return params, batch
-
-
-def test_every_gradient_matches_finite_differences(problem, attention):
-    params, batch = problem
-    params = params.copy()
+def test_every_gradient_matches_finite_differences(gradient_problem, attention_kernels):
+    params, batch = gradient_problem
     loss, grad = loss_and_grad(params, CONFIG, batch, n_shards=2)
-    eps = 1e-5
-    # A difference quotient cannot resolve less than a few float64 ulps of the loss over
-    # 2 eps (about 1e-10 here): the floor for the smallest gradient entries.
-    noise = 4 * np.spacing(loss) / (2 * eps)
-    numeric = np.zeros_like(params)
-    ws = Workspace.create(CONFIG, 2, 2, np.float64)  # the same two shards, forward and loss only
-    with single_threaded_blas():
-        assert ws.run(params, batch, LOSS).mean() == loss
-        for i in range(params.size):
-            old = params[i]
-            params[i] = old + eps
-            plus = ws.run(params, batch, LOSS).mean()
-            params[i] = old - eps
-            minus = ws.run(params, batch, LOSS).mean()
-            params[i] = old
-            numeric[i] = (plus - minus) / (2 * eps)
-    layout = Layout.params(CONFIG)
-    worst = {}
-    for name, view in layout.named_views(grad).items():
-        num = layout.named_views(numeric)[name]
-        assert np.abs(num).max() > 0, f"{name} has an all-zero numeric gradient: the check would be empty"
-        # error over what is allowed: 1e-6 relative, plus the quotient's noise floor
-        ratio = np.abs(view - num) / (1e-6 * (np.abs(view) + np.abs(num)) + noise)
-        worst[name] = float(ratio.max())
-    bad = {k: v for k, v in worst.items() if v > 1}
-    assert not bad, f"gradient error above 1e-6 relative + {noise:.1e} (error / allowed): {bad}"
+    assert_gradients_match_finite_differences(params, batch, CONFIG, grad, loss)
 
 
-def test_float32_kernels_agree_with_float64(problem, attention):
-    params, batch = problem
+def test_float32_kernels_agree_with_float64(gradient_problem, attention_kernels):
+    params, batch = gradient_problem
     loss64, grad64 = loss_and_grad(params, CONFIG, batch)
     loss32, grad32 = loss_and_grad(params.astype(np.float32), CONFIG, batch)
     assert grad32.dtype == np.float32
