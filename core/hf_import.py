@@ -419,9 +419,9 @@ def _trim_vocabulary(config: ModelConfig, flat: np.ndarray, vocab_size: int) -> 
     trimmed = replace(config, vocab_size=vocab_size)
     layout, old = Layout.params(trimmed), Layout.params(config)
     out = np.empty(layout.size, np.float32)
+    sources = old.named_views(flat)
     for name, view in layout.named_views(out).items():
-        source = old.named_views(flat)[name]
-        view[...] = source[:vocab_size] if name == "wte.weight" else source
+        view[...] = sources[name][:vocab_size] if name == "wte.weight" else sources[name]
     return trimmed, out
 
 

@@ -162,7 +162,11 @@ def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> It
     first = decoder.prefill(np.array(ids[-ctx:]))
     logits = np.broadcast_to(first, (N, len(first)))
     streams = [TextStream(tok, config.stop) for _ in range(N)]
-    histories = np.array([ids[-ctx:]] * N, dtype=np.int32)
+    # every sample's tokens since the last shift: twice the context, so that the last
+    # ctx tokens move to the front once per ctx steps rather than being copied every step
+    histories = np.empty((N, 2 * ctx), np.int32)
+    length = len(ids[-ctx:])
+    histories[:, :length] = ids[-ctx:]
     active = [True] * N
     for step in range(config.max_tokens):
         if should_stop is not None and should_stop():
@@ -179,9 +183,13 @@ def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> It
         yield pieces
         if not any(active):
             return
-        histories = np.concatenate([histories, tokens[:, None]], axis=1)[:, -ctx:]
+        if length == 2 * ctx:
+            histories[:, :ctx] = histories[:, ctx:]
+            length = ctx
+        histories[:, length] = tokens
+        length += 1
         if decoder.full:
-            logits = decoder.prefill_each(histories[:, -(ctx // 2):])
+            logits = decoder.prefill_each(histories[:, length - ctx // 2:length])
         else:
             logits = decoder.step_all(tokens)
 
