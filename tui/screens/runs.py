@@ -11,6 +11,7 @@ continues it in the app.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,9 +49,9 @@ class RunCurves:
     val_values: list[float]
 
 
-def read_journal(shown: list[str]) -> RunsRead:
-    """The journal's runs and the curves of the runs `shown` (ids); a missing journal is
-    an empty one."""
+def read_journal(shown: list[str], choose: Callable[[list[RunRow]], list[str]] | None = None) -> RunsRead:
+    """The journal's runs and the curves of the runs `shown` (ids), or of those `choose`
+    picks from the runs just read; a missing journal is an empty one."""
     if not journal_path().exists():
         return RunsRead([], {}, None)
     try:
@@ -59,6 +60,8 @@ def read_journal(shown: list[str]) -> RunsRead:
         return RunsRead([], {}, f"the run journal cannot be read: {exc}")
     try:
         rows = journal.runs(200)
+        if choose is not None:
+            shown = choose(rows)
         curves = {}
         for run_id in shown:
             steps, evals = journal.curve(run_id)
@@ -73,11 +76,12 @@ def read_journal(shown: list[str]) -> RunsRead:
 
 def read_followed() -> Followed:
     """The newest live run of another process, for the Train screen to follow."""
-    found = read_journal([])
-    row = next((r for r in found.rows if r.live and r.pid != os.getpid()), None)
-    if row is None:
-        return Followed(None, None)
-    return Followed(row, read_journal([row.id]).curves.get(row.id))
+    def newest_other(rows: list[RunRow]) -> list[str]:
+        return [r.id for r in rows if r.live and r.pid != os.getpid()][:1]
+
+    found = read_journal([], newest_other)  # one read of the journal per poll: rows and curve together
+    row = next((r for r in found.rows if r.id in found.curves), None)
+    return Followed(row, None if row is None else found.curves[row.id])
 
 
 def settings_line(row: RunRow) -> str:

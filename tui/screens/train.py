@@ -315,7 +315,7 @@ class TrainScreen(ReportWorkerErrors, Screen):
                 self.query_one("#run-status", Static).update(f"{was.name} ended (the Runs screen, ctrl+r, has it).")
             return
         if message.curves is not None:
-            chart.attach(message.curves)
+            chart.show(message.curves, row.id)
         self.query_one("#overall", ProgressBar).update(total=row.steps or None, progress=row.step)
         paused = "PAUSED · " if row.state == "paused" else ""
         self.query_one("#run-status", Static).update(

@@ -34,6 +34,7 @@ class LossChart(PlotWidget, can_focus=False):
         self.run = None
         self._drawn = (-1, -1)
         self._timer: Timer | None = None
+        self._shown: tuple | None = None  # what show() drew: (key, counts)
 
     def on_mount(self) -> None:
         self.margin_top = 0
@@ -44,9 +45,24 @@ class LossChart(PlotWidget, can_focus=False):
     def attach(self, run) -> None:
         self.run = run
         self._drawn = (-1, -1)
+        self._shown = None
         if self._timer is None:
             self._timer = self.set_interval(REDRAW_S, self.redraw)
         self.redraw()
+
+    def show(self, curves, key: str) -> None:
+        """Curves read afresh on each poll (a run another process trains, from the journal):
+        no redraw timer, since they do not grow in place; redrawn only when `key` (the run)
+        or the number of points changed."""
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        shown = (key, len(curves.loss_steps), len(curves.val_steps))
+        self.run = curves
+        if shown != self._shown:
+            self._shown = shown
+            self._drawn = (-1, -1)
+            self.redraw()
 
     def detach(self) -> None:
         """Stop polling (after a final redraw); the last curves stay on screen."""
