@@ -163,12 +163,14 @@ def _open_shards(folder: Path, entries: list[dict]) -> list[Shard]:
     return shards
 
 
-def open_dataset(path: Path) -> Dataset:
-    """A prepared dataset or a folder of llm.c's shards. CorpusError names what is wrong."""
+def open_dataset(path: Path, manifest: dict | None = None) -> Dataset:
+    """A prepared dataset or a folder of llm.c's shards. CorpusError names what is wrong.
+    `manifest`: the one `read_manifest` already gave for this folder (not read again)."""
     path = Path(path).expanduser()
-    if not (path / MANIFEST).exists():
-        return _open_llmc_folder(path)
-    manifest = read_manifest(path)
+    if manifest is None:
+        if not (path / MANIFEST).exists():
+            return _open_llmc_folder(path)
+        manifest = read_manifest(path)
     try:
         tokenizer = tokenizer_from_json(manifest["tokenizer"])
     except Exception as exc:  # a TokenizerError, or a KeyError for a missing one
