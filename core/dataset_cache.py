@@ -23,7 +23,7 @@ from pathlib import Path
 
 import platformdirs
 
-from cllm.core.dataset import MANIFEST, VERSION, Dataset, open_dataset, read_manifest, what_changed
+from cllm.core.dataset import DOCUMENT_SPLITS, MANIFEST, VERSION, Dataset, open_dataset, read_manifest, what_changed
 from cllm.core.errors import CorpusError
 from cllm.core.prepare import Progress, TokenizerPlan, prepare
 from cllm.core.run_state import CorpusRef
@@ -45,7 +45,7 @@ def data_change(saved: CorpusRef | None, dataset: Dataset) -> str | None:
     which is its one document's."""
     if saved is None or not saved.sha256 or saved.sha256 == dataset.sha256:
         return None
-    docs = [f for f in dataset.files if f.get("split") in ("train", "val", "tail")]
+    docs = [f for f in dataset.files if f.get("split") in DOCUMENT_SPLITS]
     if len(docs) == 1 and docs[0]["sha256"] == saved.sha256:
         return None
     old = kept_manifest(saved.sha256)
