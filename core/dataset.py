@@ -23,6 +23,7 @@ from cllm.core.tokenizer import Tokenizer, tokenizer_from_json
 FORMAT = "cllm-dataset"
 VERSION = 1
 MANIFEST = "manifest.json"
+DOCUMENT_SPLITS = ("train", "val", "tail")  # a manifest file entry's split when it is a document trained on
 # Windows read between two `release` calls of the shards. A page fault may map a whole
 # large folio of the page cache (2 MB on this ext4), so resident memory between two
 # releases is up to this many folios: 64 bounds it at about 128 MB whatever the corpus,
@@ -103,7 +104,7 @@ class Dataset:
         if self.manifest is None:
             n = len(self.train.shards) + len(self.val.shards)
             return f"{self.name}: {n} llm.c token shard{'s' if n != 1 else ''}, {tokens}"
-        docs = [f for f in self.files if f["split"] in ("train", "val", "tail")]
+        docs = [f for f in self.files if f["split"] in DOCUMENT_SPLITS]
         skipped = sum(self.manifest.get("skipped", {}).values())
         how = {"documents": "whole documents held out", "tail": "the last 10% of each document held out"}
         return (f"{self.name}: {len(docs):,} file{'s' if len(docs) != 1 else ''}"
@@ -163,12 +164,14 @@ def _open_shards(folder: Path, entries: list[dict]) -> list[Shard]:
     return shards
 
 
-def open_dataset(path: Path) -> Dataset:
-    """A prepared dataset or a folder of llm.c's shards. CorpusError names what is wrong."""
+def open_dataset(path: Path, manifest: dict | None = None) -> Dataset:
+    """A prepared dataset or a folder of llm.c's shards. CorpusError names what is wrong.
+    `manifest`: the one `read_manifest` already gave for this folder (not read again)."""
     path = Path(path).expanduser()
-    if not (path / MANIFEST).exists():
-        return _open_llmc_folder(path)
-    manifest = read_manifest(path)
+    if manifest is None:
+        if not (path / MANIFEST).exists():
+            return _open_llmc_folder(path)
+        manifest = read_manifest(path)
     try:
         tokenizer = tokenizer_from_json(manifest["tokenizer"])
     except Exception as exc:  # a TokenizerError, or a KeyError for a missing one
@@ -208,7 +211,7 @@ def dataset_digest(files: list[dict], tokenizer: dict, split_method: str) -> str
     """What identifies a dataset's tokens: each document's name, content digest and
     split, the tokenizer and the format. Where the folders are, or when the files were
     touched, does not enter."""
-    docs = [[f["name"], f["sha256"], f["split"]] for f in files if f["split"] in ("train", "val", "tail")]
+    docs = [[f["name"], f["sha256"], f["split"]] for f in files if f["split"] in DOCUMENT_SPLITS]
     text = json.dumps({"format": FORMAT, "version": VERSION, "documents": docs, "tokenizer": tokenizer,
                        "split": split_method}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -236,8 +239,8 @@ def what_changed(old: dict | None, new: Dataset) -> str:
     parts = []
     if old.get("tokenizer") != new.manifest.get("tokenizer"):
         parts.append("the tokenizer differs")
-    before = {f["name"]: f for f in old.get("files", []) if f.get("split") in ("train", "val", "tail")}
-    now = {f["name"]: f for f in new.files if f.get("split") in ("train", "val", "tail")}
+    before = {f["name"]: f for f in old.get("files", []) if f.get("split") in DOCUMENT_SPLITS}
+    now = {f["name"]: f for f in new.files if f.get("split") in DOCUMENT_SPLITS}
     for label, names in (("added", sorted(now.keys() - before.keys())), ("removed", sorted(before.keys() - now.keys())),
                          ("changed", sorted(n for n in now.keys() & before.keys()
                                             if now[n]["sha256"] != before[n]["sha256"]))):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import platformdirs
 
-from cllm.core.dataset import MANIFEST, VERSION, Dataset, open_dataset, read_manifest, what_changed
+from cllm.core.dataset import DOCUMENT_SPLITS, MANIFEST, VERSION, Dataset, open_dataset, read_manifest, what_changed
 from cllm.core.errors import CorpusError
 from cllm.core.prepare import Progress, TokenizerPlan, prepare
 from cllm.core.run_state import CorpusRef
@@ -45,7 +45,7 @@ def data_change(saved: CorpusRef | None, dataset: Dataset) -> str | None:
     which is its one document's."""
     if saved is None or not saved.sha256 or saved.sha256 == dataset.sha256:
         return None
-    docs = [f for f in dataset.files if f.get("split") in ("train", "val", "tail")]
+    docs = [f for f in dataset.files if f.get("split") in DOCUMENT_SPLITS]
     if len(docs) == 1 and docs[0]["sha256"] == saved.sha256:
         return None
     old = kept_manifest(saved.sha256)
@@ -121,10 +121,14 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
     scan = scan_sources(paths, include, exclude)
     with _locked(cache / f"{key}.lock"):
         if (folder / MANIFEST).exists():
-            why = _stale(folder, scan, tokenizer)
+            try:
+                manifest = read_manifest(folder)
+                why = _stale(manifest, scan, tokenizer)
+            except CorpusError as exc:
+                why = f"the cached dataset is damaged ({exc})"
             if why is None:
                 try:
-                    dataset = open_dataset(folder)
+                    dataset = open_dataset(folder, manifest)  # the manifest read once, not again
                     note(f"using the prepared dataset {folder}")
                     return dataset
                 except CorpusError as exc:
@@ -150,13 +154,9 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
     return dataset
 
 
-def _stale(folder: Path, scan: SourceScan, tokenizer: Tokenizer | TokenizerPlan) -> str | None:
-    """Why the cached dataset in `folder` cannot be used for this corpus and tokenizer
-    (None: it can)."""
-    try:
-        manifest = read_manifest(folder)
-    except CorpusError as exc:
-        return f"the cached dataset is damaged ({exc})"
+def _stale(manifest: dict, scan: SourceScan, tokenizer: Tokenizer | TokenizerPlan) -> str | None:
+    """Why the cached dataset whose manifest this is cannot be used for this corpus and
+    tokenizer (None: it can)."""
     if not isinstance(tokenizer, TokenizerPlan) and manifest["tokenizer"] != tokenizer.to_json():
         return "the cached dataset was made with another tokenizer"
     return changed_sources(manifest, scan)

@@ -78,9 +78,9 @@ def eval_chunks(val: np.ndarray | TokenView, ctx: int, limit: int = 0,
                 indices: np.ndarray | None = None) -> np.ndarray:
     """The chunks `eval_indices` picks (or those of `indices`), one per row."""
     picked = eval_indices(len(val), ctx, limit) if indices is None else indices
-    if len(picked) == len(val) // (ctx + 1):
-        n = len(picked)
-        return np.ascontiguousarray(np.asarray(val[: n * (ctx + 1)]).reshape(n, ctx + 1), dtype=np.int32)
+    if len(picked) and bool(np.all(np.diff(picked) == 1)):  # a run of chunks (all, or a block): one read
+        n, a = len(picked), int(picked[0]) * (ctx + 1)
+        return np.ascontiguousarray(np.asarray(val[a:a + n * (ctx + 1)]).reshape(n, ctx + 1), dtype=np.int32)
     rows = [val[int(i) * (ctx + 1):(int(i) + 1) * (ctx + 1)] for i in picked]
     return np.stack(rows).astype(np.int32) if rows else np.zeros((0, ctx + 1), np.int32)
 

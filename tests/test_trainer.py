@@ -16,7 +16,7 @@ from cllm.core.corpus import Corpus
 from cllm.core.errors import ConfigError, CorpusError
 from cllm.core.events import CheckpointEvent, DoneEvent, EvalEvent, SaveFailedEvent, StepEvent
 from cllm.core.model_file import load_model
-from cllm.core.trainer import Trainer
+from cllm.core.trainer import Trainer, eval_chunks
 
 SHAPE = dict(n_layer=2, n_head=2, n_embd=16, ctx=16)
 CONFIG = TrainConfig(steps=12, batch=6, lr=3e-3, eval_interval=4, eval_chunks=8, threads=2, seed=7)
@@ -289,3 +289,13 @@ def test_a_stop_during_an_evaluation_records_no_loss(small_corpus, tmp_path):
     trainer = Trainer.new(small_corpus, SHAPE, replace(CONFIG, steps=4, eval_interval=2, eval_chunks=0))
     trainer.run(lambda e: trainer.stop() if isinstance(e, StepEvent) and e.step == 2 else None)
     assert trainer.state.val_history == []
+
+
+def test_eval_chunks_reads_a_run_of_chunks_as_the_rows_it_names():
+    val = np.arange(1000, dtype=np.uint16)
+    ctx = 9
+    for picked in (np.arange(3, 40), np.arange(0, 100), np.array([2, 5, 6, 40]), np.array([7])):
+        rows = np.stack([val[i * (ctx + 1):(i + 1) * (ctx + 1)] for i in picked]).astype(np.int32)
+        got = eval_chunks(val, ctx, indices=picked)
+        assert got.dtype == np.int32 and np.array_equal(got, rows)
+    assert eval_chunks(val, ctx, indices=np.zeros(0, np.int64)).shape == (0, ctx + 1)
