@@ -105,11 +105,20 @@ def quality_text(spec: dict) -> str:
     return Path(spec["corpus"]).read_text(encoding="utf-8")[: spec["chars"]]
 
 
+def progress(spec: dict, step: int, val: float, loss: float, seconds: float) -> None:
+    """One evaluation, appended to --quality-log as it comes (a long run's curve so far)."""
+    if spec.get("log"):
+        with open(spec["log"], "a", encoding="utf-8") as f:
+            f.write(f"{spec['name']} p={spec['dropout']:g} step {step} val {val:.4f} train {loss:.4f} "
+                    f"{seconds:.0f} s\n")
+
+
 def child_quality_cllm(spec: dict) -> dict:
     import hashlib
 
     from cllm.core.config import TrainConfig
     from cllm.core.corpus import Corpus
+    from cllm.core.events import EvalEvent
     from cllm.core.precompile import compile_kernels
     from cllm.core.trainer import Trainer
 
@@ -121,7 +130,12 @@ def child_quality_cllm(spec: dict) -> dict:
                          dropout=spec["dropout"], checkpoint_minutes=0)
     trainer = Trainer.new(corpus, QUALITY_SHAPE, config)
     t0 = time.perf_counter()
-    trainer.run()
+
+    def on_event(event) -> None:
+        if isinstance(event, EvalEvent):
+            progress(spec, event.step, event.val_loss, trainer.state.loss_history[-1][1], time.perf_counter() - t0)
+
+    trainer.run(on_event)
     return {"val": trainer.state.val_history, "loss": trainer.state.loss_history[-1][1],
             "seconds": time.perf_counter() - t0}
 
@@ -163,6 +177,7 @@ def child_quality_torch(spec: dict) -> dict:
                              lr_at(step, steps, 1e-3, 1e-4, 100), 1.0)
         if (step + 1) % spec["eval"] == 0 or step + 1 == steps:
             history.append([step + 1, evaluate(model, val)])
+            progress(spec, step + 1, history[-1][1], loss, time.perf_counter() - t0)
     return {"val": history, "loss": loss, "seconds": time.perf_counter() - t0}
 
 
@@ -210,12 +225,15 @@ def part_quality(a, env) -> list[str]:
         print(f"quality: {name}, dropout {p:g} ...", flush=True)
         threads = a.torch_threads if name == "PyTorch" else a.threads
         spec = {"kind": kind, "corpus": a.corpus, "chars": a.quality_chars, "steps": a.quality_steps,
-                "eval": a.quality_eval, "batch": 12, "threads": threads, "seed": a.seed, "dropout": p}
+                "eval": a.quality_eval, "batch": 12, "threads": threads, "seed": a.seed, "dropout": p,
+                "name": name, "log": a.quality_log}
         result = run_child(SCRIPT, spec, env, timeout=7200)
         print(f"{name} p={p:g}: {json.dumps(result['val'])}", flush=True)
         return result
 
-    jobs = [(name, kind, p) for name, kind in kinds for p in RATES]
+    # CLLM's two first, then PyTorch with dropout before PyTorch without (whose arithmetic is
+    # CLLM's own): the runs that matter most come first when the time is short
+    jobs = [(name, kind, p) for name, kind in kinds for p in (RATES if name == "CLLM" else RATES[::-1])]
     with ThreadPoolExecutor(a.quality_jobs) as pool:  # the losses do not depend on the machine's load
         results = list(pool.map(lambda job: run(*job), jobs))
     return quality_report(a, {(name, p): result for (name, _, p), result in zip(jobs, results, strict=True)})
@@ -223,6 +241,7 @@ def part_quality(a, env) -> list[str]:
 
 def quality_report(a, runs: dict) -> list[str]:
     """The quality part's table from its runs: (implementation, rate) -> a child's result."""
+    runs = dict(sorted(runs.items()))
     steps = [s for s, _ in runs[("CLLM", 0.0)]["val"]]
     headers = ["step"] + [f"{name} p={p:g}" for name, p in runs]
     rows = [[str(s)] + [fmt(dict(map(tuple, r["val"])).get(s), 4) for r in runs.values()] for s in steps]
@@ -256,6 +275,7 @@ def main() -> int:
     p.add_argument("--quality-eval", type=int, default=250)
     p.add_argument("--torch-threads", type=int, default=1, help="PyTorch's threads in the quality part")
     p.add_argument("--quality-jobs", type=int, default=1, help="quality runs at once")
+    p.add_argument("--quality-log", default="", help="a file each quality run appends its evaluations to")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--corpus", default=str(DEFAULT_CORPUS))
     p.add_argument("--no-torch", action="store_true")

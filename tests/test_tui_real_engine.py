@@ -151,7 +151,7 @@ def real_model(real):
 
     path = real["models"] / "tiny.cllm"
     trainer = Trainer.new(load_corpus(real["corpus"]), {"n_layer": 1, "n_head": 2, "n_embd": 16, "ctx": 16},
-                          TrainConfig(steps=20, batch=4, eval_interval=10, threads=2), out_path=path)
+                          TrainConfig(steps=20, batch=4, eval_interval=10, threads=2, dropout=0.1), out_path=path)
     trainer.run()
     return path
 
@@ -223,6 +223,7 @@ async def test_real_fine_tune_records_its_parent(real, real_model):
         run = read_info(real["models"] / "tuned.cllm").run
         assert run.parent is not None
         assert run.step == 6 and run.parent.name == "tiny.cllm" and run.parent.step == 20
+        assert run.dropout == 0.1  # the parent's, the form's Dropout field untouched
 
 
 async def test_real_generation_ends_before_the_stop_text(real, real_model):

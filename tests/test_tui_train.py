@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from textual.widgets import Button, Input, ProgressBar, Select, Static
 
 from cllm.tui.screens.choice_dialog import ChoiceDialog
@@ -317,3 +318,26 @@ async def test_a_recipe_fills_the_form_and_typed_fields_override_it(tui_home):
         config = screen.form.plan().train_config
         assert (config.batch, config.dropout, config.final_lr, config.warmup_steps, config.steps) == (8, 0.2, 1e-4,
                                                                                                      100, 5000)
+
+
+@pytest.mark.parametrize("action", ["continue", "fine-tune"])
+@pytest.mark.parametrize("typed", [None, "0", "0.1"])
+async def test_continue_and_fine_tune_keep_the_models_dropout_unless_the_field_is_changed(tui_home, action, typed):
+    """`cllm train --resume/--init`'s rule: the model's own rate unless one is given."""
+    base = make_model_file(tui_home["models"] / "base.cllm", steps=40, dropout=0.2)
+    engine = FakeEngine(step_time=0.002)
+    app = make_app(tui_home, engine=engine, model_path=base)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
+        fields = {"steps": 10, "eval": 5} | ({} if typed is None else {"dropout": typed})
+        await open_replace_dialog(pilot, tui_home, **fields)
+        if action == "continue":
+            await press(pilot, "c")
+        else:
+            await press(pilot, "f")
+            await wait_screen(pilot, NameDialog, selector="Input")
+            await press(pilot, "ctrl+u", *"tuned", "enter")
+        await wait_for(pilot, lambda: engine.trainers and not app.run_active, what="the run")
+        kept = "dropout 0.2: base.cllm's own (type a rate in the form's Dropout field to change it)"
+        assert engine.trainers[0].config.dropout == (0.2 if typed is None else float(typed))
+        assert (kept in app.training.log) == (typed is None)

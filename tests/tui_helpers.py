@@ -173,8 +173,8 @@ class FakeEngine(Engine):
 
 
 def make_model_file(path: Path, *, steps: int = 40, text: str = TEXT, best: float = 1.5,
-                    n_embd: int = 16, corpus_name: str = "tiny.txt") -> Path:
-    """A real, small .cllm file."""
+                    n_embd: int = 16, corpus_name: str = "tiny.txt", dropout: float | None = None) -> Path:
+    """A real, small .cllm file (trained with `dropout`, where given)."""
     import hashlib
 
     tok = train_tokenizer("char", text)
@@ -183,7 +183,8 @@ def make_model_file(path: Path, *, steps: int = 40, text: str = TEXT, best: floa
     save_model(path, model, training={"step": steps, "best_val_loss": best, "tokens_seen": steps * 64,
                                       "corpus": {"name": corpus_name, "sha256": sha},
                                       "loss_history": [[i, 4.0 - i / 100] for i in range(1, steps + 1)],
-                                      "val_history": [[steps, best]]},
+                                      "val_history": [[steps, best]],
+                                      **({} if dropout is None else {"train_config": {"dropout": dropout}})},
                created="2026-01-02T03:04:05Z")
     return path
 

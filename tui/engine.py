@@ -208,6 +208,13 @@ class Engine:
 
         return Trainer.resume(model_path, corpus, train_config, out_path=out_path)
 
+    def with_saved_dropout(self, train_config: TrainConfig, model_path: Path) -> TrainConfig:
+        """`train_config` with the dropout rate of the model at `model_path`."""
+        with IMPORTS:
+            from cllm.core.trainer import with_saved_dropout
+
+        return with_saved_dropout(train_config, model_path)
+
     def fine_tune_trainer(self, parent_path: Path, corpus: Corpus | Dataset, train_config: TrainConfig, *,
                           out_path: Path) -> TrainerLike:
         with IMPORTS:

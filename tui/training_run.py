@@ -51,6 +51,10 @@ class RunPlan:
     start_from: Path | None = None  # the model file a continued run or a fine-tune starts from
     quick_start: bool = False
     journal_id: str | None = None  # a run the journal has, which this one continues (Take over)
+    # False where the form's Dropout field was left as the form filled it: a continued run or
+    # a fine-tune then keeps the model's own rate (`with_saved_dropout`, as `cllm train` does
+    # without --dropout)
+    dropout_given: bool = True
 
 
 def quick_start_plan(models_dir: Path) -> RunPlan:

@@ -67,12 +67,17 @@ def build_trainer(engine: Engine, run: TrainingRun, post: Callable[[Message], ob
                                   model_path=plan.start_from if plan.action in ("continue", "fine-tune") else None,
                                   on_progress=corpus_poster(post), on_note=run.log.append, cancel=run.cancel)
     assert plan.out_path is not None
+    config = plan.train_config
+    if plan.start_from is not None and plan.action in ("continue", "fine-tune") and not plan.dropout_given:
+        config = engine.with_saved_dropout(config, plan.start_from)
+        run.log.append(f"dropout {config.dropout:g}: {plan.start_from.name}'s own (type a rate in the form's "
+                       "Dropout field to change it)")
     if plan.action == "continue":
         assert plan.start_from is not None
-        trainer = engine.resume_trainer(plan.start_from, corpus, plan.train_config, out_path=plan.out_path)
+        trainer = engine.resume_trainer(plan.start_from, corpus, config, out_path=plan.out_path)
     elif plan.action == "fine-tune":
         assert plan.start_from is not None
-        trainer = engine.fine_tune_trainer(plan.start_from, corpus, plan.train_config, out_path=plan.out_path)
+        trainer = engine.fine_tune_trainer(plan.start_from, corpus, config, out_path=plan.out_path)
     else:
         trainer = engine.new_trainer(corpus, plan.model_config, plan.train_config, tokenizer=plan.tokenizer,
                                      vocab_size=plan.vocab_size, out_path=plan.out_path)

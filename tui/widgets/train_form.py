@@ -58,6 +58,11 @@ class TrainForm(VerticalScroll, can_focus=False):
     def __init__(self, builtin_corpora: list[str], *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.builtin = builtin_corpora
+        # The Dropout field as the form last filled it, and whether the rate counts as given
+        # (typed, or set by a recipe that has one): untouched, a continued run or a fine-tune
+        # keeps the model's own rate, as `cllm train --resume/--init` does without --dropout.
+        self._dropout_filled = _fmt(QUICK_START["dropout"])
+        self.dropout_given = False
 
     # -- layout ------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -110,6 +115,8 @@ class TrainForm(VerticalScroll, can_focus=False):
             return {}
 
     def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "dropout" and event.value != self._dropout_filled:
+            self.dropout_given = True
         partner = {"heads": "#width", "width": "#heads"}.get(event.input.id or "")
         if partner:
             other = self.query_one(partner, Input)
@@ -160,6 +167,8 @@ class TrainForm(VerticalScroll, can_focus=False):
             config = chosen.train_config()
             self.set_values({**chosen.shape(), "batch": config.batch, "steps": config.steps, "lr": config.lr,
                              "eval_interval": config.eval_interval, "dropout": config.dropout})
+            self._dropout_filled = _fmt(config.dropout)
+            self.dropout_given = "dropout" in chosen.train  # as `--recipe` gives --dropout's default
 
     def set_values(self, values: dict) -> None:
         """Fill the form (the quick start uses this)."""
@@ -192,7 +201,7 @@ class TrainForm(VerticalScroll, can_focus=False):
         train_config = chosen.train_config(**settings) if chosen is not None else TrainConfig(**settings).validate()
         vocab = parse_int(value["vocab"]) if kind != "char" and value["vocab"] else None
         return RunPlan(corpus=value["corpus"], tokenizer=kind, vocab_size=vocab,
-                       model_config=model_config, train_config=train_config)
+                       model_config=model_config, train_config=train_config, dropout_given=self.dropout_given)
 
     def set_running(self, running: bool, paused: bool = False) -> None:
         self.query_one("#start", Button).disabled = running
