@@ -158,7 +158,7 @@ class StepProfiler:
 
     def _run(self, params, batch, mode, *, losses=None, scale=1.0, accumulate=False, dropout=None):
         """Workspace.run for TRAIN, launching the instrumented pass."""
-        from cllm.core.kernels import NO_DROPOUT, Dropout
+        from cllm.core.kernels import NO_DROPOUT
         from cllm.core.passes import TRAIN
         from cllm.core.threads import parallel_threads
 
@@ -166,8 +166,7 @@ class StepProfiler:
         t0 = tsc()
         assert mode == TRAIN, "the profile times training steps"
         batch = np.ascontiguousarray(batch, dtype=np.int32)
-        d = dropout or NO_DROPOUT
-        d = Dropout(float(d.p), int(d.seed), int(d.step), int(d.first_row))  # its type, as Workspace.run
+        d = (dropout or NO_DROPOUT).typed()  # as Workspace.run
         if losses is None:
             losses = np.zeros(len(batch), np.float64)
         if not accumulate:

@@ -181,7 +181,7 @@ def linear_backward(dinp, dweight, dbias, dout, inp, weight, N, clock, t, dw_par
 def drop_branch(x, D, layer, site, R, T):
     """The masks of a residual branch's R sequences (projection_forward / _backward's loop)."""
     for r in range(R):
-        dropout_rows(x[r * T:(r + 1) * T], T, site_key(D, r, layer, site), D.p)
+        dropout_rows(x[r * T:(r + 1) * T], T, site_key(D, r, layer, site), D.resid)
 
 
 @njit(**JIT)
@@ -191,7 +191,7 @@ def projection_forward(out, residual, inp, weight, bias, scratch, D, layer, site
     at rate 0; the product into `scratch`, its bias, then the masks and the residual add
     (DROPOUT_F) under dropout. Returns the counter."""
     N = R * T
-    if D.p > 0.0:
+    if D.resid > 0.0:
         product(scratch, inp, weight, N, False)
         t = lap(clock, product_part, t)
         add_bias(scratch, bias, N)
@@ -213,7 +213,7 @@ def projection_backward(dinp, dweight, dbias, dout, inp, weight, scratch, D, lay
     """core.passes.projection_backward, timed: under dropout, dout masked into `scratch`
     (DROPOUT_B) first. Returns the counter."""
     N = R * T
-    if D.p > 0.0:
+    if D.resid > 0.0:
         copy_rows(scratch, dout, N)
         drop_branch(scratch, D, layer, site, R, T)
         t = lap(clock, DROPOUT_B, t)
@@ -229,9 +229,9 @@ def profiled_forward(P, A, tokens, T, n_head, D, clock, t):
     N = R * T
     for r in range(R):
         encoder_forward(A.encoded[r * T:(r + 1) * T], tokens[r], P.wte, P.wpe, T)
-        if D.p > 0.0:
+        if D.embd > 0.0:
             t = lap(clock, EMB_F, t)
-            dropout_rows(A.encoded[r * T:(r + 1) * T], T, site_key(D, r, 0, EMBEDDING), D.p)
+            dropout_rows(A.encoded[r * T:(r + 1) * T], T, site_key(D, r, 0, EMBEDDING), D.embd)
             t = lap(clock, DROPOUT_F, t)
     t = lap(clock, EMB_F, t)
     for l in range(L):
@@ -301,8 +301,8 @@ def profiled_backward(G, P, A, tokens, T, n_head, D, clock, t):
                            P.ln1w[l], N)
         t = lap(clock, LN1_B, t)
     for r in range(R):
-        if D.p > 0.0:
-            dropout_rows(dres[r * T:(r + 1) * T], T, site_key(D, r, 0, EMBEDDING), D.p)
+        if D.embd > 0.0:
+            dropout_rows(dres[r * T:(r + 1) * T], T, site_key(D, r, 0, EMBEDDING), D.embd)
             t = lap(clock, DROPOUT_B, t)
         encoder_backward(G.wte, G.wpe, dres[r * T:(r + 1) * T], tokens[r], T)
         t = lap(clock, EMB_B, t)
@@ -326,7 +326,7 @@ def profiled_shard(params, grads, acts, ptable, atable, n_head, group, batch, lo
     for b0 in range(lo, hi, group):
         b1 = min(b0 + group, hi)
         tokens = batch[b0:b1]
-        D = Dropout(dropout.p, dropout.seed, dropout.step, dropout.first_row + b0)
+        D = Dropout(dropout.embd, dropout.attn, dropout.resid, dropout.seed, dropout.step, dropout.first_row + b0)
         t = lap(clock, SHARD_GLUE, t)
         t = profiled_forward(P, A, tokens, T, n_head, D, clock, t)
         for r in range(b1 - b0):

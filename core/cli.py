@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cllm.core.cli_data import add_prepare, add_source_args, cmd_prepare, dataset_info, run_data, training_data
-from cllm.core.config import WEIGHTS, ModelConfig, SampleConfig, TrainConfig
+from cllm.core.config import DROPOUT_SETTINGS, WEIGHTS, ModelConfig, SampleConfig, TrainConfig
 from cllm.core.dataset import is_dataset
 from cllm.core.errors import CllmError, ConfigError, TokenizerError
 from cllm.core.mpi_world import DEFAULT_TIMEOUT as MPI_TIMEOUT
@@ -74,7 +74,11 @@ def _add_train(sub, base: Recipe) -> None:
     p.add_argument("--grad-accum", type=int, default=t.grad_accum)
     p.add_argument("--dropout", type=float, default=base.train.get("dropout"), metavar="P",
                    help=f"drop rate on the embeddings, attention and residual branches, 0 <= P < 1 (default "
-                        f"{t.dropout:g}; --resume and --init keep the model's own)")
+                        f"{t.dropout:g}; --resume and --init keep the model's own unless a rate is given)")
+    for site, where in (("embd", "the embeddings"), ("attn", "the attention probabilities"),
+                        ("resid", "the residual branches")):
+        p.add_argument(f"--{site}-dropout", type=float, default=base.train.get(f"{site}_dropout"), metavar="P",
+                       help=f"the rate on {where} alone (GPT-2's {site}_pdrop; default --dropout's)")
     p.add_argument("--eval-interval", type=int, default=t.eval_interval)
     p.add_argument("--eval-chunks", type=int, default=t.eval_chunks,
                    help=f"held-out chunks each evaluation reads, spread over the split (default {t.eval_chunks}; "
@@ -190,6 +194,7 @@ def _train_config(a) -> TrainConfig:
     return RECIPES[a.recipe or CLI_RECIPE].train_config(
         steps=a.steps, batch=a.batch, lr=a.lr, min_lr=a.min_lr, warmup=a.warmup, weight_decay=a.weight_decay,
         grad_clip=a.grad_clip, grad_accum=a.grad_accum, dropout=_given(a.dropout, TrainConfig.dropout),
+        embd_dropout=a.embd_dropout, attn_dropout=a.attn_dropout, resid_dropout=a.resid_dropout,
         eval_interval=a.eval_interval,
         eval_chunks=0 if a.eval_all else a.eval_chunks, checkpoint_interval=a.checkpoint_interval,
         checkpoint_minutes=a.checkpoint_minutes, threads=a.threads, seed=a.seed,
@@ -238,7 +243,8 @@ def _train(a, world, session) -> int:
     _check_init(a)
     if a.resume and not out.exists():
         raise ConfigError(f"{out}: no such model to resume")
-    if a.dropout is None and (a.resume or a.init is not None):
+    dropout_given = any(getattr(a, name) is not None for name in DROPOUT_SETTINGS)
+    if not dropout_given and (a.resume or a.init is not None):
         config = with_saved_dropout(config, a.init if a.init is not None else out)
     if out.exists() and not (a.force or a.resume):
         raise ConfigError(f"{out} already exists; pass --force to replace it or --resume to continue training it")

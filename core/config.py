@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
+from typing import NamedTuple
 
 from cllm.core.errors import ConfigError
 
@@ -87,6 +88,20 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+DROPOUT_SETTINGS = ("dropout", "embd_dropout", "attn_dropout", "resid_dropout")  # TrainConfig's fields
+
+
+class DropoutRates(NamedTuple):
+    """Dropout's rate at each of the places GPT-2 drops."""
+
+    embd: float  # the token + position embeddings
+    attn: float  # the attention probabilities
+    resid: float  # both residual branches' outputs
+
+
+NO_DROPOUT_RATES = DropoutRates(0.0, 0.0, 0.0)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train. Defaults follow nanoGPT's character-level Shakespeare config."""
@@ -102,6 +117,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     grad_accum: int = 1
     dropout: float = 0.0  # GPT-2's three rates (embeddings, attention, residual branches) in one, as nanoGPT's
+    # one of them where it differs (GPT-2's embd_pdrop, attn_pdrop, resid_pdrop); None: `dropout`
+    embd_dropout: float | None = None
+    attn_dropout: float | None = None
+    resid_dropout: float | None = None
     eval_interval: int = 250
     eval_chunks: int = 256  # held-out chunks each evaluation reads, spread over the split; 0: every one
     checkpoint_interval: int | None = None  # steps; None: with the evaluations; 0: only at the end (and on stop)
@@ -125,6 +144,23 @@ class TrainConfig:
         return self.eval_interval if self.checkpoint_interval is None else self.checkpoint_interval
 
     @property
+    def dropout_rates(self) -> DropoutRates:
+        """The rate at each of GPT-2's three sites."""
+        return DropoutRates(*(self.dropout if rate is None else rate
+                              for rate in (self.embd_dropout, self.attn_dropout, self.resid_dropout)))
+
+    def with_dropout_rates(self, rates: DropoutRates) -> TrainConfig:
+        """This config with `rates`: one `dropout` (the residual branches') and the other
+        two sites' only where they differ from it."""
+        base = rates.resid
+        return replace(self, dropout=base, embd_dropout=None if rates.embd == base else rates.embd,
+                       attn_dropout=None if rates.attn == base else rates.attn, resid_dropout=None)
+
+    def dropout_settings(self) -> dict[str, float]:
+        """The dropout fields that are set, by name."""
+        return {name: getattr(self, name) for name in DROPOUT_SETTINGS if getattr(self, name) is not None}
+
+    @property
     def n_threads(self) -> int:
         return self.threads if self.threads > 0 else default_threads()
 
@@ -141,6 +177,9 @@ class TrainConfig:
         _require(self.grad_clip >= 0, f"gradient clip cannot be negative, got {self.grad_clip}")
         _require(self.grad_accum >= 1, f"gradient accumulation must be at least 1, got {self.grad_accum}")
         _require(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        for site, rate in zip(DropoutRates._fields, (self.embd_dropout, self.attn_dropout, self.resid_dropout),
+                              strict=True):
+            _require(rate is None or 0 <= rate < 1, f"{site} dropout must be in [0, 1), got {rate}")
         _require(self.eval_interval >= 0, f"eval interval cannot be negative, got {self.eval_interval}")
         _require(self.eval_chunks >= 0, f"eval chunks cannot be negative, got {self.eval_chunks}")
         _require(self.checkpoint_every >= 0, f"checkpoint interval cannot be negative, got {self.checkpoint_every}")

@@ -24,20 +24,20 @@ def _mask(out: np.ndarray, key: int, p: float) -> np.ndarray:
 
 
 def dropout_masks(config: ModelConfig, dropout: Dropout, rows: int, dtype=np.float32) -> dict[str, np.ndarray]:
-    """The masks (0 or 1 / (1 - p)) of `rows` sequences of config.ctx positions, the
+    """The masks (0 or 1 / (1 - p), p the site's rate) of `rows` sequences of config.ctx positions, the
     first of them row `dropout.first_row` of its step, by site: "embedding" (B, T, C);
     "attention" (L, B, NH, T, T), each query's row over the keys (those after it unused);
     "attention_out" and "mlp_out" (L, B, T, C), the residual branches."""
     L, NH, T, C = config.n_layer, config.n_head, config.ctx, config.n_embd
-    D = Dropout(float(dropout.p), int(dropout.seed), int(dropout.step), int(dropout.first_row))
+    D = dropout.typed()
     masks = {"embedding": np.empty((rows, T, C), dtype), "attention": np.empty((L, rows, NH, T, T), dtype),
              "attention_out": np.empty((L, rows, T, C), dtype), "mlp_out": np.empty((L, rows, T, C), dtype)}
     for r in range(rows):
-        _mask(masks["embedding"][r], site_key(D, r, 0, EMBEDDING), D.p)
+        _mask(masks["embedding"][r], site_key(D, r, 0, EMBEDDING), D.embd)
         for layer in range(L):
             key = site_key(D, r, layer, ATTENTION_PROBS)
             for h in range(NH):
-                _mask(masks["attention"][layer, r, h], stream_key(np.uint64(key), h), D.p)
-            _mask(masks["attention_out"][layer, r], site_key(D, r, layer, ATTENTION_OUT), D.p)
-            _mask(masks["mlp_out"][layer, r], site_key(D, r, layer, MLP_OUT), D.p)
+                _mask(masks["attention"][layer, r, h], stream_key(np.uint64(key), h), D.attn)
+            _mask(masks["attention_out"][layer, r], site_key(D, r, layer, ATTENTION_OUT), D.resid)
+            _mask(masks["mlp_out"][layer, r], site_key(D, r, layer, MLP_OUT), D.resid)
     return masks

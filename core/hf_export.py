@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from cllm.core.config import NO_DROPOUT_RATES, DropoutRates
 from cllm.core.errors import HuggingFaceFolderError, TokenizerError
 from cllm.core.hf_import import CONFIG_FILE, PREFIX, WEIGHTS_FILE
 from cllm.core.hf_tokenizer import TOKENIZER_CONFIG, TOKENIZER_FILE, to_hf
@@ -53,9 +54,9 @@ def start_token_id(model: GPT) -> int:
     return int(ids[0]) if len(ids) == 1 else 0
 
 
-def hf_config(model: GPT, dropout: float = 0.0) -> dict:
+def hf_config(model: GPT, dropout: DropoutRates = NO_DROPOUT_RATES) -> dict:
     """config.json for `model`: GPT-2's own keys, as GPT2Config.to_dict writes them;
-    `dropout` is the rate it was trained with, CLLM's one rate for GPT-2's three."""
+    `dropout` the rates it was trained with."""
     c = model.config
     start = start_token_id(model)
     eos = getattr(model.tokenizer, "eos_id", None)
@@ -63,7 +64,8 @@ def hf_config(model: GPT, dropout: float = 0.0) -> dict:
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": c.vocab_size, "n_positions": c.ctx, "n_embd": c.n_embd, "n_layer": c.n_layer,
         "n_head": c.n_head, "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
-        "resid_pdrop": dropout, "embd_pdrop": dropout, "attn_pdrop": dropout, "summary_first_dropout": 0.0,
+        "resid_pdrop": dropout.resid, "embd_pdrop": dropout.embd, "attn_pdrop": dropout.attn,
+        "summary_first_dropout": 0.0,
         "initializer_range": 0.02, "scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
         "reorder_and_upcast_attn": False, "add_cross_attention": False, "tie_word_embeddings": True,
         "use_cache": True, "bos_token_id": start, "eos_token_id": start if eos is None else eos,
@@ -111,8 +113,8 @@ def _check_target(folder: Path, force: bool, keep: Path | None) -> None:
 
 
 def export_gpt(model: GPT, folder: str | Path, *, force: bool = False, source: Path | None = None,
-               dropout: float = 0.0) -> ExportResult:
-    """Writes `model` as a Hugging Face GPT-2 folder, with the dropout rate it was trained
+               dropout: DropoutRates = NO_DROPOUT_RATES) -> ExportResult:
+    """Writes `model` as a Hugging Face GPT-2 folder, with the dropout rates it was trained
     with. Refuses a non-empty folder unless `force`, which replaces it whole (never a
     folder holding `source`, the model file)."""
     folder = Path(folder).expanduser()
@@ -171,4 +173,4 @@ def export_model(model_path: str | Path, folder: str | Path, *, force: bool = Fa
 
     model_path = Path(model_path).expanduser()
     loaded = load_model(model_path)
-    return export_gpt(loaded.model, folder, force=force, source=model_path, dropout=loaded.info.run.dropout)
+    return export_gpt(loaded.model, folder, force=force, source=model_path, dropout=loaded.info.run.dropout_rates)

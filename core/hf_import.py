@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from cllm.core.checkpoint import file_sha256
-from cllm.core.config import ModelConfig
+from cllm.core.config import DropoutRates, ModelConfig, TrainConfig
 from cllm.core.errors import ConfigError, HuggingFaceFolderError
 from cllm.core.hf_tokenizer import load_tokenizer, tokenizer_files, tokenizer_kind
 from cllm.core.layout import Layout, tensor_shapes
@@ -183,20 +183,16 @@ DROPOUT_KEYS = ("embd_pdrop", "attn_pdrop", "resid_pdrop")
 HF_DEFAULT_DROPOUT = 0.1  # GPT2Config's, for a key config.json leaves out
 
 
-def read_dropout(file: Path, hf: dict) -> tuple[float, list[str]]:
-    """CLLM's one dropout rate from config.json's three (what a fine-tune of the import
-    keeps unless told otherwise), and notes where they do not map one to one."""
+def read_dropout(file: Path, hf: dict) -> tuple[DropoutRates, list[str]]:
+    """config.json's three dropout rates (what a fine-tune of the import keeps unless told
+    otherwise), and a note where they are not rates."""
     rates = {key: hf.get(key, HF_DEFAULT_DROPOUT) for key in DROPOUT_KEYS}
     bad = [key for key, rate in rates.items()
            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1]
     if bad:
-        return 0.0, [_at(file, f"{', '.join(bad)} not a rate in [0, 1): a fine-tune trains without dropout "
-                               "unless told otherwise")]
-    if len(set(rates.values())) > 1:
-        return float(rates["resid_pdrop"]), [_at(file, "embd_pdrop, attn_pdrop and resid_pdrop differ "
-                                                        f"({', '.join(f'{r:g}' for r in rates.values())}); CLLM "
-                                                        f"trains with one rate: resid_pdrop's")]
-    return float(rates["resid_pdrop"]), []
+        return DropoutRates(0.0, 0.0, 0.0), [_at(file, f"{', '.join(bad)} not a rate in [0, 1): a fine-tune trains "
+                                                       "without dropout unless told otherwise")]
+    return DropoutRates(*(float(rates[key]) for key in DROPOUT_KEYS)), []
 
 
 def _safetensors_header(file: Path) -> dict[str, TensorEntry]:
@@ -401,7 +397,7 @@ def load_hf_folder(path: str | Path, progress: Progress | None = None) -> Loaded
         "format": "hugging-face-gpt2", "folder": str(info.path.resolve()),
         "files": {name: file_sha256(info.path / name) for name in info.weight_files},
         "tokenizer_files": info.tokenizer_files, "dtype": info.dtype,
-        "dropout": read_dropout(info.path / CONFIG_FILE, info.hf_config)[0],
+        **TrainConfig().with_dropout_rates(read_dropout(info.path / CONFIG_FILE, info.hf_config)[0]).dropout_settings(),
     }
     padded = config.vocab_size
     if tokenizer.vocab_size < padded:

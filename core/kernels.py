@@ -243,17 +243,33 @@ def exp_shifted(row, n, shift):
 # 1 / (1 - p), as in PyTorch and nanoGPT, so a layer's expected output is unchanged.
 
 class Dropout(NamedTuple):
-    """What a pass needs to draw its masks: the rate (0: no dropout, and the very
-    arithmetic of a model without it), and the keys of the masks of row 0 of the rows
-    it is given."""
+    """What a pass needs to draw its masks: GPT-2's three rates (a site at 0 runs the very
+    arithmetic of a model without dropout there), and the keys of the masks of row 0 of
+    the rows it is given."""
 
-    p: float
+    embd: float  # on the token + position embeddings (GPT-2's embd_pdrop)
+    attn: float  # on the attention probabilities (attn_pdrop)
+    resid: float  # on both residual branches' outputs, before each add (resid_pdrop)
     seed: int
     step: int
     first_row: int  # the global row (in the whole step) of the pass's first sequence
 
+    @property
+    def drops(self) -> bool:
+        return self.embd > 0.0 or self.attn > 0.0 or self.resid > 0.0
 
-NO_DROPOUT = Dropout(0.0, 0, 0, 0)
+    def typed(self) -> Dropout:
+        """The same, in the types the compiled passes take (Python ints and floats)."""
+        return Dropout(float(self.embd), float(self.attn), float(self.resid), int(self.seed), int(self.step),
+                       int(self.first_row))
+
+
+def one_rate(p: float, seed: int = 0, step: int = 0, first_row: int = 0) -> Dropout:
+    """Rate `p` at every site, as nanoGPT has it."""
+    return Dropout(p, p, p, seed, step, first_row)
+
+
+NO_DROPOUT = one_rate(0.0)
 
 # Sites: where in a layer a mask applies; attention's probabilities take one per head.
 EMBEDDING, ATTENTION_OUT, MLP_OUT, ATTENTION_PROBS = 0, 1, 2, 3

@@ -71,9 +71,9 @@ def attention_forward_pass(A, l, r, T, n_head, D):
     rows = slice(r * T, (r + 1) * T)
     key = site_key(D, r, l, ATTENTION_PROBS)
     if keeps_probabilities(A.att, T):
-        short_attention_forward(A.atty[l, rows], A.att[l, r], A.atttiles[0], A.qkv[l, rows], n_head, T, D.p, key)
+        short_attention_forward(A.atty[l, rows], A.att[l, r], A.atttiles[0], A.qkv[l, rows], n_head, T, D.attn, key)
     else:
-        attention_forward(A.atty[l, rows], A.lse[l, r], A.atttiles, A.qkv[l, rows], n_head, T, D.p, key)
+        attention_forward(A.atty[l, rows], A.lse[l, r], A.atttiles, A.qkv[l, rows], n_head, T, D.attn, key)
 
 
 @njit(**JIT)
@@ -84,10 +84,10 @@ def attention_backward_pass(A, l, r, T, n_head, D):
     key = site_key(D, r, l, ATTENTION_PROBS)
     if keeps_probabilities(A.att, T):
         short_attention_backward(A.dqkv[rows], A.atttiles[0], A.dbranch[rows], A.qkv[l, rows], A.att[l, r], n_head,
-                                 T, D.p, key)
+                                 T, D.attn, key)
     else:
         attention_backward(A.dqkv[rows], A.atttiles, A.dbranch[rows], A.qkv[l, rows], A.atty[l, rows], A.lse[l, r],
-                           n_head, T, D.p, key)
+                           n_head, T, D.attn, key)
 
 
 @njit(**JIT)
@@ -96,10 +96,10 @@ def projection_forward(out, residual, inp, weight, bias, scratch, D, layer, site
     dropout(inp @ weight + bias) for R sequences of T rows; without dropout the product
     accumulates straight onto out. `scratch` (>= R*T rows) holds the branch under dropout."""
     N = R * T
-    if D.p > 0.0:
+    if D.resid > 0.0:
         matmul_forward(scratch, inp, weight, bias, N, False)
         for r in range(R):
-            dropout_rows(scratch[r * T:(r + 1) * T], T, site_key(D, r, layer, site), D.p)
+            dropout_rows(scratch[r * T:(r + 1) * T], T, site_key(D, r, layer, site), D.resid)
         add_rows(out, residual, scratch, N)
     else:
         copy_rows(out, residual, N)
@@ -111,10 +111,10 @@ def projection_backward(dinp, dweight, dbias, dout, inp, weight, scratch, D, lay
     """The gradient of `projection_forward`'s branch, given dout, that of out: the
     projection's, through the same masks (in `scratch`) under dropout."""
     N = R * T
-    if D.p > 0.0:
+    if D.resid > 0.0:
         copy_rows(scratch, dout, N)
         for r in range(R):
-            dropout_rows(scratch[r * T:(r + 1) * T], T, site_key(D, r, layer, site), D.p)
+            dropout_rows(scratch[r * T:(r + 1) * T], T, site_key(D, r, layer, site), D.resid)
         matmul_backward(dinp, dweight, dbias, scratch, inp, weight, N, False)
     else:
         matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, False)
@@ -134,8 +134,8 @@ def gpt_forward(P, A, tokens, T, n_head, last_only, attend, D):
     N = R * T
     for r in range(R):
         encoder_forward(A.encoded[r * T:(r + 1) * T], tokens[r], P.wte, P.wpe, T)
-        if D.p > 0.0:
-            dropout_rows(A.encoded[r * T:(r + 1) * T], T, site_key(D, r, 0, EMBEDDING), D.p)
+        if D.embd > 0.0:
+            dropout_rows(A.encoded[r * T:(r + 1) * T], T, site_key(D, r, 0, EMBEDDING), D.embd)
     for l in range(L):
         residual = A.encoded if l == 0 else A.res3[l - 1]
         layernorm_forward(A.ln1[l], A.ln1_mean[l], A.ln1_rstd[l], residual, P.ln1w[l], P.ln1b[l], N)
@@ -194,8 +194,8 @@ def gpt_backward(G, P, A, tokens, T, n_head, attend_backward, D):
         layernorm_backward(dres, G.ln1w[l], G.ln1b[l], dbranch, residual, A.ln1_mean[l], A.ln1_rstd[l],
                            P.ln1w[l], N)
     for r in range(R):
-        if D.p > 0.0:
-            dropout_rows(dres[r * T:(r + 1) * T], T, site_key(D, r, 0, EMBEDDING), D.p)
+        if D.embd > 0.0:
+            dropout_rows(dres[r * T:(r + 1) * T], T, site_key(D, r, 0, EMBEDDING), D.embd)
         encoder_backward(G.wte, G.wpe, dres[r * T:(r + 1) * T], tokens[r], T)
 
 
@@ -291,7 +291,7 @@ def shard_pass(attend, attend_backward, forward, backward, params, grads, acts, 
             break
         b1 = min(b0 + group, hi)
         tokens = batch[b0:b1]
-        D = Dropout(dropout.p, dropout.seed, dropout.step, dropout.first_row + b0)
+        D = Dropout(dropout.embd, dropout.attn, dropout.resid, dropout.seed, dropout.step, dropout.first_row + b0)
         forward(P, A, tokens, T, n_head, mode == LAST_LOGITS, attend, D)
         if mode == LOSS or mode == TRAIN:
             for r in range(b1 - b0):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from cllm.core.config import DROPOUT_SETTINGS, DropoutRates, TrainConfig
+from cllm.core.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class CorpusRef:
@@ -110,14 +113,19 @@ class RunState:
         )
 
     @property
-    def dropout(self) -> float:
-        """The dropout rate the model was trained with: its run's, or for an imported
-        model its config.json's (core/hf_import.py); 0 where neither says."""
+    def dropout_rates(self) -> DropoutRates:
+        """The dropout rates the model was trained with: its run's, or for an imported
+        model its config.json's (core/hf_import.py, under TrainConfig's names); none
+        where neither says or what it says is not a set of rates."""
         for source in (self.train_config, self.imported):
-            rate = (source or {}).get("dropout")
-            if isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 <= rate < 1:
-                return float(rate)
-        return 0.0
+            settings = {name: value for name, value in (source or {}).items() if name in DROPOUT_SETTINGS}
+            if not settings:
+                continue
+            try:
+                return TrainConfig(**settings).validate().dropout_rates
+            except (TypeError, ConfigError):
+                continue
+        return TrainConfig().dropout_rates
 
     @property
     def last_val_loss(self) -> float | None:

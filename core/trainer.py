@@ -130,9 +130,9 @@ def evaluate(model: GPT, tokens: np.ndarray | TokenView, threads: int = 0, limit
 
 
 def with_saved_dropout(config: TrainConfig, model_path: Path) -> TrainConfig:
-    """`config` with the dropout rate of the model at `model_path` (`RunState.dropout`):
+    """`config` with the dropout rates of the model at `model_path` (`RunState.dropout_rates`):
     what a resume or a fine-tune keeps unless told otherwise."""
-    return replace(config, dropout=read_info(model_path).run.dropout)
+    return config.with_dropout_rates(read_info(model_path).run.dropout_rates)
 
 
 class Trainer:
@@ -306,7 +306,7 @@ class Trainer:
         position_before = self.state.data_position
         for micro in range(cfg.grad_accum):
             # The masks are keyed by the row's place in the whole step, so ranks, threads and resumes agree.
-            dropout = Dropout(cfg.dropout, cfg.seed, self.state.step, micro * cfg.batch + mine.start)
+            dropout = Dropout(*cfg.dropout_rates, cfg.seed, self.state.step, micro * cfg.batch + mine.start)
             self.workspace.run(model.params, self.next_batch()[mine], TRAIN, losses=losses[micro, mine],
                                scale=1.0 / (rows * T), accumulate=micro > 0, dropout=dropout)
         if self._agree_to_stop(losses):

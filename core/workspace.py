@@ -102,9 +102,9 @@ class Workspace:
         (B,) of LOSS and TRAIN, written into `losses` if given. `dropout` applies to
         TRAIN (and to LOSS, for checks with fixed masks); logits alone never drop."""
         batch = np.ascontiguousarray(batch, dtype=np.int32)
-        if dropout.p and mode in (FORWARD, LAST_LOGITS):
+        if dropout.drops and mode in (FORWARD, LAST_LOGITS):
             raise ValueError("the logits of a prompt or a generation never drop")
-        dropout = Dropout(float(dropout.p), int(dropout.seed), int(dropout.step), int(dropout.first_row))  # its type
+        dropout = dropout.typed()
         if losses is None:
             losses = np.zeros(len(batch), np.float64)
         if not accumulate:

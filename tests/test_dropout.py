@@ -17,6 +17,7 @@ from cllm.core.kernels import (
     attention_backward,
     attention_forward,
     dropout_mask,
+    one_rate,
     short_attention_backward,
     short_attention_forward,
     site_key,
@@ -32,7 +33,7 @@ from tests.helpers import GRADIENT_CONFIG, assert_gradients_match_finite_differe
 from tests.test_attention import NH, C, attention_inputs, worst_relative_errors
 
 CONFIG = GRADIENT_CONFIG
-DROPOUT = Dropout(0.3, 11, 4, 0)
+DROPOUT = Dropout(0.2, 0.3, 0.4, 11, 4, 0)  # GPT-2's three rates, each its own
 
 
 def test_every_gradient_matches_finite_differences_with_fixed_masks(gradient_problem, attention_kernels):
@@ -74,13 +75,13 @@ def test_each_place_draws_its_own_mask():
     """Another seed, step, row, layer or site gives another mask; the same place the same."""
     def mask(D, r=0, layer=0, site=0):
         out = np.empty((64, 64))
-        dropout_mask(out, np.uint64(site_key(D, r, layer, site)), D.p)
+        dropout_mask(out, np.uint64(site_key(D, r, layer, site)), D.resid)
         return out
 
-    base = Dropout(0.5, 1, 2, 3)
+    base = one_rate(0.5, 1, 2, 3)
     first = mask(base)
-    np.testing.assert_array_equal(first, mask(Dropout(0.5, 1, 2, 3)))
-    np.testing.assert_array_equal(first, mask(Dropout(0.5, 1, 2, 0), r=3))  # a row is a row, whoever starts
+    np.testing.assert_array_equal(first, mask(one_rate(0.5, 1, 2, 3)))
+    np.testing.assert_array_equal(first, mask(one_rate(0.5, 1, 2, 0), r=3))  # a row is a row, whoever starts
     for other in (mask(base._replace(seed=2)), mask(base._replace(step=3)), mask(base._replace(first_row=4)),
                   mask(base, layer=1), mask(base, site=1)):
         assert 0.4 < float(((first > 0) == (other > 0)).mean()) < 0.6
@@ -149,7 +150,7 @@ def test_a_pass_drops_nothing_at_rate_0_and_logits_never_drop(gradient_problem):
     params, batch = gradient_problem
     ws = Workspace.create(CONFIG, 1, 3, np.float64)
     plain = ws.run(params, batch, LOSS).copy()
-    np.testing.assert_array_equal(ws.run(params, batch, LOSS, dropout=Dropout(0.0, 5, 6, 7)), plain)
+    np.testing.assert_array_equal(ws.run(params, batch, LOSS, dropout=one_rate(0.0, 5, 6, 7)), plain)
     with pytest.raises(ValueError, match="never drop"):
         ws.run(params, batch, FORWARD, dropout=DROPOUT)
     # masks keyed by row: rows 1 and 2 alone, given where they start, draw what they drew in the batch
@@ -195,6 +196,16 @@ def test_the_rate_is_checked():
     for bad in (-0.1, 1.0, 1.5):
         with pytest.raises(ConfigError, match="dropout must be in"):
             TrainConfig(dropout=bad).validate()
+        with pytest.raises(ConfigError, match="attn dropout must be in"):
+            TrainConfig(attn_dropout=bad).validate()
+
+
+def test_each_site_has_its_rate_or_the_one_rate():
+    config = TrainConfig(dropout=0.2, attn_dropout=0.0)
+    assert config.dropout_rates == (0.2, 0.0, 0.2)
+    assert TrainConfig().with_dropout_rates(config.dropout_rates) == config
+    assert TrainConfig(attn_dropout=0.1).with_dropout_rates(TrainConfig(dropout=0.3).dropout_rates).dropout_rates == (
+        0.3, 0.3, 0.3)
 
 
 # -- the setting: the command line, the model file, Hugging Face folders ---------------
@@ -211,17 +222,20 @@ def test_the_rate_is_recorded_kept_by_resume_and_fine_tune_and_exported(tmp_path
     model, child, other = tmp_path / "m.cllm", tmp_path / "child.cllm", tmp_path / "other.cllm"
 
     def rate(path):
-        return read_info(path).run.dropout
+        return read_info(path).run.dropout_rates
 
     assert main(["train", str(corpus), "-o", str(model), *shape, "--steps", "2", "--dropout", "0.2"]) == 0
-    assert rate(model) == 0.2 and (read_info(model).run.train_config or {}).get("dropout") == 0.2
+    assert rate(model) == (0.2, 0.2, 0.2) and (read_info(model).run.train_config or {}).get("dropout") == 0.2
     assert main(["train", str(corpus), "-o", str(model), *shape[8:], "--steps", "3", "--resume"]) == 0
-    assert rate(model) == 0.2
+    assert rate(model) == (0.2, 0.2, 0.2)
     assert main(["train", str(corpus), "-o", str(child), *shape[8:], "--steps", "1", "--init", str(model)]) == 0
-    assert rate(child) == 0.2
+    assert rate(child) == (0.2, 0.2, 0.2)
     assert main(["train", str(corpus), "-o", str(other), *shape[8:], "--steps", "1", "--init", str(model),
                  "--dropout", "0"]) == 0
-    assert rate(other) == 0.0
+    assert rate(other) == (0.0, 0.0, 0.0)
+    assert main(["train", str(corpus), "-o", str(other), *shape[8:], "--steps", "1", "--init", str(model),
+                 "--attn-dropout", "0.05", "--force"]) == 0  # a rate given: the flags decide, the others 0
+    assert rate(other) == (0.0, 0.05, 0.0)
 
     assert main(["export", str(model), str(tmp_path / "hf")]) == 0
     hf = json.loads((tmp_path / "hf" / "config.json").read_text())
@@ -230,12 +244,20 @@ def test_the_rate_is_recorded_kept_by_resume_and_fine_tune_and_exported(tmp_path
     loaded = transformers.GPT2Config.from_pretrained(tmp_path / "hf")
     assert (loaded.embd_pdrop, loaded.attn_pdrop, loaded.resid_pdrop) == (0.2, 0.2, 0.2)
     import_hf_folder(tmp_path / "hf", tmp_path / "back.cllm")
-    assert rate(tmp_path / "back.cllm") == 0.2
+    assert rate(tmp_path / "back.cllm") == (0.2, 0.2, 0.2)
 
+    # GPT-2's three rates, each its own: imported, kept by a fine-tune, exported
     hf.update(embd_pdrop=0.0, attn_pdrop=0.1, resid_pdrop=0.3)
     (tmp_path / "hf" / "config.json").write_text(json.dumps(hf))
-    import_hf_folder(tmp_path / "hf", tmp_path / "mixed.cllm")
-    assert rate(tmp_path / "mixed.cllm") == 0.3
+    mixed = tmp_path / "mixed.cllm"
+    import_hf_folder(tmp_path / "hf", mixed)
+    assert rate(mixed) == (0.0, 0.1, 0.3)
+    assert main(["train", str(corpus), "-o", str(child), *shape[8:], "--steps", "1", "--init", str(mixed),
+                 "--force"]) == 0
+    assert rate(child) == (0.0, 0.1, 0.3)
+    assert main(["export", str(child), str(tmp_path / "hf2")]) == 0
+    hf2 = json.loads((tmp_path / "hf2" / "config.json").read_text())
+    assert (hf2["embd_pdrop"], hf2["attn_pdrop"], hf2["resid_pdrop"]) == (0.0, 0.1, 0.3)
     capsys.readouterr()
     assert main(["train", str(corpus), "-o", str(other), *shape, "--steps", "1", "--dropout", "1", "--force"]) == 2
     assert "dropout must be in [0, 1), got 1.0" in capsys.readouterr().err
@@ -251,8 +273,9 @@ def test_evaluation_does_not_drop(small_corpus):
     assert trainer.state.val_history[-1][1] == round(evaluate(trainer.model, trainer.val_tokens, 2, limit=8)[0], 6)
 
 
-@pytest.mark.parametrize("p", [0.0, 0.25])
-def test_pytorch_given_the_same_masks_gives_the_same_loss_and_gradients(attention_kernels, p):
+@pytest.mark.parametrize("rates", [(0.0, 0.0, 0.0), (0.25, 0.25, 0.25), (0.1, 0.4, 0.25)],
+                         ids=["none", "one-rate", "three-rates"])
+def test_pytorch_given_the_same_masks_gives_the_same_loss_and_gradients(attention_kernels, rates):
     """benchmarks/torch_gpt.py's GPT (nanoGPT's), in float64, with CLLM's masks from the
     hook core.dropout.dropout_masks: the loss and every gradient as CLLM's float64 kernels
     give them, through either attention pair, to CLLM's tanh approximation in GELU (2.5e-7,
@@ -269,7 +292,8 @@ def test_pytorch_given_the_same_masks_gives_the_same_loss_and_gradients(attentio
     rng = np.random.default_rng(4)
     params = init_params(config, seed=2, dtype=np.float64) + rng.normal(0.0, 0.1, Layout.params(config).size)
     batch = rng.integers(0, config.vocab_size, (3, config.ctx + 1))
-    D = Dropout(p, 1234, 7, 5)
+    embd, attn, resid = rates
+    D = Dropout(embd, attn, resid, 1234, 7, 5)
     loss, grad = loss_and_grad(params, config, batch, n_shards=2, dropout=D)
     model = GPT(config, tok, params)
     torch_model = from_cllm(model, dtype=torch.float64).train()

@@ -18,7 +18,7 @@ from cllm.core.workspace import Workspace
 from tests.helpers import tiny_model, use_tiled_attention
 
 
-@pytest.mark.parametrize("dropout", [NO_DROPOUT, Dropout(0.25, 7, 3, 2)], ids=["no-dropout", "dropout"])
+@pytest.mark.parametrize("dropout", [NO_DROPOUT, Dropout(0.1, 0.25, 0.4, 7, 3, 2)], ids=["no-dropout", "dropout"])
 @pytest.mark.parametrize("attention", ["short", "tiled"])
 @pytest.mark.parametrize("shards", [1, 2])
 def test_the_instrumented_pass_computes_the_shard_pass_bit_for_bit(small_text, monkeypatch, attention, shards,
@@ -44,7 +44,7 @@ def test_the_instrumented_pass_computes_the_shard_pass_bit_for_bit(small_text, m
     parts = clocks[:, :len(step_profile.PARTS)].sum(axis=1)
     assert np.array_equal(parts, clocks[:, step_profile.EXIT] - clocks[:, step_profile.ENTRY])
     drop_sites = clocks[:, [step_profile.DROPOUT_F, step_profile.DROPOUT_B]]
-    assert (drop_sites > 0).all() if dropout.p else (drop_sites == 0).all()
+    assert (drop_sites > 0).all() if dropout.drops else (drop_sites == 0).all()
 
 
 def test_the_account_of_a_step_adds_up_and_prints(small_corpus, small_text):

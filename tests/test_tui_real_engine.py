@@ -86,7 +86,7 @@ async def test_real_training_run_writes_the_model(real):
         chart = screen.query_one(LossChart)  # redraws on its timer: the last points come within a tick
         await wait_for(pilot, lambda: chart._drawn == (20, 2), what="the chart to draw 20 + 2 points")
         path = real["models"] / "real.cllm"
-        assert path.exists() and model_step(path) == 20 and read_info(path).run.dropout == 0.1
+        assert path.exists() and model_step(path) == 20 and read_info(path).run.dropout_rates == (0.1, 0.1, 0.1)
         await wait_for(pilot, lambda: app.loaded is not None and app.loaded.info is not None, what="reload")
         assert app.loaded.path == path and "20 steps" in app.model_summary
 
@@ -223,7 +223,7 @@ async def test_real_fine_tune_records_its_parent(real, real_model):
         run = read_info(real["models"] / "tuned.cllm").run
         assert run.parent is not None
         assert run.step == 6 and run.parent.name == "tiny.cllm" and run.parent.step == 20
-        assert run.dropout == 0.1  # the parent's, the form's Dropout field untouched
+        assert run.dropout_rates == (0.1, 0.1, 0.1)  # the parent's, the form's Dropout field untouched
 
 
 async def test_real_generation_ends_before_the_stop_text(real, real_model):

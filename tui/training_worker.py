@@ -70,8 +70,11 @@ def build_trainer(engine: Engine, run: TrainingRun, post: Callable[[Message], ob
     config = plan.train_config
     if plan.start_from is not None and plan.action in ("continue", "fine-tune") and not plan.dropout_given:
         config = engine.with_saved_dropout(config, plan.start_from)
-        run.log.append(f"dropout {config.dropout:g}: {plan.start_from.name}'s own (type a rate in the form's "
-                       "Dropout field to change it)")
+        rates = config.dropout_rates
+        said = (f"{rates.resid:g}" if len(set(rates)) == 1 else
+                ", ".join(f"{site} {rate:g}" for site, rate in zip(rates._fields, rates, strict=True)))
+        run.log.append(f"dropout {said}: {plan.start_from.name}'s own (type a rate in the form's Dropout field "
+                       "to change it)")
     if plan.action == "continue":
         assert plan.start_from is not None
         trainer = engine.resume_trainer(plan.start_from, corpus, config, out_path=plan.out_path)
