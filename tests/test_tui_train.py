@@ -310,6 +310,8 @@ async def test_a_recipe_fills_the_form_and_typed_fields_override_it(tui_home):
         await wait_for(pilot, lambda: recipe.has_focus, what="focus on the recipe")
         await press(pilot, "enter", "down", "down", "enter")  # none, shakespeare-char-cpu, shakespeare-char
         await wait_for(pilot, lambda: recipe.value == "shakespeare-char", what="the recipe chosen")
+        width = screen.query_one("#width", Input)  # the form is filled when the select's Changed message comes
+        await wait_for(pilot, lambda: width.value == "384", what="the recipe's settings in the form")
         values = {i: screen.query_one(f"#{i}", Input).value for i in ("layers", "heads", "width", "ctx", "batch",
                                                                       "steps", "lr", "dropout")}
         assert values == {"layers": "6", "heads": "6", "width": "384", "ctx": "256", "batch": "64",
