@@ -22,6 +22,12 @@ import numpy as np
 from numba import njit, typeof, types
 from numba.core.typing import Signature
 
+from cllm.core.attention_kernels import (
+    attention_backward,
+    attention_forward,
+    short_attention_backward,
+    short_attention_forward,
+)
 from cllm.core.config import ModelConfig
 from cllm.core.kernels import (
     ATTENTION_OUT,
@@ -34,8 +40,6 @@ from cllm.core.kernels import (
     TRANS,
     Dropout,
     add_rows,
-    attention_backward,
-    attention_forward,
     copy_rows,
     crossentropy_backward,
     crossentropy_forward,
@@ -49,8 +53,6 @@ from cllm.core.kernels import (
     layernorm_forward,
     matmul_backward,
     matmul_forward,
-    short_attention_backward,
-    short_attention_forward,
     site_key,
 )
 from cllm.core.layout import Layout, act_views, param_views
@@ -127,7 +129,7 @@ def gpt_forward(P, A, tokens, T, n_head, last_only, attend, D):
     vocabulary the logits are a third of a long prompt's work); keeps every activation for
     backward. Row-wise work and matrix products run over all N = R*T rows at once;
     attention (`attend`: `attention_forward_pass`) runs per sequence. Dropout as GPT-2
-    applies it, D saying the rate and the masks' keys (`Dropout`): on the embeddings, the
+    applies it, D saying the rates and the masks' keys (`Dropout`): on the embeddings, the
     attention probabilities and both residual branches (A.dbranch holds a branch)."""
     L = P.ln1w.shape[0]
     R = tokens.shape[0]
