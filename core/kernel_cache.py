@@ -25,10 +25,8 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "passes": ("kernels.py", "layout.py"),
     "layout": ("kernels.py",),
     "optimizer": ("kernels.py",),
-    "decode_kernels": ("kernels.py", "row_dots.py", "spin_barrier.py"),
-    "prompt_pass": ("kernels.py", "decode_kernels.py", "row_dots.py", "spin_barrier.py"),
-    "row_dots": ("kernels.py",),
-    "spin_barrier": ("kernels.py",),
+    "decode_kernels": ("kernels.py",),
+    "prompt_pass": ("kernels.py",),
 }
 
 _checked = False

@@ -105,12 +105,11 @@ class PromptBuffers(NamedTuple):
                    z((n_head, 2) + tile, f))
 
 
-def prompt_pass(W: DecodeWeights, P, S: DecodeState, samples: range | None, tokens: np.ndarray, n_head: int,
+def prompt_pass(W: DecodeWeights, P, S: DecodeState, samples: range, tokens: np.ndarray, n_head: int,
                 threads: int = 0, buffers: PromptBuffers | None = None) -> np.ndarray:
     """Runs `tokens` (T <= ctx) through the model (P: `core.layout.Params` views; W: the
     decoder's weights, for the logits), writes every layer's keys and values into the
-    caches of `samples` in S (None: the caches every sample shares), and returns the last
-    position's logits (V,). `buffers`
+    caches of `samples` in S, and returns the last position's logits (V,). `buffers`
     (for at least T tokens; made here if None) are reused by a caller that keeps them:
     memory touched for the first time costs page faults, on this project's virtual
     machines about a second per 100 MB."""
@@ -124,10 +123,9 @@ def prompt_pass(W: DecodeWeights, P, S: DecodeState, samples: range | None, toke
             layernorm_rows(ln, B.mean, B.rstd, x, P.ln1w[layer], P.ln1b[layer], T)
             with threaded_blas(threads):
                 matmul_forward(B.qkv, ln, P.qkvw[layer], P.qkvb[layer], T, False)
-            for keys, values in ([(S.pkcache[layer], S.pvcache[layer])] if samples is None else
-                                 [(S.kcache[n, layer], S.vcache[n, layer]) for n in samples]):
-                keys[:T] = B.qkv[:T, C:2 * C]
-                values[:T] = B.qkv[:T, 2 * C:]
+            for n in samples:
+                S.kcache[n, layer, :T] = B.qkv[:T, C:2 * C]
+                S.vcache[n, layer, :T] = B.qkv[:T, 2 * C:]
             with single_threaded_blas():
                 attention_heads(B.y, B.qkv, B.heads, B.lse, B.tiles, n_head, T)
             copy_rows_parallel(B.res, x, T)

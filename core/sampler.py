@@ -8,13 +8,13 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from cllm.core.config import SampleConfig
-from cllm.core.decode_kernels import DecodeState, DecodeWeights, decode_rows, decode_rows_launched
+from cllm.core.decode_kernels import DecodeState, DecodeWeights, decode_rows
 from cllm.core.errors import ConfigError, TokenizerError
 from cllm.core.model import GPT
 from cllm.core.prompt_pass import PromptBuffers, prompt_pass
 from cllm.core.quantize import QUANTIZED, decode_weights, float32_forms, quantize_params
 from cllm.core.text_stream import TextStream
-from cllm.core.threads import parallel_threads, thread_cap, threading_layer
+from cllm.core.threads import parallel_threads, thread_cap
 
 
 def decoder_weights(model: GPT, weights: str = "float32") -> DecodeWeights:
@@ -54,26 +54,22 @@ class Decoder:
         self.samples = samples
         self.threads = threads
         self.weights = decoder_weights(model, weights)
-        self.state = DecodeState.create(samples, c.n_layer, c.n_head, c.ctx, c.n_embd, c.vocab_size, thread_cap())
+        self.state = DecodeState.create(samples, c.n_layer, c.n_head, c.ctx, c.n_embd, c.vocab_size)
         self.buffers = PromptBuffers.create(c.ctx, c.n_embd, c.n_head)  # pages are touched (and cost) as used
         self.pos = 0
-        self.prefix = 0  # positions held by the shared caches
 
-    def _prompt_pass(self, tokens: np.ndarray, samples: range | None) -> np.ndarray:
-        """Logits after `tokens` (at most ctx of them), with the caches of `samples` (None:
-        the shared ones) holding them."""
+    def _prompt_pass(self, tokens: np.ndarray, samples: range) -> np.ndarray:
+        """Logits after `tokens` (at most ctx of them), with the caches of `samples` holding them."""
         model = self.model
         logits = prompt_pass(self.weights, model.layout.views(model.params), self.state, samples, tokens,
                              model.config.n_head, self.threads, self.buffers)
         self.pos = len(tokens)
-        self.prefix = len(tokens) if samples is None else 0
         return logits
 
     def prefill(self, tokens: np.ndarray) -> np.ndarray:
-        """Logits after `tokens` (its last ctx), held once in the caches every sample
-        shares: each step reads them once for all samples."""
+        """Logits after `tokens` (its last ctx), every sample's cache holding them."""
         tokens = np.asarray(tokens[-self.model.config.ctx:], dtype=np.int32)
-        return self._prompt_pass(tokens, None)
+        return self._prompt_pass(tokens, range(self.samples))
 
     def prefill_each(self, histories: np.ndarray) -> np.ndarray:
         """(samples, V) logits after each sample's own tokens (histories (samples, T),
@@ -90,9 +86,8 @@ class Decoder:
     def step_all(self, tokens: np.ndarray) -> np.ndarray:
         """(samples, V) logits after appending tokens[n] to sample n at the next position."""
         tokens = np.asarray(tokens, dtype=np.int32)
-        step = decode_rows if threading_layer() != "tbb" else decode_rows_launched  # spin_barrier's condition
         with parallel_threads(thread_cap(), self.threads) as workers:
-            step(self.weights, self.state, tokens, self.pos, self.prefix, self.model.config.n_head, workers)
+            decode_rows(self.weights, self.state, tokens, self.pos, self.model.config.n_head, workers)
         self.pos += 1
         return self.state.logits
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cllm.core import decode_kernels, sampler
+from cllm.core import sampler
 from cllm.core.errors import ConfigError
 from cllm.core.model import GPT
 from cllm.core.quantize import QUANTIZED, decoder_form, dequantize_rows, quantize_params, quantize_rows
-from cllm.core.row_dots import MAX_ROWS, row_dots
 from cllm.core.sampler import Decoder, SampleConfig, generate, generate_samples
 from cllm.core.workspace import forward_logits
 from tests.helpers import tiny_model
@@ -81,45 +80,6 @@ def test_a_row_decodes_the_same_alone_and_among_others(model):
         together = decoder.step_all(tokens[:, t]).copy()
         for n, d in enumerate(singles):
             np.testing.assert_array_equal(together[n], d.step(int(tokens[n, t])))
-
-
-@pytest.mark.parametrize("width", [7, 64, 200, 3072 + 16])
-def test_row_dots_give_a_row_the_same_bits_alone_and_among_others(width):
-    """The dot products of one to four rows with one weight row, in the order core.row_dots
-    writes out (vectors over the inputs up to a multiple of 64, the rest one by one): a
-    row's bits are the same in any group, and its sum is float64's to float32 rounding."""
-    rng = np.random.default_rng(width)
-    x = rng.standard_normal((5, width)).astype(np.float32)
-    w = rng.standard_normal(width).astype(np.float32)
-    sums = np.empty(MAX_ROWS, np.float32)
-    alone = []
-    for n in range(5):
-        row_dots(sums, x, n, 1, w)
-        alone.append(sums[0])
-    for rows in range(2, MAX_ROWS + 1):
-        for n0 in range(5 - rows + 1):
-            row_dots(sums, x, n0, rows, w)
-            np.testing.assert_array_equal(sums[:rows], alone[n0:n0 + rows])
-    exact = x.astype(np.float64) @ w.astype(np.float64)
-    np.testing.assert_allclose(alone, exact, rtol=1e-5, atol=1e-5 * np.sqrt(width))
-
-
-def test_the_step_in_one_parallel_region_is_one_launch_per_phase(small_text, monkeypatch):
-    """`decode_rows` (one parallel region, its tasks meeting at a spin barrier) and
-    `decode_rows_launched` (a launch per phase, for TBB) give the same bits on 2 threads,
-    with products wide enough for row_dots' vector loops, and the forward pass's logits."""
-    m = tiny_model(small_text, n_layer=2, n_head=4, n_embd=80, ctx=16)
-    m.params += np.random.default_rng(2).normal(0, 0.1, m.params.shape).astype(np.float32)
-    tokens = m.tokenizer.encode("the cat sat on a")[:16]
-    full, _ = forward_logits(m.params, m.config, tokens)
-    monkeypatch.setenv("NUMBA_NUM_THREADS", "2")
-    got = []
-    for step in (decode_kernels.decode_rows, decode_kernels.decode_rows_launched):
-        monkeypatch.setattr(sampler, "decode_rows", step)
-        got.append(decoded_logits(m, tokens, samples=2))
-    np.testing.assert_array_equal(got[0], got[1])
-    np.testing.assert_array_equal(got[0][:, 0], got[0][:, 1])
-    np.testing.assert_allclose(got[0][:, 0], full[2:], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
