@@ -13,6 +13,11 @@ counted). Peak = numpy float32 matmul 2048 x 2048 on the same number of threads
 
     python benchmarks/bench_train.py                 # 5 runs each, threads 1 and all
     python benchmarks/bench_train.py --unset-openblas-env --write
+    python benchmarks/bench_train.py --no-torch --base ../base --base-python ../base/.venv/bin/python
+
+With --base, CLLM as another checkout holds it (its own benchmarks/bench_train.py, run by
+an interpreter that has that checkout installed, with its own numba cache) alternates
+with the others too: a change measured before and after in one run.
 """
 
 from __future__ import annotations
@@ -216,6 +221,8 @@ def main() -> int:
     p.add_argument("--corpus", default=str(DEFAULT_CORPUS))
     p.add_argument("--peak-size", type=int, default=2048)
     p.add_argument("--no-torch", action="store_true", help="CLLM only")
+    p.add_argument("--base", type=Path, help="another checkout whose CLLM alternates with this one's ('base')")
+    p.add_argument("--base-python", default=sys.executable, help="the interpreter that has --base installed")
     add_report_args(p, "Training throughput", "a scaling run on another machine gets its own, e.g. 'Scaling on "
                                               "a 16-core machine'")
     a = p.parse_args()
@@ -227,6 +234,8 @@ def main() -> int:
     use_torch = not a.no_torch and torch_available()
     env = child_env(a.unset_openblas_env)
     impls = ["cllm", "torch"] if use_torch else ["cllm"]
+    if a.base:
+        impls.append("base")
     notes = [] if use_torch else [NO_TORCH if not a.no_torch else "PyTorch left out (--no-torch)."]
     for note in notes:
         print(note)
@@ -253,9 +262,10 @@ def main() -> int:
         for name, cfg in configs.items():
             for n in threads:
                 for impl in order:
-                    spec = {"kind": impl, "config": cfg, "threads": n, "corpus": a.corpus,
-                            "steps": a.steps, "warmup": a.warmup_steps}
-                    r = run_child(SCRIPT, spec, env)
+                    spec = {"kind": "cllm" if impl == "base" else impl, "config": cfg, "threads": n,
+                            "corpus": a.corpus, "steps": a.steps, "warmup": a.warmup_steps}
+                    r = (run_child(a.base / "benchmarks" / SCRIPT.name, spec, env, python=a.base_python)
+                         if impl == "base" else run_child(SCRIPT, spec, env))
                     tok_s = a.steps * cfg["batch"] * cfg["ctx"] / r["seconds"]
                     tps.setdefault((name, n, impl), []).append(tok_s)
                     if "capability" in r:
@@ -263,7 +273,7 @@ def main() -> int:
                     print(f"run {rep + 1}/{a.repeats} {name:12s} {n} thread(s) {impl:5s} {tok_s:9.0f} tok/s "
                           f"(loss {r['loss']:.3f}, child {r['wall_s']:.1f} s)", flush=True)
 
-    rows, speed_rows = [], []
+    rows, speed_rows, base_rows = [], [], []
     if len(threads) > 1:
         solo = [peak[n][SOLO] for n in threads]
         speed_rows.append(["machine: 1024^3 matmuls, GFLOP/s", "numpy", *[fmt(g) for g in solo],
@@ -274,6 +284,11 @@ def main() -> int:
             s = {impl: stats(tps.get((name, n, impl), [])) for impl in ("cllm", "torch")}
             gf = {impl: s[impl]["median"] * fpt / 1e9 for impl in s}
             pk = peak[n]["numpy"]
+            if a.base:
+                b = stats(tps[(name, n, "base")])
+                base_rows.append([config_label(cfg), str(n), fmt_range(s["cllm"]), fmt_range(b),
+                                  f"{100 * gf['cllm'] / pk:.0f}%", f"{100 * b['median'] * fpt / 1e9 / pk:.0f}%",
+                                  f"{s['cllm']['median'] / b['median']:.3f}"])
             rows.append([config_label(cfg), str(n), fmt_range(s["cllm"]), fmt_range(s["torch"]),
                          fmt(gf["cllm"]), fmt(gf["torch"]), f"{100 * gf['cllm'] / pk:.0f}%",
                          f"{100 * gf['torch'] / pk:.0f}%" if use_torch else "-",
@@ -285,7 +300,7 @@ def main() -> int:
                                   [f"{m / med[0]:.2f}" for m in med[1:]])
 
     out = [f"Training throughput: {a.repeats} runs each (median (min-max)), {a.steps} timed steps after "
-           f"{a.warmup_steps} warm-up steps, one child process per run, CLLM and PyTorch alternating.",
+           f"{a.warmup_steps} warm-up steps, one child process per run, CLLM and PyTorch (and --base) alternating.",
            "FLOPs per token = 6 x non-embedding parameters + 12 x layers x ctx x width; "
            "% peak = GFLOP/s over numpy's float32 matmul peak on the same threads.", ""]
     out += machine_lines(env, kernels) + [f"- command: `{command_line()}`"] + [f"- {n}" for n in notes]
@@ -294,6 +309,10 @@ def main() -> int:
                       [[k, *[fmt(peak[n].get(k)) for n in threads]] for k in peak[threads[0]]]), ""]
     out += [table(["config", "threads", "CLLM tok/s", "PyTorch tok/s", "CLLM GFLOP/s", "PyTorch GFLOP/s",
                    "CLLM % peak", "PyTorch % peak", "CLLM/PyTorch"], rows)]
+    if base_rows:
+        out += ["", f"This checkout against {a.base} (`base`, run by {a.base_python}), alternating with the others:",
+                "", table(["config", "threads", "this tok/s", "base tok/s", "this % peak", "base % peak", "this/base"],
+                          base_rows)]
     if speed_rows:
         out += ["", table(["config", "impl", *[f"{n}t tok/s" for n in threads],
                            *[f"{n}t/{threads[0]}t" for n in threads[1:]]], speed_rows)]
