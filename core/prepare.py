@@ -35,12 +35,14 @@ from cllm.core.dataset import FORMAT, MANIFEST, VERSION, Dataset, dataset_digest
 from cllm.core.errors import Cancelled, ConfigError, CorpusError, TokenizerError
 from cllm.core.shards import ShardWriter, kind_for
 from cllm.core.sources import NotText, SourceFile, SourceScan, read_text_chunks, scan_sources, skipped_line
-from cllm.core.tokenizer import CharTokenizer, Gpt2Tokenizer, Tokenizer, encode_many, train_tokenizer
+from cllm.core.tokenizer import BpeTokenizer, CharTokenizer, Gpt2Tokenizer, Tokenizer, encode_many, train_tokenizer
 
 SHARD_TOKENS = 100_000_000  # tokens per shard, as llm.c's FineWeb script
 DEFAULT_SAMPLE_MB = 32.0  # of text a word or BPE tokenizer is trained on
 ENCODE_BATCH = 4 << 20  # characters encoded in one call (the tokenizers library spreads them over the cores)
 VAL_FRACTION = 0.1
+FIRST_CHECK = 1 << 20  # characters on which tiktoken's ids are compared with tokenizers' before the first batch
+BATCH_CHECK = 1 << 16  # and in every batch (core/fast_bpe.py)
 SEPARATOR = "\n\n"  # between documents, for a tokenizer without an end-of-text token
 
 
@@ -205,11 +207,41 @@ class _Splits:
                 writer.abandon()
 
 
+def _head(texts: Sequence[str], chars: int) -> list[str]:
+    """The first `chars` characters of `texts`, as texts."""
+    out = []
+    for text in texts:
+        if chars <= 0:
+            break
+        out.append(text[:chars])
+        chars -= len(out[-1])
+    return out
+
+
+def _fast_checked(tokenizer: Tokenizer, texts: Sequence[str], chars: int, note: Callable[[str], None]) -> None:
+    """Compares tiktoken's ids with tokenizers' on the first `chars` characters of
+    `texts`, where tiktoken encodes; says so when they differ (tokenizers encodes from
+    then on)."""
+    if isinstance(tokenizer, BpeTokenizer) and tokenizer.fast is not None and not tokenizer.agrees(_head(texts, chars)):
+        note(f"encoding with the tokenizers library: {tokenizer.slow_reason}")
+
+
+def _encoder_line(tokenizer: Tokenizer) -> str | None:
+    if not isinstance(tokenizer, BpeTokenizer) or not tokenizer._chunked:
+        return None
+    if tokenizer.fast is not None:
+        return "encoding with tiktoken (the same ids as the tokenizers library; compared on part of every batch)"
+    return f"encoding with the tokenizers library: {tokenizer.slow_reason}"
+
+
 def _encode_all(checked: _Checked, tokenizer: Tokenizer, method: str, held: set[str], splits: _Splits,
-                report: Callable[[Progress], None], cancel: threading.Event | None) -> dict[str, int]:
+                report: Callable[[Progress], None], cancel: threading.Event | None,
+                note: Callable[[str], None]) -> dict[str, int]:
     """Encodes every document into `splits`; returns tokens per document. A document's
     tokens in a split are preceded by the end-of-text token where the tokenizer has one
-    (as llm.c does), else by SEPARATOR's tokens unless it comes first in that split."""
+    (as llm.c does), else by SEPARATOR's tokens unless it comes first in that split.
+    Where tiktoken encodes BPE, part of every batch is also encoded by tokenizers, and
+    the first difference hands the rest to tokenizers."""
     eot = _eot_id(tokenizer)
     separator = np.array([eot], np.int32) if eot is not None else None  # SEPARATOR's tokens when first needed
     started = {"train": False, "val": False}
@@ -219,10 +251,16 @@ def _encode_all(checked: _Checked, tokenizer: Tokenizer, method: str, held: set[
     paths = {f.name: f.path for f in checked.files}
     pending: list[tuple[str, str, str, bool]] = []  # (document, split, text, separator first)
     pending_chars = 0
+    check_chars = FIRST_CHECK
+    line = _encoder_line(tokenizer)
+    if line:
+        note(line)
 
     def flush() -> None:
-        nonlocal pending_chars, separator
+        nonlocal pending_chars, separator, check_chars
         _check_cancel(cancel)
+        _fast_checked(tokenizer, [p[2] for p in pending], check_chars, note)
+        check_chars = BATCH_CHECK
         try:
             encoded = encode_many(tokenizer, [p[2] for p in pending])
         except TokenizerError:  # which document: encoded one by one to find it
@@ -314,7 +352,7 @@ def prepare(paths: Sequence[str | Path], out: Path, tokenizer: Tokenizer | Token
     splits = _Splits(tmp, tok.vocab_size, shard_tokens)
     try:
         try:
-            counts = _encode_all(checked, tok, method, held, splits, report, cancel)
+            counts = _encode_all(checked, tok, method, held, splits, report, cancel, note)
             splits.close()
             _write_json(tmp / MANIFEST, _manifest(scan, checked, tok, plan, method, held, splits, counts))
             _swap_in(tmp, out)
@@ -341,6 +379,7 @@ def _train(plan: TokenizerPlan, checked: _Checked, total: int, note: Callable[[s
     note(f"{plan.kind} tokenizer ({tok.vocab_size} tokens) trained on a sample of {_mb(size)} of the "
          f"corpus's {_mb(total)}"
          + (" (all of it)" if size >= total else f" (--tokenizer-sample {plan.sample_mb:g} MB)"))
+    _fast_checked(tok, checked.sample, FIRST_CHECK, note)
     return tok
 
 

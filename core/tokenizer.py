@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import tiktoken
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from cllm.core import fast_bpe
 from cllm.core.errors import ConfigError, TokenizerError
 
 TRAINABLE_KINDS = ("char", "word", "bpe")  # what `train_tokenizer` builds from a text ("gpt2" is imported)
@@ -182,7 +184,35 @@ class BpeTokenizer:
     def __init__(self, hf: HFTokenizer) -> None:
         self.hf = hf
         self._size = hf.get_vocab_size()
-        self._chunked = _chunk_safe(json.loads(hf.to_str()))
+        self._spec = json.loads(hf.to_str())
+        self._chunked = _chunk_safe(self._spec)
+        self._fast: tiktoken.Encoding | None = None
+        self.slow_reason: str | None = None  # why `encode_many` uses `tokenizers`, once `fast` was asked
+
+    @property
+    def fast(self) -> tiktoken.Encoding | None:
+        """tiktoken's encoder giving this tokenizer's ids (core/fast_bpe.py), built on
+        first use; None where its merges are not rank-consistent or it disagreed."""
+        if self._fast is None and self.slow_reason is None:
+            self.slow_reason = fast_bpe.not_rank_consistent(self._spec)
+            if self.slow_reason is None:
+                self._fast = fast_bpe.rank_encoder(self._spec)
+        return self._fast
+
+    def agrees(self, texts: Sequence[str]) -> bool:
+        """Whether tiktoken gives `tokenizers`' ids on these texts; from the first
+        difference on, `encode_many` uses `tokenizers` (True when it already does)."""
+        fast = self.fast
+        if fast is None:
+            return True
+        batch = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
+        slow = [enc.ids for enc in batch(list(texts), add_special_tokens=False)]
+        for text, ids, fast_ids in zip(texts, slow, fast_bpe.encode_batch(fast, texts), strict=True):
+            if not np.array_equal(ids, fast_ids):
+                self._fast = None
+                self.slow_reason = f"tiktoken's ids differ from tokenizers' on {text[:40]!r}..."
+                return False
+        return True
 
     @classmethod
     def train(cls, text: str, vocab_size: int) -> BpeTokenizer:
@@ -313,10 +343,11 @@ def train_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Toke
 
 def encode_many(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
     """Each text's ids, as `tokenizer.encode` gives them. Byte-level BPE encodes all
-    texts' pieces in one batch call, which the `tokenizers` library spreads over every
-    core."""
+    texts' pieces in one batch spread over every core: by tiktoken where it gives the
+    same ids (`BpeTokenizer.fast`), else by the `tokenizers` library."""
     if not isinstance(tokenizer, BpeTokenizer) or not tokenizer._chunked:
         return [tokenizer.encode(text) for text in texts]
+    fast = tokenizer.fast
     pieces: list[str] = []
     per_text = []
     for text in texts:
@@ -332,6 +363,10 @@ def encode_many(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
         if group:
             pieces.append("".join(group))
         per_text.append(len(pieces) - before)
+    if fast is not None:
+        encoded = fast_bpe.encode_batch(fast, pieces)
+        return [np.concatenate(encoded[at - n:at]).astype(np.int32)  # every text has a piece, "" too
+                for at, n in zip(itertools.accumulate(per_text), per_text, strict=True)]
     batch = getattr(tokenizer.hf, "encode_batch_fast", tokenizer.hf.encode_batch)
     encodings = batch(pieces, add_special_tokens=False)
     out, at = [], 0
