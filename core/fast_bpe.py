@@ -122,7 +122,18 @@ def threads() -> int:
 
 
 def encode_batch(encoder: tiktoken.Encoding, texts: Sequence[str]) -> list[np.ndarray]:
-    """Each text's ids (uint32), the texts spread over the cores (tiktoken releases the
-    GIL while it encodes)."""
-    with ThreadPoolExecutor(threads()) as pool:
-        return list(pool.map(encoder.encode_to_numpy, texts))
+    """Each text's ids (uint32), the texts spread over the cores in groups of about equal
+    length, one per thread (tiktoken releases the GIL while it encodes)."""
+    n = min(threads(), len(texts))
+    if n <= 1:
+        return [encoder.encode_to_numpy(text) for text in texts]
+    total, bounds, size = sum(map(len, texts)), [0], 0
+    for i, text in enumerate(texts[:-1]):
+        size += len(text)
+        if len(bounds) < n and size * n >= total * len(bounds):
+            bounds.append(i + 1)
+    bounds.append(len(texts))
+    with ThreadPoolExecutor(n) as pool:
+        groups = pool.map(lambda ab: [encoder.encode_to_numpy(text) for text in texts[ab[0]:ab[1]]],
+                          itertools.pairwise(bounds))
+        return [ids for group in groups for ids in group]

@@ -42,7 +42,7 @@ DEFAULT_SAMPLE_MB = 32.0  # of text a word or BPE tokenizer is trained on
 ENCODE_BATCH = 4 << 20  # characters encoded in one call (the tokenizers library spreads them over the cores)
 VAL_FRACTION = 0.1
 FIRST_CHECK = 1 << 20  # characters on which tiktoken's ids are compared with tokenizers' before the first batch
-BATCH_CHECK = 1 << 16  # and in every batch (core/fast_bpe.py)
+BATCH_CHECK = 1 << 14  # and in every batch (core/fast_bpe.py)
 SEPARATOR = "\n\n"  # between documents, for a tokenizer without an end-of-text token
 
 

@@ -34,8 +34,24 @@ _WORD_RE = re.compile(r"\w+|\s+|[^\w\s]")
 # Split points for long texts: before a "\n" that follows a non-space character. GPT-2's
 # pre-tokenizer regex always has a boundary there and its look-ahead never crosses it, so
 # encoding the pieces separately gives exactly the ids of encoding the whole text.
-_BPE_CHUNK_RE = re.compile(r"(?<=\S)(?=\n)")
 _BPE_CHUNK_MIN = 16384
+
+
+def _bpe_pieces(text: str, size: int = _BPE_CHUNK_MIN) -> list[str]:
+    """`text` cut into pieces of at least `size` characters (the last one may be
+    shorter), each cut before a "\n" that follows a non-space character: encoded
+    separately, the pieces give the text's ids (see the split points above)."""
+    pieces, start = [], 0
+    while len(text) - start > size:
+        cut = text.find("\n", start + size)
+        while cut > 0 and text[cut - 1].isspace():
+            cut = text.find("\n", cut + 1)
+        if cut < 0:
+            break
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
 
 
 @runtime_checkable
@@ -166,7 +182,7 @@ class WordTokenizer:
 
 
 def _chunk_safe(spec: dict) -> bool:
-    """Whether encoding a text in pieces split by `_BPE_CHUNK_RE` gives the ids of
+    """Whether encoding a text in pieces cut by `_bpe_pieces` gives the ids of
     encoding it whole: GPT-2's splitting regex (the ByteLevel pre-tokenizer's own), and
     no special token that contains a newline or eats the whitespace around it."""
     pre = spec.get("pre_tokenizer") or {}
@@ -224,7 +240,7 @@ class BpeTokenizer:
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        hf.train_from_iterator(_BPE_CHUNK_RE.split(text), trainer)
+        hf.train_from_iterator(_bpe_pieces(text, 4096), trainer)  # the words counted are the same
         return cls(hf)
 
     @property
@@ -235,7 +251,7 @@ class BpeTokenizer:
         if len(text) < _BPE_CHUNK_MIN or not self._chunked:
             return np.array(self.hf.encode(text, add_special_tokens=False).ids, dtype=np.int32)
         batch = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
-        encodings = batch(_BPE_CHUNK_RE.split(text), add_special_tokens=False)
+        encodings = batch(_bpe_pieces(text), add_special_tokens=False)
         return np.fromiter((i for enc in encodings for i in enc.ids), dtype=np.int32)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
@@ -351,18 +367,9 @@ def encode_many(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
     pieces: list[str] = []
     per_text = []
     for text in texts:
-        before = len(pieces)
-        group: list[str] = []
-        size = 0
-        for part in _BPE_CHUNK_RE.split(text):  # consecutive parts joined: fewer, larger pieces, same ids
-            group.append(part)
-            size += len(part)
-            if size >= _BPE_CHUNK_MIN:
-                pieces.append("".join(group))
-                group, size = [], 0
-        if group:
-            pieces.append("".join(group))
-        per_text.append(len(pieces) - before)
+        parts = _bpe_pieces(text)
+        pieces += parts
+        per_text.append(len(parts))
     if fast is not None:
         encoded = fast_bpe.encode_batch(fast, pieces)
         return [np.concatenate(encoded[at - n:at]).astype(np.int32)  # every text has a piece, "" too

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from cllm.core import fast_bpe
 from cllm.core.prepare import SEPARATOR, TokenizerPlan, prepare
-from cllm.core.tokenizer import BpeTokenizer, encode_many, train_tokenizer
+from cllm.core.tokenizer import BpeTokenizer, _bpe_pieces, encode_many, train_tokenizer
 from tests.helpers import make_text
 
 CODE = '''def mean(xs: list[float]) -> float:
@@ -136,3 +136,12 @@ def test_a_difference_found_while_preparing_hands_the_rest_to_tokenizers(tmp_pat
     for split in ("train", "val"):  # encoded by tiktoken, and all by tokenizers after the first check
         a, b = getattr(reference, split), getattr(ds, split)
         assert len(a) > 1000 and np.array_equal(a[0:len(a)], b[0:len(b)])
+
+
+def test_long_texts_are_cut_where_the_ids_do_not_change(bpe):
+    text = (CODE + WHITESPACE + "line  \n\n   \n" * 50 + PROSE + UNICODE) * 40
+    pieces = _bpe_pieces(text, 500)
+    assert "".join(pieces) == text and len(pieces) > 10
+    assert all(len(p) >= 500 and p[-1] != "\n" and not p[-1].isspace() for p in pieces[:-1])
+    assert all(p.startswith("\n") for p in pieces[1:])
+    assert encode_many(bpe, [text])[0].tolist() == hf_ids(bpe, text) == bpe.encode(text).tolist()
