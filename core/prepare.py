@@ -25,6 +25,7 @@ import shutil
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,12 +219,13 @@ def _head(texts: Sequence[str], chars: int) -> list[str]:
     return out
 
 
-def _fast_checked(tokenizer: Tokenizer, texts: Sequence[str], chars: int, note: Callable[[str], None]) -> None:
+def _fast_differs(tokenizer: Tokenizer, texts: Sequence[str], chars: int) -> str | None:
     """Compares tiktoken's ids with tokenizers' on the first `chars` characters of
-    `texts`, where tiktoken encodes; says so when they differ (tokenizers encodes from
-    then on)."""
+    `texts`, where tiktoken encodes; what to say when they differ (tokenizers encodes
+    from then on)."""
     if isinstance(tokenizer, BpeTokenizer) and tokenizer.fast is not None and not tokenizer.agrees(_head(texts, chars)):
-        note(f"encoding with the tokenizers library: {tokenizer.slow_reason}")
+        return f"encoding with the tokenizers library: {tokenizer.slow_reason}"
+    return None
 
 
 def _encoder_line(tokenizer: Tokenizer) -> str | None:
@@ -240,8 +242,9 @@ def _encode_all(checked: _Checked, tokenizer: Tokenizer, method: str, held: set[
     """Encodes every document into `splits`; returns tokens per document. A document's
     tokens in a split are preceded by the end-of-text token where the tokenizer has one
     (as llm.c does), else by SEPARATOR's tokens unless it comes first in that split.
-    Where tiktoken encodes BPE, part of every batch is also encoded by tokenizers, and
-    the first difference hands the rest to tokenizers."""
+    A thread encodes each batch while the next one is read. Where tiktoken encodes BPE,
+    part of every batch is also encoded by tokenizers, and the first difference hands
+    the rest to tokenizers."""
     eot = _eot_id(tokenizer)
     separator = np.array([eot], np.int32) if eot is not None else None  # SEPARATOR's tokens when first needed
     started = {"train": False, "val": False}
@@ -255,58 +258,78 @@ def _encode_all(checked: _Checked, tokenizer: Tokenizer, method: str, held: set[
     line = _encoder_line(tokenizer)
     if line:
         note(line)
+    in_flight: tuple[Future, list[tuple[str, str, str, bool]]] | None = None
 
-    def flush() -> None:
-        nonlocal pending_chars, separator, check_chars
-        _check_cancel(cancel)
-        _fast_checked(tokenizer, [p[2] for p in pending], check_chars, note)
-        check_chars = BATCH_CHECK
+    def encode(texts: list[str], check: int) -> tuple[list[np.ndarray], str | None]:
+        """In the encoding thread: the batch's ids, and why tiktoken stopped if it did."""
+        differs = _fast_differs(tokenizer, texts, check)
+        return encode_many(tokenizer, texts), differs
+
+    def finish() -> None:
+        """Writes the batch in flight once it is encoded."""
+        nonlocal separator
+        if in_flight is None:
+            return
+        future, batch = in_flight
         try:
-            encoded = encode_many(tokenizer, [p[2] for p in pending])
+            encoded, differs = future.result()
         except TokenizerError:  # which document: encoded one by one to find it
-            for name, _, text, _ in pending:
+            for name, _, text, _ in batch:
                 try:
                     tokenizer.encode(text)
                 except TokenizerError as exc:
                     raise TokenizerError(f"{paths[name]}: {exc}") from None
             raise
-        for (name, split, _, first), ids in zip(pending, encoded, strict=True):
+        if differs:
+            note(differs)
+        for (name, split, _, first), ids in zip(batch, encoded, strict=True):
             if first:
                 if separator is None:
                     separator = tokenizer.encode(SEPARATOR)
                 splits.write(split, separator)
             splits.write(split, ids)
             counts[name] = counts.get(name, 0) + len(ids)
-        pending.clear()
-        pending_chars = 0
 
-    for f in checked.files:
-        split = "val" if f.name in held else "train"
-        tail_left = int(f.size * (1 - VAL_FRACTION)) if method == "tail" else None  # bytes before the held-out tail
-        opened: set[str] = set()
-        for chunk in read_text_chunks(f):
-            pieces = [(split, chunk)]
-            if tail_left is not None and split == "train":
-                cut = _tail_cut(chunk, tail_left)
-                tail_left -= len(chunk.encode("utf-8"))
-                if cut is not None:
-                    pieces = [("train", chunk[:cut]), ("val", chunk[cut:])]
-                    split = "val"
-            for piece_split, text in pieces:
-                if not text:
-                    continue
-                first = piece_split not in opened and (eot is not None or started[piece_split])
-                opened.add(piece_split)
-                started[piece_split] = True
-                pending.append((f.name, piece_split, text, first))
-                pending_chars += len(text)
+    def flush() -> None:
+        """Hands the pending texts to the encoding thread, and writes the batch before
+        (reading the next batch overlaps encoding this one)."""
+        nonlocal pending, pending_chars, check_chars, in_flight
+        _check_cancel(cancel)
+        batch, pending, pending_chars = pending, [], 0
+        future = pool.submit(encode, [p[2] for p in batch], check_chars)
+        check_chars = BATCH_CHECK
+        finish()
+        in_flight = future, batch
+
+    with ThreadPoolExecutor(1, thread_name_prefix="cllm-encode") as pool:
+        for f in checked.files:
+            split = "val" if f.name in held else "train"
+            tail_left = int(f.size * (1 - VAL_FRACTION)) if method == "tail" else None  # bytes before the held-out tail
+            opened: set[str] = set()
+            for chunk in read_text_chunks(f):
+                pieces = [(split, chunk)]
+                if tail_left is not None and split == "train":
+                    cut = _tail_cut(chunk, tail_left)
+                    tail_left -= len(chunk.encode("utf-8"))
+                    if cut is not None:
+                        pieces = [("train", chunk[:cut]), ("val", chunk[cut:])]
+                        split = "val"
+                for piece_split, text in pieces:
+                    if not text:
+                        continue
+                    first = piece_split not in opened and (eot is not None or started[piece_split])
+                    opened.add(piece_split)
+                    started[piece_split] = True
+                    pending.append((f.name, piece_split, text, first))
+                    pending_chars += len(text)
+                if pending_chars >= ENCODE_BATCH:
+                    flush()
+            done += f.size
             if pending_chars >= ENCODE_BATCH:
                 flush()
-        done += f.size
-        if pending_chars >= ENCODE_BATCH:
-            flush()
-        report(Progress("encoding", done, total))
-    flush()
+            report(Progress("encoding", done, total))
+        flush()
+        finish()
     return counts
 
 
@@ -379,7 +402,9 @@ def _train(plan: TokenizerPlan, checked: _Checked, total: int, note: Callable[[s
     note(f"{plan.kind} tokenizer ({tok.vocab_size} tokens) trained on a sample of {_mb(size)} of the "
          f"corpus's {_mb(total)}"
          + (" (all of it)" if size >= total else f" (--tokenizer-sample {plan.sample_mb:g} MB)"))
-    _fast_checked(tok, checked.sample, FIRST_CHECK, note)
+    differs = _fast_differs(tok, checked.sample, FIRST_CHECK)
+    if differs:
+        note(differs)
     return tok
 
 
