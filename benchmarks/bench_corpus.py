@@ -145,8 +145,13 @@ def train_child(spec: dict) -> dict:
 
 
 def prepare_run(corpus: Path, out: Path, tokenizer: str, env: dict) -> dict:
-    extra = ["--vocab-size", "4096"] if tokenizer == "bpe" else []
-    r = run_cmd(cllm_cmd("prepare", corpus, "-o", out, "--tokenizer", tokenizer, *extra, "--json"), env)
+    """`tokenizer` "bpe-tokenizers": BPE encoded by the tokenizers library alone (the
+    reference for tiktoken's encoding)."""
+    extra = ["--vocab-size", "4096"] if tokenizer.startswith("bpe") else []
+    if tokenizer == "bpe-tokenizers":
+        env = {**env, "CLLM_TIKTOKEN": "0"}
+    r = run_cmd(cllm_cmd("prepare", corpus, "-o", out, "--tokenizer", tokenizer[:3] if tokenizer.startswith("bpe")
+                         else tokenizer, *extra, "--json"), env)
     j = check_ok(r, f"cllm prepare ({tokenizer})")
     return {"seconds": j["seconds"], "mb": j["bytes"] / MB, "rate": j["bytes"] / MB / j["seconds"],
             "cpu": j["cpu_seconds"], "peak": r["maxrss"] / MB, "tokens": j["train_tokens"] + j["val_tokens"]}
@@ -177,7 +182,9 @@ def main() -> int:
     p.add_argument("--small", type=Path, help="the smaller corpus beside it (default: the first quarter of its files)")
     p.add_argument("--parts", default="prepare,start,train",
                    help="which measurements, comma-separated: prepare, start, train (to fit separate runs)")
-    p.add_argument("--tokenizers", default="char,bpe", help="the tokenizers `prepare` measures, comma-separated")
+    p.add_argument("--tokenizers", default="char,bpe",
+                   help="the tokenizers `prepare` measures, comma-separated: char, bpe, bpe-tokenizers (BPE "
+                        "encoded by the tokenizers library alone, the reference)")
     p.add_argument("--train-steps", type=int, default=400)
     p.add_argument("--train-repeats", type=int, default=2, help="runs of each training mode, alternating")
     p.add_argument("--threads", type=int, default=2)
@@ -216,10 +223,12 @@ def main() -> int:
         if "prepare" in parts:
             rows = []
             for tokenizer in tokenizers:
-                for c in (small, corpus):
+                for c in (small,) if tokenizer == "bpe-tokenizers" else (small, corpus):
                     r = prepare_run(c, work / f"ds-{tokenizer}-{c.name}", tokenizer, env)
                     print(tokenizer, c.name, r, flush=True)
-                    rows.append([tokenizer + (" (vocab 4096, 32 MB sample)" if tokenizer == "bpe" else ""),
+                    label = {"bpe": "bpe (vocab 4096, 32 MB sample)",
+                             "bpe-tokenizers": "bpe, encoded by tokenizers alone (CLLM_TIKTOKEN=0)"}
+                    rows.append([label.get(tokenizer, tokenizer),
                                  f"{r['mb']:,.0f}", f"{r['tokens'] / 1e6:,.1f}", f"{r['seconds']:.1f}",
                                  f"{r['rate']:.1f}", f"{r['cpu']:.1f}", f"{r['mb'] / r['cpu']:.1f}",
                                  f"{r['peak']:.0f}"])

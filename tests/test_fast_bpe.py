@@ -145,3 +145,10 @@ def test_long_texts_are_cut_where_the_ids_do_not_change(bpe):
     assert all(len(p) >= 500 and p[-1] != "\n" and not p[-1].isspace() for p in pieces[:-1])
     assert all(p.startswith("\n") for p in pieces[1:])
     assert encode_many(bpe, [text])[0].tolist() == hf_ids(bpe, text) == bpe.encode(text).tolist()
+
+
+def test_cllm_tiktoken_0_keeps_the_tokenizers_library(monkeypatch):
+    monkeypatch.setenv("CLLM_TIKTOKEN", "0")
+    tok = train_tokenizer("bpe", training_text(), 300)
+    assert isinstance(tok, BpeTokenizer) and tok.fast is None and tok.slow_reason == "CLLM_TIKTOKEN=0"
+    assert encode_many(tok, [CODE])[0].tolist() == hf_ids(tok, CODE)
