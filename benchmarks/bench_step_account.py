@@ -332,8 +332,8 @@ CHILDREN = {"account": child_account, "peak": child_peak, "bandwidth": child_ban
 
 def tiled_tile_area(T: int) -> int:
     """Query x key pairs the tiled attention pair computes for one head of one sequence
-    (core.kernels._block_tiles' tiles)."""
-    from cllm.core.kernels import DIAGONAL_STRIP
+    (core.attention_kernels._block_tiles' tiles)."""
+    from cllm.core.attention_kernels import DIAGONAL_STRIP
     from cllm.core.layout import ATT_KEY_BLOCK, ATT_QUERY_BLOCK
 
     Br, Bc = min(ATT_QUERY_BLOCK, T), min(ATT_KEY_BLOCK, T)

@@ -102,7 +102,7 @@ DECAYED = {"wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"}  # 2-D weights ge
 
 GROUP_ROWS = 256  # a shard runs its sequences in groups of about this many positions
 
-# Attention's kernels (core/kernels.py), picked by the context length: up to this
+# Attention's kernels (core/attention_kernels.py), picked by the context length: up to this
 # context the short pair keeps every head's T x T probabilities, which at these sizes is
 # faster than recomputing them (the crossover of benchmarks/bench_context.py); beyond it
 # the tiled pair runs on tiles of up to ATT_QUERY_BLOCK queries by ATT_KEY_BLOCK keys. At

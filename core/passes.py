@@ -22,6 +22,12 @@ import numpy as np
 from numba import njit, typeof, types
 from numba.core.typing import Signature
 
+from cllm.core.attention_kernels import (
+    attention_backward,
+    attention_forward,
+    short_attention_backward,
+    short_attention_forward,
+)
 from cllm.core.config import ModelConfig
 from cllm.core.kernels import (
     ATTENTION_OUT,
@@ -34,8 +40,6 @@ from cllm.core.kernels import (
     TRANS,
     Dropout,
     add_rows,
-    attention_backward,
-    attention_forward,
     copy_rows,
     crossentropy_backward,
     crossentropy_forward,
@@ -49,8 +53,6 @@ from cllm.core.kernels import (
     layernorm_forward,
     matmul_backward,
     matmul_forward,
-    short_attention_backward,
-    short_attention_forward,
     site_key,
 )
 from cllm.core.layout import Layout, act_views, param_views

@@ -22,10 +22,10 @@ import numpy as np
 from numba import njit, prange
 
 from cllm.core import layout
+from cllm.core.attention_kernels import attention_forward
 from cllm.core.decode_kernels import DecodeState, DecodeWeights, rows_times_weight
 from cllm.core.kernels import (
     JIT,
-    attention_forward,
     copy_rows,
     encoder_forward,
     gelu_forward,

@@ -7,8 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cllm.core.config import ModelConfig
-from cllm.core.kernels import (
+from cllm.core.attention_kernels import (
     DIAGONAL_STRIP,
     _block_tiles,
     _tile_spans,
@@ -17,6 +16,7 @@ from cllm.core.kernels import (
     short_attention_backward,
     short_attention_forward,
 )
+from cllm.core.config import ModelConfig
 from cllm.core.layout import ATT_KEY_BLOCK, ATT_QUERY_BLOCK, SHORT_ATTENTION_MAX_CTX, Layout
 from cllm.core.passes import LOSS
 from cllm.core.workspace import Workspace

@@ -10,15 +10,17 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from cllm.core.attention_kernels import (
+    attention_backward,
+    attention_forward,
+    short_attention_backward,
+    short_attention_forward,
+)
 from cllm.core.config import ModelConfig, TrainConfig
 from cllm.core.errors import ConfigError
 from cllm.core.kernels import (
     Dropout,
-    attention_backward,
-    attention_forward,
     dropout_mask,
-    short_attention_backward,
-    short_attention_forward,
     site_key,
     stream_key,
 )
