@@ -98,7 +98,7 @@ def changed_sources(manifest: dict, scan: SourceScan) -> str | None:
     """What differs between the files a manifest lists and those a walk found now (by
     path, size and modification time), in words; None if nothing."""
     before = {f["path"]: (f["size"], f["mtime_ns"]) for f in manifest["files"]}
-    now = {str(f.path): (f.size, f.mtime_ns) for f in scan.files}
+    now = {f.location: (f.size, f.mtime_ns) for f in scan.files}
     added = len(now.keys() - before.keys())
     removed = len(before.keys() - now.keys())
     changed = sum(1 for p in now.keys() & before.keys() if now[p] != before[p])

@@ -416,7 +416,7 @@ def _manifest(scan: SourceScan, checked: _Checked, tok: Tokenizer, plan: Tokeniz
               held: set[str], splits: _Splits, counts: dict[str, int]) -> dict:
     files = []
     for f in scan.files:
-        entry = {"name": f.name, "path": str(f.path), "size": f.size, "mtime_ns": f.mtime_ns}
+        entry = {"name": f.name, "path": f.location, "size": f.size, "mtime_ns": f.mtime_ns}
         if f.name in checked.not_text:
             entry.update(split="skipped", reason=checked.not_text[f.name])
         else:
