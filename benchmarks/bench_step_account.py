@@ -73,7 +73,6 @@ SCRIPT = Path(__file__).resolve()
 # small fine-tuning at ctx 1024 (random weights: the cost of a step does not depend on them).
 ACCOUNT_CONFIGS = {
     **{name: dict(cfg, vocab="char") for name, cfg in CONFIGS.items()},
-    "4l-ctx1024": dict(n_layer=4, n_head=4, n_embd=128, ctx=1024, batch=2, vocab="char"),
     "gpt2-small": dict(n_layer=12, n_head=12, n_embd=768, ctx=1024, batch=2, vocab="gpt2"),
 }
 DEFAULT_ROUNDS = {"nanogpt-cpu": 20, "6l-192w": 10, "4l-ctx1024": 10, "gpt2-small": 2}
