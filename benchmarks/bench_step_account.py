@@ -353,15 +353,15 @@ def part_costs(cfg: dict, vocab: int, params: int, shards: int, group: int) -> t
         rw(2, C), mm(C, 3 * C), rw(2, 3 * C),                       # ln1, qkv, bias
         (att_f * area * C * B * L, None),                           # attention fwd
         rw(2, C), mm(C, C), rw(2, C),                               # copy, attention projection, bias
-        rw(2, C), mm(C, 4 * C), rw(2, 4 * C), rw(2, 4 * C),         # ln2, fc, bias, GELU
+        rw(2, C), mm(C, 4 * C), rw(3, 4 * C),                       # ln2, fc, bias + GELU
         rw(2, C), mm(4 * C, C), rw(2, C),                           # copy, MLP projection, bias
         rw(2, C, 1), (2 * D * C * V, None),                         # lnf, head
         rw(2, V, 1), rw(2, V, 1),                                   # cross-entropy fwd, bwd
         (2 * D * C * V, None), (2 * D * C * V, None),               # head dW, d lnf
         rw(5, C, 1),                                                # lnf bwd + zeroing d residual
         mm(4 * C, C), rw(1, C), mm(4 * C, C),                       # MLP projection dW, db, dx
-        rw(3, 4 * C),                                               # GELU bwd
-        mm(C, 4 * C), rw(1, 4 * C), mm(C, 4 * C),                   # fc dW, db, dx
+        rw(3, 4 * C),                                               # GELU bwd + fc db
+        mm(C, 4 * C), mm(C, 4 * C),                                 # fc dW, dx
         rw(4, C),                                                   # ln2 bwd
         mm(C, C), rw(1, C), mm(C, C),                               # attention projection dW, db, dx
         (att_b * area * C * B * L, None),                           # attention bwd
