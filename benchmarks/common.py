@@ -34,6 +34,7 @@ MARK = "RESULT "
 CONFIGS = {
     "nanogpt-cpu": dict(n_layer=4, n_head=4, n_embd=128, ctx=64, batch=12),
     "6l-192w": dict(n_layer=6, n_head=6, n_embd=192, ctx=128, batch=16),
+    "4l-ctx1024": dict(n_layer=4, n_head=4, n_embd=128, ctx=1024, batch=2),  # attention's tiled pair
 }
 
 

@@ -20,11 +20,14 @@ the return can be told apart from Python, which reads the same counter (`tsc`).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from cllm.core.kernel_cache import drop_stale_module
 from cllm.core.kernels import (
     ATTENTION_OUT,
     EMBEDDING,
@@ -331,3 +334,16 @@ def profiled_run_shards(params, grads, acts, ptable, atable, n_head, group, batc
     for s in prange(grads.shape[0]):
         profiled_shard(params, grads[s], acts[s], ptable, atable, n_head, group, batch, bounds[s], bounds[s + 1],
                        scale, zero, losses, progress[s:s + 1], dropout, clocks[s])
+
+
+def _drop_stale_cache() -> None:
+    """numba stamps cached code with its own file only, and this copy compiles core's
+    passes and kernels into itself: drop its cached code when they change, as
+    core.kernel_cache does for core's modules (before anything here is compiled or loaded)."""
+    cache = getattr(profiled_shard, "_cache", None)  # numba's, private
+    path = getattr(cache, "_cache_path", None)
+    if path:
+        drop_stale_module(Path(path), "step_profile", ("kernels.py", "attention_kernels.py", "layout.py", "passes.py"))
+
+
+_drop_stale_cache()
