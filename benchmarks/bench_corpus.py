@@ -18,7 +18,11 @@ Measured, each in a child process (peak memory: ru_maxrss of that process alone)
   shards) and from today's in-memory path (the corpus read as one text and encoded at the
   start); same model, same settings.
 
-    flock /tmp/cllm-bench.lock python benchmarks/bench_corpus.py --size-mb 300 --write
+    /work/notes/bin/bench python benchmarks/bench_corpus.py --size-mb 300 --write
+
+A corpus built once outside the repository can be measured in parts that fit separate
+runs, e.g. `--corpus /work/corpus-1g --small /work/corpus-100m --parts prepare
+--tokenizers bpe`.
 """
 
 from __future__ import annotations
@@ -141,8 +145,13 @@ def train_child(spec: dict) -> dict:
 
 
 def prepare_run(corpus: Path, out: Path, tokenizer: str, env: dict) -> dict:
-    extra = ["--vocab-size", "4096"] if tokenizer == "bpe" else []
-    r = run_cmd(cllm_cmd("prepare", corpus, "-o", out, "--tokenizer", tokenizer, *extra, "--json"), env)
+    """`tokenizer` "bpe-tokenizers": BPE encoded by the tokenizers library alone (the
+    reference for tiktoken's encoding)."""
+    extra = ["--vocab-size", "4096"] if tokenizer.startswith("bpe") else []
+    if tokenizer == "bpe-tokenizers":
+        env = {**env, "CLLM_TIKTOKEN": "0"}
+    r = run_cmd(cllm_cmd("prepare", corpus, "-o", out, "--tokenizer", tokenizer[:3] if tokenizer.startswith("bpe")
+                         else tokenizer, *extra, "--json"), env)
     j = check_ok(r, f"cllm prepare ({tokenizer})")
     return {"seconds": j["seconds"], "mb": j["bytes"] / MB, "rate": j["bytes"] / MB / j["seconds"],
             "cpu": j["cpu_seconds"], "peak": r["maxrss"] / MB, "tokens": j["train_tokens"] + j["val_tokens"]}
@@ -159,11 +168,23 @@ def start_run(corpus: Path, work: Path, env: dict, threads: int) -> dict:
             "peak": r["maxrss"] / MB}
 
 
+def describe(corpus: Path) -> tuple[int, float]:
+    files = [p for p in corpus.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files) / MB
+
+
 def main() -> int:
     check_tree()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--size-mb", type=float, default=300, help="size of the corpus built from the machine's text")
+    p.add_argument("--corpus", type=Path, help="an existing corpus folder instead of building one (kept)")
+    p.add_argument("--small", type=Path, help="the smaller corpus beside it (default: the first quarter of its files)")
+    p.add_argument("--parts", default="prepare,start,train",
+                   help="which measurements, comma-separated: prepare, start, train (to fit separate runs)")
+    p.add_argument("--tokenizers", default="char,bpe",
+                   help="the tokenizers `prepare` measures, comma-separated: char, bpe, bpe-tokenizers (BPE "
+                        "encoded by the tokenizers library alone, the reference)")
     p.add_argument("--train-steps", type=int, default=400)
     p.add_argument("--train-repeats", type=int, default=2, help="runs of each training mode, alternating")
     p.add_argument("--threads", type=int, default=2)
@@ -172,79 +193,96 @@ def main() -> int:
     a = p.parse_args()
     if serve_child(a, train_child):
         return 0
+    parts = set(a.parts.split(","))
+    tokenizers = [t for t in a.tokenizers.split(",") if not (a.skip_bpe and t == "bpe")]
     work = Path(tempfile.mkdtemp(prefix="cllm-bench-corpus-"))
     env = child_env(a.unset_openblas_env, {"CLLM_CACHE_DIR": str(work / "cache")})
     out = ["Large corpora: preparing, starting again, and training from memory-mapped tokens (one child process "
-           "per measurement). The machine was shared with other engineers' tests and builds while this ran "
-           "(2-core AMD EPYC Zen 4, family 25 model 17, KVM guest): compare within this section only.", ""]
+           "per measurement), under /work/notes/bin/bench: nothing else ran (2-core AMD EPYC Zen 4, family 25 "
+           "model 17, KVM guest, shared between measurements): compare within this section only.", ""]
     out += machine_lines(env) + [f"- command: `{command_line()}`", ""]
     try:
-        files = build_corpus(work / "corpus", int(a.size_mb * MB))
-        quarter = work / "quarter"
-        quarter.mkdir()
-        for f in files[: len(files) // 4]:
-            shutil.copy(f, quarter / f.name)
-        sizes = {c: sum(f.stat().st_size for f in c.iterdir()) / MB for c in (work / "corpus", quarter)}
-        out += [f"Corpus: {len(files):,} files, {sizes[work / 'corpus']:,.0f} MB of *.py, *.pyi, *.rst, *.md, *.txt "
-                f"from the standard library and site-packages; the quarter corpus: its first {len(files) // 4:,} "
-                f"files, {sizes[quarter]:,.0f} MB.", ""]
+        if a.corpus:
+            corpus = a.corpus
+        else:
+            build_corpus(work / "corpus", int(a.size_mb * MB))
+            corpus = work / "corpus"
+        small = a.small
+        if small is None:
+            small = work / "quarter"
+            small.mkdir()
+            listed = sorted(f for f in corpus.rglob("*") if f.is_file())
+            for i, f in enumerate(listed[: len(listed) // 4]):
+                shutil.copy(f, small / f"{i:06d}-{f.name}")
+        (n_big, mb_big), (n_small, mb_small) = describe(corpus), describe(small)
+        out += [f"Corpus {corpus.name}: {n_big:,} files, {mb_big:,.0f} MB of *.py, *.pyi, *.rst, *.md, *.txt "
+                f"from the standard library and site-packages; the smaller corpus {small.name}: {n_small:,} files, "
+                f"{mb_small:,.0f} MB.", ""]
         print(out[-2], flush=True)
 
-        rows = []
-        for tokenizer in ("char",) + (() if a.skip_bpe else ("bpe",)):
-            for corpus in (quarter, work / "corpus"):
-                r = prepare_run(corpus, work / f"ds-{tokenizer}-{corpus.name}", tokenizer, env)
-                print(tokenizer, corpus.name, r, flush=True)
-                rows.append([tokenizer + (" (vocab 4096, 32 MB sample)" if tokenizer == "bpe" else ""),
-                             f"{r['mb']:,.0f}", f"{r['tokens'] / 1e6:,.1f}", f"{r['seconds']:.1f}", f"{r['rate']:.1f}",
-                             f"{r['cpu']:.1f}", f"{r['mb'] / r['cpu']:.1f}", f"{r['peak']:.0f}"])
-        out += ["`cllm prepare` (checking, tokenizer, encoding, writing; wall seconds of the command's own clock; "
-                "CPU seconds of the process, every thread; MB per CPU second is the figure the other load on the "
-                "machine disturbs least):", "",
-                table(["tokenizer", "MB", "M tokens", "seconds", "MB/s", "CPU s", "MB per CPU s", "peak memory MiB"],
-                      rows), ""]
+        if "prepare" in parts:
+            rows = []
+            for tokenizer in tokenizers:
+                for c in (small,) if tokenizer == "bpe-tokenizers" else (small, corpus):
+                    r = prepare_run(c, work / f"ds-{tokenizer}-{c.name}", tokenizer, env)
+                    print(tokenizer, c.name, r, flush=True)
+                    label = {"bpe": "bpe (vocab 4096, 32 MB sample)",
+                             "bpe-tokenizers": "bpe, encoded by tokenizers alone (CLLM_TIKTOKEN=0)"}
+                    rows.append([label.get(tokenizer, tokenizer),
+                                 f"{r['mb']:,.0f}", f"{r['tokens'] / 1e6:,.1f}", f"{r['seconds']:.1f}",
+                                 f"{r['rate']:.1f}", f"{r['cpu']:.1f}", f"{r['mb'] / r['cpu']:.1f}",
+                                 f"{r['peak']:.0f}"])
+                    shutil.rmtree(work / f"ds-{tokenizer}-{c.name}", ignore_errors=True)
+            out += ["`cllm prepare` (checking, tokenizer, encoding, writing; wall seconds of the command's own "
+                    "clock; CPU seconds of the process, every thread):", "",
+                    table(["tokenizer", "MB", "M tokens", "seconds", "MB/s", "CPU s", "MB per CPU s",
+                           "peak memory MiB"], rows), ""]
 
-        rows = []
-        small = work / "small"
-        small.mkdir()
-        shutil.copy(DEFAULT_CORPUS, small / DEFAULT_CORPUS.name)
-        for corpus in (small, work / "corpus"):
-            first, second = (start_run(corpus, work, env, a.threads) for _ in range(2))
-            print(corpus.name, first, second, flush=True)
-            rows.append([f"{corpus.name} ({sum(f.stat().st_size for f in corpus.iterdir()) / MB:,.1f} MB)",
-                         f"{first['first']:.1f}", f"{second['first']:.2f}", f"{second['wall']:.2f}",
-                         f"{second['peak']:.0f}"])
-        direct = start_run(work / "ds-char-corpus", work, env, a.threads)  # the dataset folder: no walk
-        rows.append(["corpus's dataset folder (`cllm train DIR`)", "-", f"{direct['first']:.2f}",
-                     f"{direct['wall']:.2f}", f"{direct['peak']:.0f}"])
-        out += ["`cllm train CORPUS --steps 1` (char, nanoGPT CPU config), twice with an empty dataset cache: "
-                "seconds from the launch of the process to its first step (the first start prepares the dataset, "
-                "the second finds it), the second start's process wall time and peak memory:", "",
-                table(["corpus", "1st start: first step", "2nd start: first step", "2nd: process wall",
-                       "2nd: peak MiB"], rows), ""]
+        if "start" in parts:
+            rows = []
+            tiny = work / "tiny"
+            tiny.mkdir()
+            shutil.copy(DEFAULT_CORPUS, tiny / DEFAULT_CORPUS.name)
+            for c in (tiny, corpus):
+                first, second = (start_run(c, work, env, a.threads) for _ in range(2))
+                print(c.name, first, second, flush=True)
+                rows.append([f"{c.name} ({describe(c)[1]:,.1f} MB)", f"{first['first']:.1f}",
+                             f"{second['first']:.2f}", f"{second['wall']:.2f}", f"{second['peak']:.0f}"])
+            prepared = next(d for d in (work / "cache").iterdir() if d.is_dir() and not d.is_symlink()
+                            and (d / "manifest.json").exists() and describe(d)[1] > 100)
+            direct = start_run(prepared, work, env, a.threads)  # the dataset folder: no walk
+            rows.append(["its dataset folder (`cllm train DIR`)", "-", f"{direct['first']:.2f}",
+                         f"{direct['wall']:.2f}", f"{direct['peak']:.0f}"])
+            out += ["`cllm train CORPUS --steps 1` (char, nanoGPT CPU config), twice with an empty dataset cache: "
+                    "seconds from the launch of the process to its first step (the first start prepares the "
+                    "dataset, the second finds it), the second start's process wall time and peak memory:", "",
+                    table(["corpus", "1st start: first step", "2nd start: first step", "2nd: process wall",
+                           "2nd: peak MiB"], rows), ""]
 
-        dataset = work / "ds-char-quarter"
-        runs: dict[str, list[dict]] = {"memmap": [], "in-memory": []}
-        for _ in range(a.train_repeats):  # alternating, so that the machine's other load falls on both
+        if "train" in parts:
+            dataset = work / "ds-train"
+            prepare_run(small, dataset, "char", env)
+            runs: dict[str, list[dict]] = {"memmap": [], "in-memory": []}
+            for _ in range(a.train_repeats):  # alternating, so that any other load falls on both
+                for mode, results in runs.items():
+                    r = run_child(SCRIPT, {"mode": mode, "dataset": str(dataset), "steps": a.train_steps,
+                                           "threads": a.threads}, env)
+                    print(mode, r, flush=True)
+                    results.append(r)
+            rows = []
             for mode, results in runs.items():
-                r = run_child(SCRIPT, {"mode": mode, "dataset": str(dataset), "steps": a.train_steps,
-                                       "threads": a.threads}, env)
-                print(mode, r, flush=True)
-                results.append(r)
-        rows = []
-        for mode, results in runs.items():
-            rss = [[v for _, v in r["rss"]] for r in results]
-            rows.append([mode, f"{stats([r['start_s'] for r in results])['median']:.1f}",
-                         fmt_range(stats([r["tokens_per_s"] for r in results])),
-                         f"{max(x[0] for x in rss) / MB:.0f}", f"{max(x[-1] for x in rss) / MB:.0f}",
-                         f"{max(max(x) for x in rss) / MB:.0f}"])
-        out += [f"Training {config_label(CONFIGS['nanogpt-cpu'])} for {a.train_steps} steps on {a.threads} threads "
-                f"on the quarter corpus (char tokens): memory-mapped shards against the corpus read and encoded in "
-                f"memory (today's path before datasets), {a.train_repeats} runs of each, alternating. Start = "
-                f"building the trainer (reading/encoding the corpus), median; tokens/s = each run's median over its "
-                f"steps, median (min-max) of the runs; VmRSS at step 1, at the end and its maximum (sampled every "
-                f"25 steps), MiB, the largest of the runs:", "",
-                table(["tokens from", "start s", "tokens/s", "RSS step 1", "RSS end", "RSS max"], rows)]
+                rss = [[v for _, v in r["rss"]] for r in results]
+                rows.append([mode, f"{stats([r['start_s'] for r in results])['median']:.1f}",
+                             fmt_range(stats([r["tokens_per_s"] for r in results])),
+                             f"{max(x[0] for x in rss) / MB:.0f}", f"{max(x[-1] for x in rss) / MB:.0f}",
+                             f"{max(max(x) for x in rss) / MB:.0f}"])
+            out += [f"Training {config_label(CONFIGS['nanogpt-cpu'])} for {a.train_steps} steps on {a.threads} "
+                    f"threads on {small.name} (char tokens): memory-mapped shards against the corpus read and "
+                    f"encoded in memory (the path before datasets), {a.train_repeats} runs of each, alternating. "
+                    f"Start = building the trainer (reading/encoding the corpus), median; tokens/s = each run's "
+                    f"median over its steps, median (min-max) of the runs; VmRSS at step 1, at the end and its "
+                    f"maximum (sampled every 25 steps), MiB, the largest of the runs:", "",
+                    table(["tokens from", "start s", "tokens/s", "RSS step 1", "RSS end", "RSS max"], rows)]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report(out, a)

@@ -21,8 +21,8 @@ are timed alternately in the same process, and the check row compares them.
 The rows: each part's time is the mean over shards (they run at once), per step, the
 median over the rounds (robust to the moments another process takes a core on a shared
 machine); the check row sets the sum of the rows against the median plain step. Products are rated in
-GFLOP/s (FLOPs executed: the short attention pair computes whole T x T products, the
-tiled pair its tiles) against numpy's float32 2048^3 matmul peak on the same thread
+GFLOP/s (FLOPs executed: attention's pairs compute the causal triangle by blocks of
+BLOCK_ROWS queries, `causal_area`) against numpy's float32 2048^3 matmul peak on the same thread
 count; element-wise passes in GB/s (bytes read + written at least once) against the
 read bandwidth measured in the same run at the cache level their bytes per call fit in
 (L2 per core, L3 shared among the threads, else memory): an optimistic bound. The launch
@@ -73,7 +73,6 @@ SCRIPT = Path(__file__).resolve()
 # small fine-tuning at ctx 1024 (random weights: the cost of a step does not depend on them).
 ACCOUNT_CONFIGS = {
     **{name: dict(cfg, vocab="char") for name, cfg in CONFIGS.items()},
-    "4l-ctx1024": dict(n_layer=4, n_head=4, n_embd=128, ctx=1024, batch=2, vocab="char"),
     "gpt2-small": dict(n_layer=12, n_head=12, n_embd=768, ctx=1024, batch=2, vocab="gpt2"),
 }
 DEFAULT_ROUNDS = {"nanogpt-cpu": 20, "6l-192w": 10, "4l-ctx1024": 10, "gpt2-small": 2}
@@ -329,35 +328,17 @@ CHILDREN = {"account": child_account, "peak": child_peak, "bandwidth": child_ban
 
 # -- the cost of each part ----------------------------------------------------------------
 
-def tiled_tile_area(T: int) -> int:
-    """Query x key pairs the tiled attention pair computes for one head of one sequence
-    (core.attention_kernels._block_tiles' tiles)."""
-    from cllm.core.attention_kernels import DIAGONAL_STRIP
-    from cllm.core.layout import ATT_KEY_BLOCK, ATT_QUERY_BLOCK
-
-    Br, Bc = min(ATT_QUERY_BLOCK, T), min(ATT_KEY_BLOCK, T)
-    area = 0
-    for q0 in range(0, T, Br):
-        br = min(Br, T - q0)
-        for k0 in range(0, q0, Bc):
-            area += br * min(Bc, q0 - k0)
-        for q1 in range(q0, q0 + br, DIAGONAL_STRIP):
-            rows = min(DIAGONAL_STRIP, q0 + br - q1)
-            for k0 in range(q0, q1 + rows, Bc):
-                area += rows * min(Bc, q1 + rows - k0)
-    return area
-
-
 def part_costs(cfg: dict, vocab: int, params: int, shards: int, group: int) -> tuple[list, bool]:
     """For every part of step_profile.PARTS: (FLOPs or bytes per step over all shards,
     bytes a single call touches), and whether attention is tiled; the dropout parts
     cost nothing at cfg["dropout"] 0 (the default)."""
-    from cllm.core.layout import SHORT_ATTENTION_MAX_CTX
+    from cllm.core.attention_kernels import causal_area
+    from cllm.core.layout import ATT_KEY_BLOCK, ATT_QUERY_BLOCK, SHORT_ATTENTION_MAX_CTX
 
     L, C, T, B, V = cfg["n_layer"], cfg["n_embd"], cfg["ctx"], cfg["batch"], vocab
     D, Ng = B * T, group * T  # rows per step, rows per call
     tiled = T > SHORT_ATTENTION_MAX_CTX
-    area = tiled_tile_area(T) if tiled else T * T
+    area = causal_area(T, min(ATT_QUERY_BLOCK, T), min(ATT_KEY_BLOCK, T)) if tiled else causal_area(T, T, T)
     att_f, att_b = (4, 10) if tiled else (4, 8)  # products of T x hs by the area: forward, backward
     mm = lambda i, o: (2 * D * i * o * L, None)  # noqa: E731
     rw = lambda k, width, layers=L: (k * D * width * F32 * layers, k * Ng * width * F32)  # noqa: E731
@@ -371,15 +352,15 @@ def part_costs(cfg: dict, vocab: int, params: int, shards: int, group: int) -> t
         rw(2, C), mm(C, 3 * C), rw(2, 3 * C),                       # ln1, qkv, bias
         (att_f * area * C * B * L, None),                           # attention fwd
         rw(2, C), mm(C, C), rw(2, C),                               # copy, attention projection, bias
-        rw(2, C), mm(C, 4 * C), rw(2, 4 * C), rw(2, 4 * C),         # ln2, fc, bias, GELU
+        rw(2, C), mm(C, 4 * C), rw(3, 4 * C),                       # ln2, fc, bias + GELU
         rw(2, C), mm(4 * C, C), rw(2, C),                           # copy, MLP projection, bias
         rw(2, C, 1), (2 * D * C * V, None),                         # lnf, head
         rw(2, V, 1), rw(2, V, 1),                                   # cross-entropy fwd, bwd
         (2 * D * C * V, None), (2 * D * C * V, None),               # head dW, d lnf
         rw(5, C, 1),                                                # lnf bwd + zeroing d residual
         mm(4 * C, C), rw(1, C), mm(4 * C, C),                       # MLP projection dW, db, dx
-        rw(3, 4 * C),                                               # GELU bwd
-        mm(C, 4 * C), rw(1, 4 * C), mm(C, 4 * C),                   # fc dW, db, dx
+        rw(3, 4 * C),                                               # GELU bwd + fc db
+        mm(C, 4 * C), mm(C, 4 * C),                                 # fc dW, dx
         rw(4, C),                                                   # ln2 bwd
         mm(C, C), rw(1, C), mm(C, C),                               # attention projection dW, db, dx
         (att_b * area * C * B * L, None),                           # attention bwd
@@ -603,7 +584,7 @@ def main() -> int:
            "part: see benchmarks/bench_step_account.py's docstring for how each part is timed (the shard pass "
            "instrumented with the time-stamp counter, run as the step runs it) and rated. ms = median per step "
            "over the rounds (a part's time is the mean over the shards, which run at once); share = of the "
-           "sum of parts; FLOPs executed (the short attention pair computes whole T x T products); bytes read + "
+           "sum of parts; FLOPs executed (attention: the causal triangle by blocks of queries); bytes read + "
            "written at least once; bound = numpy's float32 matmul peak on the same threads for products, the "
            "read bandwidth at the cache level a call's bytes fit in for passes (optimistic).", ""]
     out += machine_lines(env, kernels) + [f"- command: `{command_line()}`"]

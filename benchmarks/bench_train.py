@@ -13,11 +13,19 @@ counted). Peak = numpy float32 matmul 2048 x 2048 on the same number of threads
 
     python benchmarks/bench_train.py                 # 5 runs each, threads 1 and all
     python benchmarks/bench_train.py --unset-openblas-env --write
+    python benchmarks/bench_train.py --no-torch --base ../base --base-python ../base/.venv/bin/python
+
+With --base, CLLM as another checkout holds it (run by an interpreter that has that
+checkout installed, with its own numba cache) alternates with the others too: a change
+measured before and after in one run. Its table rates both from each run's median step
+(tokens per step / median step time), which a moment of other work on the machine moves
+less than the total.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +62,7 @@ SOLO = "numpy, one 1-thread process per thread"  # the machine's parallel ceilin
 
 
 def child_cllm(spec: dict) -> dict:
+    from cllm.core import trainer as trainer_module
     from cllm.core.config import TrainConfig
     from cllm.core.corpus import load_corpus
     from cllm.core.precompile import compile_kernels
@@ -70,13 +79,17 @@ def child_cllm(spec: dict) -> dict:
         for _ in range(spec["warmup"]):
             trainer.train_step()
         start = time.perf_counter()
+        ends = []
         for _ in range(spec["steps"]):
             step = trainer.train_step()
             assert step is not None  # nothing asks the trainer to stop
             loss, _ = step
-        seconds = time.perf_counter() - start
+            ends.append(time.perf_counter())
+        seconds = ends[-1] - start
+    steps = [b - a for a, b in zip([start, *ends[:-1]], ends, strict=True)]
     return {"seconds": seconds, "loss": loss, "compile_s": compile_s, "setup_s": start - t0,
-            "shards": trainer.n_threads, "params": trainer.model.n_params}
+            "shards": trainer.n_threads, "params": trainer.model.n_params, "median_step_s": statistics.median(steps),
+            "engine": str(Path(trainer_module.__file__).resolve().parent)}
 
 
 def child_torch(spec: dict) -> dict:
@@ -197,7 +210,8 @@ def flops_per_token(cfg: dict) -> float:
 
 
 def main() -> int:
-    check_tree()
+    if "--child" not in sys.argv[1:]:  # a --base child measures the checkout its interpreter has installed
+        check_tree()
     if "--profile" in sys.argv[1:]:  # the account of a step: bench_step_account.py, with its own options
         from benchmarks.bench_step_account import main as account
 
@@ -216,6 +230,9 @@ def main() -> int:
     p.add_argument("--corpus", default=str(DEFAULT_CORPUS))
     p.add_argument("--peak-size", type=int, default=2048)
     p.add_argument("--no-torch", action="store_true", help="CLLM only")
+    p.add_argument("--base", type=Path, help="another checkout whose CLLM alternates with this one's ('base'); "
+                                             "its name in the output")
+    p.add_argument("--base-python", default=sys.executable, help="the interpreter that has --base installed")
     add_report_args(p, "Training throughput", "a scaling run on another machine gets its own, e.g. 'Scaling on "
                                               "a 16-core machine'")
     a = p.parse_args()
@@ -227,6 +244,8 @@ def main() -> int:
     use_torch = not a.no_torch and torch_available()
     env = child_env(a.unset_openblas_env)
     impls = ["cllm", "torch"] if use_torch else ["cllm"]
+    if a.base:
+        impls.append("base")
     notes = [] if use_torch else [NO_TORCH if not a.no_torch else "PyTorch left out (--no-torch)."]
     for note in notes:
         print(note)
@@ -247,23 +266,29 @@ def main() -> int:
               ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak[n].items()), flush=True)
 
     tps: dict = {}
+    median_tps: dict = {}  # from each run's median step
     layers: set = set()  # torch's CPU capability
     for rep in range(a.repeats):
         order = impls if rep % 2 == 0 else impls[::-1]
         for name, cfg in configs.items():
             for n in threads:
                 for impl in order:
-                    spec = {"kind": impl, "config": cfg, "threads": n, "corpus": a.corpus,
-                            "steps": a.steps, "warmup": a.warmup_steps}
-                    r = run_child(SCRIPT, spec, env)
+                    spec = {"kind": "cllm" if impl == "base" else impl, "config": cfg, "threads": n,
+                            "corpus": a.corpus, "steps": a.steps, "warmup": a.warmup_steps}
+                    r = run_child(SCRIPT, spec, env, python=a.base_python if impl == "base" else sys.executable)
+                    if impl == "base" and Path(r["engine"]) != (a.base / "core").resolve():
+                        raise SystemExit(f"{a.base_python} runs the engine in {r['engine']}, not {a.base}")
                     tok_s = a.steps * cfg["batch"] * cfg["ctx"] / r["seconds"]
                     tps.setdefault((name, n, impl), []).append(tok_s)
+                    if "median_step_s" in r:
+                        per_step = cfg["batch"] * cfg["ctx"]
+                        median_tps.setdefault((name, n, impl), []).append(per_step / r["median_step_s"])
                     if "capability" in r:
                         layers.add(f"torch CPU capability {r['capability']}")
                     print(f"run {rep + 1}/{a.repeats} {name:12s} {n} thread(s) {impl:5s} {tok_s:9.0f} tok/s "
                           f"(loss {r['loss']:.3f}, child {r['wall_s']:.1f} s)", flush=True)
 
-    rows, speed_rows = [], []
+    rows, speed_rows, base_rows = [], [], []
     if len(threads) > 1:
         solo = [peak[n][SOLO] for n in threads]
         speed_rows.append(["machine: 1024^3 matmuls, GFLOP/s", "numpy", *[fmt(g) for g in solo],
@@ -274,6 +299,11 @@ def main() -> int:
             s = {impl: stats(tps.get((name, n, impl), [])) for impl in ("cllm", "torch")}
             gf = {impl: s[impl]["median"] * fpt / 1e9 for impl in s}
             pk = peak[n]["numpy"]
+            if a.base:
+                this, b = stats(median_tps[(name, n, "cllm")]), stats(median_tps[(name, n, "base")])
+                base_rows.append([config_label(cfg), str(n), fmt_range(this), fmt_range(b),
+                                  f"{100 * this['median'] * fpt / 1e9 / pk:.0f}%",
+                                  f"{100 * b['median'] * fpt / 1e9 / pk:.0f}%", f"{this['median'] / b['median']:.3f}"])
             rows.append([config_label(cfg), str(n), fmt_range(s["cllm"]), fmt_range(s["torch"]),
                          fmt(gf["cllm"]), fmt(gf["torch"]), f"{100 * gf['cllm'] / pk:.0f}%",
                          f"{100 * gf['torch'] / pk:.0f}%" if use_torch else "-",
@@ -285,7 +315,7 @@ def main() -> int:
                                   [f"{m / med[0]:.2f}" for m in med[1:]])
 
     out = [f"Training throughput: {a.repeats} runs each (median (min-max)), {a.steps} timed steps after "
-           f"{a.warmup_steps} warm-up steps, one child process per run, CLLM and PyTorch alternating.",
+           f"{a.warmup_steps} warm-up steps, one child process per run, CLLM and PyTorch (and --base) alternating.",
            "FLOPs per token = 6 x non-embedding parameters + 12 x layers x ctx x width; "
            "% peak = GFLOP/s over numpy's float32 matmul peak on the same threads.", ""]
     out += machine_lines(env, kernels) + [f"- command: `{command_line()}`"] + [f"- {n}" for n in notes]
@@ -294,6 +324,11 @@ def main() -> int:
                       [[k, *[fmt(peak[n].get(k)) for n in threads]] for k in peak[threads[0]]]), ""]
     out += [table(["config", "threads", "CLLM tok/s", "PyTorch tok/s", "CLLM GFLOP/s", "PyTorch GFLOP/s",
                    "CLLM % peak", "PyTorch % peak", "CLLM/PyTorch"], rows)]
+    if base_rows:
+        out += ["", f"This checkout against {a.base} (`base`, run by {a.base_python}), alternating with the others; "
+                    "tokens/s from each run's median step, median (min-max) over the runs:",
+                "", table(["config", "threads", "this tok/s", "base tok/s", "this % peak", "base % peak", "this/base"],
+                          base_rows)]
     if speed_rows:
         out += ["", table(["config", "impl", *[f"{n}t tok/s" for n in threads],
                            *[f"{n}t/{threads[0]}t" for n in threads[1:]]], speed_rows)]

@@ -34,6 +34,7 @@ MARK = "RESULT "
 CONFIGS = {
     "nanogpt-cpu": dict(n_layer=4, n_head=4, n_embd=128, ctx=64, batch=12),
     "6l-192w": dict(n_layer=6, n_head=6, n_embd=192, ctx=128, batch=16),
+    "4l-ctx1024": dict(n_layer=4, n_head=4, n_embd=128, ctx=1024, batch=2),  # attention's tiled pair
 }
 
 
@@ -69,12 +70,15 @@ def child_env(unset_openblas: bool = False, extra: dict | None = None) -> dict:
     return env
 
 
-def run_child(script: str | Path, spec: dict, env: dict | None = None, timeout: float = 1800) -> dict:
-    """Runs `python script --child JSON` and returns its RESULT object (plus `wall_s`).
-    Raises RuntimeError with the child's stderr tail if it fails."""
-    cmd = [sys.executable, str(script), "--child", json.dumps(spec)]
+def run_child(script: str | Path, spec: dict, env: dict | None = None, timeout: float = 1800,
+              python: str = sys.executable) -> dict:
+    """Runs `python script --child JSON` (from the root of the checkout holding `script`)
+    and returns its RESULT object (plus `wall_s`). Raises RuntimeError with the child's
+    stderr tail if it fails."""
+    cmd = [python, str(script), "--child", json.dumps(spec)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env or child_env(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=Path(script).resolve().parent.parent, env=env or child_env(), capture_output=True,
+                          text=True, timeout=timeout)
     wall = time.perf_counter() - t0
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARK)]
     if proc.returncode != 0 or not lines:

@@ -6,8 +6,8 @@ read) between the kernel calls of the shard pass. `profiled_forward`, `profiled_
 and `profiled_shard` are `core.passes.gpt_forward`, `gpt_backward` and `shard_pass` in
 TRAIN mode, call for call, dropout included (a `Dropout`, its masks drawn as the step
 draws them), with `matmul_forward` / `matmul_backward` and `projection_forward` /
-`projection_backward` opened into their products (`gemm`), their bias loops and their
-masks, so that each product and each element-wise pass has its own clock;
+`projection_backward` opened into their products (`matmul_product`, `gemm`), their bias
+loops and their masks, so that each product and each element-wise pass has its own clock;
 `profiled_run_shards` runs them one shard per thread in a `prange`, as
 `core.workspace.run_shards` does. The arithmetic is the same, so the gradients are the
 same bit for bit, with and without dropout (tests/test_step_account.py checks it): if
@@ -20,11 +20,14 @@ the return can be told apart from Python, which reads the same counter (`tsc`).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from cllm.core.kernel_cache import drop_stale_module
 from cllm.core.kernels import (
     ATTENTION_OUT,
     EMBEDDING,
@@ -34,17 +37,18 @@ from cllm.core.kernels import (
     TRANS,
     Dropout,
     add_rows,
+    bias_gelu_forward,
     copy_rows,
     crossentropy_backward,
     crossentropy_forward,
     dropout_rows,
     encoder_backward,
     encoder_forward,
-    gelu_backward,
-    gelu_forward,
+    gelu_backward_bias,
     gemm,
     layernorm_backward,
     layernorm_forward,
+    matmul_product,
     site_key,
 )
 from cllm.core.layout import act_views, param_views
@@ -69,8 +73,7 @@ PARTS = (
     ("attention projection bias fwd", "pass"),
     ("LayerNorm 2 fwd", "pass"),
     ("MLP fc product fwd", "product"),
-    ("MLP fc bias fwd", "pass"),
-    ("GELU fwd", "pass"),
+    ("MLP fc bias + GELU fwd", "pass"),
     ("residual copy (MLP)", "pass"),
     ("MLP projection fwd", "product"),
     ("MLP projection bias fwd", "pass"),
@@ -84,9 +87,8 @@ PARTS = (
     ("MLP projection bwd: dW", "product"),
     ("MLP projection bwd: d bias", "pass"),
     ("MLP projection bwd: d input", "product"),
-    ("GELU bwd", "pass"),
+    ("GELU bwd + MLP fc d bias", "pass"),
     ("MLP fc bwd: dW", "product"),
-    ("MLP fc bwd: d bias", "pass"),
     ("MLP fc bwd: d input", "product"),
     ("LayerNorm 2 bwd", "pass"),
     ("attention projection bwd: dW", "product"),
@@ -102,9 +104,9 @@ PARTS = (
     ("dropout bwd (embedding and branch masks)", "pass"),
     ("shard loop glue (views, losses, progress)", "glue"),
 )
-(ZERO_GRADS, EMB_F, LN1_F, QKV_F, QKV_BIAS_F, ATT_F, RES2_COPY, ATTPROJ_F, ATTPROJ_BIAS_F, LN2_F, FC_F, FC_BIAS_F,
- GELU_F, RES3_COPY, FCPROJ_F, FCPROJ_BIAS_F, LNF_F, HEAD_F, CE_F, CE_B, HEAD_DW, HEAD_DX, LNF_B, FCPROJ_DW,
- FCPROJ_DB, FCPROJ_DX, GELU_B, FC_DW, FC_DB, FC_DX, LN2_B, ATTPROJ_DW, ATTPROJ_DB, ATTPROJ_DX, ATT_B, QKV_DW,
+(ZERO_GRADS, EMB_F, LN1_F, QKV_F, QKV_BIAS_F, ATT_F, RES2_COPY, ATTPROJ_F, ATTPROJ_BIAS_F, LN2_F, FC_F, FC_BIAS_GELU_F,
+ RES3_COPY, FCPROJ_F, FCPROJ_BIAS_F, LNF_F, HEAD_F, CE_F, CE_B, HEAD_DW, HEAD_DX, LNF_B, FCPROJ_DW,
+ FCPROJ_DB, FCPROJ_DX, GELU_FC_DB, FC_DW, FC_DX, LN2_B, ATTPROJ_DW, ATTPROJ_DB, ATTPROJ_DX, ATT_B, QKV_DW,
  QKV_DB, QKV_DX, LN1_B, EMB_B, DROPOUT_F, DROPOUT_B, SHARD_GLUE) = range(len(PARTS))
 ENTRY, EXIT = len(PARTS), len(PARTS) + 1
 CLOCK_SLOTS = (len(PARTS) + 2 + 7) // 8 * 8 + 8  # a shard's row, padded so no two shards share a cache line
@@ -132,24 +134,6 @@ def lap(clock, part, t0):
     t1: int = _read_counter()  # type: ignore[call-arg]
     clock[part] += t1 - t0
     return t1
-
-
-@njit(inline="always", **JIT)
-def product(out, inp, weight, N, accumulate):
-    """matmul_forward's product: out (N, OC) = inp @ weight (+ out when `accumulate`),
-    its one-row loop included."""
-    IC, OC = weight.shape
-    if N == 1:
-        o, x = out[0], inp[0]
-        if not accumulate:
-            o[:OC] = 0.0
-        for i in range(IC):
-            xi = x[i]
-            w = weight[i]
-            for j in range(OC):
-                o[j] += xi * w[j]
-    else:
-        gemm(NOTRANS, NOTRANS, N, OC, IC, 1.0, inp, weight, 1.0 if accumulate else 0.0, out)
 
 
 @njit(inline="always", **JIT)
@@ -192,7 +176,7 @@ def projection_forward(out, residual, inp, weight, bias, scratch, D, layer, site
     (DROPOUT_F) under dropout. Returns the counter."""
     N = R * T
     if D.resid > 0.0:
-        product(scratch, inp, weight, N, False)
+        matmul_product(scratch, inp, weight, N, False)
         t = lap(clock, product_part, t)
         add_bias(scratch, bias, N)
         t = lap(clock, bias_part, t)
@@ -201,7 +185,7 @@ def projection_forward(out, residual, inp, weight, bias, scratch, D, layer, site
         return lap(clock, DROPOUT_F, t)
     copy_rows(out, residual, N)
     t = lap(clock, copy_part, t)
-    product(out, inp, weight, N, True)
+    matmul_product(out, inp, weight, N, True)
     t = lap(clock, product_part, t)
     add_bias(out, bias, N)
     return lap(clock, bias_part, t)
@@ -238,7 +222,7 @@ def profiled_forward(P, A, tokens, T, n_head, D, clock, t):
         residual = A.encoded if l == 0 else A.res3[l - 1]
         layernorm_forward(A.ln1[l], A.ln1_mean[l], A.ln1_rstd[l], residual, P.ln1w[l], P.ln1b[l], N)
         t = lap(clock, LN1_F, t)
-        product(A.qkv[l], A.ln1[l], P.qkvw[l], N, False)
+        matmul_product(A.qkv[l], A.ln1[l], P.qkvw[l], N, False)
         t = lap(clock, QKV_F, t)
         add_bias(A.qkv[l], P.qkvb[l], N)
         t = lap(clock, QKV_BIAS_F, t)
@@ -249,12 +233,10 @@ def profiled_forward(P, A, tokens, T, n_head, D, clock, t):
                                ATTENTION_OUT, R, T, clock, t, RES2_COPY, ATTPROJ_F, ATTPROJ_BIAS_F)
         layernorm_forward(A.ln2[l], A.ln2_mean[l], A.ln2_rstd[l], A.res2[l], P.ln2w[l], P.ln2b[l], N)
         t = lap(clock, LN2_F, t)
-        product(A.fch[l], A.ln2[l], P.fcw[l], N, False)
+        matmul_product(A.fch[l], A.ln2[l], P.fcw[l], N, False)
         t = lap(clock, FC_F, t)
-        add_bias(A.fch[l], P.fcb[l], N)
-        t = lap(clock, FC_BIAS_F, t)
-        gelu_forward(A.fchg[l], A.fch[l], N)
-        t = lap(clock, GELU_F, t)
+        bias_gelu_forward(A.fchg[l], A.fch[l], P.fcb[l], N)
+        t = lap(clock, FC_BIAS_GELU_F, t)
         t = projection_forward(A.res3[l], A.res2[l], A.fchg[l], P.fcprojw[l], P.fcprojb[l], A.dbranch, D, l,
                                MLP_OUT, R, T, clock, t, RES3_COPY, FCPROJ_F, FCPROJ_BIAS_F)
     layernorm_forward(A.lnf, A.lnf_mean, A.lnf_rstd, A.res3[L - 1], P.lnfw, P.lnfb, N)
@@ -283,9 +265,12 @@ def profiled_backward(G, P, A, tokens, T, n_head, D, clock, t):
         residual = A.encoded if l == 0 else A.res3[l - 1]
         t = projection_backward(A.dfchg, G.fcprojw[l], G.fcprojb[l], dres, A.fchg[l], P.fcprojw[l], dbranch, D, l,
                                 MLP_OUT, R, T, clock, t, FCPROJ_DW, FCPROJ_DB, FCPROJ_DX)
-        gelu_backward(A.dfch, A.fch[l], A.dfchg, N)
-        t = lap(clock, GELU_B, t)
-        t = linear_backward(dbranch, G.fcw[l], G.fcb[l], A.dfch, A.ln2[l], P.fcw[l], N, clock, t, FC_DW, FC_DB, FC_DX)
+        gelu_backward_bias(A.dfch, G.fcb[l], A.fch[l], A.dfchg, N)
+        t = lap(clock, GELU_FC_DB, t)
+        gemm(TRANS, NOTRANS, C, 4 * C, N, 1.0, A.ln2[l], A.dfch, 1.0, G.fcw[l])
+        t = lap(clock, FC_DW, t)
+        gemm(NOTRANS, TRANS, N, C, 4 * C, 1.0, A.dfch, P.fcw[l], 0.0, dbranch)
+        t = lap(clock, FC_DX, t)
         layernorm_backward(dres, G.ln2w[l], G.ln2b[l], dbranch, A.res2[l], A.ln2_mean[l], A.ln2_rstd[l],
                            P.ln2w[l], N)
         t = lap(clock, LN2_B, t)
@@ -349,3 +334,16 @@ def profiled_run_shards(params, grads, acts, ptable, atable, n_head, group, batc
     for s in prange(grads.shape[0]):
         profiled_shard(params, grads[s], acts[s], ptable, atable, n_head, group, batch, bounds[s], bounds[s + 1],
                        scale, zero, losses, progress[s:s + 1], dropout, clocks[s])
+
+
+def _drop_stale_cache() -> None:
+    """numba stamps cached code with its own file only, and this copy compiles core's
+    passes and kernels into itself: drop its cached code when they change, as
+    core.kernel_cache does for core's modules (before anything here is compiled or loaded)."""
+    cache = getattr(profiled_shard, "_cache", None)  # numba's, private
+    path = getattr(cache, "_cache_path", None)
+    if path:
+        drop_stale_module(Path(path), "step_profile", ("kernels.py", "attention_kernels.py", "layout.py", "passes.py"))
+
+
+_drop_stale_cache()

@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import math
 
+import llvmlite.binding as llvm
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from cllm.core.kernels import (
     JIT,
     KEEP_BITS,
-    NOTRANS,
-    TRANS,
     _exp_reduced,
     dropout_row,
     exp_shifted,
-    gemm,
     keep_threshold,
     row_max,
     stream_key,
@@ -46,39 +46,180 @@ def _causal_width(q, k0, width):
     return max(0, min(width, q - k0 + 1))
 
 
-# Diagonal strips: the tile on a query block's diagonal, where its later queries see keys
-# its earlier ones must not, is cut into strips of this many queries, each meeting only
-# the keys up to its last query. A 128-query block then computes four masked triangles
-# of 32 x 31 / 2 scores instead of one of 128 x 127 / 2: at ctx 1024, 3% more scores
-# than the causal mask keeps instead of 12% (measured at ctx 1024 on (128, 128) tiles: 5%
-# faster than whole diagonal tiles, the strips' small products running at about 65% of
-# a whole tile's speed; strips of 16 and 64 tie with 32).
-DIAGONAL_STRIP = 32
+# ----------------------------------------------------------------------------------
+# the products: a register-blocked micro-kernel instead of a BLAS call per tile
+#
+# Attention's products are small (a tile: 128 x 128 by the head size, 32 or 64) and
+# causal. A BLAS call packs both operands on every call and computes whole rectangles;
+# this kernel reads them where they lie and computes BLOCK_ROWS rows of the output at a
+# time, each block only as wide (or as deep) as the causal mask lets it, so the diagonal
+# costs a sliver instead of a masked triangle. Its inner loop keeps BLOCK_ROWS x
+# BLOCK_VECTORS vectors of the output in registers (16 of 16 floats with AVX-512: all but
+# a few of the 32 registers), and per step of the sum broadcasts one value of each of
+# A's rows and loads BLOCK_VECTORS vectors of a row of B. Written as LLVM IR through
+# numba's intrinsic: numba's loops would keep the block in memory.
+
+_AVX512 = "+avx512f" in llvm.get_host_cpu_features().flatten()
+VECTOR_BYTES = 64 if _AVX512 else 32  # a register's width in bytes
+BLOCK_ROWS = 8 if _AVX512 else 4  # rows of the output per block: BLOCK_ROWS x BLOCK_VECTORS registers
+BLOCK_VECTORS = 2  # vectors of the output per row of a block
+
+
+def _splat(builder, value, vty):
+    undef = ir.Constant(vty, ir.Undefined)
+    v = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(ir.IntType(32), vty.count), [0] * vty.count))
+
+
+def _llvm_function(module, name, fnty):
+    return module.globals[name] if name in module.globals else ir.Function(module, fnty, name=name)
+
+
+@intrinsic
+def _product_block(typingctx, c, ldc, a, sai, sap, b, ldb, rows, width, depth, alpha, accumulate):
+    """C[i, :width] = alpha * sum_p A[i, p] B[p, :width] (+ C[i, :width] when `accumulate`),
+    i < rows <= BLOCK_ROWS, p < depth, width <= BLOCK_VECTORS vectors: c, a, b are the
+    addresses of C[0, 0], A[0, 0], B[0, 0] (element type alpha's: float32 or float64),
+    A's element (i, p) at a + i * sai + p * sap (so A^T is strides swapped), ldc and ldb
+    the row strides, all in elements."""
+    if not isinstance(alpha, types.Float):
+        return None
+    sig = types.void(c, ldc, a, sai, sap, b, ldb, rows, width, depth, alpha, accumulate)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        c, ldc, a, sai, sap, b, ldb, rows, width, depth = (
+            context.cast(builder, v, t, types.intp) for v, t in zip(args[:10], signature.args[:10], strict=True))
+        alpha = args[10]
+        accumulate = context.cast(builder, args[11], signature.args[11], types.boolean)
+        fty = alpha.type
+        bits = 32 if isinstance(fty, ir.FloatType) else 64
+        lanes = VECTOR_BYTES * 8 // bits
+        vty, mty = ir.VectorType(fty, lanes), ir.VectorType(ir.IntType(1), lanes)
+        suffix = f"v{lanes}f{bits}"
+        module = builder.module
+        fma = _llvm_function(module, f"llvm.fma.{suffix}", ir.FunctionType(vty, [vty, vty, vty]))
+        load = _llvm_function(module, f"llvm.masked.load.{suffix}.p0",
+                              ir.FunctionType(vty, [ir.PointerType(), ir.IntType(32), mty, vty]))
+        store = _llvm_function(module, f"llvm.masked.store.{suffix}.p0",
+                               ir.FunctionType(ir.VoidType(), [vty, ir.PointerType(), ir.IntType(32), mty]))
+        align = ir.Constant(ir.IntType(32), bits // 8)
+        zero = ir.Constant(vty, None)
+        fptr = ir.PointerType(fty)
+        cp, ap, bp = (builder.inttoptr(x, fptr) for x in (c, a, b))
+        lane = ir.Constant(ir.VectorType(i64, lanes), list(range(lanes)))
+        columns = [builder.icmp_signed("<", lane, _splat(builder, builder.sub(width, ir.Constant(i64, j * lanes)),
+                                                          ir.VectorType(i64, lanes)))
+                   for j in range(BLOCK_VECTORS)]
+        last = builder.sub(rows, ir.Constant(i64, 1))
+        a_rows, row_in = [], []
+        for i in range(BLOCK_ROWS):  # rows past `rows` read the last row again and store nothing
+            inside = builder.icmp_signed("<", ir.Constant(i64, i), rows)
+            row_in.append(inside)
+            a_rows.append(builder.gep(ap, [builder.mul(builder.select(inside, ir.Constant(i64, i), last), sai)]))
+        entry = builder.basic_block
+        header = builder.append_basic_block("block.header")
+        body = builder.append_basic_block("block.body")
+        done = builder.append_basic_block("block.done")
+        builder.branch(header)
+        builder.position_at_end(header)
+        p = builder.phi(i64)
+        p.add_incoming(ir.Constant(i64, 0), entry)
+        sums = []
+        for _ in range(BLOCK_ROWS * BLOCK_VECTORS):
+            phi = builder.phi(vty)
+            phi.add_incoming(zero, entry)
+            sums.append(phi)
+        builder.cbranch(builder.icmp_signed("<", p, depth), body, done)
+        builder.position_at_end(body)
+        b_row = builder.gep(bp, [builder.mul(p, ldb)])
+        bv = [builder.call(load, [builder.gep(b_row, [ir.Constant(i64, j * lanes)]), align, columns[j], zero])
+              for j in range(BLOCK_VECTORS)]
+        a_col = builder.mul(p, sap)
+        updated = []
+        for i in range(BLOCK_ROWS):
+            av = _splat(builder, builder.load(builder.gep(a_rows[i], [a_col])), vty)
+            updated += [builder.call(fma, [av, bv[j], sums[i * BLOCK_VECTORS + j]]) for j in range(BLOCK_VECTORS)]
+        p.add_incoming(builder.add(p, ir.Constant(i64, 1)), body)
+        for phi, value in zip(sums, updated, strict=True):
+            phi.add_incoming(value, body)
+        builder.branch(header)
+        builder.position_at_end(done)
+        av = _splat(builder, alpha, vty)
+        keep = _splat(builder, accumulate, mty)
+        for i in range(BLOCK_ROWS):
+            c_row = builder.gep(cp, [builder.mul(ir.Constant(i64, i), ldc)])
+            inside = _splat(builder, row_in[i], mty)
+            for j in range(BLOCK_VECTORS):
+                where = builder.gep(c_row, [ir.Constant(i64, j * lanes)])
+                mask = builder.and_(columns[j], inside)
+                old = builder.call(load, [where, align, builder.and_(mask, keep), zero])
+                value = builder.fadd(builder.fmul(sums[i * BLOCK_VECTORS + j], av), old)
+                builder.call(store, [value, where, align, mask])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+# How `product` limits each block of rows to the causal triangle; diag = the first query's
+# position minus the first key's (query i sees key u when u <= i + diag).
+WHOLE, KEYS_AS_COLUMNS, KEYS_AS_DEPTH, QUERIES_AS_DEPTH = 0, 1, 2, 3
 
 
 @njit(**JIT)
-def _block_tiles(spans, q0, br, Bc):
-    """The tiles of query block [q0, q0 + br), in key order, into spans[i] = (first query,
-    queries, first key, keys); returns how many. Keys before q0, which every query of the
-    block sees, come in (br, Bc) tiles; the diagonal [q0, q0 + br) in strips of
-    DIAGONAL_STRIP queries against the keys from q0 to each strip's last query."""
-    n = 0
-    for k0 in range(0, q0, Bc):
-        spans[n, 0], spans[n, 1], spans[n, 2], spans[n, 3] = q0, br, k0, min(Bc, q0 - k0)
-        n += 1
-    for q1 in range(q0, q0 + br, DIAGONAL_STRIP):
-        rows = min(DIAGONAL_STRIP, q0 + br - q1)
-        for k0 in range(q0, q1 + rows, Bc):
-            spans[n, 0], spans[n, 1], spans[n, 2], spans[n, 3] = q1, rows, k0, min(Bc, q1 + rows - k0)
-            n += 1
-    return n
+def product(C, A, B, rows, width, depth, alpha, accumulate, a_transposed, causal, diag):
+    """C[:rows, :width] = alpha * op(A)[:rows, :depth] @ B[:depth, :width] (+ C when
+    `accumulate`), op(A) = A^T when `a_transposed`; C, A, B 2-D views with unit inner
+    stride. `causal` says which part of each block of BLOCK_ROWS rows may be left out
+    because the causal mask zeroes it (the caller's softmax zeroes or has zeroed it):
+    WHOLE nothing; KEYS_AS_COLUMNS: rows are queries, columns keys, so row block i0 needs
+    the columns up to i0 + BLOCK_ROWS + diag; KEYS_AS_DEPTH: rows queries, the sum over
+    keys (A holds probabilities, zero past the diagonal): the depth up to the same;
+    QUERIES_AS_DEPTH: rows keys, the sum over queries: row block i0 needs the depth from
+    i0 - diag on. Rows and columns left out of C are not written."""
+    isz = C.itemsize
+    chunk = BLOCK_VECTORS * (VECTOR_BYTES // isz)
+    ldc, lda, ldb = C.strides[0] // isz, A.strides[0] // isz, B.strides[0] // isz
+    sai, sap = (1, lda) if a_transposed else (lda, 1)
+    scale = C.dtype.type(alpha)
+    c0, a0, b0 = C.ctypes.data, A.ctypes.data, B.ctypes.data
+    for i0 in range(0, rows, BLOCK_ROWS):
+        r = min(BLOCK_ROWS, rows - i0)
+        w, p0, p1 = width, 0, depth
+        if causal == KEYS_AS_COLUMNS:
+            w = max(0, min(width, i0 + BLOCK_ROWS + diag))
+        elif causal == KEYS_AS_DEPTH:
+            p1 = max(0, min(depth, i0 + BLOCK_ROWS + diag))
+        elif causal == QUERIES_AS_DEPTH:
+            p0 = min(depth, max(0, i0 - diag))
+        for j0 in range(0, w, chunk):
+            _product_block(c0 + (i0 * ldc + j0) * isz, ldc,  # type: ignore[call-arg]  # mypy counts typingctx
+                           a0 + (i0 * sai + p0 * sap) * isz, sai, sap, b0 + (p0 * ldb + j0) * isz, ldb,
+                           r, w - j0, p1 - p0, scale, accumulate)
 
 
 @njit(inline="always", **JIT)
-def _tile_spans(T, Br, Bc):
-    """Room for `_block_tiles` of any block."""
-    return np.empty(((T + Bc - 1) // Bc + ((Br + DIAGONAL_STRIP - 1) // DIAGONAL_STRIP) * ((Br + Bc - 1) // Bc), 4),
-                    np.int64)
+def _transposed(x, rows):
+    """x[:rows]^T, a new (columns, rows) array: a head's keys or values laid out so that
+    `product` reads a row of B per key."""
+    out = np.empty((x.shape[1], rows), x.dtype)
+    for t in range(rows):
+        row = x[t]
+        for i in range(x.shape[1]):
+            out[i, t] = row[i]
+    return out
+
+
+def causal_area(T: int, Br: int, Bc: int) -> int:
+    """Query x key pairs whose scores the tiled pair computes for one head of T positions
+    on (Br, Bc) tiles: each block of BLOCK_ROWS queries as far as its last query sees."""
+    area = 0
+    for q0 in range(0, T, Br):
+        br = min(Br, T - q0)
+        for k0 in range(0, q0 + br, Bc):
+            keys = min(Bc, q0 + br - k0)
+            for i0 in range(0, br, BLOCK_ROWS):
+                area += min(BLOCK_ROWS, br - i0) * max(0, min(keys, i0 + BLOCK_ROWS + q0 - k0))
+    return area
 
 
 @njit(inline="always", **JIT)
@@ -133,30 +274,28 @@ def attention_forward(out, lse, tiles, qkv, n_head, T, drop_p=0.0, key=0):
     running_max = np.empty(Br, out.dtype)
     running_sum = np.empty(Br, np.float64)
     factors = np.empty(Br, np.float64)
-    spans = _tile_spans(T, Br, Bc)
     threshold, drop_scale = keep_threshold(drop_p), out.dtype.type(1.0 / (1.0 - drop_p))
     for h in range(n_head):
-        q, k, v, o = _head(qkv, h, hs, T), _head(qkv, n_head + h, hs, T), _head(qkv, 2 * n_head + h, hs, T), \
-            _head(out, h, hs, T)
+        q, v, o = _head(qkv, h, hs, T), _head(qkv, 2 * n_head + h, hs, T), _head(out, h, hs, T)
+        kt = _transposed(_head(qkv, n_head + h, hs, T), T)
         head_key = stream_key(np.uint64(key), h)
         for q0 in range(0, T, Br):
             br = min(Br, T - q0)
             for r in range(br):
                 running_max[r] = -np.inf
                 running_sum[r] = 0.0
-            oi = o[q0:q0 + br]
+            qi, oi = q[q0:q0 + br], o[q0:q0 + br]
             _zero_rows(oi, br)
-            for i in range(_block_tiles(spans, q0, br, Bc)):
-                qa, rows, ka, keys = spans[i, 0], spans[i, 1], spans[i, 2], spans[i, 3]
-                r0, oa = qa - q0, o[qa:qa + rows]
-                gemm(NOTRANS, TRANS, rows, keys, hs, scale, q[qa:qa + rows], k[ka:ka + keys], 0.0, s)
-                _online_softmax_tile(s, rows, keys, qa, ka, running_max[r0:], running_sum[r0:], factors)
+            for k0 in range(0, q0 + br, Bc):
+                keys = min(Bc, q0 + br - k0)
+                product(s, qi, kt[:, k0:], br, keys, hs, scale, False, False, KEYS_AS_COLUMNS, q0 - k0)
+                _online_softmax_tile(s, br, keys, q0, k0, running_max, running_sum, factors)
                 if drop_p > 0.0:
-                    for r in range(rows):
-                        dropout_row(s[r], _causal_width(qa + r, ka, keys), stream_key(head_key, qa + r), ka, threshold,
+                    for r in range(br):
+                        dropout_row(s[r], _causal_width(q0 + r, k0, keys), stream_key(head_key, q0 + r), k0, threshold,
                                     drop_scale)
-                _scale_rows(oa, rows, factors)
-                gemm(NOTRANS, NOTRANS, rows, hs, keys, 1.0, s, v[ka:ka + keys], 1.0, oa)
+                _scale_rows(oi, br, factors)
+                product(oi, s, v[k0:], br, hs, keys, 1.0, True, False, KEYS_AS_DEPTH, q0 - k0)
             for r in range(br):
                 factors[r] = 1.0 / running_sum[r]
                 lse[h, q0 + r] = running_max[r] + math.log(running_sum[r])
@@ -235,26 +374,25 @@ def attention_backward(dqkv, tiles, dout, qkv, out, lse, n_head, T, drop_p=0.0, 
     Br, Bc = tiles.shape[1], tiles.shape[2]
     p, dp = tiles[0], tiles[1]
     delta = np.empty(Br, dout.dtype)
-    spans = _tile_spans(T, Br, Bc)
     _zero_rows(dqkv, T)
     for h in range(n_head):
-        q, k, v = _head(qkv, h, hs, T), _head(qkv, n_head + h, hs, T), _head(qkv, 2 * n_head + h, hs, T)
+        q, k = _head(qkv, h, hs, T), _head(qkv, n_head + h, hs, T)
         dq, dk, dv = _head(dqkv, h, hs, T), _head(dqkv, n_head + h, hs, T), _head(dqkv, 2 * n_head + h, hs, T)
         do, o = _head(dout, h, hs, T), _head(out, h, hs, T)
+        kt, vt = _transposed(k, T), _transposed(_head(qkv, 2 * n_head + h, hs, T), T)
         head_key = stream_key(np.uint64(key), h)
         for q0 in range(0, T, Br):
             br = min(Br, T - q0)
-            _row_dots(delta, do[q0:q0 + br], o[q0:q0 + br], br)  # <dO, O> = <dP, P> of each query
-            for i in range(_block_tiles(spans, q0, br, Bc)):
-                qa, rows, ka, keys = spans[i, 0], spans[i, 1], spans[i, 2], spans[i, 3]
-                qi, dqi, doi = q[qa:qa + rows], dq[qa:qa + rows], do[qa:qa + rows]
-                kj, vj, dkj, dvj = k[ka:ka + keys], v[ka:ka + keys], dk[ka:ka + keys], dv[ka:ka + keys]
-                gemm(NOTRANS, TRANS, rows, keys, hs, scale, qi, kj, 0.0, p)  # S
-                gemm(NOTRANS, TRANS, rows, keys, hs, 1.0, doi, vj, 0.0, dp)  # dP = dO V^T
-                _tile_score_grads(p, dp, rows, keys, qa, ka, lse[h], delta[qa - q0:], scale, drop_p, head_key)
-                gemm(TRANS, NOTRANS, keys, hs, rows, 1.0, p, doi, 1.0, dvj)  # dv += P^T dO
-                gemm(NOTRANS, NOTRANS, rows, hs, keys, 1.0, dp, kj, 1.0, dqi)  # dq += dS K
-                gemm(TRANS, NOTRANS, keys, hs, rows, 1.0, dp, qi, 1.0, dkj)  # dk += dS^T Q
+            qi, dqi, doi = q[q0:q0 + br], dq[q0:q0 + br], do[q0:q0 + br]
+            _row_dots(delta, doi, o[q0:q0 + br], br)  # <dO, O> = <dP, P> of each query
+            for k0 in range(0, q0 + br, Bc):
+                keys, diag = min(Bc, q0 + br - k0), q0 - k0
+                product(p, qi, kt[:, k0:], br, keys, hs, scale, False, False, KEYS_AS_COLUMNS, diag)  # S
+                product(dp, doi, vt[:, k0:], br, keys, hs, 1.0, False, False, KEYS_AS_COLUMNS, diag)  # dP = dO V^T
+                _tile_score_grads(p, dp, br, keys, q0, k0, lse[h], delta, scale, drop_p, head_key)
+                product(dv[k0:], p, doi, keys, hs, br, 1.0, True, True, QUERIES_AS_DEPTH, diag)  # dv += P^T dO
+                product(dqi, dp, k[k0:], br, hs, keys, 1.0, True, False, KEYS_AS_DEPTH, diag)  # dq += dS K
+                product(dk[k0:], dp, qi, keys, hs, br, 1.0, True, True, QUERIES_AS_DEPTH, diag)  # dk += dS^T Q
 
 
 @njit(**JIT)
@@ -266,9 +404,10 @@ def short_attention_forward(out, att, scratch, qkv, n_head, T, drop_p=0.0, key=0
     hs = C // n_head
     scale = 1.0 / math.sqrt(hs)
     for h in range(n_head):
-        q, k, v = _head(qkv, h, hs, T), _head(qkv, n_head + h, hs, T), _head(qkv, 2 * n_head + h, hs, T)
+        q, v = _head(qkv, h, hs, T), _head(qkv, 2 * n_head + h, hs, T)
+        kt = _transposed(_head(qkv, n_head + h, hs, T), T)
         a = att[h]
-        gemm(NOTRANS, TRANS, T, T, hs, scale, q, k, 0.0, a)
+        product(a, q, kt, T, T, hs, scale, False, False, KEYS_AS_COLUMNS, 0)
         for t in range(T):
             row = a[t]
             mx = row_max(row, t + 1, -np.inf)
@@ -278,11 +417,11 @@ def short_attention_forward(out, att, scratch, qkv, n_head, T, drop_p=0.0, key=0
                 row[u] *= inv
             for u in range(t + 1, T):
                 row[u] = 0.0
+        probs = a
         if drop_p > 0.0:
             _dropped_probabilities(scratch, a, T, stream_key(np.uint64(key), h), drop_p)
-            gemm(NOTRANS, NOTRANS, T, hs, T, 1.0, scratch, v, 0.0, _head(out, h, hs, T))
-        else:
-            gemm(NOTRANS, NOTRANS, T, hs, T, 1.0, a, v, 0.0, _head(out, h, hs, T))
+            probs = scratch
+        product(_head(out, h, hs, T), probs, v, T, hs, T, 1.0, False, False, KEYS_AS_DEPTH, 0)
 
 
 @njit(inline="always", **JIT)
@@ -305,19 +444,20 @@ def short_attention_backward(dqkv, datt, dout, qkv, att, n_head, T, drop_p=0.0, 
     hs = C // n_head
     scale = 1.0 / math.sqrt(hs)
     for h in range(n_head):
-        q, k, v = _head(qkv, h, hs, T), _head(qkv, n_head + h, hs, T), _head(qkv, 2 * n_head + h, hs, T)
+        q, k = _head(qkv, h, hs, T), _head(qkv, n_head + h, hs, T)
         dq, dk, dv = _head(dqkv, h, hs, T), _head(dqkv, n_head + h, hs, T), _head(dqkv, 2 * n_head + h, hs, T)
+        vt = _transposed(_head(qkv, 2 * n_head + h, hs, T), T)
         do = _head(dout, h, hs, T)
         a = att[h]
         head_key = stream_key(np.uint64(key), h)
         threshold, drop_scale = keep_threshold(drop_p), a.dtype.type(1.0 / (1.0 - drop_p))
         if drop_p > 0.0:  # dv = (P M)^T dO
             _dropped_probabilities(datt, a, T, head_key, drop_p)
-            gemm(TRANS, NOTRANS, T, hs, T, 1.0, datt, do, 0.0, dv)
+            product(dv, datt, do, T, hs, T, 1.0, False, True, QUERIES_AS_DEPTH, 0)
         else:
-            gemm(TRANS, NOTRANS, T, hs, T, 1.0, a, do, 0.0, dv)   # dv = P^T dO
-        gemm(NOTRANS, TRANS, T, T, hs, 1.0, do, v, 0.0, datt)     # dP = dO V^T
-        for t in range(T):                                        # dS = P * (dP - <dP, P>)
+            product(dv, a, do, T, hs, T, 1.0, False, True, QUERIES_AS_DEPTH, 0)  # dv = P^T dO
+        product(datt, do, vt, T, T, hs, 1.0, False, False, KEYS_AS_COLUMNS, 0)  # dP = dO V^T
+        for t in range(T):                                                    # dS = P * (dP - <dP, P>)
             p, dp = a[t], datt[t]
             if drop_p > 0.0:  # the gradient of P before dropout: dP M
                 dropout_row(dp, t + 1, stream_key(head_key, t), 0, threshold, drop_scale)
@@ -329,5 +469,5 @@ def short_attention_backward(dqkv, datt, dout, qkv, att, n_head, T, drop_p=0.0, 
                 dp[u] = p[u] * (dp[u] - dot) * scale_t
             for u in range(t + 1, T):
                 dp[u] = 0.0
-        gemm(NOTRANS, NOTRANS, T, hs, T, 1.0, datt, k, 0.0, dq)   # dq = dS K
-        gemm(TRANS, NOTRANS, T, hs, T, 1.0, datt, q, 0.0, dk)     # dk = dS^T Q
+        product(dq, datt, k, T, hs, T, 1.0, False, False, KEYS_AS_DEPTH, 0)  # dq = dS K
+        product(dk, datt, q, T, hs, T, 1.0, False, True, QUERIES_AS_DEPTH, 0)  # dk = dS^T Q

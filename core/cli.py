@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cllm.core.cli_cache import add_cache, cmd_cache
 from cllm.core.cli_data import add_prepare, add_source_args, cmd_prepare, dataset_info, run_data, training_data
 from cllm.core.config import DROPOUT_SETTINGS, WEIGHTS, ModelConfig, SampleConfig, TrainConfig
 from cllm.core.dataset import is_dataset
@@ -185,6 +186,7 @@ def build_parser(base: Recipe | None = None) -> argparse.ArgumentParser:
     _add_export(sub)
     _add_import(sub)
     add_prepare(sub)
+    add_cache(sub)
     add_runs_parser(sub)
     return parser
 
@@ -663,7 +665,7 @@ def _error_message(exc: CllmError) -> tuple[str | None, int]:
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "quantize": cmd_quantize, "eval": cmd_eval,
             "info": cmd_info, "export": cmd_export, "import": cmd_import, "prepare": lambda a: cmd_prepare(a, err),
-            "runs": cmd_runs}
+            "cache": cmd_cache, "runs": cmd_runs}
 
 
 def _recipe_given(argv: list[str] | None) -> Recipe | None:

@@ -31,6 +31,7 @@ from cllm.core.sources import SourceScan, scan_sources
 from cllm.core.tokenizer import Tokenizer
 
 CACHE_ENV = "CLLM_CACHE_DIR"
+MANIFESTS_KEPT = 64  # copies of replaced datasets' manifests (each lists every file), the newest kept
 
 
 def cache_dir() -> Path:
@@ -70,6 +71,18 @@ def keep_manifest(manifest: dict) -> None:
     tmp = target.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(manifest), encoding="utf-8")
     os.replace(tmp, target)
+    kept = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for old in kept[MANIFESTS_KEPT:]:
+        old.unlink(missing_ok=True)
+
+
+def touched(key: str) -> float:
+    """When the dataset under `key` was last used (0.0: never said): the mtime of its
+    lock file, which `dataset_for` touches at each use."""
+    try:
+        return (cache_dir() / f"{key}.lock").stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def cache_key(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPlan, include: Sequence[str],
@@ -85,7 +98,7 @@ def changed_sources(manifest: dict, scan: SourceScan) -> str | None:
     """What differs between the files a manifest lists and those a walk found now (by
     path, size and modification time), in words; None if nothing."""
     before = {f["path"]: (f["size"], f["mtime_ns"]) for f in manifest["files"]}
-    now = {str(f.path): (f.size, f.mtime_ns) for f in scan.files}
+    now = {f.location: (f.size, f.mtime_ns) for f in scan.files}
     added = len(now.keys() - before.keys())
     removed = len(before.keys() - now.keys())
     changed = sum(1 for p in now.keys() & before.keys() if now[p] != before[p])
@@ -94,7 +107,7 @@ def changed_sources(manifest: dict, scan: SourceScan) -> str | None:
 
 
 @contextmanager
-def _locked(path: Path):
+def locked(path: Path):
     """An exclusive lock on `path` (created): a second process preparing the same corpus
     (another MPI rank, another terminal) waits here, then finds the dataset ready."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +132,7 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
     key = cache_key(paths, tokenizer, include, exclude)
     folder = cache / key
     scan = scan_sources(paths, include, exclude)
-    with _locked(cache / f"{key}.lock"):
+    with locked(cache / f"{key}.lock"):
         if (folder / MANIFEST).exists():
             try:
                 manifest = read_manifest(folder)
@@ -129,6 +142,8 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
             if why is None:
                 try:
                     dataset = open_dataset(folder, manifest)  # the manifest read once, not again
+                    for used in {key, folder.resolve().name}:  # the link's and its dataset's: last used
+                        (cache / f"{used}.lock").touch()
                     note(f"using the prepared dataset {folder}")
                     return dataset
                 except CorpusError as exc:
@@ -145,7 +160,7 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
         note(f"prepared {dataset.describe()} in {time.perf_counter() - started:.1f} s")
     if isinstance(tokenizer, TokenizerPlan) and dataset.tokenizer is not None:
         alias = cache / cache_key(paths, dataset.tokenizer, include, exclude)
-        with _locked(cache / f"{alias.name}.lock"):
+        with locked(cache / f"{alias.name}.lock"):
             if alias.is_symlink() or not alias.exists():
                 tmp = alias.with_name(f".{alias.name}.link-{os.getpid()}")
                 tmp.unlink(missing_ok=True)

@@ -22,11 +22,12 @@ HERE = Path(__file__).resolve().parent
 # module -> the files whose kernels it calls (and so compiles into itself). The parallel
 # shard kernel calls the shard pass through a function pointer, which compiles nothing in.
 DEPENDS: dict[str, tuple[str, ...]] = {
-    "passes": ("kernels.py", "layout.py"),
+    "passes": ("kernels.py", "attention_kernels.py", "layout.py"),
+    "attention_kernels": ("kernels.py",),
     "layout": ("kernels.py",),
     "optimizer": ("kernels.py",),
     "decode_kernels": ("kernels.py",),
-    "prompt_pass": ("kernels.py",),
+    "prompt_pass": ("kernels.py", "attention_kernels.py"),
 }
 
 _checked = False

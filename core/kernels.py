@@ -411,8 +411,8 @@ def layernorm_backward(dinp, dweight, dbias, dout, inp, mean, rstd, weight, N):
 # linear layer: out = inp @ W + b, W stored (in, out) as GPT-2's Conv1D
 
 @njit(**JIT)
-def matmul_forward(out, inp, weight, bias, N, accumulate):
-    # out (N, OC), inp (N, IC), weight (IC, OC), bias (OC,); accumulate: out += ...
+def matmul_product(out, inp, weight, N, accumulate):
+    # out (N, OC) (+)= inp (N, IC) @ weight (IC, OC): matmul_forward without its bias
     IC, OC = weight.shape
     if N == 1:  # one row (decoding): BLAS would pack the whole weight for a single row
         o, x = out[0], inp[0]
@@ -425,6 +425,13 @@ def matmul_forward(out, inp, weight, bias, N, accumulate):
                 o[j] += xi * w[j]
     else:
         gemm(NOTRANS, NOTRANS, N, OC, IC, 1.0, inp, weight, 1.0 if accumulate else 0.0, out)
+
+
+@njit(**JIT)
+def matmul_forward(out, inp, weight, bias, N, accumulate):
+    # out (N, OC), inp (N, IC), weight (IC, OC), bias (OC,); accumulate: out += ...
+    matmul_product(out, inp, weight, N, accumulate)
+    OC = weight.shape[1]
     for n in range(N):
         o = out[n]
         for i in range(OC):
@@ -432,19 +439,39 @@ def matmul_forward(out, inp, weight, bias, N, accumulate):
 
 
 @njit(**JIT)
-def matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, accumulate_dinp):
-    # dweight (IC, OC) += inp^T @ dout; dbias += column sums; dinp (N, IC) (+)= dout @ W^T
+def matmul_backward_products(dinp, dweight, dout, inp, weight, N, accumulate_dinp):
+    # dweight (IC, OC) += inp^T @ dout; dinp (N, IC) (+)= dout @ W^T: matmul_backward without its bias
     IC, OC = weight.shape
     gemm(TRANS, NOTRANS, IC, OC, N, 1.0, inp, dout, 1.0, dweight)
+    gemm(NOTRANS, TRANS, N, IC, OC, 1.0, dout, weight, 1.0 if accumulate_dinp else 0.0, dinp)
+
+
+@njit(**JIT)
+def matmul_backward(dinp, dweight, dbias, dout, inp, weight, N, accumulate_dinp):
+    # dweight (IC, OC) += inp^T @ dout; dbias += column sums; dinp (N, IC) (+)= dout @ W^T
+    OC = weight.shape[1]
     for n in range(N):
         g = dout[n]
         for i in range(OC):
             dbias[i] += g[i]
-    gemm(NOTRANS, TRANS, N, IC, OC, 1.0, dout, weight, 1.0 if accumulate_dinp else 0.0, dinp)
+    matmul_backward_products(dinp, dweight, dout, inp, weight, N, accumulate_dinp)
 
 
 # ----------------------------------------------------------------------------------
 # GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+
+@njit(inline="always", **JIT)
+def _gelu(x):
+    return F(0.5) * x * (F(1) + fast_tanh(GELU_SCALE * (x + GELU_CUBE * x * x * x)))
+
+
+@njit(inline="always", **JIT)
+def _gelu_grad(x):
+    u = GELU_SCALE * (x + GELU_CUBE * x * x * x)
+    du = GELU_SCALE * (F(1) + GELU_CUBE * x * x * F(3))
+    tanh, dtanh = fast_tanh_and_grad(u)
+    return F(0.5) * (F(1) + tanh) + F(0.5) * x * dtanh * du
+
 
 @njit(**JIT)
 def gelu_forward(out, inp, N):
@@ -452,8 +479,18 @@ def gelu_forward(out, inp, N):
     for n in range(N):
         x, o = inp[n], out[n]
         for i in range(x.shape[0]):
-            xi = x[i]
-            o[i] = F(0.5) * xi * (F(1) + fast_tanh(GELU_SCALE * (xi + GELU_CUBE * xi * xi * xi)))
+            o[i] = _gelu(x[i])
+
+
+@njit(**JIT)
+def bias_gelu_forward(out, inp, bias, N):
+    # inp (N, 4C) += bias (4C,), then out = gelu(inp): the fc layer's bias and GELU in one pass
+    for n in range(N):
+        x, o = inp[n], out[n]
+        for i in range(x.shape[0]):
+            xi = x[i] + bias[i]
+            x[i] = xi
+            o[i] = _gelu(xi)
 
 
 @njit(**JIT)
@@ -462,12 +499,19 @@ def gelu_backward(dinp, inp, dout, N):
     for n in range(N):
         x, g, d = inp[n], dout[n], dinp[n]
         for i in range(x.shape[0]):
-            xi = x[i]
-            u = GELU_SCALE * (xi + GELU_CUBE * xi * xi * xi)
-            du = GELU_SCALE * (F(1) + GELU_CUBE * xi * xi * F(3))
-            tanh, dtanh = fast_tanh_and_grad(u)
-            local = F(0.5) * (F(1) + tanh) + F(0.5) * xi * dtanh * du
-            d[i] = local * g[i]
+            d[i] = _gelu_grad(x[i]) * g[i]
+
+
+@njit(**JIT)
+def gelu_backward_bias(dinp, dbias, inp, dout, N):
+    # gelu_backward, and dbias (4C,) += the column sums of dinp (the fc layer's bias
+    # gradient, summed row by row as matmul_backward sums it), in one pass
+    for n in range(N):
+        x, g, d = inp[n], dout[n], dinp[n]
+        for i in range(x.shape[0]):
+            di = _gelu_grad(x[i]) * g[i]
+            d[i] = di
+            dbias[i] += di
 
 
 # ----------------------------------------------------------------------------------

@@ -40,19 +40,21 @@ from cllm.core.kernels import (
     TRANS,
     Dropout,
     add_rows,
+    bias_gelu_forward,
     copy_rows,
     crossentropy_backward,
     crossentropy_forward,
     dropout_rows,
     encoder_backward,
     encoder_forward,
-    gelu_backward,
-    gelu_forward,
+    gelu_backward_bias,
     gemm,
     layernorm_backward,
     layernorm_forward,
     matmul_backward,
+    matmul_backward_products,
     matmul_forward,
+    matmul_product,
     site_key,
 )
 from cllm.core.layout import Layout, act_views, param_views
@@ -147,8 +149,8 @@ def gpt_forward(P, A, tokens, T, n_head, last_only, attend, D):
         projection_forward(A.res2[l], residual, A.atty[l], P.attprojw[l], P.attprojb[l], A.dbranch, D, l,
                            ATTENTION_OUT, R, T)
         layernorm_forward(A.ln2[l], A.ln2_mean[l], A.ln2_rstd[l], A.res2[l], P.ln2w[l], P.ln2b[l], N)
-        matmul_forward(A.fch[l], A.ln2[l], P.fcw[l], P.fcb[l], N, False)
-        gelu_forward(A.fchg[l], A.fch[l], N)
+        matmul_product(A.fch[l], A.ln2[l], P.fcw[l], N, False)
+        bias_gelu_forward(A.fchg[l], A.fch[l], P.fcb[l], N)
         projection_forward(A.res3[l], A.res2[l], A.fchg[l], P.fcprojw[l], P.fcprojb[l], A.dbranch, D, l, MLP_OUT,
                            R, T)
     layernorm_forward(A.lnf, A.lnf_mean, A.lnf_rstd, A.res3[L - 1], P.lnfw, P.lnfb, N)
@@ -183,8 +185,8 @@ def gpt_backward(G, P, A, tokens, T, n_head, attend_backward, D):
         # res3 = res2 + gelu(ln2 @ fcw + fcb) @ fcprojw + fcprojb; dres flows through unchanged
         projection_backward(A.dfchg, G.fcprojw[l], G.fcprojb[l], dres, A.fchg[l], P.fcprojw[l], dbranch, D, l, MLP_OUT,
                             R, T)
-        gelu_backward(A.dfch, A.fch[l], A.dfchg, N)
-        matmul_backward(dbranch, G.fcw[l], G.fcb[l], A.dfch, A.ln2[l], P.fcw[l], N, False)  # d ln2
+        gelu_backward_bias(A.dfch, G.fcb[l], A.fch[l], A.dfchg, N)
+        matmul_backward_products(dbranch, G.fcw[l], A.dfch, A.ln2[l], P.fcw[l], N, False)  # d ln2
         layernorm_backward(dres, G.ln2w[l], G.ln2b[l], dbranch, A.res2[l], A.ln2_mean[l], A.ln2_rstd[l],
                            P.ln2w[l], N)
         # res2 = residual + attention(ln1 @ qkvw + qkvb) @ attprojw + attprojb

@@ -25,6 +25,7 @@ import shutil
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,12 +36,14 @@ from cllm.core.dataset import FORMAT, MANIFEST, VERSION, Dataset, dataset_digest
 from cllm.core.errors import Cancelled, ConfigError, CorpusError, TokenizerError
 from cllm.core.shards import ShardWriter, kind_for
 from cllm.core.sources import NotText, SourceFile, SourceScan, read_text_chunks, scan_sources, skipped_line
-from cllm.core.tokenizer import CharTokenizer, Gpt2Tokenizer, Tokenizer, encode_many, train_tokenizer
+from cllm.core.tokenizer import BpeTokenizer, CharTokenizer, Gpt2Tokenizer, Tokenizer, encode_many, train_tokenizer
 
 SHARD_TOKENS = 100_000_000  # tokens per shard, as llm.c's FineWeb script
 DEFAULT_SAMPLE_MB = 32.0  # of text a word or BPE tokenizer is trained on
 ENCODE_BATCH = 4 << 20  # characters encoded in one call (the tokenizers library spreads them over the cores)
 VAL_FRACTION = 0.1
+FIRST_CHECK = 1 << 20  # characters on which tiktoken's ids are compared with tokenizers' before the first batch
+BATCH_CHECK = 1 << 14  # and in every batch (core/fast_bpe.py)
 SEPARATOR = "\n\n"  # between documents, for a tokenizer without an end-of-text token
 
 
@@ -205,11 +208,43 @@ class _Splits:
                 writer.abandon()
 
 
+def _head(texts: Sequence[str], chars: int) -> list[str]:
+    """The first `chars` characters of `texts`, as texts."""
+    out = []
+    for text in texts:
+        if chars <= 0:
+            break
+        out.append(text[:chars])
+        chars -= len(out[-1])
+    return out
+
+
+def _fast_differs(tokenizer: Tokenizer, texts: Sequence[str], chars: int) -> str | None:
+    """Compares tiktoken's ids with tokenizers' on the first `chars` characters of
+    `texts`, where tiktoken encodes; what to say when they differ (tokenizers encodes
+    from then on)."""
+    if isinstance(tokenizer, BpeTokenizer) and tokenizer.fast is not None and not tokenizer.agrees(_head(texts, chars)):
+        return f"encoding with the tokenizers library: {tokenizer.slow_reason}"
+    return None
+
+
+def _encoder_line(tokenizer: Tokenizer) -> str | None:
+    if not isinstance(tokenizer, BpeTokenizer) or not tokenizer._chunked:
+        return None
+    if tokenizer.fast is not None:
+        return "encoding with tiktoken (the same ids as the tokenizers library; compared on part of every batch)"
+    return f"encoding with the tokenizers library: {tokenizer.slow_reason}"
+
+
 def _encode_all(checked: _Checked, tokenizer: Tokenizer, method: str, held: set[str], splits: _Splits,
-                report: Callable[[Progress], None], cancel: threading.Event | None) -> dict[str, int]:
+                report: Callable[[Progress], None], cancel: threading.Event | None,
+                note: Callable[[str], None]) -> dict[str, int]:
     """Encodes every document into `splits`; returns tokens per document. A document's
     tokens in a split are preceded by the end-of-text token where the tokenizer has one
-    (as llm.c does), else by SEPARATOR's tokens unless it comes first in that split."""
+    (as llm.c does), else by SEPARATOR's tokens unless it comes first in that split.
+    A thread encodes each batch while the next one is read. Where tiktoken encodes BPE,
+    part of every batch is also encoded by tokenizers, and the first difference hands
+    the rest to tokenizers."""
     eot = _eot_id(tokenizer)
     separator = np.array([eot], np.int32) if eot is not None else None  # SEPARATOR's tokens when first needed
     started = {"train": False, "val": False}
@@ -219,56 +254,82 @@ def _encode_all(checked: _Checked, tokenizer: Tokenizer, method: str, held: set[
     paths = {f.name: f.path for f in checked.files}
     pending: list[tuple[str, str, str, bool]] = []  # (document, split, text, separator first)
     pending_chars = 0
+    check_chars = FIRST_CHECK
+    line = _encoder_line(tokenizer)
+    if line:
+        note(line)
+    in_flight: tuple[Future, list[tuple[str, str, str, bool]]] | None = None
 
-    def flush() -> None:
-        nonlocal pending_chars, separator
-        _check_cancel(cancel)
+    def encode(texts: list[str], check: int) -> tuple[list[np.ndarray], str | None]:
+        """In the encoding thread: the batch's ids, and why tiktoken stopped if it did."""
+        differs = _fast_differs(tokenizer, texts, check)
+        return encode_many(tokenizer, texts), differs
+
+    def finish() -> None:
+        """Writes the batch in flight once it is encoded."""
+        nonlocal separator
+        if in_flight is None:
+            return
+        future, batch = in_flight
         try:
-            encoded = encode_many(tokenizer, [p[2] for p in pending])
+            encoded, differs = future.result()
         except TokenizerError:  # which document: encoded one by one to find it
-            for name, _, text, _ in pending:
+            for name, _, text, _ in batch:
                 try:
                     tokenizer.encode(text)
                 except TokenizerError as exc:
                     raise TokenizerError(f"{paths[name]}: {exc}") from None
             raise
-        for (name, split, _, first), ids in zip(pending, encoded, strict=True):
+        if differs:
+            note(differs)
+        for (name, split, _, first), ids in zip(batch, encoded, strict=True):
             if first:
                 if separator is None:
                     separator = tokenizer.encode(SEPARATOR)
                 splits.write(split, separator)
             splits.write(split, ids)
             counts[name] = counts.get(name, 0) + len(ids)
-        pending.clear()
-        pending_chars = 0
 
-    for f in checked.files:
-        split = "val" if f.name in held else "train"
-        tail_left = int(f.size * (1 - VAL_FRACTION)) if method == "tail" else None  # bytes before the held-out tail
-        opened: set[str] = set()
-        for chunk in read_text_chunks(f):
-            pieces = [(split, chunk)]
-            if tail_left is not None and split == "train":
-                cut = _tail_cut(chunk, tail_left)
-                tail_left -= len(chunk.encode("utf-8"))
-                if cut is not None:
-                    pieces = [("train", chunk[:cut]), ("val", chunk[cut:])]
-                    split = "val"
-            for piece_split, text in pieces:
-                if not text:
-                    continue
-                first = piece_split not in opened and (eot is not None or started[piece_split])
-                opened.add(piece_split)
-                started[piece_split] = True
-                pending.append((f.name, piece_split, text, first))
-                pending_chars += len(text)
+    def flush() -> None:
+        """Hands the pending texts to the encoding thread, and writes the batch before
+        (reading the next batch overlaps encoding this one)."""
+        nonlocal pending, pending_chars, check_chars, in_flight
+        _check_cancel(cancel)
+        batch, pending, pending_chars = pending, [], 0
+        future = pool.submit(encode, [p[2] for p in batch], check_chars)
+        check_chars = BATCH_CHECK
+        finish()
+        in_flight = future, batch
+
+    with ThreadPoolExecutor(1, thread_name_prefix="cllm-encode") as pool:
+        for f in checked.files:
+            split = "val" if f.name in held else "train"
+            tail_left = int(f.size * (1 - VAL_FRACTION)) if method == "tail" else None  # bytes before the held-out tail
+            opened: set[str] = set()
+            for chunk in read_text_chunks(f):
+                pieces = [(split, chunk)]
+                if tail_left is not None and split == "train":
+                    cut = _tail_cut(chunk, tail_left)
+                    tail_left -= len(chunk.encode("utf-8"))
+                    if cut is not None:
+                        pieces = [("train", chunk[:cut]), ("val", chunk[cut:])]
+                        split = "val"
+                for piece_split, text in pieces:
+                    if not text:
+                        continue
+                    first = piece_split not in opened and (eot is not None or started[piece_split])
+                    opened.add(piece_split)
+                    started[piece_split] = True
+                    pending.append((f.name, piece_split, text, first))
+                    pending_chars += len(text)
+                if pending_chars >= ENCODE_BATCH:
+                    flush()
+            done += f.size
             if pending_chars >= ENCODE_BATCH:
                 flush()
-        done += f.size
-        if pending_chars >= ENCODE_BATCH:
-            flush()
-        report(Progress("encoding", done, total))
-    flush()
+            report(Progress("encoding", done, total))
+        flush()
+        finish()
     return counts
 
 
@@ -314,7 +375,7 @@ def prepare(paths: Sequence[str | Path], out: Path, tokenizer: Tokenizer | Token
     splits = _Splits(tmp, tok.vocab_size, shard_tokens)
     try:
         try:
-            counts = _encode_all(checked, tok, method, held, splits, report, cancel)
+            counts = _encode_all(checked, tok, method, held, splits, report, cancel, note)
             splits.close()
             _write_json(tmp / MANIFEST, _manifest(scan, checked, tok, plan, method, held, splits, counts))
             _swap_in(tmp, out)
@@ -341,6 +402,9 @@ def _train(plan: TokenizerPlan, checked: _Checked, total: int, note: Callable[[s
     note(f"{plan.kind} tokenizer ({tok.vocab_size} tokens) trained on a sample of {_mb(size)} of the "
          f"corpus's {_mb(total)}"
          + (" (all of it)" if size >= total else f" (--tokenizer-sample {plan.sample_mb:g} MB)"))
+    differs = _fast_differs(tok, checked.sample, FIRST_CHECK)
+    if differs:
+        note(differs)
     return tok
 
 
@@ -352,7 +416,7 @@ def _manifest(scan: SourceScan, checked: _Checked, tok: Tokenizer, plan: Tokeniz
               held: set[str], splits: _Splits, counts: dict[str, int]) -> dict:
     files = []
     for f in scan.files:
-        entry = {"name": f.name, "path": str(f.path), "size": f.size, "mtime_ns": f.mtime_ns}
+        entry = {"name": f.name, "path": f.location, "size": f.size, "mtime_ns": f.mtime_ns}
         if f.name in checked.not_text:
             entry.update(split="skipped", reason=checked.not_text[f.name])
         else:

@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import tiktoken
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from cllm.core import fast_bpe
 from cllm.core.errors import ConfigError, TokenizerError
 
 TRAINABLE_KINDS = ("char", "word", "bpe")  # what `train_tokenizer` builds from a text ("gpt2" is imported)
@@ -32,8 +34,24 @@ _WORD_RE = re.compile(r"\w+|\s+|[^\w\s]")
 # Split points for long texts: before a "\n" that follows a non-space character. GPT-2's
 # pre-tokenizer regex always has a boundary there and its look-ahead never crosses it, so
 # encoding the pieces separately gives exactly the ids of encoding the whole text.
-_BPE_CHUNK_RE = re.compile(r"(?<=\S)(?=\n)")
 _BPE_CHUNK_MIN = 16384
+
+
+def _bpe_pieces(text: str, size: int = _BPE_CHUNK_MIN) -> list[str]:
+    """`text` cut into pieces of at least `size` characters (the last one may be
+    shorter), each cut before a "\n" that follows a non-space character: encoded
+    separately, the pieces give the text's ids (see the split points above)."""
+    pieces, start = [], 0
+    while len(text) - start > size:
+        cut = text.find("\n", start + size)
+        while cut > 0 and text[cut - 1].isspace():
+            cut = text.find("\n", cut + 1)
+        if cut < 0:
+            break
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
 
 
 @runtime_checkable
@@ -164,7 +182,7 @@ class WordTokenizer:
 
 
 def _chunk_safe(spec: dict) -> bool:
-    """Whether encoding a text in pieces split by `_BPE_CHUNK_RE` gives the ids of
+    """Whether encoding a text in pieces cut by `_bpe_pieces` gives the ids of
     encoding it whole: GPT-2's splitting regex (the ByteLevel pre-tokenizer's own), and
     no special token that contains a newline or eats the whitespace around it."""
     pre = spec.get("pre_tokenizer") or {}
@@ -182,7 +200,35 @@ class BpeTokenizer:
     def __init__(self, hf: HFTokenizer) -> None:
         self.hf = hf
         self._size = hf.get_vocab_size()
-        self._chunked = _chunk_safe(json.loads(hf.to_str()))
+        self._spec = json.loads(hf.to_str())
+        self._chunked = _chunk_safe(self._spec)
+        self._fast: tiktoken.Encoding | None = None
+        self.slow_reason: str | None = None  # why `encode_many` uses `tokenizers`, once `fast` was asked
+
+    @property
+    def fast(self) -> tiktoken.Encoding | None:
+        """tiktoken's encoder giving this tokenizer's ids (core/fast_bpe.py), built on
+        first use; None where its merges are not rank-consistent or it disagreed."""
+        if self._fast is None and self.slow_reason is None:
+            self.slow_reason = fast_bpe.not_rank_consistent(self._spec)
+            if self.slow_reason is None:
+                self._fast = fast_bpe.rank_encoder(self._spec)
+        return self._fast
+
+    def agrees(self, texts: Sequence[str]) -> bool:
+        """Whether tiktoken gives `tokenizers`' ids on these texts; from the first
+        difference on, `encode_many` uses `tokenizers` (True when it already does)."""
+        fast = self.fast
+        if fast is None:
+            return True
+        batch = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
+        slow = [enc.ids for enc in batch(list(texts), add_special_tokens=False)]
+        for text, ids, fast_ids in zip(texts, slow, fast_bpe.encode_batch(fast, texts), strict=True):
+            if not np.array_equal(ids, fast_ids):
+                self._fast = None
+                self.slow_reason = f"tiktoken's ids differ from tokenizers' on {text[:40]!r}..."
+                return False
+        return True
 
     @classmethod
     def train(cls, text: str, vocab_size: int) -> BpeTokenizer:
@@ -194,7 +240,7 @@ class BpeTokenizer:
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        hf.train_from_iterator(_BPE_CHUNK_RE.split(text), trainer)
+        hf.train_from_iterator(_bpe_pieces(text, 4096), trainer)  # the words counted are the same
         return cls(hf)
 
     @property
@@ -205,7 +251,7 @@ class BpeTokenizer:
         if len(text) < _BPE_CHUNK_MIN or not self._chunked:
             return np.array(self.hf.encode(text, add_special_tokens=False).ids, dtype=np.int32)
         batch = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
-        encodings = batch(_BPE_CHUNK_RE.split(text), add_special_tokens=False)
+        encodings = batch(_bpe_pieces(text), add_special_tokens=False)
         return np.fromiter((i for enc in encodings for i in enc.ids), dtype=np.int32)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
@@ -313,25 +359,21 @@ def train_tokenizer(kind: str, text: str, vocab_size: int | None = None) -> Toke
 
 def encode_many(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
     """Each text's ids, as `tokenizer.encode` gives them. Byte-level BPE encodes all
-    texts' pieces in one batch call, which the `tokenizers` library spreads over every
-    core."""
+    texts' pieces in one batch spread over every core: by tiktoken where it gives the
+    same ids (`BpeTokenizer.fast`), else by the `tokenizers` library."""
     if not isinstance(tokenizer, BpeTokenizer) or not tokenizer._chunked:
         return [tokenizer.encode(text) for text in texts]
+    fast = tokenizer.fast
     pieces: list[str] = []
     per_text = []
     for text in texts:
-        before = len(pieces)
-        group: list[str] = []
-        size = 0
-        for part in _BPE_CHUNK_RE.split(text):  # consecutive parts joined: fewer, larger pieces, same ids
-            group.append(part)
-            size += len(part)
-            if size >= _BPE_CHUNK_MIN:
-                pieces.append("".join(group))
-                group, size = [], 0
-        if group:
-            pieces.append("".join(group))
-        per_text.append(len(pieces) - before)
+        parts = _bpe_pieces(text)
+        pieces += parts
+        per_text.append(len(parts))
+    if fast is not None:
+        encoded = fast_bpe.encode_batch(fast, pieces)
+        return [np.concatenate(encoded[at - n:at]).astype(np.int32)  # every text has a piece, "" too
+                for at, n in zip(itertools.accumulate(per_text), per_text, strict=True)]
     batch = getattr(tokenizer.hf, "encode_batch_fast", tokenizer.hf.encode_batch)
     encodings = batch(pieces, add_special_tokens=False)
     out, at = [], 0

@@ -11,10 +11,13 @@ kernel.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange, typeof, types
+from numba.core.types.function_type import CompileResultWAP
 
 from cllm.core import kernel_cache
 from cllm.core.config import ModelConfig
@@ -49,8 +52,24 @@ def run_shards(kernel, attend, attend_backward, forward, backward, params, grads
                batch, bounds[s], bounds[s + 1], scale, zero, mode, losses, progress[s:s + 1], stop, dropout)
 
 
+class ShardLauncher(NamedTuple):
+    """`run_shards` for one float type, ready to call without numba's dispatch: its
+    compiled entry point and its first five arguments (the shard pass and the passes it
+    calls) as the addresses of their compiled code.
+
+    Dispatching the five passes as jit functions costs about 0.4 ms a launch (numba looks
+    each one's compiled code up by its signature, hashing the nested types of the named
+    views every time): more than 1% of a 2-thread nanoGPT step. As `CompileResultWAP`s
+    (numba's wrapper-address protocol) they unbox in microseconds, and calling the entry
+    point skips the typing of the other arguments, which `Workspace.run` makes itself in
+    the types of the signature (`check_launch_arrays` guards the ones a caller hands in)."""
+
+    entry: Callable[..., None]
+    passes: tuple[CompileResultWAP, ...]
+
+
 @functools.cache
-def shard_launcher(dtype: np.dtype):
+def shard_launcher(dtype: np.dtype) -> ShardLauncher:
     """`run_shards` compiled (or loaded from the cache) for parameters of `dtype`."""
     kernel = compiled_shard_pass(dtype)
     passes = kernel.args[:4]  # attention forward and backward, forward, backward
@@ -60,7 +79,23 @@ def shard_launcher(dtype: np.dtype):
                      numba_array(dtype, 2), table, table, i64, i64, numba_array(np.int32, 2),
                      numba_array(np.int64), types.float64, types.boolean, i64, numba_array(np.float64),
                      numba_array(np.int64), numba_array(np.int64), typeof(NO_DROPOUT))
-    return njit(sig, parallel=True, **JIT)(run_shards)
+    launcher = njit(sig, parallel=True, **JIT)(run_shards)
+    functions = (shard_pass, attention_forward_pass, attention_backward_pass, gpt_forward, gpt_backward)
+    return ShardLauncher(launcher.get_overload(sig),
+                         tuple(CompileResultWAP(fn.overloads[ft.signature.args])
+                               for fn, ft in zip(functions, sig.args[:5], strict=True)))
+
+
+def check_launch_arrays(params: np.ndarray, grads: np.ndarray, losses: np.ndarray, rows: int) -> None:
+    """What numba's dispatch would check of the arrays a caller hands `Workspace.run`
+    (the entry point trusts its arguments): params flat, contiguous and of the
+    workspace's float type (`grads`'), losses in float64, with a place for each of `rows`."""
+    if params.dtype != grads.dtype or params.ndim != 1 or not params.flags.c_contiguous:
+        raise ValueError(f"params must be a flat contiguous {grads.dtype} array, as the workspace's buffers")
+    if losses.dtype != np.float64 or losses.ndim != 1 or not losses.flags.c_contiguous or not losses.flags.writeable:
+        raise ValueError("losses must be a writable contiguous 1-D float64 array")
+    if len(losses) < rows:
+        raise ValueError(f"losses has {len(losses)} places for {rows} rows")
 
 
 @dataclass
@@ -107,14 +142,14 @@ class Workspace:
         dropout = dropout.typed()
         if losses is None:
             losses = np.zeros(len(batch), np.float64)
+        check_launch_arrays(params, self.grads, losses, len(batch))
         if not accumulate:
             self.progress[:] = 0
         launch = shard_launcher(params.dtype)
         with parallel_threads(self.shards):
-            launch(shard_pass, attention_forward_pass, attention_backward_pass, gpt_forward, gpt_backward, params,
-                   self.grads, self.acts, self.params_layout.table,
-                   self.acts_layout.table, self.n_head, self.group, batch, self.bounds(len(batch)), scale,
-                   not accumulate, mode, losses, self.progress, self.stop, dropout)
+            launch.entry(*launch.passes, params, self.grads, self.acts, self.params_layout.table,
+                         self.acts_layout.table, self.n_head, self.group, batch, self.bounds(len(batch)), float(scale),
+                         bool(not accumulate), int(mode), losses, self.progress, self.stop, dropout)
         return losses
 
     def views(self, shard: int = 0) -> Activations:

@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 
 from cllm.core.attention_kernels import (
-    DIAGONAL_STRIP,
-    _block_tiles,
-    _tile_spans,
+    BLOCK_ROWS,
+    KEYS_AS_COLUMNS,
+    KEYS_AS_DEPTH,
+    QUERIES_AS_DEPTH,
+    WHOLE,
     attention_backward,
     attention_forward,
+    causal_area,
+    product,
     short_attention_backward,
     short_attention_forward,
 )
@@ -115,29 +119,55 @@ def test_a_workspace_past_the_crossover_runs_the_tiled_kernels():
 
 @pytest.mark.parametrize("T, tile", [(1024, PRODUCTION_TILE), (300, PRODUCTION_TILE), (100, (32, 8)), (5, (2, 3)),
                                      (257, (64, 64)), (1024, (64, 512))])
-def test_the_tiles_cover_the_causal_triangle_once_and_little_above_it(T, tile):
-    """Every (query, key) with key <= query lies in exactly one tile, each block's tiles
-    come in key order (the online softmax needs nothing else), and the scores computed
-    above the diagonal, to be masked, are at most a strip's triangle per strip."""
-    Br, Bc = min(tile[0], T), min(tile[1], T)
-    covered = np.zeros((T, T), np.int64)
-    spans = _tile_spans(T, Br, Bc)
-    strips = 0
-    for q0 in range(0, T, Br):
-        br = min(Br, T - q0)
-        n = _block_tiles(spans, q0, br, Bc)
-        assert n <= len(spans)
-        keys_seen = np.full(T, -1)
-        for qa, rows, ka, keys in spans[:n]:
-            assert q0 <= qa and qa + rows <= q0 + br and rows <= Br and keys <= Bc
-            assert np.all(keys_seen[qa:qa + rows] < ka)  # keys in order, row by row
-            keys_seen[qa:qa + rows] = ka + keys - 1
-            covered[qa:qa + rows, ka:ka + keys] += 1
-            strips += ka + keys > qa + 1
-    causal = np.tril(np.ones((T, T), bool))
-    assert np.all(covered[causal] == 1)
-    assert covered.max() == 1
-    masked = int(covered[~causal].sum())
-    assert masked <= strips * DIAGONAL_STRIP * (DIAGONAL_STRIP - 1) // 2
+def test_the_tiles_compute_the_causal_triangle_and_little_above_it(T, tile):
+    """The scores the tiled pair computes: every (query, key) with key <= query, and
+    above the diagonal at most one block of BLOCK_ROWS queries' triangle per block."""
+    causal = T * (T + 1) // 2
+    masked = causal_area(T, min(tile[0], T), min(tile[1], T)) - causal
+    assert 0 <= masked <= -(-T // BLOCK_ROWS) * BLOCK_ROWS * (BLOCK_ROWS - 1) // 2
     if T == 1024:
-        assert masked < 0.04 * causal.sum()
+        assert masked < 0.01 * causal
+
+
+def causal_rows(mode: int, rows: int, width: int, depth: int, diag: int) -> list[tuple[int, int, int]]:
+    """For each row of `product`'s output: the columns it must get and the depth range
+    [p0, p1) the sum may be limited to (the rest of A is zero under the mask)."""
+    out = []
+    for i in range(rows):
+        last = (i // BLOCK_ROWS + 1) * BLOCK_ROWS + diag  # the block's limit
+        w, p0, p1 = width, 0, depth
+        if mode == KEYS_AS_COLUMNS:
+            w = max(0, min(width, i + diag + 1))  # the row's own keys (the block may compute more)
+        elif mode == KEYS_AS_DEPTH:
+            p1 = max(0, min(depth, last))
+        elif mode == QUERIES_AS_DEPTH:
+            p0 = min(depth, max(0, (i // BLOCK_ROWS) * BLOCK_ROWS - diag))
+        out.append((w, p0, p1))
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mode", [WHOLE, KEYS_AS_COLUMNS, KEYS_AS_DEPTH, QUERIES_AS_DEPTH])
+@pytest.mark.parametrize("rows, width, depth, diag", [(128, 128, 32, 0), (37, 70, 19, 5), (8, 32, 64, 0),
+                                                      (3, 1, 0, 0), (21, 33, 40, -9), (130, 64, 128, 128)])
+def test_the_product_kernel_computes_its_block_of_a_product(dtype, mode, rows, width, depth, diag):
+    """`product` against numpy on strided views, A and A^T, overwriting and accumulating:
+    every entry it must compute (within the causal limit of its mode) is right, and
+    nothing outside C[:rows, :width] is touched."""
+    rng = np.random.default_rng(rows + width + depth)
+    for transposed in (False, True):
+        for accumulate in (False, True):
+            a_full = rng.standard_normal((depth + 3, rows + 5) if transposed else (rows + 3, depth + 5)).astype(dtype)
+            A = a_full[1:depth + 1, 2:rows + 2] if transposed else a_full[1:rows + 1, 2:depth + 2]
+            B = rng.standard_normal((depth + 2, width + 7)).astype(dtype)[1:depth + 1, 3:width + 3]
+            C_full = rng.standard_normal((rows + 4, width + 9)).astype(dtype)
+            before = C_full.copy()
+            product(C_full[2:rows + 2, 4:width + 4], A, B, rows, width, depth, 0.5, accumulate, transposed, mode, diag)
+            op = A.T if transposed else A
+            tolerance = 1e-5 if dtype == np.float32 else 1e-12
+            for i, (w, p0, p1) in enumerate(causal_rows(mode, rows, width, depth, diag)):
+                want = 0.5 * op[i, p0:p1] @ B[p0:p1, :w] + (before[i + 2, 4:w + 4] if accumulate else 0.0)
+                np.testing.assert_allclose(C_full[i + 2, 4:w + 4], want, rtol=tolerance, atol=tolerance)
+            outside = np.ones(C_full.shape, bool)
+            outside[2:rows + 2, 4:width + 4] = False
+            assert np.array_equal(C_full[outside], before[outside])

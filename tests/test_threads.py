@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from typing import Any
 
 import numba
 import numpy as np
@@ -45,6 +46,29 @@ def test_each_launch_sets_numbas_thread_count_in_its_own_thread(monkeypatch):
     thread.start()
     thread.join()
     assert seen == [1]
+
+
+@pytest.mark.parametrize("wrong", ["params in float64", "strided params", "float32 losses", "strided losses",
+                                   "too few losses"])
+def test_a_launch_refuses_arrays_its_compiled_kernel_would_misread(small_text, wrong):
+    """Workspace.run calls the launcher's compiled entry point, past numba's type checks:
+    it checks the arrays a caller hands it itself, and runs on as before after refusing."""
+    model = tiny_model(small_text)
+    tokens = model.tokenizer.encode(small_text)
+    batch = np.stack([tokens[i:i + 17] for i in range(0, 4 * 17, 17)]).astype(np.int32)
+    ws = Workspace.create(model.config, 2, 2)
+    good = ws.run(model.params, batch, LOSS)
+    assert np.all(np.isfinite(good)) and good.dtype == np.float64
+    args: dict[str, Any] = dict(params=model.params, losses=None) | {
+        "params in float64": dict(params=model.params.astype(np.float64)),
+        "strided params": dict(params=np.repeat(model.params, 2)[::2]),
+        "float32 losses": dict(losses=np.zeros(4, np.float32)),
+        "strided losses": dict(losses=np.zeros(8)[::2]),
+        "too few losses": dict(losses=np.zeros(3)),
+    }[wrong]
+    with pytest.raises(ValueError):
+        ws.run(args["params"], batch, LOSS, losses=args["losses"])
+    np.testing.assert_array_equal(ws.run(model.params, batch, LOSS), good)
 
 
 def test_parallel_kernels_launched_from_two_threads_at_once(small_text):

@@ -98,3 +98,39 @@ async def test_the_browser_picks_a_folder_and_the_field_accepts_it(tui_home):
         await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), what="the train screen")
         field = app.screen.query_one("#corpus", Input)
         assert field.value.endswith("texts") and field.is_valid
+
+
+async def test_continue_checks_folders_and_datasets_against_the_model_s_tokenizer(tui_home):
+    """The continue/fine-tune offer reads a folder in chunks and a dataset's manifest:
+    a folder in the model's characters fits; one file with others names that file; a
+    dataset made with another tokenizer is refused with the reason."""
+    from textual.widgets import Static
+
+    from cllm.tui.screens.choice_dialog import ChoiceDialog
+    from tests.tui_helpers import TEXT, fill, make_model_file, short, wait_screen
+
+    fits = tui_home["root"] / "fits"
+    for i in range(3):
+        (fits / f"part{i}").mkdir(parents=True)
+        (fits / f"part{i}" / "a.txt").write_text(TEXT[i * 40:] * 3)
+    bad = tui_home["root"] / "bad"
+    bad.mkdir()
+    (bad / "a.txt").write_text(TEXT)
+    (bad / "z.txt").write_text(TEXT[:100] + " \u00e9\u00e8 ")  # characters the model has never seen
+    prepare([fits], tui_home["root"] / "ds", TokenizerPlan("bpe", 280))
+    make_model_file(tui_home["models"] / "base.cllm", steps=40, text=TEXT + "\n")  # "\n": files are joined by it
+    app = make_app(tui_home, engine=FakeEngine(step_time=0.002), model_path=tui_home["models"] / "base.cllm")
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: app.loaded is not None, what="autoload")
+        await goto(pilot, "train")
+        for corpus, why in ((fits, None), (bad, "z.txt"), (tui_home["root"] / "ds", "prepared with another tokenizer")):
+            await fill(pilot, "#corpus", short(corpus))
+            await press(pilot, "f5")
+            await wait_screen(pilot, ChoiceDialog)
+            dialog = app.screen
+            notes = " ".join(str(note.render()) for note in dialog.query(".dialog-note").results(Static))
+            assert dialog.query_one("#choice-continue", Button).disabled == (why is not None), notes
+            if why is not None:
+                assert "cannot continue" in notes and why in notes
+            await press(pilot, "escape")
+            await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen), what="the dialog closed")

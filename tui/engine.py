@@ -245,13 +245,16 @@ class Engine:
 
         compile_kernels()
 
-    def fits_corpus(self, model: GPT, trained_on: CorpusRef | None, corpus: Corpus) -> tuple[bool, str]:
-        """Whether `model` can go on training (or be fine-tuned) on `corpus`, and why not:
-        the tokenizer's own words name what its vocabulary lacks."""
+    def fits_corpus(self, model: GPT, source: str) -> tuple[bool, str]:
+        """Whether `model` can go on training (or be fine-tuned) on the corpus at `source`
+        (a file, a folder, a prepared dataset or a built-in corpus), and why not: the
+        tokenizer's own words name what its vocabulary lacks, and where. Bounded memory
+        (core/corpus_fit.py); blocking, for a thread."""
         with IMPORTS:
-            from cllm.core.tokenizer import coverage_problem
+            from cllm.core.corpus_fit import fit_problem
 
-        if trained_on is not None and trained_on.sha256 == corpus.sha256:
-            return True, ""
-        problem = coverage_problem(model.tokenizer, corpus.text)
-        return (False, f"{corpus.name}: {problem}") if problem else (True, "")
+        try:
+            problem = fit_problem(model.tokenizer, source)
+        except CllmError as exc:
+            return False, str(exc)
+        return (False, problem) if problem else (True, "")

@@ -21,7 +21,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Log, ProgressBar, Static
 
 from cllm.tui.bindings import MODE_BINDINGS
-from cllm.tui.engine import CllmError, ConfigError, RunStatus, StepEvent, describe_end
+from cllm.tui.engine import ConfigError, RunStatus, StepEvent, describe_end
 from cllm.tui.formatting import format_duration, format_loss, format_rate
 from cllm.tui.messages import Followed, PauseRequested, RunRequested, StopRequested
 from cllm.tui.model_handle import ModelHandle
@@ -242,13 +242,7 @@ class TrainScreen(ReportWorkerErrors, Screen):
     def _fits(self, handle: ModelHandle, corpus_source: str) -> tuple[bool, str]:
         if handle.model is None:
             return False, "the model's weights are not loaded"
-        if Path(corpus_source).expanduser().is_dir():  # tokenized with the model's tokenizer at the start
-            return True, ""
-        try:
-            corpus = self.app.engine.load_corpus(corpus_source)
-        except CllmError as exc:
-            return False, str(exc)
-        return self.app.engine.fits_corpus(handle.model, handle.corpus, corpus)
+        return self.app.engine.fits_corpus(handle.model, corpus_source)
 
     # -- what the run shows ------------------------------------------------------------
     def _state_changed(self, state: RunStatus) -> None:
