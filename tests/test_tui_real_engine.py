@@ -165,7 +165,8 @@ async def test_real_generation_streams_and_stops(real, real_model):
         await fill(pilot, "#seed", "7")
         await fill(pilot, "#prompt", "def ")
         await press(pilot, "enter")
-        await wait_for(pilot, lambda: screen.query(Sample) and not screen._generating, what="generation")
+        await wait_for(pilot, lambda: screen.query(Sample) and not screen._generating, timeout=120,
+                       what="generation (its kernels may compile first)")
         sample = screen.query_one(Sample)
         assert sample.prompt == "def " and len(sample.output) == 40  # char tokenizer: 40 pieces
         assert "done · 40 tokens" in sample.status
@@ -237,13 +238,15 @@ async def test_real_generation_ends_before_the_stop_text(real, real_model):
         await fill(pilot, "#seed", "3")
         await fill(pilot, "#prompt", "def ")
         await press(pilot, "enter")
-        await wait_for(pilot, lambda: screen.query(Sample) and not screen._generating, what="generation")
+        await wait_for(pilot, lambda: screen.query(Sample) and not screen._generating, timeout=120,
+                       what="generation (its kernels may compile first)")
         whole = screen.query_one(Sample).output
         stop = next(ch for ch in whole[5:] if ch.strip() and ch != "\\")  # appears, and not at once
         await fill(pilot, "#stop", stop)
         await fill(pilot, "#prompt", "def ")
         await press(pilot, "enter")
-        await wait_for(pilot, lambda: len(screen.query(Sample)) == 2 and not screen._generating, what="generation")
+        await wait_for(pilot, lambda: len(screen.query(Sample)) == 2 and not screen._generating, timeout=120,
+                       what="generation (its kernels may compile first)")
         assert screen.query(Sample)[1].output == whole[:whole.index(stop)]
 
 
@@ -267,7 +270,8 @@ async def test_real_generation_of_several_samples_with_int8_weights(real, real_m
         screen.query_one("#weights", Select).value = "int8"
         await fill(pilot, "#prompt", "def ")
         await press(pilot, "enter")
-        await wait_for(pilot, lambda: len(screen.query(Sample)) == 2 and not screen._generating, what="generation")
+        await wait_for(pilot, lambda: len(screen.query(Sample)) == 2 and not screen._generating, timeout=120,
+                       what="generation (its kernels may compile first)")
         outputs = [s.output for s in screen.query(Sample)]
         assert "sample 2 of 2" in screen.query(Sample)[1].note
     model = load_model(real_model).model
