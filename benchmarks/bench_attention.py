@@ -31,7 +31,6 @@ import argparse
 import importlib.util
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from benchmarks.common import (
     add_report_args,
     check_tree,
     command_line,
+    concurrent_seconds,
     machine_lines,
     parse_int_list,
     report,
@@ -158,19 +158,6 @@ class Case:
                                n_head=H, T=T, p=p, key=7))
 
 
-def concurrent_wall(jobs: list) -> float:
-    """Wall seconds of running every job at once, one thread each."""
-    barrier = threading.Barrier(len(jobs) + 1)
-    threads = [threading.Thread(target=lambda j=job: (barrier.wait(), j())) for job in jobs]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - t0
-
-
 def matmul_peak(threads: int, n: int = 2048, reps: int = 5) -> float:
     import numpy as np
     from threadpoolctl import threadpool_limits
@@ -242,7 +229,7 @@ def main() -> int:
                         for name in variants:
                             for d in range(2):
                                 r = reps[name][d]
-                                wall = concurrent_wall([lambda c=c, r=r, d=d: c[d](r) for c in calls[name]])
+                                wall = concurrent_seconds([lambda c=c, r=r, d=d: c[d](r) for c in calls[name]])
                                 times[name][d].append(wall / r)
                     for name in variants:
                         fwd_s, bwd_s = (statistics.median(t) for t in times[name])

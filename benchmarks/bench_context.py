@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -56,6 +55,7 @@ from benchmarks.common import (
     add_report_args,
     child_env,
     command_line,
+    concurrent_seconds,
     fmt,
     fmt_range,
     load_text,
@@ -112,29 +112,6 @@ def attention_driver():
                 attend(A, l, i % group, T, n_head, NO_DROPOUT)
 
     return calls
-
-
-def concurrent_seconds(jobs: list, clock: str = "wall") -> float:
-    """Seconds of running every job (a callable) at once, one thread each: wall time, or
-    with clock="cpu" the CPU time of the slowest job's thread (time the thread spent
-    descheduled, as on a shared machine, does not count)."""
-    barrier = threading.Barrier(len(jobs) + 1)
-    cpu = [0.0] * len(jobs)
-
-    def run(i, job):
-        barrier.wait()
-        t0 = time.thread_time()
-        job()
-        cpu[i] = time.thread_time() - t0
-
-    threads = [threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    t0 = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    return time.perf_counter() - t0 if clock == "wall" else max(cpu)
 
 
 def attention_profile(trainer, repeats: int = 5) -> dict:

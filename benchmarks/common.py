@@ -17,6 +17,7 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -363,3 +364,26 @@ class TokenClock:
 
     def end(self) -> None:
         pass
+
+
+def concurrent_seconds(jobs: list, clock: str = "wall") -> float:
+    """Seconds of running every job (a callable) at once, one thread each: wall time, or
+    with clock="cpu" the CPU time of the slowest job's thread (time the thread spent
+    descheduled, as on a shared machine, does not count)."""
+    barrier = threading.Barrier(len(jobs) + 1)
+    cpu = [0.0] * len(jobs)
+
+    def run(i, job):
+        barrier.wait()
+        t0 = time.thread_time()
+        job()
+        cpu[i] = time.thread_time() - t0
+
+    threads = [threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - t0 if clock == "wall" else max(cpu)

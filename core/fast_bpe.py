@@ -32,6 +32,8 @@ from functools import cache
 import numpy as np
 import tiktoken
 
+from cllm.core.config import default_threads
+
 # GPT-2's pre-tokenizer regex, as the `tokenizers` ByteLevel pre-tokenizer uses it.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -121,18 +123,13 @@ def rank_encoder(spec: dict) -> tiktoken.Encoding | None:
     return tiktoken.Encoding("cllm-bpe", pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={})
 
 
-def threads() -> int:
-    """The cores this process may use (tiktoken's batch encoding runs one text per thread)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def encode_batch(encoder: tiktoken.Encoding, texts: Sequence[str]) -> list[np.ndarray]:
     """Each text's ids (uint32), the texts spread over the cores in groups of about equal
     length, one per thread (tiktoken releases the GIL while it encodes)."""
     def encode(group: Sequence[str]) -> list[np.ndarray]:  # encode_ordinary: ~1.5x encode_to_numpy's speed here
         return [np.array(encoder.encode_ordinary(text), dtype=np.uint32) for text in group]
 
-    n = min(threads(), len(texts))
+    n = min(default_threads(), len(texts))
     if n <= 1:
         return encode(texts)
     total, bounds, size = sum(map(len, texts)), [0], 0
