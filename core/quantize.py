@@ -79,6 +79,30 @@ def decode_weights(P, forms: dict[str, tuple[np.ndarray, np.ndarray]]) -> Decode
     return DecodeWeights(**fields)
 
 
+def decoded_loss(model, tokens: np.ndarray, weights: str, windows: int = 16) -> float:
+    """Mean cross-entropy of the next-token predictions generation makes: the one-token
+    decoder (with int8 weights, its int8 x int8 products) fed `windows` windows of ctx + 1
+    tokens spread over `tokens` (held-out text), each window's first token through the
+    prompt pass and every later one a decoding step. `evaluate`'s forward pass runs the
+    dequantized weights on float32 inputs, so it cannot see what rounding the inputs costs."""
+    from cllm.core.sampler import Decoder
+
+    ctx = model.config.ctx
+    decoder = Decoder(model, 1, 1, weights)
+    total, count = 0.0, 0
+    for start in np.linspace(0, len(tokens) - ctx - 1, windows).astype(np.int64):
+        window = np.asarray(tokens[start:start + ctx + 1], np.int32)
+        logits = decoder.prefill(window[:1])
+        for t in range(1, ctx + 1):
+            z = logits.astype(np.float64)
+            top = z.max()
+            total += top + np.log(np.exp(z - top).sum()) - z[window[t]]
+            count += 1
+            if t < ctx:
+                logits = decoder.step(int(window[t]))
+    return total / count
+
+
 # -- in the model file (docs/FORMAT.md): each int8 tensor under its GPT-2 name, in the
 # decoder's form, with its scales beside it under NAME.scale
 
