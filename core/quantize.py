@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from cllm.core.config import ModelConfig
+from cllm.core.dataset import TokenView
 from cllm.core.decode_kernels import DecodeWeights
 from cllm.core.layout import GLOBAL_NAMES, LAYER_NAMES, Layout, tensor_shapes
 
@@ -79,7 +80,7 @@ def decode_weights(P, forms: dict[str, tuple[np.ndarray, np.ndarray]]) -> Decode
     return DecodeWeights(**fields)
 
 
-def decoded_loss(model, tokens: np.ndarray, weights: str, windows: int = 16) -> float:
+def decoded_loss(model, tokens: np.ndarray | TokenView, weights: str, windows: int = 16) -> float:
     """Mean cross-entropy of the next-token predictions generation makes: the one-token
     decoder (with int8 weights, its int8 x int8 products) fed `windows` windows of ctx + 1
     tokens spread over `tokens` (held-out text), each window's first token through the
@@ -91,7 +92,7 @@ def decoded_loss(model, tokens: np.ndarray, weights: str, windows: int = 16) -> 
     decoder = Decoder(model, 1, 1, weights)
     total, count = 0.0, 0
     for start in np.linspace(0, len(tokens) - ctx - 1, windows).astype(np.int64):
-        window = np.asarray(tokens[start:start + ctx + 1], np.int32)
+        window = np.asarray(tokens[int(start):int(start) + ctx + 1], np.int32)
         logits = decoder.prefill(window[:1])
         for t in range(1, ctx + 1):
             z = logits.astype(np.float64)
