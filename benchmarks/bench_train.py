@@ -323,7 +323,8 @@ def main() -> int:
            "FLOPs per token: benchmarks/flops.py's useful count (every weight matrix, the tied head included, "
            "and causal attention's triangle); % peak = GFLOP/s over numpy's float32 matmul peak on the same "
            "threads; nanoGPT's estimate_mfu count (6 x parameters but wpe + 12 x layers x ctx x width) beside it "
-           "for comparison with other reports (issue 24's sessions 1-2 counted neither: see benchmarks/README.md).",
+           "for comparison with other reports (issue 24's sessions 1-2 left the head out and counted the whole T x T: "
+           "benchmarks/README.md converts).",
            ""]
     out += machine_lines(env, kernels) + [f"- command: `{command_line()}`"] + [f"- {n}" for n in notes]
     out += [f"- CLLM: one Python thread per shard; torch: {', '.join(sorted(layers))}"]
