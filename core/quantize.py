@@ -8,7 +8,9 @@ own, and the scales cost 1/IC of the weight instead of 1/32. What it costs in er
 measured in benchmarks/RESULTS.md ("int8 weights") and bounded in tests/test_quantize.py.
 
 The decoder reads every product's weight as rows of outputs (`decoder_form`): GPT-2's
-linear weights (in, out) transposed, the embedding (tokens, width) as it is.
+linear weights (in, out) transposed, the embedding (tokens, width) as it is, and rounds
+each product's input rows to int8 too (core/int8_dots.py): `decoded_loss` measures what
+that costs, where `evaluate` (float32 inputs) cannot.
 """
 
 from __future__ import annotations
