@@ -26,17 +26,28 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from cllm.core.config import default_threads
 from cllm.core.dataset import FORMAT, MANIFEST, VERSION, Dataset, dataset_digest, open_dataset
+from cllm.core.encode_workers import EncodeWorkers
 from cllm.core.errors import Cancelled, ConfigError, CorpusError, TokenizerError
 from cllm.core.shards import ShardWriter, kind_for
 from cllm.core.sources import NotText, SourceFile, SourceScan, read_text_chunks, scan_sources, skipped_line
-from cllm.core.tokenizer import BpeTokenizer, CharTokenizer, Gpt2Tokenizer, Tokenizer, encode_many, train_tokenizer
+from cllm.core.tokenizer import (
+    BpeTokenizer,
+    CharTokenizer,
+    Gpt2Tokenizer,
+    Tokenizer,
+    WordTokenizer,
+    encode_many,
+    train_tokenizer,
+)
 
 SHARD_TOKENS = 100_000_000  # tokens per shard, as llm.c's FineWeb script
 DEFAULT_SAMPLE_MB = 32.0  # of text a word or BPE tokenizer is trained on
@@ -45,6 +56,7 @@ VAL_FRACTION = 0.1
 FIRST_CHECK = 1 << 20  # characters on which tiktoken's ids are compared with tokenizers' before the first batch
 BATCH_CHECK = 1 << 14  # and in every batch (core/fast_bpe.py)
 SEPARATOR = "\n\n"  # between documents, for a tokenizer without an end-of-text token
+WORKERS_FROM = 8 << 20  # bytes of corpus from which the word tokenizer encodes in worker processes
 
 
 @dataclass(frozen=True)
@@ -236,13 +248,26 @@ def _encoder_line(tokenizer: Tokenizer) -> str | None:
     return f"encoding with the tokenizers library: {tokenizer.slow_reason}"
 
 
+def _worker_count(tokenizer: Tokenizer, total: int, asked: int | None) -> int:
+    """Worker processes that encode (0: this process does). Only the word tokenizer
+    needs them: its regex holds the GIL, where tiktoken and tokenizers release it and
+    characters are a table lookup. A small corpus is not worth starting them."""
+    if not isinstance(tokenizer, WordTokenizer):
+        return 0
+    if asked is not None:
+        return asked
+    cores = default_threads()
+    return cores if cores > 1 and total >= WORKERS_FROM else 0
+
+
 def _encode_all(checked: _Checked, tokenizer: Tokenizer, method: str, held: set[str], splits: _Splits,
                 report: Callable[[Progress], None], cancel: threading.Event | None,
-                note: Callable[[str], None]) -> dict[str, int]:
+                note: Callable[[str], None], workers: int | None) -> dict[str, int]:
     """Encodes every document into `splits`; returns tokens per document. A document's
     tokens in a split are preceded by the end-of-text token where the tokenizer has one
     (as llm.c does), else by SEPARATOR's tokens unless it comes first in that split.
-    A thread encodes each batch while the next one is read. Where tiktoken encodes BPE,
+    A thread encodes each batch while the next one is read (the word tokenizer's in
+    worker processes: `_worker_count`). Where tiktoken encodes BPE,
     part of every batch is also encoded by tokenizers, and the first difference hands
     the rest to tokenizers."""
     eot = _eot_id(tokenizer)
@@ -259,9 +284,13 @@ def _encode_all(checked: _Checked, tokenizer: Tokenizer, method: str, held: set[
     if line:
         note(line)
     in_flight: tuple[Future, list[tuple[str, str, str, bool]]] | None = None
+    processes = _worker_count(tokenizer, total, workers)
+    encoders: EncodeWorkers | None = None
 
     def encode(texts: list[str], check: int) -> tuple[list[np.ndarray], str | None]:
         """In the encoding thread: the batch's ids, and why tiktoken stopped if it did."""
+        if encoders is not None:
+            return encoders.encode_many(texts), None
         differs = _fast_differs(tokenizer, texts, check)
         return encode_many(tokenizer, texts), differs
 
@@ -301,7 +330,11 @@ def _encode_all(checked: _Checked, tokenizer: Tokenizer, method: str, held: set[
         finish()
         in_flight = future, batch
 
-    with ThreadPoolExecutor(1, thread_name_prefix="cllm-encode") as pool:
+    with ExitStack() as stack:
+        if processes:
+            encoders = stack.enter_context(EncodeWorkers(tokenizer, processes))
+            note(f"encoding in {processes} worker process{'es' if processes != 1 else ''}")
+        pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="cllm-encode"))  # ends before them
         for f in checked.files:
             split = "val" if f.name in held else "train"
             tail_left = int(f.size * (1 - VAL_FRACTION)) if method == "tail" else None  # bytes before the held-out tail
@@ -346,10 +379,12 @@ def _tail_cut(chunk: str, byte_offset: int) -> int | None:
 def prepare(paths: Sequence[str | Path], out: Path, tokenizer: Tokenizer | TokenizerPlan, *,
             include: Sequence[str] = (), exclude: Sequence[str] = (), shard_tokens: int = SHARD_TOKENS,
             on_progress: Callable[[Progress], None] | None = None, on_note: Callable[[str], None] | None = None,
-            cancel: threading.Event | None = None, scan: SourceScan | None = None) -> Dataset:
+            cancel: threading.Event | None = None, scan: SourceScan | None = None,
+            encode_workers: int | None = None) -> Dataset:
     """Tokenizes the corpus at `paths` into the dataset folder `out` (replacing a dataset
     there); returns it opened. `on_note` hears what is worth saying (skipped files, the
-    tokenizer's sample)."""
+    tokenizer's sample). `encode_workers`: worker processes for the word tokenizer
+    (None: one per core on a corpus of WORKERS_FROM bytes or more; 0: none)."""
     report = on_progress or (lambda p: None)
     note = on_note or (lambda s: None)
     out = Path(out).expanduser()
@@ -375,7 +410,7 @@ def prepare(paths: Sequence[str | Path], out: Path, tokenizer: Tokenizer | Token
     splits = _Splits(tmp, tok.vocab_size, shard_tokens)
     try:
         try:
-            counts = _encode_all(checked, tok, method, held, splits, report, cancel, note)
+            counts = _encode_all(checked, tok, method, held, splits, report, cancel, note, encode_workers)
             splits.close()
             _write_json(tmp / MANIFEST, _manifest(scan, checked, tok, plan, method, held, splits, counts))
             _swap_in(tmp, out)

@@ -196,7 +196,7 @@ class NotText(Exception):
 def _safe_cut(text: str) -> int:
     """Where to end a chunk of `text` so that encoding chunks separately gives the ids of
     encoding the whole: before the last newline that follows a non-space character (the
-    rule of core/tokenizer.py's _bpe_pieces). 0 if there is none."""
+    rule of core/tokenizer.py's split_pieces). 0 if there is none."""
     end = len(text)
     while True:
         i = text.rfind("\n", 0, end)
