@@ -151,7 +151,9 @@ class WordTokenizer:
 
     @classmethod
     def train(cls, text: str, vocab_size: int) -> WordTokenizer:
-        counts = Counter(_WORD_RE.findall(text))
+        counts: Counter[str] = Counter()
+        for piece in split_pieces(text, 1 << 20):  # the words of a megabyte at a time, not of the whole sample
+            counts.update(_WORD_RE.findall(piece))
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         return cls([UNK] + [tok for tok, _ in ranked[: vocab_size - 1]])
 
