@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cllm.core.dataset import MANIFEST, read_manifest
+from cllm.core.dataset import MANIFEST, document_count, read_manifest
 from cllm.core.dataset_cache import cache_dir, locked, touched
 
 
@@ -61,7 +61,7 @@ def cached_datasets() -> list[CachedDataset]:
         try:
             m = read_manifest(folder)
             tok = m.get("tokenizer") or {}
-            info.update(sources=list(m.get("sources", [])), files=sum(1 for f in m["files"] if f["split"] != "skipped"),
+            info.update(sources=list(m.get("sources", [])), files=document_count(m),
                         tokenizer=str(tok.get("type", "?")))
         except Exception as exc:  # a damaged or half-removed dataset is still listed, so that it can be removed
             info["problem"] = str(exc)

@@ -23,10 +23,20 @@ from pathlib import Path
 
 import platformdirs
 
-from cllm.core.dataset import DOCUMENT_SPLITS, MANIFEST, VERSION, Dataset, open_dataset, read_manifest, what_changed
+from cllm.core.dataset import (
+    DOCUMENT_SPLITS,
+    MANIFEST,
+    VERSION,
+    Dataset,
+    open_dataset,
+    read_files,
+    read_manifest,
+    what_changed,
+)
 from cllm.core.errors import CorpusError
 from cllm.core.prepare import Progress, TokenizerPlan, prepare
 from cllm.core.run_state import CorpusRef
+from cllm.core.source_index import unchanged
 from cllm.core.sources import SourceScan, scan_sources
 from cllm.core.tokenizer import Tokenizer
 
@@ -94,14 +104,16 @@ def cache_key(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPlan,
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def changed_sources(manifest: dict, scan: SourceScan) -> str | None:
+def changed_sources(files: list[dict], scan: SourceScan) -> str | None:
     """What differs between the files a manifest lists and those a walk found now (by
-    path, size and modification time), in words; None if nothing."""
-    before = {f["path"]: (f["size"], f["mtime_ns"]) for f in manifest["files"]}
-    now = {f.location: (f.size, f.mtime_ns) for f in scan.files}
+    path, size, modification time and inode: a file replaced by another of the same size
+    and time), in words; None if nothing. A version 1 list has no inodes."""
+    before = {f["path"]: (f["size"], f["mtime_ns"], f.get("inode")) for f in files}
+    now = {f.location: (f.size, f.mtime_ns, f.inode) for f in scan.files}
     added = len(now.keys() - before.keys())
     removed = len(before.keys() - now.keys())
-    changed = sum(1 for p in now.keys() & before.keys() if now[p] != before[p])
+    changed = sum(1 for p in now.keys() & before.keys()
+                  if now[p][:2] != before[p][:2] or before[p][2] not in (None, now[p][2]))
     parts = [f"{n} {label}" for n, label in ((changed, "changed"), (added, "added"), (removed, "removed")) if n]
     return ", ".join(parts) + " since it was prepared" if parts else None
 
@@ -131,14 +143,20 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
     cache = cache_dir()
     key = cache_key(paths, tokenizer, include, exclude)
     folder = cache / key
-    scan = scan_sources(paths, include, exclude)
+    scan: SourceScan | None = None
     with locked(cache / f"{key}.lock"):
         if (folder / MANIFEST).exists():
+            listed: list[dict] | None = None  # the file list, where the walk's index cannot vouch for the files
             try:
                 manifest = read_manifest(folder)
-                why = _stale(manifest, scan, tokenizer)
+                why = _other_tokenizer(manifest, tokenizer)
+                if why is None and not unchanged(folder, manifest.get("source_index")):
+                    listed = read_files(folder, manifest)
             except CorpusError as exc:
                 why = f"the cached dataset is damaged ({exc})"
+            if why is None and listed is not None:
+                scan = scan_sources(paths, include, exclude)
+                why = changed_sources(listed, scan)
             if why is None:
                 try:
                     dataset = open_dataset(folder, manifest)  # the manifest read once, not again
@@ -155,8 +173,8 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
             shutil.rmtree(stale, ignore_errors=True)
         started = time.perf_counter()
         dataset = prepare(paths, folder, tokenizer, include=include, exclude=exclude, on_progress=on_progress,
-                          on_note=note, cancel=cancel, scan=scan)
-        keep_manifest(dataset.manifest or {})
+                          on_note=note, cancel=cancel, scan=scan or scan_sources(paths, include, exclude))
+        keep_manifest({**(dataset.manifest or {}), "files": dataset.files})
         note(f"prepared {dataset.describe()} in {time.perf_counter() - started:.1f} s")
     if isinstance(tokenizer, TokenizerPlan) and dataset.tokenizer is not None:
         alias = cache / cache_key(paths, dataset.tokenizer, include, exclude)
@@ -169,9 +187,8 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
     return dataset
 
 
-def _stale(manifest: dict, scan: SourceScan, tokenizer: Tokenizer | TokenizerPlan) -> str | None:
-    """Why the cached dataset whose manifest this is cannot be used for this corpus and
-    tokenizer (None: it can)."""
+def _other_tokenizer(manifest: dict, tokenizer: Tokenizer | TokenizerPlan) -> str | None:
+    """Why the cached dataset cannot serve this tokenizer (None: it can)."""
     if not isinstance(tokenizer, TokenizerPlan) and manifest["tokenizer"] != tokenizer.to_json():
         return "the cached dataset was made with another tokenizer"
-    return changed_sources(manifest, scan)
+    return None

@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from cllm.core.config import default_threads
-from cllm.core.dataset import FORMAT, MANIFEST, VERSION, Dataset, dataset_digest, open_dataset
+from cllm.core.dataset import FILE_LIST, FORMAT, MANIFEST, VERSION, Dataset, dataset_digest, open_dataset
 from cllm.core.encode_workers import EncodeWorkers
 from cllm.core.errors import Cancelled, ConfigError, CorpusError, TokenizerError
 from cllm.core.shards import ShardWriter, kind_for
+from cllm.core.source_index import write_index
 from cllm.core.sources import NotText, SourceFile, SourceScan, read_text_chunks, scan_sources, skipped_line
 from cllm.core.tokenizer import (
     BpeTokenizer,
@@ -412,7 +413,7 @@ def prepare(paths: Sequence[str | Path], out: Path, tokenizer: Tokenizer | Token
         try:
             counts = _encode_all(checked, tok, method, held, splits, report, cancel, note, encode_workers)
             splits.close()
-            _write_json(tmp / MANIFEST, _manifest(scan, checked, tok, plan, method, held, splits, counts))
+            _write_json(tmp / MANIFEST, _manifest(tmp, scan, checked, tok, plan, method, held, splits, counts))
             _swap_in(tmp, out)
         except OSError as exc:
             where = exc.filename or tmp
@@ -447,11 +448,13 @@ def _mb(n: int) -> str:
     return f"{n / (1 << 20):,.1f} MB" if n >= 1 << 20 else f"{n / 1024:,.1f} KB"
 
 
-def _manifest(scan: SourceScan, checked: _Checked, tok: Tokenizer, plan: TokenizerPlan | None, method: str,
-              held: set[str], splits: _Splits, counts: dict[str, int]) -> dict:
+def _manifest(folder: Path, scan: SourceScan, checked: _Checked, tok: Tokenizer, plan: TokenizerPlan | None,
+              method: str, held: set[str], splits: _Splits, counts: dict[str, int]) -> dict:
+    """The manifest, once the file list (FILE_LIST) and the walk's index are written
+    beside it in `folder`: a start reads neither whole."""
     files = []
     for f in scan.files:
-        entry = {"name": f.name, "path": f.location, "size": f.size, "mtime_ns": f.mtime_ns}
+        entry = {"name": f.name, "path": f.location, "size": f.size, "mtime_ns": f.mtime_ns, "inode": f.inode}
         if f.name in checked.not_text:
             entry.update(split="skipped", reason=checked.not_text[f.name])
         else:
@@ -460,10 +463,14 @@ def _manifest(scan: SourceScan, checked: _Checked, tok: Tokenizer, plan: Tokeniz
         files.append(entry)
     tokenizer = tok.to_json()
     skipped = Counter(checked.not_text.values()) + scan.skipped
+    listed = _write_file_list(folder / FILE_LIST, files)
+    documents = sum(1 for f in files if f["split"] != "skipped")
     return {
         "format": FORMAT, "version": VERSION, "digest": dataset_digest(files, tokenizer, method),
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "sources": [str(r) for r in scan.roots], "files": files, "skipped": dict(skipped),
+        "sources": [str(r) for r in scan.roots], "skipped": dict(skipped),
+        "file_list": {"file": FILE_LIST, "sha256": listed, "files": len(files), "documents": documents},
+        "source_index": write_index(folder, scan),
         "tokenizer": tokenizer, "tokenizer_sample": plan.key() if plan else None,
         "separator": "eot" if _eot_id(tok) is not None else SEPARATOR,
         "split": {"method": method, "val_fraction": VAL_FRACTION},
@@ -471,6 +478,16 @@ def _manifest(scan: SourceScan, checked: _Checked, tok: Tokenizer, plan: Tokeniz
         "shard_format": {"magic": splits.kind.magic, "version": splits.kind.version,
                          "dtype": np.dtype(splits.kind.dtype).name},
     }
+
+
+def _write_file_list(path: Path, files: list[dict]) -> str:
+    """Writes the file list, one entry a line; returns its SHA-256."""
+    data = ("[\n" + ",\n".join(json.dumps(f) for f in files) + "\n]\n").encode("utf-8")
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return hashlib.sha256(data).hexdigest()
 
 
 def _write_json(path: Path, data: dict) -> None:

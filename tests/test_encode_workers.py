@@ -51,7 +51,7 @@ def test_worker_processes_give_the_one_thread_ids(tmp_path, monkeypatch):
         assert ("encoding in 1 worker process" in notes) == (workers == 1)
         assert ("encoding in 2 worker processes" in notes) == (workers == 2)
         assert ds.manifest is not None
-        made[workers] = (_shards(ds.path), ds.sha256, [f.get("tokens") for f in ds.manifest["files"]])
+        made[workers] = (_shards(ds.path), ds.sha256, [f.get("tokens") for f in ds.files])
     assert made[0][0] and made[1] == made[0] and made[2] == made[0]
     assert not multiprocessing.active_children()  # the workers ended with the preparation
 

@@ -14,7 +14,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from cllm.core import fast_bpe
 from cllm.core.prepare import SEPARATOR, TokenizerPlan, prepare
-from cllm.core.tokenizer import BpeTokenizer, split_pieces, encode_many, train_tokenizer
+from cllm.core.tokenizer import BpeTokenizer, encode_many, split_pieces, train_tokenizer
 from tests.helpers import make_text
 
 CODE = '''def mean(xs: list[float]) -> float:
