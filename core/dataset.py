@@ -88,6 +88,7 @@ class Dataset:
     manifest: dict | None  # None: a folder of llm.c's shards
     sha256: str
     _files: list[dict] | None = field(default=None, repr=False, compare=False)  # read when first asked
+    holds: list = field(default_factory=list, repr=False, compare=False)  # open lock files: in use while it lives
 
     @property
     def name(self) -> str:

@@ -118,6 +118,33 @@ def changed_sources(files: list[dict], scan: SourceScan) -> str | None:
     return ", ".join(parts) + " since it was prepared" if parts else None
 
 
+def hold(dataset: Dataset, key: str) -> Dataset:
+    """Marks the dataset under `key` in use while `dataset` lives (a run holds it to its
+    end): a shared lock on `KEY.use`, under which the cache's size cap never removes it
+    (`in_use`)."""
+    f = open(cache_dir() / f"{key}.use", "a")
+    fcntl.flock(f, fcntl.LOCK_SH)  # released when the file closes, with the dataset
+    dataset.holds.append(f)
+    return dataset
+
+
+def in_use(key: str) -> bool:
+    """Whether a process uses the dataset under `key` (this one too, through another
+    Dataset object: flock locks belong to open files)."""
+    path = cache_dir() / f"{key}.use"
+    try:
+        f = open(path)
+    except FileNotFoundError:
+        return False
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
 @contextmanager
 def locked(path: Path):
     """An exclusive lock on `path` (created): a second process preparing the same corpus
@@ -139,6 +166,9 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
     cache if its sources are unchanged, else prepared now (and cached). A dataset made
     with a new tokenizer is also found under its tokenizer's key (a link), so resuming
     the model trained on it reuses it."""
+    from cllm.core.cache_admin import cache_cap, keep_under_cap  # cache_admin builds on this module
+
+    cache_cap()  # a bad setting is said before a preparation, not after
     note = on_note or (lambda s: None)
     cache = cache_dir()
     key = cache_key(paths, tokenizer, include, exclude)
@@ -163,7 +193,7 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
                     for used in {key, folder.resolve().name}:  # the link's and its dataset's: last used
                         (cache / f"{used}.lock").touch()
                     note(f"using the prepared dataset {folder}")
-                    return dataset
+                    return hold(dataset, folder.resolve().name)
                 except CorpusError as exc:
                     why = f"the cached dataset is damaged ({exc})"
             note(f"the corpus changed ({why}): tokenizing it again")
@@ -175,6 +205,7 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
         dataset = prepare(paths, folder, tokenizer, include=include, exclude=exclude, on_progress=on_progress,
                           on_note=note, cancel=cancel, scan=scan or scan_sources(paths, include, exclude))
         keep_manifest({**(dataset.manifest or {}), "files": dataset.files})
+        hold(dataset, folder.name)
         note(f"prepared {dataset.describe()} in {time.perf_counter() - started:.1f} s")
     if isinstance(tokenizer, TokenizerPlan) and dataset.tokenizer is not None:
         alias = cache / cache_key(paths, dataset.tokenizer, include, exclude)
@@ -184,6 +215,8 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
                 tmp.unlink(missing_ok=True)
                 tmp.symlink_to(folder.name)
                 os.replace(tmp, alias)
+    for line in keep_under_cap(keep=folder.name):
+        note(line)
     return dataset
 
 
