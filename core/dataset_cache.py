@@ -1,6 +1,9 @@
 """The dataset cache: datasets prepared for a corpus given by path, kept in the user
 cache folder (CLLM_CACHE_DIR overrides it) under a key made of the paths, the globs and
-the tokenizer, and used again while the files are unchanged (docs/DATASETS.md).
+the tokenizer, and used again while the files are unchanged: checked through the
+dataset's index of its walk (core/source_index.py), else by walking again and comparing
+with its file list (docs/DATASETS.md). After a preparation the cache is kept under its
+size cap (core/cache_admin.py), sparing the datasets in use (`hold`, `in_use`).
 
 Processes preparing the same corpus at once (MPI ranks on one machine, two terminals)
 take a lock on the key: one prepares, the others wait and then use its dataset. A copy

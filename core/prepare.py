@@ -9,10 +9,12 @@ grow with the corpus (about 0.1-0.5 GB whatever its size; docs/DATASETS.md):
 2. the tokenizer, trained on that sample (char: on every character), unless one is given
    (a model's, for --resume, --init and eval);
 3. encode: documents in order, the held-out ones to the validation shards, in batches
-   that the `tokenizers` library encodes on every core.
+   encoded on every core (BPE by tiktoken or the `tokenizers` library in threads, the
+   word tokenizer in worker processes: core/encode_workers.py).
 
-Everything is written to a temporary folder beside the target and renamed into place
-after the manifest, so a folder with a manifest is always complete. The datasets made
+Everything (shards, the file list, the walk's index: core/source_index.py) is written to
+a temporary folder beside the target and renamed into place after the manifest, so a
+folder with a manifest is always complete. The datasets made
 for a corpus given by path are kept by core/dataset_cache.py.
 """
 
