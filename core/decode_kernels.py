@@ -52,30 +52,28 @@ def _dot_row(out, x, w, scale, bias, N, accumulate, j):
 
 @njit(**JIT)
 def _dot_rows(out, x, wt, scale, bias, N, accumulate, j0, j1):
-    """`rows_times_weight` for outputs j0:j1 of a float32 weight, each weight row read
-    once from memory."""
-    for j in range(j0, j1):
-        _dot_row(out, x, wt[j], scale, bias, N, accumulate, j)
+    """`rows_times_weight` for outputs j0:j1, each weight row read once from memory. With
+    int8 weights x's rows are rounded to int8 first (each task rounds its own copy: the
+    same values on any thread, a few microseconds) and the products run on integers."""
+    if wt.itemsize == 1:
+        xu, xs = np.empty((N, x.shape[1]), np.uint8), np.empty(N, F)
+        quantize_activations(xu, xs, x, N)
+        int8_rows(out, xu, xs, wt, scale, bias, N, accumulate, j0, j1)
+    else:
+        for j in range(j0, j1):
+            _dot_row(out, x, wt[j], scale, bias, N, accumulate, j)
 
 
 @njit(parallel=True, **JIT)
 def rows_times_weight(out, x, wt, scale, bias, N, accumulate, tasks):
     """out[:N] (+)= (x[:N] @ wt.T) * scale + bias: x (N, IC); wt (OC, IC) the weight,
     transposed, float32 or int8; scale (OC,) for int8 weights, else empty; bias (OC,) or
-    empty; out (N, OC). `tasks` (the thread count) tasks, each a contiguous range of
-    outputs. With int8 weights x's rows are rounded to int8 first, once for all tasks."""
+    empty; out (N, OC). `tasks` (the thread count) tasks, each a contiguous range of outputs."""
     OC = wt.shape[0]
     width = (OC + tasks - 1) // tasks
-    if wt.itemsize == 1:
-        xu, xs = np.empty((N, x.shape[1]), np.uint8), np.empty(N, F)
-        quantize_activations(xu, xs, x, N)
-        for t in prange(tasks):
-            j0 = min(t * width, OC)
-            int8_rows(out, xu, xs, wt, scale, bias, N, accumulate, j0, min(j0 + width, OC))
-    else:
-        for t in prange(tasks):
-            j0 = min(t * width, OC)
-            _dot_rows(out, x, wt, scale, bias, N, accumulate, j0, min(j0 + width, OC))
+    for t in prange(tasks):
+        j0 = min(t * width, OC)
+        _dot_rows(out, x, wt, scale, bias, N, accumulate, j0, min(j0 + width, OC))
 
 
 @njit(parallel=True, **JIT)
