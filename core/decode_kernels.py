@@ -79,55 +79,55 @@ def rows_times_weight(out, x, wt, scale, bias, N, accumulate, tasks):
 
 
 @njit(**JIT)
-def _attend(y, a, inv, q, keys, values, pos, hs, h0, h1, scale):
-    """Heads h0:h1 of one query q (C,) over keys and values (maxT, C) at positions <= pos,
+def _attend(y, a, inv, q, keys, values, pos, hs, scale):
+    """Every head of one query q (C,) over keys and values (maxT, C) at positions <= pos,
     into y (C,); a (n_head, maxT), inv (n_head,) scratch. Each position's keys (then
-    values) of these heads are read together, one pass down the cache: the cache is
-    streamed, where a pass per head read it in 256-byte pieces 3 KB apart (GPT-2 at 559
-    positions: 5.6 ms a step on one thread, against about 1.5 ms). Every head's arithmetic
-    is the same loop whichever heads share its pass. Its loops index views from 0: an
-    index LLVM cannot prove non-negative (i + offset) keeps numba's wraparound test, and
-    LLVM then vectorises with gathers (five times slower)."""
+    values) are read together, one pass down the cache: the cache is streamed, where a
+    pass per head read it in 256-byte pieces 3 KB apart (GPT-2 at 559 positions: 5.9 ms
+    a step on one thread, against 1.9 ms). Every head's arithmetic is the loop it was
+    (the same bits). Its loops index views from 0: an index LLVM cannot prove
+    non-negative (i + offset) keeps numba's wraparound test, and LLVM then vectorises
+    with gathers (five times slower)."""
     for u in range(pos + 1):
         krow = keys[u]
-        for hd in range(h0, h1):
+        for hd in range(inv.shape[0]):
             qh, k = q[hd * hs:(hd + 1) * hs], krow[hd * hs:(hd + 1) * hs]
             s = F(0)
             for i in range(hs):
                 s += qh[i] * k[i]
             a[hd, u] = s * scale
-    for hd in range(h0, h1):
+    for hd in range(inv.shape[0]):
         row = a[hd]
         inv[hd] = 1.0 / exp_shifted(row, pos + 1, row_max(row, pos + 1, -np.inf))
-    out = y[h0 * hs:h1 * hs]
-    for i in range(out.shape[0]):
-        out[i] = 0.0
+    for i in range(y.shape[0]):
+        y[i] = 0.0
     for u in range(pos + 1):
         vrow = values[u]
-        for hd in range(h0, h1):
+        for hd in range(inv.shape[0]):
             w = F(a[hd, u] * inv[hd])
             o, v = y[hd * hs:(hd + 1) * hs], vrow[hd * hs:(hd + 1) * hs]
             for i in range(hs):
                 o[i] += w * v[i]
 
 
+@njit(**JIT)
+def _attend_sequence(y, att, qkv, kcache, vcache, layer, pos, n_head, n):
+    """`cached_attention` of sequence n."""
+    hs = y.shape[1] // n_head
+    _attend(y[n], att[n * n_head:(n + 1) * n_head], np.empty(n_head), qkv[n], kcache[n, layer], vcache[n, layer], pos,
+            hs, F(1.0 / math.sqrt(hs)))
+
+
 @njit(parallel=True, **JIT)
-def cached_attention(y, att, qkv, kcache, vcache, layer, pos, n_head, N, tasks):
+def cached_attention(y, att, qkv, kcache, vcache, layer, pos, n_head, N):
     """Each of N sequences' query at position `pos` (qkv[n]'s q) against its cached keys
     and values of positions <= pos of layer `layer` (kcache, vcache (N, L, maxT, C)), into
-    y (N, C); att (N * n_head, maxT) scratch. Tasks: each sequence's heads in about
-    `tasks` / N contiguous groups (one group per sequence when N >= tasks)."""
-    C = y.shape[1]
-    hs = C // n_head
-    scale = F(1.0 / math.sqrt(hs))
-    groups = max(1, min(n_head, tasks // N))
-    per = (n_head + groups - 1) // groups
-    for task in prange(N * groups):
-        n, g = task // groups, task % groups
-        h0 = min(g * per, n_head)
-        inv = np.empty(n_head)
-        _attend(y[n], att[n * n_head:(n + 1) * n_head], inv, qkv[n], kcache[n, layer], vcache[n, layer], pos, hs,
-                h0, min(h0 + per, n_head), scale)
+    y (N, C); att (N * n_head, maxT) scratch. One task per sequence, all its heads: two
+    threads each streaming half of every cache row (half the heads) took longer than one
+    thread streaming all of it (GPT-2 at 559 positions: 3.2 ms against 2.0 ms), each
+    core's prefetcher presumably fetching the other half as well."""
+    for n in prange(N):
+        _attend_sequence(y, att, qkv, kcache, vcache, layer, pos, n_head, n)
 
 
 class DecodeWeights(NamedTuple):
@@ -204,7 +204,10 @@ def decode_rows(W, S, tokens, pos, n_head, tasks):
             for i in range(C):
                 k[i] = row[C + i]
                 v[i] = row[2 * C + i]
-        cached_attention(S.y, S.att, qkv, S.kcache, S.vcache, layer, pos, n_head, N, tasks)
+        if N == 1:  # one task: no parallel launch (waking a sleeping thread costs tens of microseconds)
+            _attend_sequence(S.y, S.att, qkv, S.kcache, S.vcache, layer, pos, n_head, 0)
+        else:
+            cached_attention(S.y, S.att, qkv, S.kcache, S.vcache, layer, pos, n_head, N)
         rows_times_weight(x, S.y, W.attprojw[layer], W.attprojw_scale[layer], W.attprojb[layer], N, True, tasks)
         layernorm_forward(xn, S.mean, S.rstd, x, W.ln2w[layer], W.ln2b[layer], N)
         rows_times_weight(S.h, xn, W.fcw[layer], W.fcw_scale[layer], W.fcb[layer], N, False, tasks)
