@@ -26,6 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from cllm.core.kernels import JIT, exp_shifted, gelu_forward, layernorm_forward, row_max
+from cllm.core.spin_barrier import barrier
 
 F = np.float32
 
@@ -66,16 +67,22 @@ def _dot_rows(out, x, wt, scale, bias, N, accumulate, j0, j1):
             _dot_row(out, x, wt[j], scale, bias, N, accumulate, j)
 
 
+@njit(**JIT)
+def _share(count, t, tasks):
+    """Task t's contiguous range (j0, j1) of `count` items split among `tasks`."""
+    width = (count + tasks - 1) // tasks
+    j0 = min(t * width, count)
+    return j0, min(j0 + width, count)
+
+
 @njit(parallel=True, **JIT)
 def rows_times_weight(out, x, wt, scale, bias, N, accumulate, tasks):
     """out[:N] (+)= (x[:N] @ wt.T) * scale + bias: x (N, IC); wt (OC, IC) the weight,
     transposed, float32 or int8; scale (OC,) for int8 weights, else empty; bias (OC,) or
     empty; out (N, OC). `tasks` (the thread count) tasks, each a contiguous range of outputs."""
-    OC = wt.shape[0]
-    width = (OC + tasks - 1) // tasks
     for t in prange(tasks):
-        j0 = min(t * width, OC)
-        _dot_rows(out, x, wt, scale, bias, N, accumulate, j0, min(j0 + width, OC))
+        j0, j1 = _share(wt.shape[0], t, tasks)
+        _dot_rows(out, x, wt, scale, bias, N, accumulate, j0, j1)
 
 
 @njit(**JIT)
@@ -216,3 +223,55 @@ def decode_rows(W, S, tokens, pos, n_head, tasks):
     layernorm_forward(xn, S.mean, S.rstd, x, W.lnfw, W.lnfb, N)
     rows_times_weight(S.logits, xn, W.wte, W.wte_scale, W.lnfb[:0], N, False, tasks)
 
+
+
+@njit(parallel=True, **JIT)
+def decode_rows_region(W, S, tokens, pos, n_head, tasks, sync):
+    """`decode_rows` (the same bits) as one parallel region of `tasks` tasks that meet at a
+    spin barrier (`core.spin_barrier`, state `sync`) after each phase, instead of a
+    launch per product and attention: a launch that wakes the sleeping threads costs
+    ~40 us on two threads here, and a step of GPT-2 small had 49 of them. Every task
+    takes its own LayerNorm of x (768 numbers, less than a barrier), its share of each
+    product's outputs (`_share`, as `rows_times_weight` splits them) and of the sequences'
+    attention. Every task must run at once (see `core.spin_barrier`). Measured in one
+    process on GPT-2 small (559 positions, quiet machine): 1 sample 21.2 -> 19.6 ms on
+    1 thread, 18.8 -> 16.5 ms on 2; 4 samples 44.3 -> 42.1 and 27.7 -> 24.3 ms."""
+    N = tokens.shape[0]
+    L, C = W.ln1w.shape[0], W.wte.shape[1]
+    x, qkv = S.x, S.qkv
+    for t in prange(tasks):
+        xn, mean, rstd = np.empty((N, C), F), np.empty(N, F), np.empty(N, F)
+        if t == 0:
+            for n in range(N):
+                e, p, xr = W.wte[tokens[n]], W.wpe[pos], x[n]
+                s = W.wte_scale[tokens[n]] if W.wte_scale.shape[0] > 0 else F(1)
+                for i in range(C):
+                    xr[i] = F(e[i]) * s + p[i]
+        barrier(sync, tasks)
+        for layer in range(L):
+            layernorm_forward(xn, mean, rstd, x, W.ln1w[layer], W.ln1b[layer], N)
+            j0, j1 = _share(W.qkvw.shape[1], t, tasks)
+            _dot_rows(qkv, xn, W.qkvw[layer], W.qkvw_scale[layer], W.qkvb[layer], N, False, j0, j1)
+            barrier(sync, tasks)
+            n0, n1 = _share(N, t, tasks)
+            for n in range(n0, n1):
+                k, v, row = S.kcache[n, layer, pos], S.vcache[n, layer, pos], qkv[n]
+                for i in range(C):
+                    k[i] = row[C + i]
+                    v[i] = row[2 * C + i]
+                _attend_sequence(S.y, S.att, qkv, S.kcache, S.vcache, layer, pos, n_head, n)
+            barrier(sync, tasks)
+            j0, j1 = _share(W.attprojw.shape[1], t, tasks)
+            _dot_rows(x, S.y, W.attprojw[layer], W.attprojw_scale[layer], W.attprojb[layer], N, True, j0, j1)
+            barrier(sync, tasks)
+            layernorm_forward(xn, mean, rstd, x, W.ln2w[layer], W.ln2b[layer], N)
+            j0, j1 = _share(W.fcw.shape[1], t, tasks)
+            _dot_rows(S.h, xn, W.fcw[layer], W.fcw_scale[layer], W.fcb[layer], N, False, j0, j1)
+            gelu_forward(S.hg[:, j0:j1], S.h[:, j0:j1], N)
+            barrier(sync, tasks)
+            j0, j1 = _share(W.fcprojw.shape[1], t, tasks)
+            _dot_rows(x, S.hg, W.fcprojw[layer], W.fcprojw_scale[layer], W.fcprojb[layer], N, True, j0, j1)
+            barrier(sync, tasks)
+        layernorm_forward(xn, mean, rstd, x, W.lnfw, W.lnfb, N)
+        j0, j1 = _share(W.wte.shape[0], t, tasks)
+        _dot_rows(S.logits, xn, W.wte, W.wte_scale, W.lnfb[:0], N, False, j0, j1)
