@@ -233,7 +233,8 @@ def decode_rows_region(W, S, tokens, pos, n_head, tasks, sync):
     ~40 us on two threads here, and a step of GPT-2 small had 49 of them. Every task
     takes its own LayerNorm of x (768 numbers, less than a barrier), its share of each
     product's outputs (`_share`, as `rows_times_weight` splits them) and of the sequences'
-    attention. Every task must run at once (see `core.spin_barrier`). Measured in one
+    attention. Every task must run at once (see `core.spin_barrier`): at most as many tasks
+    as numba has threads, and never on TBB. Measured in one
     process on GPT-2 small (559 positions, quiet machine): 1 sample 21.2 -> 19.6 ms on
     1 thread, 18.8 -> 16.5 ms on 2; 4 samples 44.3 -> 42.1 and 27.7 -> 24.3 ms."""
     N = tokens.shape[0]
