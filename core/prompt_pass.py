@@ -16,6 +16,9 @@ forward pass's up to BLAS's threaded rounding.
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -105,41 +108,59 @@ class PromptBuffers(NamedTuple):
                    z((n_head, 2) + tile, f))
 
 
+Clock = Callable[[str, float], None]
+
+
 def prompt_pass(W: DecodeWeights, P, S: DecodeState, samples: range, tokens: np.ndarray, n_head: int,
-                threads: int = 0, buffers: PromptBuffers | None = None) -> np.ndarray:
+                threads: int = 0, buffers: PromptBuffers | None = None, clock: Clock | None = None) -> np.ndarray:
     """Runs `tokens` (T <= ctx) through the model (P: `core.layout.Params` views; W: the
     decoder's weights, for the logits), writes every layer's keys and values into the
     caches of `samples` in S, and returns the last position's logits (V,). `buffers`
     (for at least T tokens; made here if None) are reused by a caller that keeps them:
     memory touched for the first time costs page faults, on this project's virtual
-    machines about a second per 100 MB."""
+    machines about a second per 100 MB. `clock`, where given, is told each step's kind
+    and seconds (benchmarks/bench_prompt_profile.py)."""
     T = len(tokens)
     C = P.wte.shape[1]
     B = buffers if buffers is not None else PromptBuffers.create(T, C, n_head)
     x, ln = B.x, B.ln
+
+    def run(kind: str, kernel, *args, blas=None) -> None:
+        with blas if blas is not None else contextlib.nullcontext():
+            if clock is None:
+                kernel(*args)
+            else:
+                t0 = time.perf_counter()
+                kernel(*args)
+                clock(kind, time.perf_counter() - t0)
+
+    def caches(layer: int) -> None:
+        for n in samples:
+            S.kcache[n, layer, :T] = B.qkv[:T, C:2 * C]
+            S.vcache[n, layer, :T] = B.qkv[:T, 2 * C:]
+
+    logits = np.empty((1, P.wte.shape[0]), np.float32)
     with parallel_threads(T, threads) as workers:
-        encoder_forward(x, tokens, P.wte, P.wpe, T)
+        run("encoder", encoder_forward, x, tokens, P.wte, P.wpe, T)
         for layer in range(P.ln1w.shape[0]):
-            layernorm_rows(ln, B.mean, B.rstd, x, P.ln1w[layer], P.ln1b[layer], T)
-            with threaded_blas(threads):
-                matmul_forward(B.qkv, ln, P.qkvw[layer], P.qkvb[layer], T, False)
-            for n in samples:
-                S.kcache[n, layer, :T] = B.qkv[:T, C:2 * C]
-                S.vcache[n, layer, :T] = B.qkv[:T, 2 * C:]
-            with single_threaded_blas():
-                attention_heads(B.y, B.qkv, B.heads, B.lse, B.tiles, n_head, T)
-            copy_rows_parallel(B.res, x, T)
-            with threaded_blas(threads):
-                matmul_forward(B.res, B.y, P.attprojw[layer], P.attprojb[layer], T, True)
-            layernorm_rows(ln, B.mean, B.rstd, B.res, P.ln2w[layer], P.ln2b[layer], T)
-            with threaded_blas(threads):
-                matmul_forward(B.h, ln, P.fcw[layer], P.fcb[layer], T, False)
-            gelu_rows(B.hg, B.h, T)
-            copy_rows_parallel(x, B.res, T)
-            with threaded_blas(threads):
-                matmul_forward(x, B.hg, P.fcprojw[layer], P.fcprojb[layer], T, True)
+            run("layernorm", layernorm_rows, ln, B.mean, B.rstd, x, P.ln1w[layer], P.ln1b[layer], T)
+            run("qkv product", matmul_forward, B.qkv, ln, P.qkvw[layer], P.qkvb[layer], T, False,
+                blas=threaded_blas(threads))
+            run("key/value caches", caches, layer)
+            run("attention", attention_heads, B.y, B.qkv, B.heads, B.lse, B.tiles, n_head, T,
+                blas=single_threaded_blas())
+            run("residual copy", copy_rows_parallel, B.res, x, T)
+            run("attention projection", matmul_forward, B.res, B.y, P.attprojw[layer], P.attprojb[layer], T, True,
+                blas=threaded_blas(threads))
+            run("layernorm", layernorm_rows, ln, B.mean, B.rstd, B.res, P.ln2w[layer], P.ln2b[layer], T)
+            run("MLP up product", matmul_forward, B.h, ln, P.fcw[layer], P.fcb[layer], T, False,
+                blas=threaded_blas(threads))
+            run("GELU", gelu_rows, B.hg, B.h, T)
+            run("residual copy", copy_rows_parallel, x, B.res, T)
+            run("MLP down product", matmul_forward, x, B.hg, P.fcprojw[layer], P.fcprojb[layer], T, True,
+                blas=threaded_blas(threads))
         last = x[T - 1:T]
-        layernorm_rows(ln[:1], B.mean, B.rstd, last, P.lnfw, P.lnfb, 1)
-        logits = np.empty((1, P.wte.shape[0]), np.float32)
-        rows_times_weight(logits, ln[:1], W.wte, W.wte_scale, P.lnfb[:0], 1, False, workers)
+        run("layernorm", layernorm_rows, ln[:1], B.mean, B.rstd, last, P.lnfw, P.lnfb, 1)
+        run("logits (last position)", rows_times_weight, logits, ln[:1], W.wte, W.wte_scale, P.lnfb[:0], 1, False,
+            workers)
     return logits[0]
