@@ -35,6 +35,32 @@ def test_cached_decoding_gives_the_full_forward_logits(model, monkeypatch, atten
     np.testing.assert_allclose(decoder.prefill(tokens), full[-1], rtol=1e-4, atol=1e-5)
 
 
+def test_decoders_of_a_model_take_turns_with_its_caches_and_keep_the_forward_logits(model):
+    """A closed decoder's caches and buffers go to the next decoder of the model (stale
+    keys and values beyond its prompt and all): a long sequence, then a short one, each
+    gives the forward pass's logits; a decoder opened while another is open has its own;
+    a generation gives its decoder's back however it ends."""
+    long = model.tokenizer.encode("the cat sat on a mat and the dog sat")[:16]
+    short = model.tokenizer.encode("a dog")[:4]
+    first = Decoder(model)
+    first.prefill(long)
+    second = Decoder(model)
+    assert second.state is not first.state
+    first.close()
+    for tokens in (long, short):
+        full, _ = forward_logits(model.params, model.config, tokens)
+        full = full.copy()
+        decoder = Decoder(model)
+        assert decoder.state is first.state and decoder.buffers is first.buffers
+        got = [decoder.prefill(tokens[:2]).copy()] + [decoder.step(int(t)).copy() for t in tokens[2:]]
+        decoder.close()
+        np.testing.assert_allclose(np.array(got), full[1:], rtol=1e-4, atol=1e-5)
+    model.decode_scratch.clear()
+    for _ in generate(model, "the ", SampleConfig(max_tokens=5, seed=1)):
+        break  # stopped early: the generator is closed as it goes
+    assert [state is not None for state, _ in model.decode_scratch.values()] == [True]
+
+
 def test_the_prompt_pass_uses_blas_threads_and_the_logits_do_not_depend_on_them(small_text, monkeypatch):
     """The prompt pass gives its products BLAS threads (attention, inside its own
     parallel loop over heads, one), and its logits do not depend on how many threads it
