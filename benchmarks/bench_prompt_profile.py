@@ -103,6 +103,7 @@ def child_cllm(spec: dict) -> dict:
         timed("of which: the weight forms' check", decoder_weights, model)
         logits = prompt_pass(decoder.weights, P, decoder.state, range(1), ids, model.config.n_head, 0,
                              decoder.buffers, clock)
+        decoder.close()  # as a generation ends: its caches and buffers go to the next decoder
         t0 = time.perf_counter()
         TextStream(tok, config.stop).push(pick_token(logits, config, np.random.default_rng(0)))
         clock(PICK, time.perf_counter() - t0)
