@@ -27,9 +27,12 @@ weights. Made once into --work (default .bench_data/gpt2-small) and reused.
   copying their own arrays at once); ceiling tokens/s = bandwidth / bytes per token.
 - Fine-tuning: `Trainer.fine_tune` of the imported model on the corpus against
   benchmarks/torch_gpt.py's PyTorch GPT-2 with the same weights and the same batches
-  (AdamW, clip 1.0), at --train-ctx (default 1024) and --batch; --train-steps timed after
-  one warm-up step; tokens/s = steps x batch x ctx / seconds. Peak memory = the child's
-  ru_maxrss (the model, optimiser state, activations and the interpreter).
+  (AdamW, clip 1.0), at --train-ctx (default 1024) and --batch on each of --train-threads
+  (a comma list); --train-steps timed after one warm-up step; tokens/s = steps x batch x
+  ctx / seconds; % peak = tokens/s x benchmarks/flops.py's useful FLOPs per token (nanoGPT's
+  count beside it) over numpy's float32 2048^3 matmul on the same threads, measured in the
+  same run. Peak memory = the child's ru_maxrss (the model, optimiser state, activations
+  and the interpreter).
 
     python benchmarks/bench_gpt2.py                      # about 10 minutes on 2 cores
     python benchmarks/bench_gpt2.py --write              # the section 'GPT-2 small' of RESULTS.md
@@ -49,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.bench_train import child_peak, percent
 from benchmarks.common import (
     DEFAULT_CORPUS,
     MB,
@@ -73,6 +77,7 @@ from benchmarks.common import (
     table,
     torch_available,
 )
+from benchmarks.flops import training_flops
 
 SCRIPT = Path(__file__).resolve()
 GPT2_SMALL = dict(vocab_size=50257, n_layer=12, n_head=12, n_embd=768, ctx=1024)
@@ -343,7 +348,7 @@ def main() -> int:
     p.add_argument("--train-ctx", type=int, default=1024)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--train-steps", type=int, default=3)
-    p.add_argument("--train-threads", default="all")
+    p.add_argument("--train-threads", default="all", help="comma list ('all' = every core)")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--remake", action="store_true", help="write the model folder again")
     add_report_args(p, "GPT-2 small")
@@ -440,38 +445,51 @@ def main() -> int:
                        "peak RSS MiB"], rows)]
 
     if "train" in parts:
-        n = parse_int_list(a.train_threads)[0]
         impls = ["cllm", "torch"] if use_torch else ["cllm"]
+        train_threads = parse_int_list(a.train_threads)
+        shape = {**GPT2_SMALL, "ctx": a.train_ctx}
+        flops = training_flops(shape, GPT2_SMALL["vocab_size"])
+        peak = {n: run_child(SCRIPT, {"kind": "peak", "threads": n, "size": 2048, "reps": 5}, env)["numpy"]
+                for n in train_threads}
         results = {}
         for rep in range(a.repeats):
-            for impl in (impls if rep % 2 == 0 else impls[::-1]):
-                spec = {**base, "kind": f"train_{impl}", "threads": n, "ctx": a.train_ctx, "batch": a.batch,
-                        "steps": a.train_steps}
-                r = run_child(SCRIPT, spec, env, timeout=3600)
-                tok_s = a.train_steps * a.batch * a.train_ctx / r["seconds"]
-                results.setdefault(impl, []).append((tok_s, r["rss"], r["losses"]))
-                print(f"run {rep + 1} {impl}: {tok_s:.0f} tok/s, peak {r['rss'] / MB:.0f} MiB, losses "
-                      f"{[round(x, 3) for x in r['losses']]}, child {r['wall_s']:.1f} s", flush=True)
+            for n in train_threads:
+                for impl in (impls if rep % 2 == 0 else impls[::-1]):
+                    spec = {**base, "kind": f"train_{impl}", "threads": n, "ctx": a.train_ctx, "batch": a.batch,
+                            "steps": a.train_steps}
+                    r = run_child(SCRIPT, spec, env, timeout=3600)
+                    tok_s = a.train_steps * a.batch * a.train_ctx / r["seconds"]
+                    results.setdefault((impl, n), []).append((tok_s, r["rss"], r["losses"]))
+                    print(f"run {rep + 1} {impl} {n} thread(s): {tok_s:.0f} tok/s, peak {r['rss'] / MB:.0f} MiB, "
+                          f"losses {[round(x, 3) for x in r['losses']]}, child {r['wall_s']:.1f} s", flush=True)
         rows = []
-        for impl in impls:
-            s = stats([x[0] for x in results[impl]])
-            ratio = "-"
-            if impl == "cllm" and "torch" in results:
-                ratio = f"{s['median'] / stats([x[0] for x in results['torch']])['median']:.2f}"
-            rows.append(["CLLM `Trainer.fine_tune`" if impl == "cllm" else "PyTorch (benchmarks/torch_gpt.py)",
-                         str(n), fmt_range(s), ratio, fmt(stats([x[1] / MB for x in results[impl]])["median"]),
-                         f"{results[impl][0][2][0]:.4f}"])
+        for n in train_threads:
+            for impl in impls:
+                s = stats([x[0] for x in results[(impl, n)]])
+                ratio = "-"
+                if impl == "cllm" and use_torch:
+                    ratio = f"{s['median'] / stats([x[0] for x in results[('torch', n)]])['median']:.2f}"
+                rows.append(["CLLM `Trainer.fine_tune`" if impl == "cllm" else "PyTorch (benchmarks/torch_gpt.py)",
+                             str(n), fmt_range(s), ratio, fmt(s["median"] * flops.useful / 1e9),
+                             percent(s["median"], flops.useful, peak[n]), percent(s["median"], flops.nanogpt, peak[n]),
+                             fmt(stats([x[1] / MB for x in results[(impl, n)]])["median"]),
+                             f"{results[(impl, n)][0][2][0]:.4f}"])
         out += ["", f"Fine-tuning: ctx {a.train_ctx}, batch {a.batch}, {a.train_steps} timed steps after one "
                     "warm-up step, AdamW, the same starting weights and batches (tiny Shakespeare) for both; "
-                    "peak RSS of the child.", "",
-                table(["implementation", "threads", "tokens/s", "CLLM/PyTorch", "peak RSS MiB",
-                       "loss, first timed step"], rows)]
+                    "peak RSS of the child. % peak: tokens/s x benchmarks/flops.py's useful FLOPs per token "
+                    f"({flops.useful / 1e6:.0f} M: every weight matrix, the tied head included, and causal "
+                    "attention's triangle) over numpy's float32 2048^3 matmul on the same threads, measured in this "
+                    f"run ({', '.join(f'{n} thread(s): {fmt(peak[n])} GFLOP/s' for n in train_threads)}); "
+                    f"nanoGPT's estimate_mfu count ({flops.nanogpt / 1e6:.0f} M) beside it.", "",
+                table(["implementation", "threads", "tokens/s", "CLLM/PyTorch", "GFLOP/s (useful)", "% peak",
+                       "% peak, nanoGPT's count", "peak RSS MiB", "loss, first timed step"], rows)]
 
     return report(out, a)
 
 
 CHILDREN = {"make": child_make, "load": child_load, "gen_cllm": child_gen_cllm, "gen_hf": child_gen_hf,
-            "bandwidth": child_bandwidth, "train_cllm": child_train_cllm, "train_torch": child_train_torch}
+            "peak": child_peak, "bandwidth": child_bandwidth, "train_cllm": child_train_cllm,
+            "train_torch": child_train_torch}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,7 @@ builds one `Trainer` per candidate value (the same model and batches), and times
 `train_step`s in one process, alternating round by round (the order flips each round),
 so a load change on the machine hits every candidate alike. Reported: tokens/s (median
 over the rounds of each round's steps), % of numpy's float32 2048^3 matmul peak on the
-same threads (measured in the same run; FLOPs per token as bench_train.py counts them),
+same threads (measured in the same run; FLOPs per token: benchmarks/flops.py's useful count),
 each candidate against the first, and the activation buffers' size.
 
     python benchmarks/bench_group_rows.py
@@ -69,7 +69,8 @@ def main() -> int:
     add_report_args(p, "Rows per group: speed and activation memory")
     a = p.parse_args()
 
-    from benchmarks.bench_train import child_peak, flops_per_token
+    from benchmarks.bench_train import child_peak
+    from benchmarks.flops import training_flops
     from cllm.core.corpus import load_corpus
     from cllm.core.precompile import compile_kernels
     from cllm.core.threads import single_threaded_blas
@@ -100,7 +101,7 @@ def main() -> int:
             for v in values:
                 ws = trainers[v].workspace
                 med = stats(tok_s[v])["median"]
-                gflops = med * flops_per_token(cfg) / 1e9
+                gflops = med * training_flops(cfg, trainers[v].model.config.vocab_size).useful / 1e9
                 rows.append([config_label(cfg), str(n), str(v), f"{ws.group} x {cfg['ctx']}",
                              f"{fmt(med)} ({fmt(min(tok_s[v]))}-{fmt(max(tok_s[v]))})",
                              f"{100 * gflops / peak[n]:.0f}%",
@@ -110,7 +111,8 @@ def main() -> int:
             del trainers
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     out = [f"Rows per group: one process per config, the candidates' trainers alternating {a.rounds} rounds of "
-           f"{a.steps} steps (median (min-max) tokens/s over the rounds); % peak as in bench_train.py.", ""]
+           f"{a.steps} steps (median (min-max) tokens/s over the rounds); % peak: benchmarks/flops.py's useful "
+           "FLOPs per token.", ""]
     out += machine_lines() + [f"- command: `{command_line()}`", f"- load average at the end: {load}"]
     out += ["", table(["matmul peak, GFLOP/s", *[f"{n} thread(s)" for n in threads]],
                       [["numpy 2048^3", *[fmt(peak[n]) for n in threads]]]), ""]

@@ -25,7 +25,10 @@ GFLOP/s (FLOPs executed: attention's pairs compute the causal triangle by blocks
 BLOCK_ROWS queries, `causal_area`) against numpy's float32 2048^3 matmul peak on the same thread
 count; element-wise passes in GB/s (bytes read + written at least once) against the
 read bandwidth measured in the same run at the cache level their bytes per call fit in
-(L2 per core, L3 shared among the threads, else memory): an optimistic bound. The launch
+(L2 per core, L3 shared among the threads, else memory): an optimistic bound. The
+measured step is rated by the FLOPs the model needs (benchmarks/flops.py's useful count:
+the tied head included, attention's exact causal triangle), with nanoGPT's estimate_mfu
+count beside it; the product rows count what the kernels execute. The launch
 rows: numba's dispatch and the wake of the pool's threads (call to first shard in), a
 later shard's late start, the wait for the slowest shard, and the return.
 
@@ -177,6 +180,7 @@ class StepProfiler:
                                    ws.n_head, ws.group, batch, ws.bounds(len(batch)), scale, not accumulate, losses,
                                    ws.progress, d, self.clocks)
             back = tsc()
+        done = tsc()
         c = self.clocks
         entry, exit_ = c[:, sp.ENTRY].astype(np.float64), c[:, sp.EXIT].astype(np.float64)
         for k in range(len(sp.PARTS)):
@@ -185,9 +189,10 @@ class StepProfiler:
         self._add("late start", int(entry.mean() - entry.min()))
         self._add("waiting for the slowest shard", int(exit_.max() - exit_.mean()))
         self._add("return", int(back - exit_.max()))
-        total = tsc() - t0
+        total = done - t0
         self._add("run python", int(total - (back - call)))
         self._add("run total", int(total))
+        self._add("bookkeeping", tsc() - done)  # the profiler's own reading of the clocks: no part of the step
         return losses
 
     @contextlib.contextmanager
@@ -216,7 +221,7 @@ class StepProfiler:
         with self._patched():
             t0 = self.sp.tsc()
             self.trainer.train_step()
-            self._add("step", self.sp.tsc() - t0)
+            self._add("step", self.sp.tsc() - t0 - self.ticks.get("bookkeeping", 0))
         return self.ticks
 
 
@@ -428,7 +433,7 @@ def account(r: dict) -> dict:
 
 def config_table(name: str, cfg: dict, results: dict, threads: list[int], peak: dict, bw: dict,
                  l2: int, l3: int) -> list[str]:
-    from benchmarks.bench_train import flops_per_token
+    from benchmarks.flops import training_flops
     from benchmarks.step_profile import PARTS
 
     first = results[threads[0]]
@@ -517,15 +522,18 @@ def config_table(name: str, cfg: dict, results: dict, threads: list[int], peak: 
     rows.append(subtotal("glue: Python side, launches, waiting, shard loop", python_keys + launch_keys + [glue],
                          "python"))
     check = ["**sum of parts** (their medians: the instrumented step + Trainer.run's extra)", "check", "-"]
-    measured = ["**measured step** (plain train_step, median (mean); + Trainer.run's extra)", "check", "-"]
+    measured = ["**measured step** (plain train_step, median (mean); + Trainer.run's extra; rated by "
+                "benchmarks/flops.py's useful FLOPs)", "check", "-"]
+    model_flops = training_flops(cfg, first["vocab"])
     for n in threads:
         r = results[n]
         plain = statistics.median(r["plain"]) + per_thread[n][0]["python: Trainer.run per step (events, pause check)"]
         mean = statistics.fmean(r["plain"])
-        model_gf = flops_per_token(cfg) * cfg["batch"] * cfg["ctx"] / plain / 1e9
+        tokens_s = cfg["batch"] * cfg["ctx"] / plain
+        useful_gf, nanogpt_gf = tokens_s * model_flops.useful / 1e9, tokens_s * model_flops.nanogpt / 1e9
         check += [f"{1e3 * step_sum[n]:.3f}", f"{100 * step_sum[n] / plain:.1f}% of measured", "-", "-"]
-        measured += [f"{1e3 * plain:.3f} ({1e3 * mean:.3f})", "100%", f"{model_gf:.1f} GFLOP/s (model)",
-                     f"{100 * model_gf / peak[n]:.0f}% of matmul"]
+        measured += [f"{1e3 * plain:.3f} ({1e3 * mean:.3f})", "100%", f"{useful_gf:.1f} GFLOP/s (useful)",
+                     f"{100 * useful_gf / peak[n]:.0f}% of matmul (nanoGPT's count: {100 * nanogpt_gf / peak[n]:.0f}%)"]
     instrumented = ["**instrumented step** (median of its totals + Trainer.run's extra; above the sum of "
                     "parts: time other processes took, spread over the parts)", "check", "-"]
     for n in threads:

@@ -6,9 +6,10 @@ change on the machine hits both alike. A child builds the model, warms up (CLLM:
 core.precompile.compile_kernels() and a few steps; torch: a few steps), times --steps steps
 and reports tokens/s = steps x batch x ctx / seconds.
 
-FLOPs per token = 6 x non-embedding parameters + 12 x layers x ctx x width (nanoGPT's
-estimate; non-embedding leaves out wte and wpe, so the tied head's product is not
-counted). Peak = numpy float32 matmul 2048 x 2048 on the same number of threads
+FLOPs per token: benchmarks/flops.py's useful count (every weight matrix, the tied head
+included, and causal attention's triangle: 6 x matrices + 6 x layers x width x (ctx + 1)),
+with nanoGPT's estimate_mfu count (6 x parameters but wpe + 12 x layers x ctx x width)
+beside it. Peak = numpy float32 matmul 2048 x 2048 on the same number of threads
 (threadpoolctl), in a child with the same environment.
 
     python benchmarks/bench_train.py                 # 5 runs each, threads 1 and all
@@ -52,6 +53,7 @@ from benchmarks.common import (
     table,
     torch_available,
 )
+from benchmarks.flops import training_flops
 
 SCRIPT = Path(__file__).resolve()
 
@@ -89,6 +91,7 @@ def child_cllm(spec: dict) -> dict:
     steps = [b - a for a, b in zip([start, *ends[:-1]], ends, strict=True)]
     return {"seconds": seconds, "loss": loss, "compile_s": compile_s, "setup_s": start - t0,
             "shards": trainer.n_threads, "params": trainer.model.n_params, "median_step_s": statistics.median(steps),
+            "vocab": int(trainer.model.config.vocab_size),
             "engine": str(Path(trainer_module.__file__).resolve().parent)}
 
 
@@ -123,7 +126,7 @@ def child_torch(spec: dict) -> dict:
         loss, _ = train_step(model, opt, random_batch(train, cfg["ctx"], cfg["batch"], rng),
                              lr_at(step, 10**6, 1e-3, 1e-4, 100))
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "loss": loss, "params": sum(p.numel() for p in model.parameters()),
+    return {"seconds": seconds, "loss": loss, "params": sum(p.numel() for p in model.parameters()), "vocab": len(vocab),
             "interop_threads": torch.get_num_interop_threads(), "capability": torch.backends.cpu.get_cpu_capability()}
 
 
@@ -200,13 +203,9 @@ CHILDREN = {"cllm": child_cllm, "torch": child_torch, "peak": child_peak, "torch
 
 # -- parent -----------------------------------------------------------------------------
 
-def flops_per_token(cfg: dict) -> float:
-    from cllm.core.config import ModelConfig
-    from cllm.core.layout import Layout
-
-    layout = Layout.params(ModelConfig(vocab_size=65, **{k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "ctx")}))
-    non_emb = layout.size - layout.table[layout.names.index("wpe"), 1]  # after wte and wpe (vocabulary-free)
-    return 6 * int(non_emb) + 12 * cfg["n_layer"] * cfg["ctx"] * cfg["n_embd"]
+def percent(tokens_s: float, flops_per_token: float, peak_gflops: float) -> str:
+    """A rate in tokens/s as a share of the matmul peak."""
+    return f"{100 * tokens_s * flops_per_token / 1e9 / peak_gflops:.0f}%"
 
 
 def main() -> int:
@@ -267,6 +266,7 @@ def main() -> int:
 
     tps: dict = {}
     median_tps: dict = {}  # from each run's median step
+    vocab: dict = {}  # the corpus's vocabulary, as the children built their models
     layers: set = set()  # torch's CPU capability
     for rep in range(a.repeats):
         order = impls if rep % 2 == 0 else impls[::-1]
@@ -279,6 +279,7 @@ def main() -> int:
                     if impl == "base" and Path(r["engine"]) != (a.base / "core").resolve():
                         raise SystemExit(f"{a.base_python} runs the engine in {r['engine']}, not {a.base}")
                     tok_s = a.steps * cfg["batch"] * cfg["ctx"] / r["seconds"]
+                    vocab[name] = r["vocab"]
                     tps.setdefault((name, n, impl), []).append(tok_s)
                     if "median_step_s" in r:
                         per_step = cfg["batch"] * cfg["ctx"]
@@ -294,19 +295,22 @@ def main() -> int:
         speed_rows.append(["machine: 1024^3 matmuls, GFLOP/s", "numpy", *[fmt(g) for g in solo],
                            *[f"{g / solo[0]:.2f}" for g in solo[1:]]])
     for name, cfg in configs.items():
-        fpt = flops_per_token(cfg)
+        flops = training_flops(cfg, vocab[name])
         for n in threads:
             s = {impl: stats(tps.get((name, n, impl), [])) for impl in ("cllm", "torch")}
-            gf = {impl: s[impl]["median"] * fpt / 1e9 for impl in s}
+            gf = {impl: s[impl]["median"] * flops.useful / 1e9 for impl in s}
             pk = peak[n]["numpy"]
             if a.base:
                 this, b = stats(median_tps[(name, n, "cllm")]), stats(median_tps[(name, n, "base")])
                 base_rows.append([config_label(cfg), str(n), fmt_range(this), fmt_range(b),
-                                  f"{100 * this['median'] * fpt / 1e9 / pk:.0f}%",
-                                  f"{100 * b['median'] * fpt / 1e9 / pk:.0f}%", f"{this['median'] / b['median']:.3f}"])
+                                  percent(this["median"], flops.useful, pk), percent(b["median"], flops.useful, pk),
+                                  f"{this['median'] / b['median']:.3f}"])
+            nanogpt = percent(s["cllm"]["median"], flops.nanogpt, pk)
+            if use_torch:
+                nanogpt += " / " + percent(s["torch"]["median"], flops.nanogpt, pk)
             rows.append([config_label(cfg), str(n), fmt_range(s["cllm"]), fmt_range(s["torch"]),
                          fmt(gf["cllm"]), fmt(gf["torch"]), f"{100 * gf['cllm'] / pk:.0f}%",
-                         f"{100 * gf['torch'] / pk:.0f}%" if use_torch else "-",
+                         f"{100 * gf['torch'] / pk:.0f}%" if use_torch else "-", nanogpt,
                          f"{s['cllm']['median'] / s['torch']['median']:.2f}" if use_torch else "-"])
         if len(threads) > 1:
             for impl in impls:
@@ -316,14 +320,19 @@ def main() -> int:
 
     out = [f"Training throughput: {a.repeats} runs each (median (min-max)), {a.steps} timed steps after "
            f"{a.warmup_steps} warm-up steps, one child process per run, CLLM and PyTorch (and --base) alternating.",
-           "FLOPs per token = 6 x non-embedding parameters + 12 x layers x ctx x width; "
-           "% peak = GFLOP/s over numpy's float32 matmul peak on the same threads.", ""]
+           "FLOPs per token: benchmarks/flops.py's useful count (every weight matrix, the tied head included, "
+           "and causal attention's triangle); % peak = GFLOP/s over numpy's float32 matmul peak on the same "
+           "threads; nanoGPT's estimate_mfu count (6 x parameters but wpe + 12 x layers x ctx x width) beside it "
+           "for comparison with other reports (issue 24's sessions 1-2 left the head out and counted the whole T x T: "
+           "benchmarks/README.md converts).",
+           ""]
     out += machine_lines(env, kernels) + [f"- command: `{command_line()}`"] + [f"- {n}" for n in notes]
     out += [f"- CLLM: one Python thread per shard; torch: {', '.join(sorted(layers))}"]
     out += ["", table(["matmul peak, GFLOP/s", *[f"{n} thread(s)" for n in threads]],
                       [[k, *[fmt(peak[n].get(k)) for n in threads]] for k in peak[threads[0]]]), ""]
     out += [table(["config", "threads", "CLLM tok/s", "PyTorch tok/s", "CLLM GFLOP/s", "PyTorch GFLOP/s",
-                   "CLLM % peak", "PyTorch % peak", "CLLM/PyTorch"], rows)]
+                   "CLLM % peak", "PyTorch % peak", "CLLM / PyTorch % peak, nanoGPT's count", "CLLM/PyTorch"],
+                  rows)]
     if base_rows:
         out += ["", f"This checkout against {a.base} (`base`, run by {a.base_python}), alternating with the others; "
                     "tokens/s from each run's median step, median (min-max) over the runs:",

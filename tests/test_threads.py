@@ -3,7 +3,9 @@ launch, and results that do not depend on the thread count."""
 
 from __future__ import annotations
 
+import sys
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 from cllm.core.config import TrainConfig
 from cllm.core.passes import LOSS
 from cllm.core.precompile import compile_kernels
+from cllm.core.sampler import Decoder
 from cllm.core.threads import parallel_threads, thread_cap, threading_layer, worker_count
 from cllm.core.trainer import Trainer
 from cllm.core.workspace import Workspace
@@ -117,3 +120,63 @@ def test_thread_count_does_not_change_a_training_step(small_corpus, monkeypatch,
         results.append((trainer.model.params.copy(), trainer.m.copy(), trainer.v.copy()))
     for one, two in zip(*results, strict=True):
         np.testing.assert_array_equal(one, two)
+
+
+def _frames_seen_inside(work: Callable[[], None], caller: Callable) -> int:
+    """How often the main thread, waking every half millisecond while `work` runs in
+    another thread, finds that thread inside `caller` (the Python function that launches
+    the kernels). The interpreter's switch interval is set far above the run's length,
+    so the main thread gets the interpreter back only when the other thread releases
+    it: inside `caller`, that is a kernel running without the GIL. A kernel that kept the
+    GIL would let the main thread in only after it returned, never while the other
+    thread is still in `caller` (0 here, whatever the machine's speed)."""
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            work()
+        finally:
+            finished.set()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(30.0)
+    try:
+        thread = threading.Thread(target=run)
+        thread.start()
+        seen = 0
+        while not finished.wait(0.0005):
+            frame = sys._current_frames().get(thread.ident or 0)
+            while frame is not None and frame.f_code is not caller.__code__:
+                frame = frame.f_back
+            seen += frame is not None
+        thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    return seen
+
+
+def test_a_training_launch_releases_the_gil_while_its_kernels_run(small_text):
+    """The TUI trains in a thread worker: the UI's thread must run while a step's kernels do."""
+    model = tiny_model(small_text, n_layer=2, n_head=2, n_embd=64, ctx=64)
+    tokens = model.tokenizer.encode(small_text)
+    batch = np.stack([tokens[i:i + 65] for i in range(0, 32 * 65, 65)]).astype(np.int32)
+    ws = Workspace.create(model.config, 2, 16)
+
+    def work() -> None:
+        for _ in range(20):
+            ws.run(model.params, batch, LOSS)
+
+    assert _frames_seen_inside(work, Workspace.run) > 0
+
+
+def test_a_decoding_step_releases_the_gil_while_its_kernels_run(small_text):
+    """The TUI generates in a thread worker: the UI's thread must run while a token's kernels do."""
+    model = tiny_model(small_text, n_layer=8, n_head=8, n_embd=512, ctx=64)
+    decoder = Decoder(model)
+    decoder.prefill(np.asarray(model.tokenizer.encode(small_text[:8]), np.int32))
+
+    def work() -> None:
+        for token in model.tokenizer.encode(small_text[8:48]):
+            decoder.step(token)
+
+    assert _frames_seen_inside(work, Decoder.step_all) > 0

@@ -8,6 +8,7 @@ first test compiles the numba kernels if their cache is stale (about a minute, o
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -39,14 +40,9 @@ from tests.tui_helpers import (
 pytestmark = pytest.mark.engine
 
 TINY = {"layers": 1, "heads": 2, "width": 16, "ctx": 16, "batch": 4, "threads": 2}
-# While the real engine trains on every core (2 on the machine these were written on), a
-# key press is handled within KEY_BOUND_S and a screen switch within SWITCH_BOUND_S.
-# Measured there: keys 0.01-0.04 s, switches 0.05-0.45 s on an idle machine (a switch
-# restyles and lays out a whole screen, and the tiny model's fast Python steps share the GIL
-# with the UI), and a switch of 1.07 s in a CI run beside other work: the bounds leave room
-# for a loaded machine and still fail a UI that waits on the training thread.
-KEY_BOUND_S = 1.5
-SWITCH_BOUND_S = 3.0
+# Waits for the UI are hang guards, not speed claims: the UI's independence from the
+# training thread is shown by holding that thread inside a step while the UI works.
+HANG_GUARD_S = 30.0
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -111,27 +107,38 @@ async def test_real_engine_stays_responsive_and_stops_cleanly(real):
             draws.add(chart._drawn)
             await pilot.pause(0.1)
         assert max(rates) > 0 and len(draws) >= 2
-        # key presses and screen switches are handled within the bounds above
-        worst_switch = worst_key = 0.0
-        for key, check in [
-            ("ctrl+g", lambda: isinstance(app.screen, GenerateScreen)),
-            ("ctrl+o", lambda: isinstance(app.screen, ModelsScreen) and app.screen.query(ModelTree)),
-            ("ctrl+g", lambda: isinstance(app.screen, GenerateScreen)),
-        ]:
-            started = time.monotonic()
-            await press(pilot, key)
-            await wait_for(pilot, check, timeout=5, what=key)
-            worst_switch = max(worst_switch, time.monotonic() - started)
-        prompt = app.screen.query_one("#prompt")
-        prompt.focus()
-        for i, char in enumerate("responsive"):
-            started = time.monotonic()
-            await press(pilot, char)
-            await wait_for(pilot, lambda i=i: len(prompt.value) == i + 1, timeout=5, what="typing")
-            worst_key = max(worst_key, time.monotonic() - started)
-        assert worst_switch < SWITCH_BOUND_S, f"slowest screen switch {worst_switch:.3f} s"
-        assert worst_key < KEY_BOUND_S, f"slowest key press {worst_key:.3f} s"
-        assert trainer.step > 10 and app.run_active  # training went on meanwhile
+        # the training thread held inside a step: screens switch and keys land all the same,
+        # so nothing in the UI waits on that thread (its kernels' GIL release: test_threads)
+        inside, release = threading.Event(), threading.Event()
+        real_step = trainer.train_step
+
+        def held_step():
+            inside.set()
+            release.wait(HANG_GUARD_S)
+            return real_step()
+
+        trainer.train_step = held_step
+        try:
+            await wait_for(pilot, inside.is_set, timeout=HANG_GUARD_S, what="a step")
+            held_at = trainer.step
+            for key, check in [
+                ("ctrl+g", lambda: isinstance(app.screen, GenerateScreen)),
+                ("ctrl+o", lambda: isinstance(app.screen, ModelsScreen) and app.screen.query(ModelTree)),
+                ("ctrl+g", lambda: isinstance(app.screen, GenerateScreen)),
+            ]:
+                await press(pilot, key)
+                await wait_for(pilot, check, timeout=HANG_GUARD_S, what=key)
+            prompt = app.screen.query_one("#prompt")
+            prompt.focus()
+            for i, char in enumerate("responsive"):
+                await press(pilot, char)
+                await wait_for(pilot, lambda i=i: len(prompt.value) == i + 1, timeout=HANG_GUARD_S, what="typing")
+            assert trainer.step == held_at and not release.is_set()  # all of it while the step was held
+        finally:
+            del trainer.train_step
+            release.set()
+        await wait_for(pilot, lambda: trainer.step > held_at + 2, timeout=HANG_GUARD_S, what="training going on")
+        assert app.run_active
         await goto(pilot, "train")
         await press(pilot, "f6")
         await wait_for(pilot, lambda: trainer.paused, what="the pause")
@@ -178,10 +185,8 @@ async def test_real_generation_streams_and_stops(real, real_model):
         await press(pilot, "enter")
         await wait_for(pilot, lambda: len(screen.query(Sample)) == 2 and screen.query(Sample)[1].output,
                        what="streaming")
-        pressed = time.monotonic()
         await press(pilot, "escape")
         await wait_for(pilot, lambda: not screen._generating, what="the stop")
-        assert time.monotonic() - pressed < KEY_BOUND_S
         second = screen.query(Sample)[1]
         assert "stopped" in second.status and len(second.output) < 100000
 
