@@ -28,6 +28,7 @@ runs, e.g. `--corpus /work/corpus-1g --small /work/corpus-100m --parts prepare
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import sys
@@ -144,13 +145,15 @@ def train_child(spec: dict) -> dict:
     return {"start_s": start_s, "tokens_per_s": rates[len(rates) // 2], "rss": samples}
 
 
-def prepare_run(corpus: Path, out: Path, tokenizer: str, env: dict) -> dict:
+def prepare_run(corpus: Path, out: Path, tokenizer: str, env: dict, cores: int | None = None) -> dict:
     """`tokenizer` "bpe-tokenizers": BPE encoded by the tokenizers library alone (the
-    reference for tiktoken's encoding)."""
-    extra = ["--vocab-size", "4096"] if tokenizer.startswith("bpe") else []
+    reference for tiktoken's encoding). `cores`: run on the first that many cores only
+    (taskset), else on all."""
+    extra = ["--vocab-size", "4096"] if tokenizer.startswith("bpe") or tokenizer == "word" else []
     if tokenizer == "bpe-tokenizers":
         env = {**env, "CLLM_TIKTOKEN": "0"}
-    r = run_cmd(cllm_cmd("prepare", corpus, "-o", out, "--tokenizer", tokenizer[:3] if tokenizer.startswith("bpe")
+    pin = ["taskset", "-c", f"0-{cores - 1}"] if cores else []
+    r = run_cmd(pin + cllm_cmd("prepare", corpus, "-o", out, "--tokenizer", tokenizer[:3] if tokenizer.startswith("bpe")
                          else tokenizer, *extra, "--json"), env)
     j = check_ok(r, f"cllm prepare ({tokenizer})")
     return {"seconds": j["seconds"], "mb": j["bytes"] / MB, "rate": j["bytes"] / MB / j["seconds"],
@@ -183,8 +186,12 @@ def main() -> int:
     p.add_argument("--parts", default="prepare,start,train",
                    help="which measurements, comma-separated: prepare, start, train (to fit separate runs)")
     p.add_argument("--tokenizers", default="char,bpe",
-                   help="the tokenizers `prepare` measures, comma-separated: char, bpe, bpe-tokenizers (BPE "
+                   help="the tokenizers `prepare` measures, comma-separated: char, word, bpe, bpe-tokenizers (BPE "
                         "encoded by the tokenizers library alone, the reference)")
+    p.add_argument("--cores", default="",
+                   help="core counts `prepare` runs on, comma-separated, each pinned with taskset (default: all)")
+    p.add_argument("--sizes", default="small,large",
+                   help="the corpora `prepare` measures, comma-separated: small (--small), large (--corpus)")
     p.add_argument("--train-steps", type=int, default=400)
     p.add_argument("--train-repeats", type=int, default=2, help="runs of each training mode, alternating")
     p.add_argument("--threads", type=int, default=2)
@@ -222,20 +229,23 @@ def main() -> int:
 
         if "prepare" in parts:
             rows = []
-            for tokenizer in tokenizers:
-                for c in (small,) if tokenizer == "bpe-tokenizers" else (small, corpus):
-                    r = prepare_run(c, work / f"ds-{tokenizer}-{c.name}", tokenizer, env)
-                    print(tokenizer, c.name, r, flush=True)
-                    label = {"bpe": "bpe (vocab 4096, 32 MB sample)",
-                             "bpe-tokenizers": "bpe, encoded by tokenizers alone (CLLM_TIKTOKEN=0)"}
-                    rows.append([label.get(tokenizer, tokenizer),
-                                 f"{r['mb']:,.0f}", f"{r['tokens'] / 1e6:,.1f}", f"{r['seconds']:.1f}",
-                                 f"{r['rate']:.1f}", f"{r['cpu']:.1f}", f"{r['mb'] / r['cpu']:.1f}",
-                                 f"{r['peak']:.0f}"])
-                    shutil.rmtree(work / f"ds-{tokenizer}-{c.name}", ignore_errors=True)
+            sizes = [c for c, size in ((small, "small"), (corpus, "large")) if size in a.sizes.split(",")]
+            core_counts: list[int | None] = [int(n) for n in a.cores.split(",") if n] or [None]
+            for tokenizer, c, cores in itertools.product(tokenizers, sizes, core_counts):
+                if tokenizer == "bpe-tokenizers" and c is not small:
+                    continue
+                r = prepare_run(c, work / f"ds-{tokenizer}-{c.name}", tokenizer, env, cores)
+                print(tokenizer, c.name, cores, r, flush=True)
+                label = {"bpe": "bpe (vocab 4096, 32 MB sample)", "word": "word (vocab 4096, 32 MB sample)",
+                         "bpe-tokenizers": "bpe, encoded by tokenizers alone (CLLM_TIKTOKEN=0)"}
+                rows.append([label.get(tokenizer, tokenizer), str(cores or "all"),
+                             f"{r['mb']:,.0f}", f"{r['tokens'] / 1e6:,.1f}", f"{r['seconds']:.1f}",
+                             f"{r['rate']:.1f}", f"{r['cpu']:.1f}", f"{r['mb'] / r['cpu']:.1f}", f"{r['peak']:.0f}"])
+                shutil.rmtree(work / f"ds-{tokenizer}-{c.name}", ignore_errors=True)
             out += ["`cllm prepare` (checking, tokenizer, encoding, writing; wall seconds of the command's own "
-                    "clock; CPU seconds of the process, every thread):", "",
-                    table(["tokenizer", "MB", "M tokens", "seconds", "MB/s", "CPU s", "MB per CPU s",
+                    "clock; CPU seconds of the process, every thread and worker process; peak memory of the "
+                    "largest process):", "",
+                    table(["tokenizer", "cores", "MB", "M tokens", "seconds", "MB/s", "CPU s", "MB per CPU s",
                            "peak memory MiB"], rows), ""]
 
         if "start" in parts:

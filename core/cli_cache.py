@@ -8,7 +8,7 @@ import argparse
 import json
 import time
 
-from cllm.core.cache_admin import CachedDataset, cached_datasets, remove, to_remove
+from cllm.core.cache_admin import CachedDataset, cached_datasets, describe, remove, to_remove
 from cllm.core.dataset_cache import cache_dir
 from cllm.core.errors import ConfigError
 
@@ -26,22 +26,10 @@ def add_cache(sub) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f} {unit}"
-    return "now"
-
-
 def _row(d: CachedDataset, now: float) -> dict:
     return {"key": d.key, "path": str(d.path), "bytes": d.size, "created": d.created, "last_used": d.last_used,
             "sources": d.sources, "tokenizer": d.tokenizer, "files": d.files, "aliases": d.aliases,
             "problem": d.problem, "unused_for_s": round(now - d.last_used)}
-
-
-def _line(d: CachedDataset, now: float) -> str:
-    what = d.problem or f"{d.files:,} files, {d.tokenizer}: {', '.join(d.sources)}"
-    return f"{d.key}  {d.size / 1e6:9,.1f} MB  used {_age(now - d.last_used):>6} ago  {what}"
 
 
 def cmd_cache(a: argparse.Namespace) -> int:
@@ -56,7 +44,7 @@ def cmd_cache(a: argparse.Namespace) -> int:
         total = sum(d.size for d in datasets)
         print(f"{cache_dir()}: {len(datasets)} dataset{'s' * (len(datasets) != 1)}, {total / 1e6:,.1f} MB")
         for d in datasets:
-            print("  " + _line(d, now))
+            print("  " + describe(d, now))
         return 0
     if not (a.all or a.older_than is not None or a.max_size is not None):
         raise ConfigError("cllm cache clean: say what to remove: --older-than DAYS, --max-size GB or --all")
@@ -73,5 +61,5 @@ def cmd_cache(a: argparse.Namespace) -> int:
     print(f"{verb} {len(gone)} dataset{'s' * (len(gone) != 1)}, {freed / 1e6:,.1f} MB; "
           f"{len(datasets) - len(gone)} kept")
     for d in gone:
-        print("  " + _line(d, now))
+        print("  " + describe(d, now))
     return 0

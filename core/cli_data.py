@@ -157,12 +157,12 @@ def cmd_prepare(a: argparse.Namespace, console: Console) -> int:
         dataset = prepare(a.paths, a.output, tokenizer, include=a.include, exclude=a.exclude, on_progress=show,
                           on_note=None if a.json else (lambda line: _note(console, line)))
     seconds = time.perf_counter() - started
-    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread's, the tokenizers library's included
+    usage, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     total = sum(f["size"] for f in dataset.files if f["split"] != "skipped")
     if a.json:
         print(json.dumps({"dataset": str(dataset.path), "digest": dataset.sha256, "bytes": total,
                           "train_tokens": len(dataset.train), "val_tokens": len(dataset.val), "seconds": seconds,
-                          "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                          "cpu_seconds": usage.ru_utime + usage.ru_stime + workers.ru_utime + workers.ru_stime,
                           "skipped": (dataset.manifest or {}).get("skipped", {})}))
     else:
         _note(console, f"{dataset.describe()}; {total / 1e6:,.1f} MB in {seconds:.1f} s "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +21,10 @@ from cllm.core.shards import Shard, is_shard
 from cllm.core.tokenizer import Tokenizer, tokenizer_from_json
 
 FORMAT = "cllm-dataset"
-VERSION = 1
+VERSION = 2  # 2: the file list in FILE_LIST (1: inside the manifest, still read)
+DIGEST_VERSION = 1  # in the digest, which names the tokens: version 2 moved the file list, not a token
 MANIFEST = "manifest.json"
+FILE_LIST = "files.json"
 DOCUMENT_SPLITS = ("train", "val", "tail")  # a manifest file entry's split when it is a document trained on
 # Windows read between two `release` calls of the shards. A page fault may map a whole
 # large folio of the page cache (2 MB on this ext4), so resident memory between two
@@ -85,6 +87,8 @@ class Dataset:
     tokenizer: Tokenizer | None
     manifest: dict | None  # None: a folder of llm.c's shards
     sha256: str
+    _files: list[dict] | None = field(default=None, repr=False, compare=False)  # read when first asked
+    holds: list = field(default_factory=list, repr=False, compare=False)  # open lock files: in use while it lives
 
     @property
     def name(self) -> str:
@@ -96,7 +100,16 @@ class Dataset:
 
     @property
     def files(self) -> list[dict]:
-        return (self.manifest or {}).get("files", [])
+        """Every source file's entry (a large corpus's is long: read from FILE_LIST when
+        first asked, not at each start)."""
+        if self._files is None:
+            self._files = read_files(self.path, self.manifest) if self.manifest is not None else []
+        return self._files
+
+    @property
+    def documents(self) -> int:
+        """The files trained on (skipped ones not counted)."""
+        return document_count(self.manifest) if self.manifest is not None else 0
 
     def describe(self) -> str:
         """One line: files, skipped files, tokens, the split."""
@@ -104,10 +117,10 @@ class Dataset:
         if self.manifest is None:
             n = len(self.train.shards) + len(self.val.shards)
             return f"{self.name}: {n} llm.c token shard{'s' if n != 1 else ''}, {tokens}"
-        docs = [f for f in self.files if f["split"] in DOCUMENT_SPLITS]
+        docs = self.documents
         skipped = sum(self.manifest.get("skipped", {}).values())
         how = {"documents": "whole documents held out", "tail": "the last 10% of each document held out"}
-        return (f"{self.name}: {len(docs):,} file{'s' if len(docs) != 1 else ''}"
+        return (f"{self.name}: {docs:,} file{'s' if docs != 1 else ''}"
                 + (f" ({skipped:,} skipped)" if skipped else "") + f", {tokens} "
                 + f"({how.get(self.manifest['split']['method'], '')})")
 
@@ -134,7 +147,7 @@ def read_manifest(path: Path) -> dict:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CorpusError(f"{file}: not a CLLM dataset manifest (its 'format' is not {FORMAT!r})")
     version = data.get("version")
-    if not isinstance(version, int) or version > VERSION or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version > VERSION or version < 1:
         raise CorpusError(f"{file}: dataset format version {version!r} is not supported (this CLLM reads "
                           f"version {VERSION}); prepare the corpus again")
     try:
@@ -142,13 +155,50 @@ def read_manifest(path: Path) -> dict:
             for entry in data["shards"][split]:
                 if not isinstance(entry["file"], str) or not isinstance(entry["tokens"], int):
                     raise TypeError
-        if not isinstance(data["files"], list) or not isinstance(data["split"]["method"], str):
+        if version == 1 and not isinstance(data["files"], list):
+            raise TypeError
+        if version > 1:
+            listed = data["file_list"]
+            if not (listed["file"] == FILE_LIST and isinstance(listed["sha256"], str)
+                    and all(isinstance(listed[k], int) for k in ("files", "documents"))):
+                raise TypeError
+        if not isinstance(data["split"]["method"], str):
             raise TypeError
         data["digest"] + ""
     except (KeyError, TypeError):
         raise CorpusError(f"{file}: the manifest lacks a part or has one of the wrong kind "
-                          "(shards, files, split or digest)") from None
+                          "(shards, files, file_list, split or digest)") from None
     return data
+
+
+def document_count(manifest: dict) -> int:
+    """The files a manifest's dataset trained on, without reading its file list."""
+    if "file_list" in manifest:
+        return manifest["file_list"]["documents"]
+    return sum(1 for f in manifest["files"] if f["split"] in DOCUMENT_SPLITS)
+
+
+def read_files(path: Path, manifest: dict) -> list[dict]:
+    """The file list of the dataset in folder `path`: in FILE_LIST, checked against the
+    SHA-256 and count its manifest records (version 1: in the manifest itself).
+    CorpusError names a list that is missing, cut short or garbled."""
+    if "file_list" not in manifest:
+        return manifest["files"]
+    listed = manifest["file_list"]
+    file = Path(path) / FILE_LIST
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise CorpusError(f"{file}: the dataset's file list cannot be read ({exc.strerror or exc}); "
+                          "prepare the corpus again") from None
+    if hashlib.sha256(data).hexdigest() != listed["sha256"]:
+        raise CorpusError(f"{file}: the dataset's file list is damaged (not the one its manifest records: cut "
+                          "short or changed); prepare the corpus again")
+    files = json.loads(data)
+    if not isinstance(files, list) or len(files) != listed["files"]:
+        raise CorpusError(f"{file}: the dataset's file list does not hold the {listed['files']:,} files its "
+                          "manifest counts; prepare the corpus again")
+    return files
 
 
 def _open_shards(folder: Path, entries: list[dict]) -> list[Shard]:
@@ -212,7 +262,7 @@ def dataset_digest(files: list[dict], tokenizer: dict, split_method: str) -> str
     split, the tokenizer and the format. Where the folders are, or when the files were
     touched, does not enter."""
     docs = [[f["name"], f["sha256"], f["split"]] for f in files if f["split"] in DOCUMENT_SPLITS]
-    text = json.dumps({"format": FORMAT, "version": VERSION, "documents": docs, "tokenizer": tokenizer,
+    text = json.dumps({"format": FORMAT, "version": DIGEST_VERSION, "documents": docs, "tokenizer": tokenizer,
                        "split": split_method}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -1,6 +1,9 @@
 """The dataset cache: datasets prepared for a corpus given by path, kept in the user
 cache folder (CLLM_CACHE_DIR overrides it) under a key made of the paths, the globs and
-the tokenizer, and used again while the files are unchanged (docs/DATASETS.md).
+the tokenizer, and used again while the files are unchanged: checked through the
+dataset's index of its walk (core/source_index.py), else by walking again and comparing
+with its file list (docs/DATASETS.md). After a preparation the cache is kept under its
+size cap (core/cache_admin.py), sparing the datasets in use (`hold`, `in_use`).
 
 Processes preparing the same corpus at once (MPI ranks on one machine, two terminals)
 take a lock on the key: one prepares, the others wait and then use its dataset. A copy
@@ -23,10 +26,20 @@ from pathlib import Path
 
 import platformdirs
 
-from cllm.core.dataset import DOCUMENT_SPLITS, MANIFEST, VERSION, Dataset, open_dataset, read_manifest, what_changed
+from cllm.core.dataset import (
+    DOCUMENT_SPLITS,
+    MANIFEST,
+    VERSION,
+    Dataset,
+    open_dataset,
+    read_files,
+    read_manifest,
+    what_changed,
+)
 from cllm.core.errors import CorpusError
 from cllm.core.prepare import Progress, TokenizerPlan, prepare
 from cllm.core.run_state import CorpusRef
+from cllm.core.source_index import unchanged
 from cllm.core.sources import SourceScan, scan_sources
 from cllm.core.tokenizer import Tokenizer
 
@@ -94,16 +107,45 @@ def cache_key(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPlan,
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def changed_sources(manifest: dict, scan: SourceScan) -> str | None:
+def changed_sources(files: list[dict], scan: SourceScan) -> str | None:
     """What differs between the files a manifest lists and those a walk found now (by
-    path, size and modification time), in words; None if nothing."""
-    before = {f["path"]: (f["size"], f["mtime_ns"]) for f in manifest["files"]}
-    now = {f.location: (f.size, f.mtime_ns) for f in scan.files}
+    path, size, modification time and inode: a file replaced by another of the same size
+    and time), in words; None if nothing. A version 1 list has no inodes."""
+    before = {f["path"]: (f["size"], f["mtime_ns"], f.get("inode")) for f in files}
+    now = {f.location: (f.size, f.mtime_ns, f.inode) for f in scan.files}
     added = len(now.keys() - before.keys())
     removed = len(before.keys() - now.keys())
-    changed = sum(1 for p in now.keys() & before.keys() if now[p] != before[p])
+    changed = sum(1 for p in now.keys() & before.keys()
+                  if now[p][:2] != before[p][:2] or before[p][2] not in (None, now[p][2]))
     parts = [f"{n} {label}" for n, label in ((changed, "changed"), (added, "added"), (removed, "removed")) if n]
     return ", ".join(parts) + " since it was prepared" if parts else None
+
+
+def hold(dataset: Dataset, key: str) -> Dataset:
+    """Marks the dataset under `key` in use while `dataset` lives (a run holds it to its
+    end): a shared lock on `KEY.use`, under which the cache's size cap never removes it
+    (`in_use`)."""
+    f = open(cache_dir() / f"{key}.use", "a")
+    fcntl.flock(f, fcntl.LOCK_SH)  # released when the file closes, with the dataset
+    dataset.holds.append(f)
+    return dataset
+
+
+def in_use(key: str) -> bool:
+    """Whether a process uses the dataset under `key` (this one too, through another
+    Dataset object: flock locks belong to open files)."""
+    path = cache_dir() / f"{key}.use"
+    try:
+        f = open(path)
+    except FileNotFoundError:
+        return False
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
 @contextmanager
@@ -127,25 +169,34 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
     cache if its sources are unchanged, else prepared now (and cached). A dataset made
     with a new tokenizer is also found under its tokenizer's key (a link), so resuming
     the model trained on it reuses it."""
+    from cllm.core.cache_admin import cache_cap, keep_under_cap  # cache_admin builds on this module
+
+    cache_cap()  # a bad setting is said before a preparation, not after
     note = on_note or (lambda s: None)
     cache = cache_dir()
     key = cache_key(paths, tokenizer, include, exclude)
     folder = cache / key
-    scan = scan_sources(paths, include, exclude)
+    scan: SourceScan | None = None
     with locked(cache / f"{key}.lock"):
         if (folder / MANIFEST).exists():
+            listed: list[dict] | None = None  # the file list, where the walk's index cannot vouch for the files
             try:
                 manifest = read_manifest(folder)
-                why = _stale(manifest, scan, tokenizer)
+                why = _other_tokenizer(manifest, tokenizer)
+                if why is None and not unchanged(folder, manifest.get("source_index")):
+                    listed = read_files(folder, manifest)
             except CorpusError as exc:
                 why = f"the cached dataset is damaged ({exc})"
+            if why is None and listed is not None:
+                scan = scan_sources(paths, include, exclude)
+                why = changed_sources(listed, scan)
             if why is None:
                 try:
                     dataset = open_dataset(folder, manifest)  # the manifest read once, not again
                     for used in {key, folder.resolve().name}:  # the link's and its dataset's: last used
                         (cache / f"{used}.lock").touch()
                     note(f"using the prepared dataset {folder}")
-                    return dataset
+                    return hold(dataset, folder.resolve().name)
                 except CorpusError as exc:
                     why = f"the cached dataset is damaged ({exc})"
             note(f"the corpus changed ({why}): tokenizing it again")
@@ -155,8 +206,9 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
             shutil.rmtree(stale, ignore_errors=True)
         started = time.perf_counter()
         dataset = prepare(paths, folder, tokenizer, include=include, exclude=exclude, on_progress=on_progress,
-                          on_note=note, cancel=cancel, scan=scan)
-        keep_manifest(dataset.manifest or {})
+                          on_note=note, cancel=cancel, scan=scan or scan_sources(paths, include, exclude))
+        keep_manifest({**(dataset.manifest or {}), "files": dataset.files})
+        hold(dataset, folder.name)
         note(f"prepared {dataset.describe()} in {time.perf_counter() - started:.1f} s")
     if isinstance(tokenizer, TokenizerPlan) and dataset.tokenizer is not None:
         alias = cache / cache_key(paths, dataset.tokenizer, include, exclude)
@@ -166,12 +218,13 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
                 tmp.unlink(missing_ok=True)
                 tmp.symlink_to(folder.name)
                 os.replace(tmp, alias)
+    for line in keep_under_cap(keep=folder.name):
+        note(line)
     return dataset
 
 
-def _stale(manifest: dict, scan: SourceScan, tokenizer: Tokenizer | TokenizerPlan) -> str | None:
-    """Why the cached dataset whose manifest this is cannot be used for this corpus and
-    tokenizer (None: it can)."""
+def _other_tokenizer(manifest: dict, tokenizer: Tokenizer | TokenizerPlan) -> str | None:
+    """Why the cached dataset cannot serve this tokenizer (None: it can)."""
     if not isinstance(tokenizer, TokenizerPlan) and manifest["tokenizer"] != tokenizer.to_json():
         return "the cached dataset was made with another tokenizer"
-    return changed_sources(manifest, scan)
+    return None

@@ -132,12 +132,18 @@ def encode_batch(encoder: tiktoken.Encoding, texts: Sequence[str]) -> list[np.nd
     n = min(default_threads(), len(texts))
     if n <= 1:
         return encode(texts)
-    total, bounds, size = sum(map(len, texts)), [0], 0
-    for i, text in enumerate(texts[:-1]):
-        size += len(text)
-        if len(bounds) < n and size * n >= total * len(bounds):
-            bounds.append(i + 1)
-    bounds.append(len(texts))
     with ThreadPoolExecutor(n) as pool:
-        groups = pool.map(lambda ab: encode(texts[ab[0]:ab[1]]), itertools.pairwise(bounds))
+        groups = pool.map(lambda ab: encode(texts[ab[0]:ab[1]]), deal([len(t) for t in texts], n))
         return [ids for group in groups for ids in group]
+
+
+def deal(sizes: Sequence[int], groups: int) -> list[tuple[int, int]]:
+    """[start, stop) bounds of at most `groups` contiguous runs of items of about equal
+    total size, none empty (work spread over threads or processes)."""
+    total, bounds, size = sum(sizes), [0], 0
+    for i, n in enumerate(sizes[:-1]):
+        size += n
+        if len(bounds) < groups and size * groups >= total * len(bounds):
+            bounds.append(i + 1)
+    bounds.append(len(sizes))
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]

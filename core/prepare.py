@@ -9,10 +9,12 @@ grow with the corpus (about 0.1-0.5 GB whatever its size; docs/DATASETS.md):
 2. the tokenizer, trained on that sample (char: on every character), unless one is given
    (a model's, for --resume, --init and eval);
 3. encode: documents in order, the held-out ones to the validation shards, in batches
-   that the `tokenizers` library encodes on every core.
+   encoded on every core (BPE by tiktoken or the `tokenizers` library in threads, the
+   word tokenizer in worker processes: core/encode_workers.py).
 
-Everything is written to a temporary folder beside the target and renamed into place
-after the manifest, so a folder with a manifest is always complete. The datasets made
+Everything (shards, the file list, the walk's index: core/source_index.py) is written to
+a temporary folder beside the target and renamed into place after the manifest, so a
+folder with a manifest is always complete. The datasets made
 for a corpus given by path are kept by core/dataset_cache.py.
 """
 
@@ -26,17 +28,29 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from cllm.core.dataset import FORMAT, MANIFEST, VERSION, Dataset, dataset_digest, open_dataset
+from cllm.core.config import default_threads
+from cllm.core.dataset import FILE_LIST, FORMAT, MANIFEST, VERSION, Dataset, dataset_digest, open_dataset
+from cllm.core.encode_workers import EncodeWorkers
 from cllm.core.errors import Cancelled, ConfigError, CorpusError, TokenizerError
 from cllm.core.shards import ShardWriter, kind_for
+from cllm.core.source_index import write_index
 from cllm.core.sources import NotText, SourceFile, SourceScan, read_text_chunks, scan_sources, skipped_line
-from cllm.core.tokenizer import BpeTokenizer, CharTokenizer, Gpt2Tokenizer, Tokenizer, encode_many, train_tokenizer
+from cllm.core.tokenizer import (
+    BpeTokenizer,
+    CharTokenizer,
+    Gpt2Tokenizer,
+    Tokenizer,
+    WordTokenizer,
+    encode_many,
+    train_tokenizer,
+)
 
 SHARD_TOKENS = 100_000_000  # tokens per shard, as llm.c's FineWeb script
 DEFAULT_SAMPLE_MB = 32.0  # of text a word or BPE tokenizer is trained on
@@ -45,6 +59,7 @@ VAL_FRACTION = 0.1
 FIRST_CHECK = 1 << 20  # characters on which tiktoken's ids are compared with tokenizers' before the first batch
 BATCH_CHECK = 1 << 14  # and in every batch (core/fast_bpe.py)
 SEPARATOR = "\n\n"  # between documents, for a tokenizer without an end-of-text token
+WORKERS_FROM = 8 << 20  # bytes of corpus from which the word tokenizer encodes in worker processes
 
 
 @dataclass(frozen=True)
@@ -236,13 +251,26 @@ def _encoder_line(tokenizer: Tokenizer) -> str | None:
     return f"encoding with the tokenizers library: {tokenizer.slow_reason}"
 
 
+def _worker_count(tokenizer: Tokenizer, total: int, asked: int | None) -> int:
+    """Worker processes that encode (0: this process does). Only the word tokenizer
+    needs them: its regex holds the GIL, where tiktoken and tokenizers release it and
+    characters are a table lookup. A small corpus is not worth starting them."""
+    if not isinstance(tokenizer, WordTokenizer):
+        return 0
+    if asked is not None:
+        return asked
+    cores = default_threads()
+    return cores if cores > 1 and total >= WORKERS_FROM else 0
+
+
 def _encode_all(checked: _Checked, tokenizer: Tokenizer, method: str, held: set[str], splits: _Splits,
                 report: Callable[[Progress], None], cancel: threading.Event | None,
-                note: Callable[[str], None]) -> dict[str, int]:
+                note: Callable[[str], None], workers: int | None) -> dict[str, int]:
     """Encodes every document into `splits`; returns tokens per document. A document's
     tokens in a split are preceded by the end-of-text token where the tokenizer has one
     (as llm.c does), else by SEPARATOR's tokens unless it comes first in that split.
-    A thread encodes each batch while the next one is read. Where tiktoken encodes BPE,
+    A thread encodes each batch while the next one is read (the word tokenizer's in
+    worker processes: `_worker_count`). Where tiktoken encodes BPE,
     part of every batch is also encoded by tokenizers, and the first difference hands
     the rest to tokenizers."""
     eot = _eot_id(tokenizer)
@@ -259,9 +287,13 @@ def _encode_all(checked: _Checked, tokenizer: Tokenizer, method: str, held: set[
     if line:
         note(line)
     in_flight: tuple[Future, list[tuple[str, str, str, bool]]] | None = None
+    processes = _worker_count(tokenizer, total, workers)
+    encoders: EncodeWorkers | None = None
 
     def encode(texts: list[str], check: int) -> tuple[list[np.ndarray], str | None]:
         """In the encoding thread: the batch's ids, and why tiktoken stopped if it did."""
+        if encoders is not None:
+            return encoders.encode_many(texts), None
         differs = _fast_differs(tokenizer, texts, check)
         return encode_many(tokenizer, texts), differs
 
@@ -301,7 +333,11 @@ def _encode_all(checked: _Checked, tokenizer: Tokenizer, method: str, held: set[
         finish()
         in_flight = future, batch
 
-    with ThreadPoolExecutor(1, thread_name_prefix="cllm-encode") as pool:
+    with ExitStack() as stack:
+        if processes:
+            encoders = stack.enter_context(EncodeWorkers(tokenizer, processes))
+            note(f"encoding in {processes} worker process{'es' if processes != 1 else ''}")
+        pool = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="cllm-encode"))  # ends before them
         for f in checked.files:
             split = "val" if f.name in held else "train"
             tail_left = int(f.size * (1 - VAL_FRACTION)) if method == "tail" else None  # bytes before the held-out tail
@@ -346,10 +382,12 @@ def _tail_cut(chunk: str, byte_offset: int) -> int | None:
 def prepare(paths: Sequence[str | Path], out: Path, tokenizer: Tokenizer | TokenizerPlan, *,
             include: Sequence[str] = (), exclude: Sequence[str] = (), shard_tokens: int = SHARD_TOKENS,
             on_progress: Callable[[Progress], None] | None = None, on_note: Callable[[str], None] | None = None,
-            cancel: threading.Event | None = None, scan: SourceScan | None = None) -> Dataset:
+            cancel: threading.Event | None = None, scan: SourceScan | None = None,
+            encode_workers: int | None = None) -> Dataset:
     """Tokenizes the corpus at `paths` into the dataset folder `out` (replacing a dataset
     there); returns it opened. `on_note` hears what is worth saying (skipped files, the
-    tokenizer's sample)."""
+    tokenizer's sample). `encode_workers`: worker processes for the word tokenizer
+    (None: one per core on a corpus of WORKERS_FROM bytes or more; 0: none)."""
     report = on_progress or (lambda p: None)
     note = on_note or (lambda s: None)
     out = Path(out).expanduser()
@@ -375,9 +413,9 @@ def prepare(paths: Sequence[str | Path], out: Path, tokenizer: Tokenizer | Token
     splits = _Splits(tmp, tok.vocab_size, shard_tokens)
     try:
         try:
-            counts = _encode_all(checked, tok, method, held, splits, report, cancel, note)
+            counts = _encode_all(checked, tok, method, held, splits, report, cancel, note, encode_workers)
             splits.close()
-            _write_json(tmp / MANIFEST, _manifest(scan, checked, tok, plan, method, held, splits, counts))
+            _write_json(tmp / MANIFEST, _manifest(tmp, scan, checked, tok, plan, method, held, splits, counts))
             _swap_in(tmp, out)
         except OSError as exc:
             where = exc.filename or tmp
@@ -412,11 +450,13 @@ def _mb(n: int) -> str:
     return f"{n / (1 << 20):,.1f} MB" if n >= 1 << 20 else f"{n / 1024:,.1f} KB"
 
 
-def _manifest(scan: SourceScan, checked: _Checked, tok: Tokenizer, plan: TokenizerPlan | None, method: str,
-              held: set[str], splits: _Splits, counts: dict[str, int]) -> dict:
+def _manifest(folder: Path, scan: SourceScan, checked: _Checked, tok: Tokenizer, plan: TokenizerPlan | None,
+              method: str, held: set[str], splits: _Splits, counts: dict[str, int]) -> dict:
+    """The manifest, once the file list (FILE_LIST) and the walk's index are written
+    beside it in `folder`: a start reads neither whole."""
     files = []
     for f in scan.files:
-        entry = {"name": f.name, "path": f.location, "size": f.size, "mtime_ns": f.mtime_ns}
+        entry = {"name": f.name, "path": f.location, "size": f.size, "mtime_ns": f.mtime_ns, "inode": f.inode}
         if f.name in checked.not_text:
             entry.update(split="skipped", reason=checked.not_text[f.name])
         else:
@@ -425,10 +465,14 @@ def _manifest(scan: SourceScan, checked: _Checked, tok: Tokenizer, plan: Tokeniz
         files.append(entry)
     tokenizer = tok.to_json()
     skipped = Counter(checked.not_text.values()) + scan.skipped
+    listed = _write_file_list(folder / FILE_LIST, files)
+    documents = sum(1 for f in files if f["split"] != "skipped")
     return {
         "format": FORMAT, "version": VERSION, "digest": dataset_digest(files, tokenizer, method),
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "sources": [str(r) for r in scan.roots], "files": files, "skipped": dict(skipped),
+        "sources": [str(r) for r in scan.roots], "skipped": dict(skipped),
+        "file_list": {"file": FILE_LIST, "sha256": listed, "files": len(files), "documents": documents},
+        "source_index": write_index(folder, scan),
         "tokenizer": tokenizer, "tokenizer_sample": plan.key() if plan else None,
         "separator": "eot" if _eot_id(tok) is not None else SEPARATOR,
         "split": {"method": method, "val_fraction": VAL_FRACTION},
@@ -436,6 +480,16 @@ def _manifest(scan: SourceScan, checked: _Checked, tok: Tokenizer, plan: Tokeniz
         "shard_format": {"magic": splits.kind.magic, "version": splits.kind.version,
                          "dtype": np.dtype(splits.kind.dtype).name},
     }
+
+
+def _write_file_list(path: Path, files: list[dict]) -> str:
+    """Writes the file list, one entry a line; returns its SHA-256."""
+    data = ("[\n" + ",\n".join(json.dumps(f) for f in files) + "\n]\n").encode("utf-8")
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return hashlib.sha256(data).hexdigest()
 
 
 def _write_json(path: Path, data: dict) -> None:

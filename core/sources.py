@@ -14,6 +14,7 @@ import fnmatch
 import hashlib
 import os
 import stat
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class SourceFile:
     size: int
     mtime_ns: int
     given: bool = False  # named on the command line, not found in a folder
+    inode: int = 0
 
     @property
     def path(self) -> Path:
@@ -48,6 +50,8 @@ class SourceScan:
     roots: list[Path]
     files: list[SourceFile]
     skipped: Counter = field(default_factory=Counter)  # reason -> files
+    folders: list[tuple[str, int]] = field(default_factory=list)  # each folder walked, and its mtime before listing
+    started_ns: int = 0  # the clock when the walk began
 
     @property
     def total_bytes(self) -> int:
@@ -76,7 +80,7 @@ def scan_sources(paths: Sequence[str | Path], include: Sequence[str] = (),
     if not paths:
         raise CorpusError("no corpus given: name a text file or a folder")
     roots = [Path(p).expanduser().resolve() for p in paths]  # once: the files' paths are absolute from here
-    scan = SourceScan(roots, [])
+    scan = SourceScan(roots, [], started_ns=time.time_ns())
     seen_files: set[tuple[int, int]] = set()
     for root in roots:
         try:
@@ -94,7 +98,8 @@ def scan_sources(paths: Sequence[str | Path], include: Sequence[str] = (),
             key = (st.st_dev, st.st_ino)
             if key not in seen_files:
                 seen_files.add(key)
-                scan.files.append(SourceFile(str(root), root.name, st.st_size, st.st_mtime_ns, given=True))
+                scan.files.append(SourceFile(str(root), root.name, st.st_size, st.st_mtime_ns, given=True,
+                                             inode=st.st_ino))
     return scan
 
 
@@ -125,6 +130,7 @@ def _walk(root: Path, include: Sequence[str], exclude: Sequence[str], scan: Sour
         except OSError:
             scan.skipped["unreadable"] += 1
             continue
+        scan.folders.append((folder, st.st_mtime_ns))
         subfolders = []
         for entry in entries:
             name = entry.name
@@ -164,7 +170,8 @@ def _walk(root: Path, include: Sequence[str], exclude: Sequence[str], scan: Sour
             if fst.st_size == 0:
                 scan.skipped["empty"] += 1
                 continue
-            scan.files.append(SourceFile(entry.path, f"{root.name}/{rel}", fst.st_size, fst.st_mtime_ns))
+            scan.files.append(SourceFile(entry.path, f"{root.name}/{rel}", fst.st_size, fst.st_mtime_ns,
+                                         inode=fst.st_ino))
         stack.extend(reversed(subfolders))
 
 
@@ -196,7 +203,7 @@ class NotText(Exception):
 def _safe_cut(text: str) -> int:
     """Where to end a chunk of `text` so that encoding chunks separately gives the ids of
     encoding the whole: before the last newline that follows a non-space character (the
-    rule of core/tokenizer.py's _bpe_pieces). 0 if there is none."""
+    rule of core/tokenizer.py's split_pieces). 0 if there is none."""
     end = len(text)
     while True:
         i = text.rfind("\n", 0, end)

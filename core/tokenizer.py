@@ -32,12 +32,13 @@ UNK = "<unk>"
 _WORD_RE = re.compile(r"\w+|\s+|[^\w\s]")
 
 # Split points for long texts: before a "\n" that follows a non-space character. GPT-2's
-# pre-tokenizer regex always has a boundary there and its look-ahead never crosses it, so
-# encoding the pieces separately gives exactly the ids of encoding the whole text.
+# pre-tokenizer regex always has a boundary there and its look-ahead never crosses it, and
+# _WORD_RE's whitespace run starts there, so encoding the pieces separately gives exactly
+# the ids of encoding the whole text (byte-level BPE and words; chars trivially).
 _BPE_CHUNK_MIN = 16384
 
 
-def _bpe_pieces(text: str, size: int = _BPE_CHUNK_MIN) -> list[str]:
+def split_pieces(text: str, size: int = _BPE_CHUNK_MIN) -> list[str]:
     """`text` cut into pieces of at least `size` characters (the last one may be
     shorter), each cut before a "\n" that follows a non-space character: encoded
     separately, the pieces give the text's ids (see the split points above)."""
@@ -150,7 +151,9 @@ class WordTokenizer:
 
     @classmethod
     def train(cls, text: str, vocab_size: int) -> WordTokenizer:
-        counts = Counter(_WORD_RE.findall(text))
+        counts: Counter[str] = Counter()
+        for piece in split_pieces(text, 1 << 20):  # the words of a megabyte at a time, not of the whole sample
+            counts.update(_WORD_RE.findall(piece))
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         return cls([UNK] + [tok for tok, _ in ranked[: vocab_size - 1]])
 
@@ -182,7 +185,7 @@ class WordTokenizer:
 
 
 def _chunk_safe(spec: dict) -> bool:
-    """Whether encoding a text in pieces cut by `_bpe_pieces` gives the ids of
+    """Whether encoding a text in pieces cut by `split_pieces` gives the ids of
     encoding it whole: GPT-2's splitting regex (the ByteLevel pre-tokenizer's own), and
     no special token that contains a newline or eats the whitespace around it."""
     pre = spec.get("pre_tokenizer") or {}
@@ -240,7 +243,7 @@ class BpeTokenizer:
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        hf.train_from_iterator(_bpe_pieces(text, 4096), trainer)  # the words counted are the same
+        hf.train_from_iterator(split_pieces(text, 4096), trainer)  # the words counted are the same
         return cls(hf)
 
     @property
@@ -251,7 +254,7 @@ class BpeTokenizer:
         if len(text) < _BPE_CHUNK_MIN or not self._chunked:
             return np.array(self.hf.encode(text, add_special_tokens=False).ids, dtype=np.int32)
         batch = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
-        encodings = batch(_bpe_pieces(text), add_special_tokens=False)
+        encodings = batch(split_pieces(text), add_special_tokens=False)
         return np.fromiter((i for enc in encodings for i in enc.ids), dtype=np.int32)
 
     def decode(self, ids: Sequence[int] | np.ndarray) -> str:
@@ -367,7 +370,7 @@ def encode_many(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
     pieces: list[str] = []
     per_text = []
     for text in texts:
-        parts = _bpe_pieces(text)
+        parts = split_pieces(text)
         pieces += parts
         per_text.append(len(parts))
     if fast is not None:

@@ -3,6 +3,7 @@ age, by a size cap or all, and the manifest copies kept to a bound."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -11,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from cllm.core import dataset_cache
-from cllm.core.cache_admin import cached_datasets, to_remove
+from cllm.core.cache_admin import cache_cap, cached_datasets, to_remove
 from cllm.core.cli import main
 from cllm.core.dataset_cache import cache_dir, dataset_for, keep_manifest
+from cllm.core.errors import ConfigError
 from cllm.core.prepare import TokenizerPlan
 from tests.helpers import make_text
 
@@ -116,3 +118,53 @@ def test_the_manifest_copies_are_kept_to_a_bound(cache, monkeypatch):
         os.utime(cache / "manifests" / f"d{i}.json", (i, i))  # in order, whatever the clock's resolution
     kept = sorted(p.name for p in (cache / "manifests").iterdir())
     assert len(kept) == 3 and "d5.json" in kept and "d0.json" not in kept
+
+
+def test_a_preparation_keeps_the_cache_under_its_cap_removing_the_least_recently_used(tmp_path, cache,
+                                                                                         monkeypatch):
+    a, b, c, d = (corpus(tmp_path / name, 3) for name in "abcd")
+    for i, folder in enumerate((a, b, c)):
+        dataset_for([folder], TokenizerPlan("char"))  # each Dataset let go at once: not in use
+        age(next(x.key for x in cached_datasets() if x.sources == [str(folder)]), days=3 - i)  # a the oldest
+    sizes = {Path(x.sources[0]).name: x.size for x in cached_datasets()}
+    monkeypatch.setenv("CLLM_CACHE_MAX_GB", str((sizes["b"] + sizes["c"] + sizes["a"] // 2) / 1e9))
+    notes: list[str] = []
+    kept = dataset_for([d], TokenizerPlan("char"), on_note=notes.append)
+    left = {Path(x.sources[0]).name for x in cached_datasets()}
+    assert left == {"c", "d"}  # a, then b: the least recently used until it fits; d is the new one
+    said = "\n".join(notes)
+    assert "over its" in said and "CLLM_CACHE_MAX_GB" in said and "removed 2 least recently used datasets" in said
+    assert str(a) in said and str(b) in said and kept.path.is_dir()
+
+
+def test_the_cap_never_removes_a_dataset_in_use_nor_the_new_one(tmp_path, cache, monkeypatch):
+    a, b = corpus(tmp_path / "a", 3), corpus(tmp_path / "b", 3)
+    in_use = dataset_for([a], TokenizerPlan("char"))  # held while this object lives (a run's)
+    age(in_use.path.name, days=5)
+    monkeypatch.setenv("CLLM_CACHE_MAX_GB", "0")
+    notes: list[str] = []
+    new = dataset_for([b], TokenizerPlan("char"), on_note=notes.append)
+    assert in_use.path.is_dir() and new.path.is_dir()
+    assert any("the rest is in use or just prepared" in n for n in notes), notes
+    assert len(in_use.train) > 0  # still readable
+    del in_use, new
+    gc.collect()  # the datasets' lock files close: no longer in use
+    c = corpus(tmp_path / "c", 2)
+    notes.clear()
+    dataset_for([c], TokenizerPlan("char"), on_note=notes.append)
+    assert {Path(x.sources[0]).name for x in cached_datasets()} == {"c"}
+    assert any("removed 2 least recently used datasets" in n for n in notes), notes
+
+
+def test_the_cap_can_be_turned_off_and_a_bad_one_is_named(tmp_path, cache, monkeypatch):
+    a, b = corpus(tmp_path / "a", 2), corpus(tmp_path / "b", 2)
+    monkeypatch.setenv("CLLM_CACHE_MAX_GB", "off")
+    dataset_for([a], TokenizerPlan("char"))
+    dataset_for([b], TokenizerPlan("char"))
+    assert len(cached_datasets()) == 2
+    for bad in ("lots", "-1", "nan"):
+        monkeypatch.setenv("CLLM_CACHE_MAX_GB", bad)
+        with pytest.raises(ConfigError, match=f"CLLM_CACHE_MAX_GB='{bad}': give the dataset cache's size cap"):
+            dataset_for([a], TokenizerPlan("char"))
+    monkeypatch.delenv("CLLM_CACHE_MAX_GB")
+    assert cache_cap() == 20 * 10**9

@@ -254,7 +254,8 @@ def test_gpt2_token_shards_train_an_imported_gpt2_and_cllm_writes_what_llmc_read
     assert manifest["split"]["method"] == "documents"
     for split in ("train", "val"):
         got = np.concatenate([llmc_load_data_shard(tmp_path / "ds" / s["file"]) for s in manifest["shards"][split]])
-        names = [f["name"] for f in manifest["files"] if f["split"] == split]
+        files = json.loads((tmp_path / "ds" / "files.json").read_text())
+        names = [f["name"] for f in files if f["split"] == split]
         assert got.tolist() == [t for name in names for t in ids[int(name.split("/")[-1][:-4])]]
 
 

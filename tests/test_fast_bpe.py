@@ -14,7 +14,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from cllm.core import fast_bpe
 from cllm.core.prepare import SEPARATOR, TokenizerPlan, prepare
-from cllm.core.tokenizer import BpeTokenizer, _bpe_pieces, encode_many, train_tokenizer
+from cllm.core.tokenizer import BpeTokenizer, encode_many, split_pieces, train_tokenizer
 from tests.helpers import make_text
 
 CODE = '''def mean(xs: list[float]) -> float:
@@ -140,7 +140,7 @@ def test_a_difference_found_while_preparing_hands_the_rest_to_tokenizers(tmp_pat
 
 def test_long_texts_are_cut_where_the_ids_do_not_change(bpe):
     text = (CODE + WHITESPACE + "line  \n\n   \n" * 50 + PROSE + UNICODE) * 40
-    pieces = _bpe_pieces(text, 500)
+    pieces = split_pieces(text, 500)
     assert "".join(pieces) == text and len(pieces) > 10
     assert all(len(p) >= 500 and p[-1] != "\n" and not p[-1].isspace() for p in pieces[:-1])
     assert all(p.startswith("\n") for p in pieces[1:])

@@ -58,16 +58,16 @@ def test_a_folder_becomes_shards_split_by_whole_documents(tmp_path):
     ds = prepare([tmp_path / "c"], tmp_path / "ds", TokenizerPlan("char"))
     m = manifest(ds)
     assert m["split"]["method"] == "documents" and m["skipped"] == {"binary": 1}
-    held = {f["name"] for f in m["files"] if f["split"] == "val"}
+    held = {f["name"] for f in ds.files if f["split"] == "val"}
     assert 0 < len(held) < len(texts)
     by_name = {f"c/{rel}": text for rel, text in texts.items()}
     assert decoded(ds, "train") == SEPARATOR.join(by_name[n] for n in sorted(by_name) if n not in held)
     assert decoded(ds, "val") == SEPARATOR.join(by_name[n] for n in sorted(by_name) if n in held)
-    entry = next(f for f in m["files"] if f["name"] == "c/doc00.txt")
+    entry = next(f for f in ds.files if f["name"] == "c/doc00.txt")
     st = (tmp_path / "c" / "doc00.txt").stat()
     assert (entry["size"], entry["mtime_ns"]) == (st.st_size, st.st_mtime_ns) and len(entry["sha256"]) == 64
     assert m["tokens"] == {"train": len(ds.train), "val": len(ds.val)}
-    assert sum(f.get("tokens", 0) for f in m["files"]) + (len(texts) - 2) * len(SEPARATOR) == \
+    assert sum(f.get("tokens", 0) for f in ds.files) + (len(texts) - 2) * len(SEPARATOR) == \
         len(ds.train) + len(ds.val)
 
 

@@ -138,3 +138,17 @@ def test_bad_training_arguments():
         train_tokenizer("sentencepiece", TRAIN_TEXT)
     with pytest.raises(ConfigError, match="at least 256"):
         train_tokenizer("bpe", TRAIN_TEXT, 100)
+
+
+def test_a_word_tokenizer_counts_a_long_sample_in_pieces_as_a_whole():
+    """Counted a megabyte at a time (bounded memory), the vocabulary is that of counting
+    the whole text."""
+    from collections import Counter
+
+    from cllm.core.tokenizer import _WORD_RE, WordTokenizer
+    from tests.helpers import make_text
+
+    text = "\n".join(make_text(160_000, seed=s) + "ünïcode  \t x\r\n" * s for s in range(6))
+    assert len(text) > 2 << 20
+    ranked = sorted(Counter(_WORD_RE.findall(text)).items(), key=lambda item: (-item[1], item[0]))
+    assert WordTokenizer.train(text, 500).vocab == ["<unk>"] + [tok for tok, _ in ranked[:499]]
