@@ -6,7 +6,7 @@ that calls kernels of another file has their code compiled into it, so after an 
 inside. `DEPENDS` lists, for each module with cached code, the other files compiled into
 it; `drop_stale` keeps a hash of those files beside the module's cache and drops the
 module's cached code when the hash changes. It runs once per process, before the first
-kernel is used (`Workspace.create` and the warm-up call it).
+kernel is used (`Workspace.create`, `Decoder` and the warm-up call it).
 """
 
 from __future__ import annotations

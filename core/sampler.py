@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from numba import njit, prange
 
+from cllm.core import kernel_cache
 from cllm.core.config import SampleConfig
 from cllm.core.decode_kernels import DecodeState, DecodeWeights, decode_rows, decode_rows_region
 from cllm.core.errors import ConfigError, TokenizerError
@@ -91,6 +92,7 @@ class Decoder:
     at once each have their own)."""
 
     def __init__(self, model: GPT, samples: int = 1, threads: int = 0, weights: str = "float32"):
+        kernel_cache.drop_stale()  # before a decoding kernel loads: a process may only generate
         self.model = model
         self.samples = samples
         self.threads = threads

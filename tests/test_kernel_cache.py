@@ -38,3 +38,20 @@ def test_precompile_children_compile_both_passes_into_the_cache(tmp_path, monkey
     for name in ("passes.gpt_forward", "passes.gpt_backward", "passes.shard_pass", "decode_kernels.decode_rows",
                  "optimizer.adamw_chunks"):
         assert list(tmp_path.rglob(f"{name}-*.nbi")), name
+
+
+def test_a_decoder_checks_the_cache_before_its_kernels_load(small_text, monkeypatch):
+    """A process that only generates (`cllm generate`) never makes a Workspace: its
+    decoder checks the cache itself."""
+    from cllm.core.sampler import Decoder
+    from tests.helpers import tiny_model
+
+    calls = []
+
+    def drop_stale() -> bool:
+        calls.append("checked")
+        return False
+
+    monkeypatch.setattr(kernel_cache, "drop_stale", drop_stale)
+    Decoder(tiny_model(small_text))
+    assert calls == ["checked"]
