@@ -26,7 +26,8 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "attention_kernels": ("kernels.py",),
     "layout": ("kernels.py",),
     "optimizer": ("kernels.py",),
-    "decode_kernels": ("kernels.py",),
+    "decode_kernels": ("kernels.py", "spin_barrier.py"),
+    "spin_barrier": ("kernels.py",),
     "prompt_pass": ("kernels.py", "attention_kernels.py"),
 }
 

@@ -27,14 +27,14 @@ PARTS = ("forward", "backward")  # compiled side by side in child processes
 
 
 def _cached_functions() -> list:
-    from cllm.core.decode_kernels import decode_rows
+    from cllm.core.decode_kernels import decode_rows, decode_rows_region
     from cllm.core.optimizer import adamw_chunks, reduce_chunks
     from cllm.core.passes import shard_pass
     from cllm.core.prompt_pass import attention_heads
     from cllm.core.workspace import run_shards
 
     return [shard_pass.py_func, run_shards, reduce_chunks.py_func, adamw_chunks.py_func, decode_rows.py_func,
-            attention_heads.py_func]
+            decode_rows_region.py_func, attention_heads.py_func]
 
 
 def kernels_cached() -> bool:
@@ -73,10 +73,11 @@ def compile_part(part: str) -> None:
 
 def compile_decoder(config: ModelConfig) -> None:
     """The float32 prompt pass and decoding step (int8 weights compile on their first use)."""
-    from cllm.core.decode_kernels import DecodeState, decode_rows
+    from cllm.core.decode_kernels import DecodeState, decode_rows, decode_rows_region
     from cllm.core.layout import Layout
     from cllm.core.prompt_pass import prompt_pass
     from cllm.core.quantize import decode_weights, float32_forms
+    from cllm.core.spin_barrier import barrier_state
 
     layout = Layout.params(config)
     P = layout.views(np.zeros(layout.size, np.float32))
@@ -84,6 +85,7 @@ def compile_decoder(config: ModelConfig) -> None:
     state = DecodeState.create(1, config.n_layer, config.n_head, config.ctx, config.n_embd, config.vocab_size)
     prompt_pass(weights, P, state, range(1), np.ones(2, np.int32), config.n_head, 1)
     decode_rows(weights, state, np.ones(1, np.int32), 2, config.n_head, 1)
+    decode_rows_region(weights, state, np.ones(1, np.int32), 2, config.n_head, 1, barrier_state())
 
 
 def compile_optimizer(config: ModelConfig) -> None:

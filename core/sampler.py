@@ -8,13 +8,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from cllm.core.config import SampleConfig
-from cllm.core.decode_kernels import DecodeState, DecodeWeights, decode_rows
+from cllm.core.decode_kernels import DecodeState, DecodeWeights, decode_rows, decode_rows_region
 from cllm.core.errors import ConfigError, TokenizerError
 from cllm.core.model import GPT
 from cllm.core.prompt_pass import PromptBuffers, prompt_pass
 from cllm.core.quantize import QUANTIZED, decode_weights, float32_forms, quantize_params
+from cllm.core.spin_barrier import barrier_state
 from cllm.core.text_stream import TextStream
-from cllm.core.threads import parallel_threads, thread_cap
+from cllm.core.threads import parallel_threads, thread_cap, threading_layer
 
 
 def decoder_weights(model: GPT, weights: str = "float32") -> DecodeWeights:
@@ -56,6 +57,7 @@ class Decoder:
         self.weights = decoder_weights(model, weights)
         self.state = DecodeState.create(samples, c.n_layer, c.n_head, c.ctx, c.n_embd, c.vocab_size)
         self.buffers = PromptBuffers.create(c.ctx, c.n_embd, c.n_head)  # pages are touched (and cost) as used
+        self.sync = barrier_state()
         self.pos = 0
 
     def _prompt_pass(self, tokens: np.ndarray, samples: range) -> np.ndarray:
@@ -87,7 +89,11 @@ class Decoder:
         """(samples, V) logits after appending tokens[n] to sample n at the next position."""
         tokens = np.asarray(tokens, dtype=np.int32)
         with parallel_threads(thread_cap(), self.threads) as workers:
-            decode_rows(self.weights, self.state, tokens, self.pos, self.model.config.n_head, workers)
+            if workers == 1 or threading_layer() == "omp":  # every task on its own thread: the barrier's condition
+                decode_rows_region(self.weights, self.state, tokens, self.pos, self.model.config.n_head, workers,
+                                   self.sync)
+            else:
+                decode_rows(self.weights, self.state, tokens, self.pos, self.model.config.n_head, workers)
         self.pos += 1
         return self.state.logits
 

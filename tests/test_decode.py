@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from cllm.core import sampler
+from cllm.core.decode_kernels import decode_rows, decode_rows_region
 from cllm.core.errors import ConfigError
 from cllm.core.model import GPT
 from cllm.core.quantize import QUANTIZED, decoder_form, dequantize_rows, quantize_params, quantize_rows
 from cllm.core.sampler import Decoder, SampleConfig, generate, generate_samples
+from cllm.core.threads import parallel_threads, threading_layer
 from cllm.core.workspace import forward_logits
 from tests.helpers import tiny_model
 from tests.hf_helpers import tiny_model as hf_tiny_model
@@ -47,6 +49,35 @@ def test_decoding_on_one_and_two_threads_gives_the_forward_logits_bit_for_bit(mo
         got[n] = decoded_logits(model, tokens)[:, 0]
     np.testing.assert_array_equal(got[1], got[2])
     np.testing.assert_allclose(got[1], full[2:], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("weights", ["float32", "int8"])
+def test_one_region_gives_the_bits_of_a_launch_per_phase(model, weights):
+    """The decoding step as one parallel region whose tasks meet at a barrier (the
+    sampler's on OpenMP, or on one thread) and as a launch per product and attention
+    (its fallback on a threading layer that may run two tasks on one thread) give the
+    same logits bits and caches, for 3 sequences on 1 and 2 tasks."""
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(0, model.config.vocab_size, (3, 8))
+    for tasks in (1, 2) if threading_layer() == "omp" else (1,):
+        runs = []
+        for step in (decode_rows, decode_rows_region):
+            decoder = Decoder(model, 3, weights=weights)
+            decoder.prefill(tokens[0, :3])
+            logits = []
+            for t in range(3, 8):
+                with parallel_threads(tasks, tasks) as workers:  # the region's tasks: at most the threads
+                    args = (decoder.weights, decoder.state, tokens[:, t].astype(np.int32), decoder.pos,
+                            model.config.n_head, workers)
+                    if step is decode_rows_region:
+                        step(*args, decoder.sync)
+                    else:
+                        step(*args)
+                decoder.pos += 1
+                logits.append(decoder.state.logits.copy())
+            runs.append((np.array(logits), decoder.state.kcache.copy(), decoder.state.vcache.copy()))
+        for a, b in zip(*runs, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_the_decoders_copies_follow_the_weights(small_text):
