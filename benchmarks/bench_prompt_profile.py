@@ -1,14 +1,27 @@
-"""Where a long prompt's pass goes: a per-kernel profile of the forward pass of one
-sequence through GPT-2 small (random weights; the shapes are what matter), as the
-sampler's prompt pass runs it (`core.passes.gpt_forward`, logits of the last position
-only, BLAS on n threads).
+"""Where a long prompt's first token goes: GPT-2 small (bench_gpt2.py's model: random
+weights written by transformers, GPT-2's vocabulary), a prompt of the first --tokens-list
+tokens of tiny Shakespeare, on 1 and every thread, against CTranslate2's float32 first
+token on the same prompt and threads in the same run.
 
-Each kernel of the pass is called from Python in the pass's order on its real shapes,
-timed with a clock around every call, and summed by kind over the 12 layers; beside
-that the whole pass (`forward_logits`, as `Decoder.prefill` calls it). GFLOP/s and the
-share of the float32 matmul peak (numpy's 2048 x 2048 product on the same threads,
-best of 5) are for the whole pass: 2 x (non-embedding weights) x T for the products,
-2 x 2 x T^2/2 x C per layer for attention, 2 x C x V for the last position's logits.
+CLLM's side, in one child per thread count and prompt length (a warm process: one
+generation first, so kernels are compiled and the decoder's copies of the weights made):
+
+- the first token: `generate_samples` (greedy, one sample) from call to first piece,
+  median of --repeats;
+- its parts, each timed alone, mean of --repeats: tokenizing the prompt, the decoder's
+  set-up (`Decoder(model)`: the kept weight forms found and checked against the weights,
+  the key/value caches and the prompt pass's buffers), and the prompt pass step by step
+  (`core.prompt_pass`'s own clock around each kernel call, summed by kind over the layers;
+  the pass's last step is the last position's logits), and the first token's pick and
+  text; "rest" is the first token less these parts;
+- the float32 matmul peak on the same threads (numpy's 2048^3 product, best of 5), and
+  the pass's GFLOP/s against it: 2 x (non-embedding weights) x T for the products,
+  2 x 2 x T^2/2 x C per layer for attention, 2 x C x V for the last position's logits.
+
+CTranslate2's side (`pip install ctranslate2`, benchmark-only; its rows are skipped
+without it): `Generator.generate_tokens` on the converted model (bench_generate_limits.py
+makes it), warmed up on the same prompt, first token median of --repeats. The CLLM and
+CTranslate2 children alternate, the order flipping each repeat.
 
 Run: python benchmarks/bench_prompt_profile.py --write
 """
@@ -16,14 +29,19 @@ Run: python benchmarks/bench_prompt_profile.py --write
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.bench_gpt2 import GPT2_SMALL, prompt_text
 from benchmarks.common import (
+    DEFAULT_CORPUS,
+    ROOT,
     add_report_args,
     child_env,
     command_line,
@@ -37,96 +55,58 @@ from benchmarks.common import (
 )
 
 SCRIPT = Path(__file__).resolve()
-GPT2_SMALL = dict(vocab_size=50257, n_layer=12, n_head=12, n_embd=768, ctx=1024)
-VARIANTS = ("before", "after")
-KINDS = ("encoder", "layernorm", "qkv product", "attention", "residual copy", "attention projection",
-         "MLP up product", "GELU", "MLP down product", "logits (last position)")
+SETUP = ("tokenize", "decoder set-up", "of which: the weight forms' check")
+PICK = "token pick and text"
 
 
-def child_profile(spec: dict) -> dict:
-    """Times each kernel kind of one variant's pass: "before", training's forward pass
-    (`gpt_forward`: its element-wise kernels and attention on one thread), or "after",
-    `core.prompt_pass` (those on every core); and the whole pass."""
-    os.environ["NUMBA_NUM_THREADS"] = str(spec["threads"])
+def child_cllm(spec: dict) -> dict:
+    """The first token and its parts, see the module docstring."""
+    os.environ["NUMBA_NUM_THREADS"] = str(spec["threads"])  # CLLM's thread cap, read before numba loads
     import numpy as np
 
-    from cllm.core import kernels as K
-    from cllm.core import prompt_pass as PP
-    from cllm.core.attention_kernels import attention_forward
-    from cllm.core.config import ModelConfig
-    from cllm.core.decode_kernels import DecodeState
-    from cllm.core.layout import Layout
-    from cllm.core.model import init_params
-    from cllm.core.quantize import decode_weights, float32_forms
-    from cllm.core.threads import parallel_threads, single_threaded_blas, threaded_blas
-    from cllm.core.workspace import Workspace, forward_logits
+    from cllm.core.config import SampleConfig
+    from cllm.core.model_file import load_model
+    from cllm.core.precompile import compile_kernels
+    from cllm.core.prompt_pass import prompt_pass
+    from cllm.core.sampler import Decoder, decoder_weights, generate_samples, pick_token, prompt_tokens
+    from cllm.core.text_stream import TextStream
+    from cllm.core.threads import threaded_blas
 
-    config = ModelConfig(**GPT2_SMALL)
-    params = init_params(config, 1)
-    P = Layout.params(config).views(params)
-    T, C, L, H, V = spec["tokens"], config.n_embd, config.n_layer, config.n_head, config.vocab_size
-    tokens = np.random.default_rng(0).integers(0, V, T).astype(np.int32)
-    B = PP.PromptBuffers.create(T, C, H)
-    logits = np.zeros((1, V), np.float32)
-    after = spec["variant"] == "after"
-    spent = dict.fromkeys(KINDS, 0.0)
+    compile_kernels()
+    model = load_model(spec["model"]).model
+    tok = model.tokenizer
+    prompt = prompt_text(spec, tok.encode, tok.decode)
+    config = SampleConfig(max_tokens=1, temperature=0)
+    list(generate_samples(model, prompt, config))  # warm: compiled, the weight forms made, pages touched
+    repeats = spec["repeats"]
+    firsts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        next(generate_samples(model, prompt, config))
+        firsts.append(time.perf_counter() - t0)
 
-    def timed(kind, fn, *args, blas=threaded_blas):
-        with blas():
-            t0 = time.perf_counter()
-            fn(*args)
-            spent[kind] += time.perf_counter() - t0
+    spent: dict[str, float] = {}
 
-    layernorm = PP.layernorm_rows if after else K.layernorm_forward
-    gelu, copy = (PP.gelu_rows, PP.copy_rows_parallel) if after else (K.gelu_forward, K.copy_rows)
+    def clock(kind: str, seconds: float) -> None:
+        spent[kind] = spent.get(kind, 0.0) + seconds / repeats
 
-    def attention():
-        if after:
-            timed("attention", PP.attention_heads, B.y, B.qkv, B.heads, B.lse, B.tiles, H, T, blas=single_threaded_blas)
-        else:
-            timed("attention", attention_forward, B.y, B.lse, B.tiles[0], B.qkv, H, T)
+    def timed(kind, fn, *args):
+        t0 = time.perf_counter()
+        out = fn(*args)
+        clock(kind, time.perf_counter() - t0)
+        return out
 
-    def one_pass():
-        timed("encoder", K.encoder_forward, B.x, tokens, P.wte, P.wpe, T)
-        for layer in range(L):
-            timed("layernorm", layernorm, B.ln, B.mean, B.rstd, B.x, P.ln1w[layer], P.ln1b[layer], T)
-            timed("qkv product", K.matmul_forward, B.qkv, B.ln, P.qkvw[layer], P.qkvb[layer], T, False)
-            attention()
-            timed("residual copy", copy, B.res, B.x, T)
-            timed("attention projection", K.matmul_forward, B.res, B.y, P.attprojw[layer], P.attprojb[layer], T,
-                  True)
-            timed("layernorm", layernorm, B.ln, B.mean, B.rstd, B.res, P.ln2w[layer], P.ln2b[layer], T)
-            timed("MLP up product", K.matmul_forward, B.h, B.ln, P.fcw[layer], P.fcb[layer], T, False)
-            timed("GELU", gelu, B.hg, B.h, T)
-            timed("residual copy", copy, B.x, B.res, T)
-            timed("MLP down product", K.matmul_forward, B.x, B.hg, P.fcprojw[layer], P.fcprojb[layer], T, True)
-        timed("layernorm", layernorm, B.ln, B.mean, B.rstd, B.x, P.lnfw, P.lnfb, T)
-        timed("logits (last position)", K.gemm, K.NOTRANS, K.TRANS, 1, V, C, 1.0, B.ln[T - 1:], P.wte, 0.0, logits)
-
-    if after:
-        W = decode_weights(P, float32_forms(P))
-        state = DecodeState.create(1, L, H, config.ctx, C, V)
-
-        def whole():
-            PP.prompt_pass(W, P, state, range(1), tokens, H, buffers=B)
-    else:
-        workspace = Workspace.create(config, 1, 1)
-
-        def whole():
-            with threaded_blas():
-                forward_logits(params, config, tokens, workspace, last_only=True)
-
-    with parallel_threads(T):
-        one_pass()  # compiles
-        whole()
-        wholes = []
-        for _ in range(spec["repeats"]):
-            t0 = time.perf_counter()
-            whole()
-            wholes.append(time.perf_counter() - t0)
-        spent = dict.fromkeys(KINDS, 0.0)
-        for _ in range(spec["repeats"]):
-            one_pass()
+    P = model.layout.views(model.params)
+    for _ in range(repeats):
+        ids = np.array(timed("tokenize", prompt_tokens, tok, prompt), np.int32)
+        decoder = timed("decoder set-up", Decoder, model)
+        timed("of which: the weight forms' check", decoder_weights, model)
+        logits = prompt_pass(decoder.weights, P, decoder.state, range(1), ids, model.config.n_head, 0,
+                             decoder.buffers, clock)
+        decoder.close()  # as a generation ends: its caches and buffers go to the next decoder
+        t0 = time.perf_counter()
+        TextStream(tok, config.stop).push(pick_token(logits, config, np.random.default_rng(0)))
+        clock(PICK, time.perf_counter() - t0)
     with threaded_blas():
         a, b = np.ones((2048, 2048), np.float32), np.ones((2048, 2048), np.float32)
         peak = 0.0
@@ -134,8 +114,28 @@ def child_profile(spec: dict) -> dict:
             t0 = time.perf_counter()
             a @ b
             peak = max(peak, 2 * 2048 ** 3 / (time.perf_counter() - t0))
-    return {"kernels": {k: v / spec["repeats"] for k, v in spent.items()}, "pass": sorted(wholes)[len(wholes) // 2],
-            "peak": peak}
+    return {"first": statistics.median(firsts), "firsts": firsts, "parts": spent, "peak": peak,
+            "prompt_tokens": len(ids)}
+
+
+def child_ct2(spec: dict) -> dict:
+    """CTranslate2's float32 first token on the same prompt, median of `repeats`."""
+    import ctranslate2  # benchmark-only (pyproject: no stubs, may be absent)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(spec["folder"])
+    ids = tok(prompt_text(spec, lambda t: tok(t)["input_ids"], tok.decode))["input_ids"]
+    tokens = tok.convert_ids_to_tokens(ids)
+    generator = ctranslate2.Generator(spec["ct2"], device="cpu", compute_type="float32",
+                                      intra_threads=spec["threads"], inter_threads=1)
+    for _ in generator.generate_tokens(tokens, max_length=1, sampling_topk=1):  # warm-up, the same prompt
+        pass
+    firsts = []
+    for _ in range(spec["repeats"]):
+        t0 = time.perf_counter()
+        next(iter(generator.generate_tokens(tokens, max_length=1, sampling_topk=1, end_token=[])))
+        firsts.append(time.perf_counter() - t0)
+    return {"first": statistics.median(firsts), "firsts": firsts, "prompt_tokens": len(ids)}
 
 
 def flops(T: int) -> float:
@@ -148,48 +148,63 @@ def flops(T: int) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--work", default=str(ROOT / ".bench_data" / "gpt2-small"))
+    p.add_argument("--corpus", default=str(DEFAULT_CORPUS))
     p.add_argument("--tokens-list", default="559,1000")
     p.add_argument("--threads-list", default="1,all")
-    p.add_argument("--repeats", type=int, default=3, help="passes timed per child (median of the whole pass)")
-    p.add_argument("--children", type=int, default=2, help="children per variant (the fastest whole pass shown)")
+    p.add_argument("--repeats", type=int, default=5, help="first tokens (and profiled passes) per child")
+    p.add_argument("--children", type=int, default=1, help="children per engine (each row: the fastest child)")
     add_report_args(p, "Prompt pass profile")
     a = p.parse_args()
-    if serve_child(a, {"profile": child_profile}):
+    if serve_child(a, {"cllm": child_cllm, "ct2": child_ct2}):
         return 0
     env = child_env(a.unset_openblas_env)
-    out = ["A long prompt's pass through GPT-2 small (random weights) on n threads: each kernel called in the "
-           f"pass's order on its shapes and timed, mean of {a.repeats} passes per kernel kind (ms and share of "
-           "their sum), and the whole pass (median of the child's passes), from the child (of "
-           f"{a.children} per variant, alternating) with the fastest whole pass. Before: training's forward pass "
-           "as the sampler ran it (`forward_logits`: products on n BLAS threads, the rest on one thread). After: "
-           "`core.prompt_pass` (row-wise kernels as prange over rows, attention as prange over heads). The "
-           "machine was shared with other work while this ran.", ""]
+    work = Path(a.work)
+    base = {"folder": str(work / "hf"), "model": str(work / "gpt2-small.cllm"), "ct2": str(work / "ct2-float32"),
+            "corpus": a.corpus, "repeats": a.repeats}
+    if not Path(base["model"]).exists() or not (Path(base["ct2"]) / "model.bin").exists():
+        sys.exit(f"no model in {work}: make it with "
+                 "`python benchmarks/bench_generate_limits.py --repeats 0 --threads-list 1`")
+    engines = ["cllm"] + (["ct2"] if importlib.util.find_spec("ctranslate2") else [])
+    out = ["Where a long prompt's first token goes on GPT-2 small (random weights written by transformers, GPT-2's "
+           "vocabulary, a prompt of tiny Shakespeare), greedy, one sample, in a warm process; see "
+           "benchmarks/bench_prompt_profile.py's docstring for how each part is timed. ms = mean over "
+           f"{a.repeats} profiled first tokens (the first token itself: median of {a.repeats}), from the fastest of "
+           f"{a.children} child(ren) per engine; CTranslate2 float32's first token in the same run.", ""]
     out += machine_lines(env) + [f"- command: `{command_line()}`", ""]
     for T in parse_int_list(a.tokens_list):
         for n in parse_int_list(a.threads_list):
             results: dict[str, list[dict]] = {}
-            for rep in range(a.children):  # the variants alternate, the order flipping
-                for variant in (VARIANTS if rep % 2 == 0 else VARIANTS[::-1]):
-                    spec = {"kind": "profile", "tokens": T, "threads": n, "repeats": a.repeats, "variant": variant}
-                    results.setdefault(variant, []).append(run_child(SCRIPT, spec, env, timeout=1800))
-            best = {v: min(rs, key=lambda r: r["pass"]) for v, rs in results.items()}
-            rows = []
-            for kind in KINDS:
-                rows.append([kind] + [x for v in VARIANTS for x in (
-                    fmt(1e3 * best[v]["kernels"][kind]),
-                    f"{100 * best[v]['kernels'][kind] / sum(best[v]['kernels'].values()):.1f}%")])
-            rows.append(["sum of the kernels"] + [x for v in VARIANTS for x in (
-                fmt(1e3 * sum(best[v]["kernels"].values())), "100%")])
-            rows.append(["the whole pass"] + [x for v in VARIANTS for x in (fmt(1e3 * best[v]["pass"]), "-")])
-            line = []
-            for v in VARIANTS:
-                gflops = flops(T) / best[v]["pass"] / 1e9
-                line.append(f"{v}: {gflops:.1f} GFLOP/s, {100 * gflops * 1e9 / best[v]['peak']:.0f}% of the matmul "
-                            f"peak ({best[v]['peak'] / 1e9:.0f} GFLOP/s)")
-            out += [f"{T} tokens, {n} thread(s); over the whole pass, " + "; ".join(line) + ":", "",
-                    table(["kernel", "before ms", "share", "after ms", "share"], rows), ""]
-            print(f"{T} tokens, {n} threads: " + ", ".join(f"{v} {1e3 * best[v]['pass']:.0f} ms" for v in VARIANTS),
-                  flush=True)
+            for rep in range(a.children):
+                for engine in (engines if rep % 2 == 0 else engines[::-1]):
+                    spec = {**base, "kind": engine, "prompt_tokens": T, "threads": n}
+                    results.setdefault(engine, []).append(run_child(SCRIPT, spec, env, timeout=1800))
+            best = {e: min(rs, key=lambda r: r["first"]) for e, rs in results.items()}
+            cllm = best["cllm"]
+            parts = cllm["parts"]
+            pass_kinds = [k for k in parts if k not in SETUP and k != PICK]
+            pass_s = sum(parts[k] for k in pass_kinds)
+            first = cllm["first"]
+            rows = [[k, fmt(1e3 * parts[k]), f"{100 * parts[k] / first:.1f}%"] for k in SETUP]
+            rows += [[f"pass: {k}", fmt(1e3 * parts[k]), f"{100 * parts[k] / first:.1f}%"] for k in pass_kinds]
+            rows.append([PICK, fmt(1e3 * parts[PICK]), f"{100 * parts[PICK] / first:.1f}%"])
+            counted = sum(parts[k] for k in parts if k != SETUP[2])
+            rows.append(["rest (first token less the parts above)", fmt(1e3 * (first - counted)),
+                         f"{100 * (first - counted) / first:.1f}%"])
+            rows.append(["**the pass (its steps' sum)**", fmt(1e3 * pass_s), f"{100 * pass_s / first:.1f}%"])
+            rows.append(["**CLLM first token**", fmt(1e3 * first), "100%"])
+            if "ct2" in best:
+                rows.append(["**CTranslate2 float32 first token**", fmt(1e3 * best["ct2"]["first"]),
+                             f"{100 * best['ct2']['first'] / first:.0f}% of CLLM's"])
+            gflops = flops(cllm["prompt_tokens"]) / pass_s / 1e9
+            gflops_first = flops(cllm["prompt_tokens"]) / first / 1e9
+            out += [f"{cllm['prompt_tokens']} tokens, {n} thread(s): the pass {gflops:.1f} GFLOP/s, "
+                    f"{100 * gflops * 1e9 / cllm['peak']:.0f}% of the matmul peak ({cllm['peak'] / 1e9:.0f} GFLOP/s); "
+                    f"over the whole first token {gflops_first:.1f} GFLOP/s, "
+                    f"{100 * gflops_first * 1e9 / cllm['peak']:.0f}%:", "",
+                    table(["part", "ms", "share of CLLM's first token"], rows), ""]
+            print(f"{T} tokens, {n} threads: " + ", ".join(f"{e} first {1e3 * r['first']:.0f} ms"
+                                                            for e, r in best.items()), flush=True)
     return report(out, a)
 
 

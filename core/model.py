@@ -49,6 +49,9 @@ class GPT:
     quantized: dict[str, tuple[np.ndarray, np.ndarray]] | None = field(default=None, repr=False)
     # the decoder's copies of the weights (core.sampler.decoder_weights): kind -> (stamp, forms)
     decode_forms: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    # the last decoder's key/value caches and prompt buffers (core.sampler.Decoder.close):
+    # samples -> (state, buffers), at most one entry
+    decode_scratch: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     layout: Layout = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -31,10 +31,11 @@ def _cached_functions() -> list:
     from cllm.core.optimizer import adamw_chunks, reduce_chunks
     from cllm.core.passes import shard_pass
     from cllm.core.prompt_pass import attention_heads
+    from cllm.core.sampler import bit_sums
     from cllm.core.workspace import run_shards
 
     return [shard_pass.py_func, run_shards, reduce_chunks.py_func, adamw_chunks.py_func, decode_rows.py_func,
-            decode_rows_region.py_func, attention_heads.py_func]
+            decode_rows_region.py_func, attention_heads.py_func, bit_sums.py_func]
 
 
 def kernels_cached() -> bool:
@@ -77,15 +78,18 @@ def compile_decoder(config: ModelConfig) -> None:
     from cllm.core.layout import Layout
     from cllm.core.prompt_pass import prompt_pass
     from cllm.core.quantize import decode_weights, float32_forms
+    from cllm.core.sampler import weights_stamp
     from cllm.core.spin_barrier import barrier_state
 
     layout = Layout.params(config)
-    P = layout.views(np.zeros(layout.size, np.float32))
+    flat = np.zeros(layout.size, np.float32)
+    P = layout.views(flat)
     weights = decode_weights(P, float32_forms(P))
     state = DecodeState.create(1, config.n_layer, config.n_head, config.ctx, config.n_embd, config.vocab_size)
     prompt_pass(weights, P, state, range(1), np.ones(2, np.int32), config.n_head, 1)
     decode_rows(weights, state, np.ones(1, np.int32), 2, config.n_head, 1)
     decode_rows_region(weights, state, np.ones(1, np.int32), 2, config.n_head, 1, barrier_state())
+    weights_stamp(flat)
 
 
 def compile_optimizer(config: ModelConfig) -> None:

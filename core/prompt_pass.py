@@ -3,19 +3,22 @@ its keys and values going straight into the decoder's caches.
 
 Training's forward pass (`core.passes.gpt_forward`) keeps every layer's activations for
 the backward pass and runs its element-wise kernels and attention on the shard's one
-thread: for one long prompt, BLAS had the cores for the products and everything else
-ran on one (benchmarks/RESULTS.md, "Prompt pass profile"). Here the pass is driven from
-Python, one kernel call per step (a dozen calls per layer: microseconds against the
-milliseconds of each), so that each step gets the cores its own way: the products as
-threaded BLAS, the row-wise kernels (LayerNorm, GELU, the residual copy) as `prange`
-over blocks of rows, attention as `prange` over heads with BLAS on one thread inside.
-It keeps one layer's activations (a thousand tokens of GPT-2 small: 50 MB, where the
-training buffers held 600 MB), and runs the same layer kernels, so its logits are the
-forward pass's up to BLAS's threaded rounding.
+thread. Here the pass is driven from Python, one kernel call per step (a dozen calls
+per layer: microseconds against the milliseconds of each), each a numba `prange` over
+the cores: the products and the row-wise kernels (LayerNorm, GELU, the residual copy)
+over blocks of rows, each product block one BLAS call on one thread (as training's
+shards run theirs), attention over heads. Every thread is numba's: threaded OpenBLAS
+for the products ran them as fast, but its threads spin for a while after each call,
+on the cores the next numba kernel wanted (benchmarks/RESULTS.md, "Prompt pass profile":
+GELU and attention ran slower on 2 threads than on 1). It keeps one layer's activations
+(a thousand tokens of GPT-2 small: 50 MB, where the training buffers held 600 MB), and
+runs the same layer kernels, so its logits are the forward pass's up to rounding.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -32,9 +35,10 @@ from cllm.core.kernels import (
     layernorm_forward,
     matmul_forward,
 )
-from cllm.core.threads import parallel_threads, single_threaded_blas, threaded_blas
+from cllm.core.threads import parallel_threads, single_threaded_blas
 
 ROW_BLOCK = 32  # rows per task of the row-wise kernels
+MIN_BLOCK_ROWS = 64  # rows per task of the products, at least
 
 
 @njit(parallel=True, **JIT)
@@ -62,6 +66,18 @@ def copy_rows_parallel(out, inp, T):
 
 
 @njit(parallel=True, **JIT)
+def matmul_rows(out, inp, weight, bias, T, accumulate, parts):
+    """`matmul_forward` of rows :T in `parts` blocks of rows, in parallel, each block one
+    BLAS call on one thread (as in training's shards); see `row_blocks`."""
+    width = (T + parts - 1) // parts
+    for p in prange(parts):
+        r0 = min(T, p * width)
+        r1 = min(T, r0 + width)
+        if r1 > r0:
+            matmul_forward(out[r0:r1], inp[r0:r1], weight, bias, r1 - r0, accumulate)
+
+
+@njit(parallel=True, **JIT)
 def attention_heads(y, qkv, heads, lse, tiles, n_head, T):
     """Causal attention of rows :T, one task per head: the head's q | k | v gathered into
     heads[h] (T, 3 hs), `attention_forward` (the tiled kernels) on it with the head's own
@@ -77,6 +93,15 @@ def attention_heads(y, qkv, heads, lse, tiles, n_head, T):
                 dst[hs + i] = row[C + h * hs + i]
                 dst[2 * hs + i] = row[2 * C + h * hs + i]
         attention_forward(y[:T, h * hs:(h + 1) * hs], lse[h:h + 1], tiles[h], mine, 1, T)
+
+
+def row_blocks(T: int, workers: int) -> int:
+    """Blocks of rows the products split into: one per thread, of at least MIN_BLOCK_ROWS
+    rows (one call on one thread ran 4% faster than two halves one after the other).
+    The row count of a block does not change a row's sums in OpenBLAS's kernels (GPT-2
+    small at 559 and 1000 tokens: the same logits bits on 1 and 2 threads); a short
+    prompt is one block on any thread count."""
+    return max(1, min(workers, T // MIN_BLOCK_ROWS))
 
 
 class PromptBuffers(NamedTuple):
@@ -105,41 +130,54 @@ class PromptBuffers(NamedTuple):
                    z((n_head, 2) + tile, f))
 
 
+Clock = Callable[[str, float], None]
+
+
 def prompt_pass(W: DecodeWeights, P, S: DecodeState, samples: range, tokens: np.ndarray, n_head: int,
-                threads: int = 0, buffers: PromptBuffers | None = None) -> np.ndarray:
+                threads: int = 0, buffers: PromptBuffers | None = None, clock: Clock | None = None) -> np.ndarray:
     """Runs `tokens` (T <= ctx) through the model (P: `core.layout.Params` views; W: the
     decoder's weights, for the logits), writes every layer's keys and values into the
     caches of `samples` in S, and returns the last position's logits (V,). `buffers`
     (for at least T tokens; made here if None) are reused by a caller that keeps them:
-    memory touched for the first time costs page faults, on this project's virtual
-    machines about a second per 100 MB."""
+    memory touched for the first time costs page faults. `clock`, where given, is told each step's kind
+    and seconds (benchmarks/bench_prompt_profile.py)."""
     T = len(tokens)
     C = P.wte.shape[1]
     B = buffers if buffers is not None else PromptBuffers.create(T, C, n_head)
     x, ln = B.x, B.ln
-    with parallel_threads(T, threads) as workers:
-        encoder_forward(x, tokens, P.wte, P.wpe, T)
+
+    def run(kind: str, kernel, *args) -> None:
+        if clock is None:
+            kernel(*args)
+        else:
+            t0 = time.perf_counter()
+            kernel(*args)
+            clock(kind, time.perf_counter() - t0)
+
+    def caches(layer: int) -> None:
+        for n in samples:
+            S.kcache[n, layer, :T] = B.qkv[:T, C:2 * C]
+            S.vcache[n, layer, :T] = B.qkv[:T, 2 * C:]
+
+    logits = np.empty((1, P.wte.shape[0]), np.float32)
+    with parallel_threads(T, threads) as workers, single_threaded_blas():
+        blocks = row_blocks(T, workers)
+        run("encoder", encoder_forward, x, tokens, P.wte, P.wpe, T)
         for layer in range(P.ln1w.shape[0]):
-            layernorm_rows(ln, B.mean, B.rstd, x, P.ln1w[layer], P.ln1b[layer], T)
-            with threaded_blas(threads):
-                matmul_forward(B.qkv, ln, P.qkvw[layer], P.qkvb[layer], T, False)
-            for n in samples:
-                S.kcache[n, layer, :T] = B.qkv[:T, C:2 * C]
-                S.vcache[n, layer, :T] = B.qkv[:T, 2 * C:]
-            with single_threaded_blas():
-                attention_heads(B.y, B.qkv, B.heads, B.lse, B.tiles, n_head, T)
-            copy_rows_parallel(B.res, x, T)
-            with threaded_blas(threads):
-                matmul_forward(B.res, B.y, P.attprojw[layer], P.attprojb[layer], T, True)
-            layernorm_rows(ln, B.mean, B.rstd, B.res, P.ln2w[layer], P.ln2b[layer], T)
-            with threaded_blas(threads):
-                matmul_forward(B.h, ln, P.fcw[layer], P.fcb[layer], T, False)
-            gelu_rows(B.hg, B.h, T)
-            copy_rows_parallel(x, B.res, T)
-            with threaded_blas(threads):
-                matmul_forward(x, B.hg, P.fcprojw[layer], P.fcprojb[layer], T, True)
+            run("layernorm", layernorm_rows, ln, B.mean, B.rstd, x, P.ln1w[layer], P.ln1b[layer], T)
+            run("qkv product", matmul_rows, B.qkv, ln, P.qkvw[layer], P.qkvb[layer], T, False, blocks)
+            run("key/value caches", caches, layer)
+            run("attention", attention_heads, B.y, B.qkv, B.heads, B.lse, B.tiles, n_head, T)
+            run("residual copy", copy_rows_parallel, B.res, x, T)
+            run("attention projection", matmul_rows, B.res, B.y, P.attprojw[layer], P.attprojb[layer], T, True,
+                blocks)
+            run("layernorm", layernorm_rows, ln, B.mean, B.rstd, B.res, P.ln2w[layer], P.ln2b[layer], T)
+            run("MLP up product", matmul_rows, B.h, ln, P.fcw[layer], P.fcb[layer], T, False, blocks)
+            run("GELU", gelu_rows, B.hg, B.h, T)
+            run("residual copy", copy_rows_parallel, x, B.res, T)
+            run("MLP down product", matmul_rows, x, B.hg, P.fcprojw[layer], P.fcprojb[layer], T, True, blocks)
         last = x[T - 1:T]
-        layernorm_rows(ln[:1], B.mean, B.rstd, last, P.lnfw, P.lnfb, 1)
-        logits = np.empty((1, P.wte.shape[0]), np.float32)
-        rows_times_weight(logits, ln[:1], W.wte, W.wte_scale, P.lnfb[:0], 1, False, workers)
+        run("layernorm", layernorm_rows, ln[:1], B.mean, B.rstd, last, P.lnfw, P.lnfb, 1)
+        run("logits (last position)", rows_times_weight, logits, ln[:1], W.wte, W.wte_scale, P.lnfb[:0], 1, False,
+            workers)
     return logits[0]

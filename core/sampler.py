@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import numpy as np
+from numba import njit, prange
 
 from cllm.core.config import SampleConfig
 from cllm.core.decode_kernels import DecodeState, DecodeWeights, decode_rows, decode_rows_region
 from cllm.core.errors import ConfigError, TokenizerError
+from cllm.core.kernels import JIT
 from cllm.core.model import GPT
 from cllm.core.prompt_pass import PromptBuffers, prompt_pass
-from cllm.core.quantize import QUANTIZED, decode_weights, float32_forms, quantize_params
+from cllm.core.quantize import decode_weights, float32_forms, quantize_params
 from cllm.core.spin_barrier import barrier_state
 from cllm.core.text_stream import TextStream
 from cllm.core.threads import parallel_threads, thread_cap, threading_layer
@@ -26,7 +28,7 @@ def decoder_weights(model: GPT, weights: str = "float32") -> DecodeWeights:
     P = model.layout.views(model.params)
     if model.quantized is not None:
         return decode_weights(P, model.quantized)
-    stamp = weights_stamp(P)
+    stamp = weights_stamp(model.params)
     kept = model.decode_forms.get(weights)
     if kept is None or kept[0] != stamp:
         model.decode_forms.clear()  # one kind at a time: the other's memory goes back
@@ -35,30 +37,73 @@ def decoder_weights(model: GPT, weights: str = "float32") -> DecodeWeights:
     return decode_weights(P, kept[1])
 
 
-def weights_stamp(P) -> tuple[float, ...]:
-    """A fingerprint of the product weights: each block's sum and sum of squares, in
-    float64, over every value (training changes them all each step; a tenth of a second
-    for GPT-2 small)."""
-    stamp = []
-    for name in QUANTIZED:
-        flat = getattr(P, name).reshape(-1)
-        stamp += [float(np.add.reduce(flat, dtype=np.float64)), float(np.dot(flat, flat))]
-    return tuple(stamp)
+def weights_stamp(params: np.ndarray) -> tuple[int, int]:
+    """A fingerprint of the parameters (training changes them all each step, in place):
+    the sum and the sum of squares of their bits as integers, modulo 2^64. Checked on
+    every generation, so it is a vectorised pass at memory speed (GPT-2 small: 500 MB in
+    25 / 18 ms on 1 / 2 threads, where float64 sums of the values took 92-125 ms)."""
+    with parallel_threads(thread_cap()) as workers:
+        sums = bit_sums(params.view(np.uint32), workers)
+    return int(sums[0]), int(sums[1])
+
+
+@njit(parallel=True, **JIT)
+def bit_sums(words, parts):
+    """(sum, sum of squares) of `words` as uint64, wrapping: the same for any `parts`."""
+    n = words.shape[0]
+    width = (n + parts - 1) // parts
+    sums = np.zeros((parts, 2), np.uint64)
+    for p in prange(parts):
+        sums[p] = bit_sums_of(words[min(n, p * width):min(n, (p + 1) * width)])
+    return sums.sum(axis=0)
+
+
+@njit(**JIT)
+def bit_sums_of(words):
+    """One part of `bit_sums` (a loop of its own, which LLVM vectorises: inside the
+    prange body it ran at a quarter of the speed)."""
+    s, q = np.uint64(0), np.uint64(0)
+    for i in range(words.shape[0]):
+        w = np.uint64(words[i])
+        s += w
+        q += w * w
+    return np.array((s, q))
+
+
+def _scratch(model: GPT, samples: int) -> tuple[DecodeState, PromptBuffers]:
+    """Key/value caches for `samples` sequences and the prompt pass's buffers: the
+    model's spare set (`Decoder.close`) where it has one of that size, else new ones.
+    Kept because fresh memory costs page faults as it is first written: GPT-2 small's
+    caches and buffers for a 559-token prompt are ~70 MB, and filling fresh caches took
+    58 ms of its 1.24 s first token on one thread (benchmarks/RESULTS.md, "Prompt pass
+    profile")."""
+    spare = model.decode_scratch.pop(samples, None)
+    if spare is not None:
+        return spare
+    c = model.config
+    return (DecodeState.create(samples, c.n_layer, c.n_head, c.ctx, c.n_embd, c.vocab_size),
+            PromptBuffers.create(c.ctx, c.n_embd, c.n_head))
 
 
 class Decoder:
-    """Key/value caches and scratch for decoding `samples` sequences of one model at once."""
+    """Key/value caches and scratch for decoding `samples` sequences of one model at once.
+    `close` gives them back to the model for the next decoder (two decoders of one model
+    at once each have their own)."""
 
     def __init__(self, model: GPT, samples: int = 1, threads: int = 0, weights: str = "float32"):
-        c = model.config
         self.model = model
         self.samples = samples
         self.threads = threads
         self.weights = decoder_weights(model, weights)
-        self.state = DecodeState.create(samples, c.n_layer, c.n_head, c.ctx, c.n_embd, c.vocab_size)
-        self.buffers = PromptBuffers.create(c.ctx, c.n_embd, c.n_head)  # pages are touched (and cost) as used
+        self.state, self.buffers = _scratch(model, samples)
         self.sync = barrier_state()
         self.pos = 0
+
+    def close(self) -> None:
+        """Keeps this decoder's caches and buffers on the model as its one spare set (the
+        decoder is not used after)."""
+        self.model.decode_scratch.clear()
+        self.model.decode_scratch[self.samples] = (self.state, self.buffers)
 
     def _prompt_pass(self, tokens: np.ndarray, samples: range) -> np.ndarray:
         """Logits after `tokens` (at most ctx of them), with the caches of `samples` holding them."""
@@ -159,12 +204,21 @@ def prompt_tokens(tok, prompt: str) -> list[int]:
 
 
 def _decode(model: GPT, ids: list[int], config: SampleConfig, should_stop) -> Iterator[list[str | None]]:
-    """The decoding loop of `generate_samples`: `ids` is the prompt (at least one token)."""
+    """The decoding loop of `generate_samples`: `ids` is the prompt (at least one token);
+    the decoder's caches go back to the model when it ends, however it ends."""
+    decoder = Decoder(model, config.samples, config.threads, config.weights)
+    try:
+        yield from _decode_loop(decoder, ids, config, should_stop)
+    finally:
+        decoder.close()
+
+
+def _decode_loop(decoder: Decoder, ids: list[int], config: SampleConfig, should_stop) -> Iterator[list[str | None]]:
+    model = decoder.model
     tok = model.tokenizer
     ctx, N = model.config.ctx, config.samples
     rngs = [np.random.default_rng(None if config.seed is None else config.seed + n) for n in range(N)]
     end = None if config.past_end_of_text else getattr(tok, "eos_id", None)
-    decoder = Decoder(model, N, config.threads, config.weights)
     first = decoder.prefill(np.array(ids[-ctx:]))
     logits = np.broadcast_to(first, (N, len(first)))
     streams = [TextStream(tok, config.stop) for _ in range(N)]

