@@ -26,8 +26,9 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "attention_kernels": ("kernels.py",),
     "layout": ("kernels.py",),
     "optimizer": ("kernels.py",),
-    "decode_kernels": ("kernels.py", "spin_barrier.py"),
+    "decode_kernels": ("kernels.py", "spin_barrier.py", "int8_dots.py"),
     "spin_barrier": ("kernels.py",),
+    "int8_dots": ("kernels.py",),
     "prompt_pass": ("kernels.py", "attention_kernels.py"),
 }
 

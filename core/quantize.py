@@ -8,7 +8,9 @@ own, and the scales cost 1/IC of the weight instead of 1/32. What it costs in er
 measured in benchmarks/RESULTS.md ("int8 weights") and bounded in tests/test_quantize.py.
 
 The decoder reads every product's weight as rows of outputs (`decoder_form`): GPT-2's
-linear weights (in, out) transposed, the embedding (tokens, width) as it is.
+linear weights (in, out) transposed, the embedding (tokens, width) as it is, and rounds
+each product's input rows to int8 too (core/int8_dots.py): `decoded_loss` measures what
+that costs, where `evaluate` (float32 inputs) cannot.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from cllm.core.config import ModelConfig
+from cllm.core.dataset import TokenView
 from cllm.core.decode_kernels import DecodeWeights
 from cllm.core.layout import GLOBAL_NAMES, LAYER_NAMES, Layout, tensor_shapes
 
@@ -77,6 +80,30 @@ def decode_weights(P, forms: dict[str, tuple[np.ndarray, np.ndarray]]) -> Decode
         else:
             fields[name] = forms[name][0] if name in forms else getattr(P, name)
     return DecodeWeights(**fields)
+
+
+def decoded_loss(model, tokens: np.ndarray | TokenView, weights: str, windows: int = 16) -> float:
+    """Mean cross-entropy of the next-token predictions generation makes: the one-token
+    decoder (with int8 weights, its int8 x int8 products) fed `windows` windows of ctx + 1
+    tokens spread over `tokens` (held-out text), each window's first token through the
+    prompt pass and every later one a decoding step. `evaluate`'s forward pass runs the
+    dequantized weights on float32 inputs, so it cannot see what rounding the inputs costs."""
+    from cllm.core.sampler import Decoder
+
+    ctx = model.config.ctx
+    decoder = Decoder(model, 1, 1, weights)
+    total, count = 0.0, 0
+    for start in np.linspace(0, len(tokens) - ctx - 1, windows).astype(np.int64):
+        window = np.asarray(tokens[int(start):int(start) + ctx + 1], np.int32)
+        logits = decoder.prefill(window[:1])
+        for t in range(1, ctx + 1):
+            z = logits.astype(np.float64)
+            top = z.max()
+            total += top + np.log(np.exp(z - top).sum()) - z[window[t]]
+            count += 1
+            if t < ctx:
+                logits = decoder.step(int(window[t]))
+    return total / count
 
 
 # -- in the model file (docs/FORMAT.md): each int8 tensor under its GPT-2 name, in the

@@ -11,7 +11,7 @@ import pytest
 from cllm.core.cli import main
 from cllm.core.errors import ModelFileError
 from cllm.core.model_file import load_model, read_info, save_model
-from cllm.core.quantize import QUANTIZED, dequantize_rows, quantize_model
+from cllm.core.quantize import QUANTIZED, decoded_loss, dequantize_rows, quantize_model
 from cllm.core.sampler import SampleConfig, generate
 from cllm.core.trainer import evaluate, split_tokens
 from tests.helpers import make_text
@@ -38,7 +38,9 @@ def copy_of(model):
 
 def test_int8_model_loses_under_half_a_percent_and_greedy_text_agrees(each_trained):
     """A trained char and a trained BPE model and their int8 copies: validation loss
-    within 0.5% (both printed), greedy text equal for GREEDY_TOKENS tokens."""
+    within 0.5% (both printed), by the forward pass (int8 weights' values, float32 inputs)
+    and as generation predicts (int8 x int8 products), greedy text equal for GREEDY_TOKENS
+    tokens."""
     trained = each_trained
     text = make_text(seed=1)  # text the model was not trained on
     _, val = split_tokens(trained.tokenizer.encode(text), trained.config.ctx, "held out")
@@ -48,6 +50,10 @@ def test_int8_model_loses_under_half_a_percent_and_greedy_text_agrees(each_train
     loss8, _ = evaluate(int8, val, threads=1)
     print(f"validation loss: float32 {loss32:.5f}, int8 {loss8:.5f} ({100 * (loss8 / loss32 - 1):+.3f}%)")
     assert abs(loss8 / loss32 - 1) < 0.005
+    decoded32, decoded8 = decoded_loss(trained, val, "float32"), decoded_loss(int8, val, "int8")
+    print(f"decoded: float32 {decoded32:.5f}, int8 x int8 {decoded8:.5f} ({100 * (decoded8 / decoded32 - 1):+.3f}%)")
+    assert abs(decoded32 / loss32 - 1) < 0.02  # the same measure, on windows of the same text
+    assert abs(decoded8 / decoded32 - 1) < 0.005
     greedy = SampleConfig(max_tokens=GREEDY_TOKENS, temperature=0)
     assert "".join(generate(trained, "the ", greedy)) == "".join(generate(int8, "the ", greedy))
 
