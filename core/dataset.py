@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,6 +170,21 @@ def read_manifest(path: Path) -> dict:
         raise CorpusError(f"{file}: the manifest lacks a part or has one of the wrong kind "
                           "(shards, files, file_list, split or digest)") from None
     return data
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """Writes `folder`'s manifest whole or not at all (a temporary file renamed over it):
+    a reader, a kill or a full disk meets the old one or the new one."""
+    target = Path(folder) / MANIFEST
+    tmp = target.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def document_count(manifest: dict) -> int:

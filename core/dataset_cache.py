@@ -35,11 +35,12 @@ from cllm.core.dataset import (
     read_files,
     read_manifest,
     what_changed,
+    write_manifest,
 )
 from cllm.core.errors import CorpusError
 from cllm.core.prepare import Progress, TokenizerPlan, prepare
 from cllm.core.run_state import CorpusRef
-from cllm.core.source_index import unchanged
+from cllm.core.source_index import unchanged, write_index
 from cllm.core.sources import SourceScan, scan_sources
 from cllm.core.tokenizer import Tokenizer
 
@@ -190,6 +191,8 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
             if why is None and listed is not None:
                 scan = scan_sources(paths, include, exclude)
                 why = changed_sources(listed, scan)
+                if why is None:  # the index was stale or missing: the next start need not walk
+                    manifest = refresh_index(folder.resolve(), manifest, scan)
             if why is None:
                 try:
                     dataset = open_dataset(folder, manifest)  # the manifest read once, not again
@@ -221,6 +224,24 @@ def dataset_for(paths: Sequence[str | Path], tokenizer: Tokenizer | TokenizerPla
     for line in keep_under_cap(keep=folder.name):
         note(line)
     return dataset
+
+
+def refresh_index(folder: Path, manifest: dict, scan: SourceScan) -> dict:
+    """The manifest with a new index of `scan` (a walk that found the dataset's files
+    unchanged although its index said otherwise, e.g. a hidden file added to a folder),
+    written beside it: the index first, then the manifest, each whole or not at all, so
+    a kill in between leaves an index the manifest does not vouch for (walked, never
+    trusted). Unchanged, and nothing written, when the walk cannot be indexed (see
+    `write_index`) or the folder cannot be written: the next start walks again."""
+    try:
+        record = write_index(folder, scan)
+        if record is None:
+            return manifest
+        refreshed = {**manifest, "source_index": record}
+        write_manifest(folder, refreshed)
+    except OSError:
+        return manifest
+    return refreshed
 
 
 def _other_tokenizer(manifest: dict, tokenizer: Tokenizer | TokenizerPlan) -> str | None:

@@ -36,7 +36,16 @@ from pathlib import Path
 import numpy as np
 
 from cllm.core.config import default_threads
-from cllm.core.dataset import FILE_LIST, FORMAT, MANIFEST, VERSION, Dataset, dataset_digest, open_dataset
+from cllm.core.dataset import (
+    FILE_LIST,
+    FORMAT,
+    MANIFEST,
+    VERSION,
+    Dataset,
+    dataset_digest,
+    open_dataset,
+    write_manifest,
+)
 from cllm.core.encode_workers import EncodeWorkers
 from cllm.core.errors import Cancelled, ConfigError, CorpusError, TokenizerError
 from cllm.core.shards import ShardWriter, kind_for
@@ -415,7 +424,7 @@ def prepare(paths: Sequence[str | Path], out: Path, tokenizer: Tokenizer | Token
         try:
             counts = _encode_all(checked, tok, method, held, splits, report, cancel, note, encode_workers)
             splits.close()
-            _write_json(tmp / MANIFEST, _manifest(tmp, scan, checked, tok, plan, method, held, splits, counts))
+            write_manifest(tmp, _manifest(tmp, scan, checked, tok, plan, method, held, splits, counts))
             _swap_in(tmp, out)
         except OSError as exc:
             where = exc.filename or tmp
@@ -491,12 +500,6 @@ def _write_file_list(path: Path, files: list[dict]) -> str:
         os.fsync(f.fileno())
     return hashlib.sha256(data).hexdigest()
 
-
-def _write_json(path: Path, data: dict) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _check_target(out: Path) -> None:

@@ -153,3 +153,57 @@ def test_a_version_1_dataset_with_the_list_inside_its_manifest_is_still_read(tmp
     (ds.path / FILE_LIST).unlink()
     old = open_dataset(ds.path)
     assert old.files == files and old.documents == 8 and old.sha256 == ds.sha256 and old.describe() == ds.describe()
+
+
+def test_a_stale_index_is_written_again_when_the_walk_finds_nothing_changed(tmp_path, no_walk):
+    make_corpus(tmp_path / "c")
+    notes: list[str] = []
+    first = use(tmp_path / "c", notes)
+    old_record = read_manifest(first.path)["source_index"]
+    (tmp_path / "c" / ".hidden").write_text("not a source\n")  # moves the folder's mtime, changes no source
+    os.utime(tmp_path / "c", ns=(OLD_NS + 1, OLD_NS + 1))  # not "racy": the new index may be written
+    no_walk.clear()
+    again = use(tmp_path / "c", notes)
+    assert notes[0].startswith("using the prepared") and again.sha256 == first.sha256 and len(no_walk) == 1
+    record = read_manifest(first.path)["source_index"]
+    assert record != old_record and unchanged(first.path, record)
+    assert [p.name for p in first.path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+    no_walk.clear()
+    third = use(tmp_path / "c", notes)  # no walk any more
+    assert notes[0].startswith("using the prepared") and third.sha256 == first.sha256 and no_walk == []
+
+
+def test_an_index_not_written_again_leaves_the_dataset_whole_and_walks_again(tmp_path, no_walk, monkeypatch):
+    make_corpus(tmp_path / "c")
+    notes: list[str] = []
+    first = use(tmp_path / "c", notes)
+    manifest = (first.path / MANIFEST).read_bytes()
+    (tmp_path / "c" / ".hidden").write_text("not a source\n")
+    os.utime(tmp_path / "c", ns=(OLD_NS + 1, OLD_NS + 1))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    real = dataset_cache.write_manifest
+    monkeypatch.setattr(dataset_cache, "write_manifest", full_disk)  # the index written, not the manifest
+    again = use(tmp_path / "c", notes)
+    assert notes[0].startswith("using the prepared") and again.sha256 == first.sha256
+    # The old manifest, which does not vouch for the new index: the next start walks, then writes both.
+    assert (first.path / MANIFEST).read_bytes() == manifest
+    monkeypatch.setattr(dataset_cache, "write_manifest", real)
+    no_walk.clear()
+    assert use(tmp_path / "c", notes).sha256 == first.sha256 and len(no_walk) == 1
+    no_walk.clear()
+    assert use(tmp_path / "c", notes).sha256 == first.sha256 and no_walk == []
+
+
+def test_a_folder_changed_just_now_is_walked_again_and_gets_no_new_index(tmp_path, no_walk):
+    make_corpus(tmp_path / "c")
+    notes: list[str] = []
+    first = use(tmp_path / "c", notes)
+    old_record = read_manifest(first.path)["source_index"]
+    (tmp_path / "c" / ".hidden").write_text("not a source\n")  # the folder's mtime is now: "racy"
+    for _ in range(2):
+        no_walk.clear()
+        assert use(tmp_path / "c", notes).sha256 == first.sha256 and len(no_walk) == 1
+    assert read_manifest(first.path)["source_index"] == old_record
