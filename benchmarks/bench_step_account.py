@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -60,6 +60,7 @@ from benchmarks.common import (
     check_tree,
     child_env,
     command_line,
+    concurrent_seconds,
     config_label,
     fmt,
     machine_lines,
@@ -311,20 +312,8 @@ def child_bandwidth(spec: dict) -> dict:
     best = 0.0
     for f in (numba_sum, numpy_sum):
         for _ in range(40):
-            barrier = threading.Barrier(n + 1)
-
-            def work(x, barrier=barrier, f=f):
-                barrier.wait()
-                f(x, reps)
-
-            threads = [threading.Thread(target=work, args=(x,)) for x in arrays]
-            for t in threads:
-                t.start()
-            barrier.wait()
-            t0 = time.perf_counter()
-            for t in threads:
-                t.join()
-            best = max(best, n * reps * size * F32 / (time.perf_counter() - t0))
+            seconds = concurrent_seconds([functools.partial(f, x, reps) for x in arrays])
+            best = max(best, n * reps * size * F32 / seconds)
     return {"bytes_per_s": best}
 
 
