@@ -180,7 +180,7 @@ def dataset_info(a: argparse.Namespace) -> int:
             "digest": dataset.sha256, "tokenizer": dataset.tokenizer.kind if dataset.tokenizer else None,
             "vocab_size": dataset.tokenizer.vocab_size if dataset.tokenizer else None,
             "train_tokens": len(dataset.train), "val_tokens": len(dataset.val),
-            "files": sum(1 for f in dataset.files if f["split"] != "skipped"), "skipped": manifest.get("skipped", {}),
+            "files": dataset.documents, "skipped": manifest.get("skipped", {}),
             "split": manifest.get("split", {}).get("method"), "sources": manifest.get("sources", []),
             "created": manifest.get("created")}
     if a.json:

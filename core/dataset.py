@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cllm.core.atomic_file import write_whole
 from cllm.core.errors import CorpusError, TokenizerError
 from cllm.core.shards import Shard, is_shard
 from cllm.core.tokenizer import Tokenizer, tokenizer_from_json
@@ -175,16 +175,7 @@ def read_manifest(path: Path) -> dict:
 def write_manifest(folder: Path, manifest: dict) -> None:
     """Writes `folder`'s manifest whole or not at all (a temporary file renamed over it):
     a reader, a kill or a full disk meets the old one or the new one."""
-    target = Path(folder) / MANIFEST
-    tmp = target.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_whole(Path(folder) / MANIFEST, json.dumps(manifest, indent=1).encode("utf-8"))
 
 
 def document_count(manifest: dict) -> int:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import platformdirs
 
+from cllm.core.atomic_file import write_whole
 from cllm.core.dataset import (
     DOCUMENT_SPLITS,
     MANIFEST,
@@ -81,10 +82,7 @@ def keep_manifest(manifest: dict) -> None:
     in its corpus after the dataset it started on was replaced."""
     folder = cache_dir() / "manifests"
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{manifest['digest']}.json"
-    tmp = target.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest), encoding="utf-8")
-    os.replace(tmp, target)
+    write_whole(folder / f"{manifest['digest']}.json", json.dumps(manifest).encode("utf-8"))
     kept = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
     for old in kept[MANIFESTS_KEPT:]:
         old.unlink(missing_ok=True)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from cllm.core.checkpoint import file_sha256
-from cllm.core.config import DropoutRates, ModelConfig, TrainConfig
+from cllm.core.config import NO_DROPOUT_RATES, DropoutRates, ModelConfig, TrainConfig
 from cllm.core.errors import ConfigError, HuggingFaceFolderError
 from cllm.core.hf_tokenizer import load_tokenizer, tokenizer_files, tokenizer_kind
 from cllm.core.layout import Layout, tensor_shapes
@@ -190,7 +190,7 @@ def read_dropout(file: Path, hf: dict) -> tuple[DropoutRates, list[str]]:
     bad = [key for key, rate in rates.items()
            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1]
     if bad:
-        return DropoutRates(0.0, 0.0, 0.0), [_at(file, f"{', '.join(bad)} not a rate in [0, 1): a fine-tune trains "
+        return NO_DROPOUT_RATES, [_at(file, f"{', '.join(bad)} not a rate in [0, 1): a fine-tune trains "
                                                        "without dropout unless told otherwise")]
     return DropoutRates(*(float(rates[key]) for key in DROPOUT_KEYS)), []
 

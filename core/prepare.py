@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cllm.core.atomic_file import write_whole
 from cllm.core.config import default_threads
 from cllm.core.dataset import (
     FILE_LIST,
@@ -43,6 +44,7 @@ from cllm.core.dataset import (
     VERSION,
     Dataset,
     dataset_digest,
+    document_count,
     open_dataset,
     write_manifest,
 )
@@ -475,7 +477,7 @@ def _manifest(folder: Path, scan: SourceScan, checked: _Checked, tok: Tokenizer,
     tokenizer = tok.to_json()
     skipped = Counter(checked.not_text.values()) + scan.skipped
     listed = _write_file_list(folder / FILE_LIST, files)
-    documents = sum(1 for f in files if f["split"] != "skipped")
+    documents = document_count({"files": files})
     return {
         "format": FORMAT, "version": VERSION, "digest": dataset_digest(files, tokenizer, method),
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -494,10 +496,7 @@ def _manifest(folder: Path, scan: SourceScan, checked: _Checked, tok: Tokenizer,
 def _write_file_list(path: Path, files: list[dict]) -> str:
     """Writes the file list, one entry a line; returns its SHA-256."""
     data = ("[\n" + ",\n".join(json.dumps(f) for f in files) + "\n]\n").encode("utf-8")
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    write_whole(path, data)
     return hashlib.sha256(data).hexdigest()
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cllm.core.atomic_file import write_whole
 from cllm.core.sources import SourceScan
 
 INDEX = "sources.npz"
@@ -58,15 +59,7 @@ def write_index(folder: Path, scan: SourceScan) -> dict | None:
              folder_mtimes=np.array([m for _, m in scan.folders], dtype=np.int64),
              paths=_blob([f.location for f in files]), stats=stats)
     data = buffer.getvalue()
-    tmp = folder / f".{INDEX}.tmp-{os.getpid()}"  # whole or not at all: a start may be reading the old one
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / INDEX)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_whole(folder / INDEX, data)  # a start may be reading the old one
     return {"file": INDEX, "sha256": hashlib.sha256(data).hexdigest(), "files": len(files),
             "folders": len(scan.folders)}
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import platformdirs
 
+from cllm.core.atomic_file import write_whole
+
 ENV_VAR = "CLLM_CONFIG_DIR"
 FILE_NAME = "settings.json"
 
@@ -67,9 +69,7 @@ class Settings:
         data = {"last_model": self.last_model, "keymap": self.keymap}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-            os.replace(tmp, self.path)
+            write_whole(self.path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
         except OSError as exc:
             return f"{self.path}: cannot save settings ({exc.strerror or exc})"
         return None
