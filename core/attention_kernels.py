@@ -20,6 +20,7 @@ import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from cllm.core.kernels import (
@@ -71,10 +72,6 @@ def _splat(builder, value, vty):
     return builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(ir.IntType(32), vty.count), [0] * vty.count))
 
 
-def _llvm_function(module, name, fnty):
-    return module.globals[name] if name in module.globals else ir.Function(module, fnty, name=name)
-
-
 @intrinsic
 def _product_block(typingctx, c, ldc, a, sai, sap, b, ldb, rows, width, depth, alpha, accumulate):
     """C[i, :width] = alpha * sum_p A[i, p] B[p, :width] (+ C[i, :width] when `accumulate`),
@@ -98,11 +95,12 @@ def _product_block(typingctx, c, ldc, a, sai, sap, b, ldb, rows, width, depth, a
         vty, mty = ir.VectorType(fty, lanes), ir.VectorType(ir.IntType(1), lanes)
         suffix = f"v{lanes}f{bits}"
         module = builder.module
-        fma = _llvm_function(module, f"llvm.fma.{suffix}", ir.FunctionType(vty, [vty, vty, vty]))
-        load = _llvm_function(module, f"llvm.masked.load.{suffix}.p0",
-                              ir.FunctionType(vty, [ir.PointerType(), ir.IntType(32), mty, vty]))
-        store = _llvm_function(module, f"llvm.masked.store.{suffix}.p0",
-                               ir.FunctionType(ir.VoidType(), [vty, ir.PointerType(), ir.IntType(32), mty]))
+        fma = cgutils.get_or_insert_function(module, ir.FunctionType(vty, [vty, vty, vty]), f"llvm.fma.{suffix}")
+        load = cgutils.get_or_insert_function(
+            module, ir.FunctionType(vty, [ir.PointerType(), ir.IntType(32), mty, vty]), f"llvm.masked.load.{suffix}.p0")
+        store = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [vty, ir.PointerType(), ir.IntType(32), mty]),
+            f"llvm.masked.store.{suffix}.p0")
         align = ir.Constant(ir.IntType(32), bits // 8)
         zero = ir.Constant(vty, None)
         fptr = ir.PointerType(fty)

@@ -20,11 +20,11 @@ import numpy as np
 from cllm.core.config import ModelConfig
 from cllm.core.dataset import TokenView
 from cllm.core.decode_kernels import DecodeWeights
+from cllm.core.int8_dots import LEVELS
 from cllm.core.layout import GLOBAL_NAMES, LAYER_NAMES, Layout, tensor_shapes
 
 LINEAR = ("qkvw", "attprojw", "fcw", "fcprojw")
 QUANTIZED = ("wte",) + LINEAR  # every matrix product's weight
-LEVELS = 127
 
 
 def decoder_form(name: str, w: np.ndarray) -> np.ndarray:
