@@ -189,26 +189,40 @@ class DecodeState(NamedTuple):
 
 
 @njit(**JIT)
+def _embed(W, x, tokens, pos):
+    """x[n] = the embedding of tokens[n] at position `pos` (an int8 table's row scaled)."""
+    C = W.wte.shape[1]
+    for n in range(tokens.shape[0]):
+        e, p, xr = W.wte[tokens[n]], W.wpe[pos], x[n]
+        s = W.wte_scale[tokens[n]] if W.wte_scale.shape[0] > 0 else F(1)
+        for i in range(C):
+            xr[i] = F(e[i]) * s + p[i]
+
+
+@njit(**JIT)
+def _store_kv(S, qkv, layer, pos, n):
+    """Sequence n's key and value at `pos` of `layer` (from its qkv row) into the caches."""
+    C = S.kcache.shape[3]
+    k, v, row = S.kcache[n, layer, pos], S.vcache[n, layer, pos], qkv[n]
+    for i in range(C):
+        k[i] = row[C + i]
+        v[i] = row[2 * C + i]
+
+
+@njit(**JIT)
 def decode_rows(W, S, tokens, pos, n_head, tasks):
     """Logits (into S.logits) for tokens[n] at position `pos` of sequence n, attending over
     that sequence's cached keys and values of positions < pos; stores this position's keys
     and values in the caches. The products and attention are parallel kernels."""
     N = tokens.shape[0]
-    L, C = W.ln1w.shape[0], W.wte.shape[1]
+    L = W.ln1w.shape[0]
     x, xn, qkv = S.x, S.xn, S.qkv
-    for n in range(N):
-        e, p, xr = W.wte[tokens[n]], W.wpe[pos], x[n]
-        s = W.wte_scale[tokens[n]] if W.wte_scale.shape[0] > 0 else F(1)
-        for i in range(C):
-            xr[i] = F(e[i]) * s + p[i]
+    _embed(W, x, tokens, pos)
     for layer in range(L):
         layernorm_forward(xn, S.mean, S.rstd, x, W.ln1w[layer], W.ln1b[layer], N)
         rows_times_weight(qkv, xn, W.qkvw[layer], W.qkvw_scale[layer], W.qkvb[layer], N, False, tasks)
         for n in range(N):
-            k, v, row = S.kcache[n, layer, pos], S.vcache[n, layer, pos], qkv[n]
-            for i in range(C):
-                k[i] = row[C + i]
-                v[i] = row[2 * C + i]
+            _store_kv(S, qkv, layer, pos, n)
         if N == 1:  # one task: no parallel launch (waking a sleeping thread costs tens of microseconds)
             _attend_sequence(S.y, S.att, qkv, S.kcache, S.vcache, layer, pos, n_head, 0)
         else:
@@ -241,11 +255,7 @@ def decode_rows_region(W, S, tokens, pos, n_head, tasks, sync):
     for t in prange(tasks):
         xn, mean, rstd = np.empty((N, C), F), np.empty(N, F), np.empty(N, F)
         if t == 0:
-            for n in range(N):
-                e, p, xr = W.wte[tokens[n]], W.wpe[pos], x[n]
-                s = W.wte_scale[tokens[n]] if W.wte_scale.shape[0] > 0 else F(1)
-                for i in range(C):
-                    xr[i] = F(e[i]) * s + p[i]
+            _embed(W, x, tokens, pos)
         barrier(sync, tasks)
         for layer in range(L):
             layernorm_forward(xn, mean, rstd, x, W.ln1w[layer], W.ln1b[layer], N)
@@ -254,10 +264,7 @@ def decode_rows_region(W, S, tokens, pos, n_head, tasks, sync):
             barrier(sync, tasks)
             n0, n1 = _share(N, t, tasks)
             for n in range(n0, n1):
-                k, v, row = S.kcache[n, layer, pos], S.vcache[n, layer, pos], qkv[n]
-                for i in range(C):
-                    k[i] = row[C + i]
-                    v[i] = row[2 * C + i]
+                _store_kv(S, qkv, layer, pos, n)
                 _attend_sequence(S.y, S.att, qkv, S.kcache, S.vcache, layer, pos, n_head, n)
             barrier(sync, tasks)
             j0, j1 = _share(W.attprojw.shape[1], t, tasks)
