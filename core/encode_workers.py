@@ -26,7 +26,7 @@ import numpy as np
 
 from cllm.core.errors import CorpusError
 from cllm.core.fast_bpe import deal
-from cllm.core.tokenizer import Tokenizer, split_pieces, tokenizer_from_json
+from cllm.core.tokenizer import Tokenizer, join_pieces, pieces_of, tokenizer_from_json
 
 GROUPS_PER_WORKER = 2  # groups a batch is dealt into, per worker: a slow group holds less back
 PIECE_CHARS = 1 << 18  # long texts are cut into pieces of at least this many characters
@@ -68,12 +68,7 @@ class EncodeWorkers:
 
     def encode_many(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Each text's ids, as `tokenizer.encode` gives them."""
-        pieces: list[str] = []
-        per_text = []
-        for text in texts:
-            parts = split_pieces(text, PIECE_CHARS)
-            pieces += parts
-            per_text.append(len(parts))
+        pieces, per_text = pieces_of(texts, PIECE_CHARS)
         groups = deal([len(p) for p in pieces], self.workers * GROUPS_PER_WORKER)
         try:
             futures = [self._pool.submit(_encode_group, pieces[a:b]) for a, b in groups]
@@ -84,9 +79,4 @@ class EncodeWorkers:
         piece_ids: list[np.ndarray] = []
         for ids, lengths in results:
             piece_ids += np.split(ids, np.cumsum(lengths)[:-1])
-        out = []
-        at = 0
-        for n in per_text:
-            out.append(piece_ids[at] if n == 1 else np.concatenate(piece_ids[at:at + n]))
-            at += n
-        return out
+        return join_pieces(piece_ids, per_text)

@@ -367,24 +367,30 @@ def encode_many(tokenizer: Tokenizer, texts: Sequence[str]) -> list[np.ndarray]:
     if not isinstance(tokenizer, BpeTokenizer) or not tokenizer._chunked:
         return [tokenizer.encode(text) for text in texts]
     fast = tokenizer.fast
+    pieces, per_text = pieces_of(texts)
+    if fast is not None:
+        return join_pieces(fast_bpe.encode_batch(fast, pieces), per_text)
+    batch = getattr(tokenizer.hf, "encode_batch_fast", tokenizer.hf.encode_batch)
+    return join_pieces([np.array(enc.ids, dtype=np.int32) for enc in batch(pieces, add_special_tokens=False)],
+                       per_text)
+
+
+def pieces_of(texts: Sequence[str], size: int = _BPE_CHUNK_MIN) -> tuple[list[str], list[int]]:
+    """Every text cut by `split_pieces` into pieces of at least `size` characters, in one
+    list, and how many pieces each text has (at least one, "" too)."""
     pieces: list[str] = []
     per_text = []
     for text in texts:
-        parts = split_pieces(text)
+        parts = split_pieces(text, size)
         pieces += parts
         per_text.append(len(parts))
-    if fast is not None:
-        encoded = fast_bpe.encode_batch(fast, pieces)
-        return [np.concatenate(encoded[at - n:at]).astype(np.int32)  # every text has a piece, "" too
-                for at, n in zip(itertools.accumulate(per_text), per_text, strict=True)]
-    batch = getattr(tokenizer.hf, "encode_batch_fast", tokenizer.hf.encode_batch)
-    encodings = batch(pieces, add_special_tokens=False)
-    out, at = [], 0
-    for n in per_text:
-        ids = list(itertools.chain.from_iterable(enc.ids for enc in encodings[at:at + n]))
-        out.append(np.array(ids, dtype=np.int32))
-        at += n
-    return out
+    return pieces, per_text
+
+
+def join_pieces(piece_ids: Sequence[np.ndarray], per_text: Sequence[int]) -> list[np.ndarray]:
+    """Each text's ids from its pieces' (`pieces_of`'s order), as int32."""
+    return [np.concatenate(piece_ids[at - n:at]).astype(np.int32, copy=False)
+            for at, n in zip(itertools.accumulate(per_text), per_text, strict=True)]
 
 
 def coverage_problem(tokenizer: Tokenizer, text: str) -> str | None:
