@@ -120,6 +120,32 @@ def test_attention_over_several_blocks_gives_the_same_bits_whoever_takes_them(sm
     np.testing.assert_allclose(runs[0][0][:, 1], full[ATTEND_BLOCK - 3:], rtol=1e-4, atol=1e-5)
 
 
+def test_samples_read_the_prompt_from_the_first_samples_cache(small_text):
+    """After one prompt every sample's attention reads the prompt's keys and values from
+    the first sample's cache (the prompt pass wrote the same numbers into each): the
+    others' prompt rows may hold anything (NaN here) and each sample's logits are still
+    the bits it decodes alone; after each sample's own prompt (a full context's restart)
+    each reads its own."""
+    ctx = 2 * ATTEND_BLOCK + 5
+    model = tiny_model(small_text, n_layer=2, n_head=2, n_embd=64, ctx=ctx)
+    tokens = np.random.default_rng(5).integers(0, model.config.vocab_size, (3, ctx)).astype(np.int32)
+    prompt = ATTEND_BLOCK + 3
+    decoder = Decoder(model, 3)
+    decoder.prefill(tokens[0, :prompt])
+    decoder.state.kcache[1:, :, :prompt] = np.nan
+    decoder.state.vcache[1:, :, :prompt] = np.nan
+    singles = [Decoder(model, 1) for _ in range(3)]
+    for single in singles:
+        single.prefill(tokens[0, :prompt])
+    for t in range(prompt, ctx):
+        together = decoder.step_all(tokens[:, t]).copy()
+        for n, single in enumerate(singles):
+            np.testing.assert_array_equal(together[n], single.step(int(tokens[n, t])))
+    decoder.prefill_each(tokens[:, :prompt])
+    assert decoder.state.shared[0] == 0
+    assert np.isfinite(decoder.step_all(tokens[:, prompt])).all()
+
+
 def test_the_decoders_copies_follow_the_weights(small_text):
     """The decoder's copies of the weights are kept on the model between generations and
     made again when the weights change in place (as training changes them)."""
