@@ -50,9 +50,13 @@ def _atomic_load(typingctx, address):
     return sig, codegen
 
 
+SLOTS = 3  # work counters: phase k takes slot k % 3 (see `take`)
+
+
 def barrier_state() -> np.ndarray:
-    """A barrier's state: arrivals and generation, each on its own cache line."""
-    return np.zeros(16, np.int64)
+    """A barrier's state: arrivals, generation, `SLOTS` work counters (`take`) and a count
+    that keeps `warm_until_others_arrive`'s loads, each on its own cache line."""
+    return np.zeros(8 * (3 + SLOTS), np.int64)
 
 
 @njit(**JIT)
@@ -74,3 +78,60 @@ def barrier(state, tasks):
             if spins >= SPINS_BEFORE_YIELD:
                 _sched_yield()
                 spins = 0
+
+
+@njit(**JIT)
+def clear_slot(state, slot):
+    """Sets work counter `slot` back to 0: by one task, while no task takes from it."""
+    state[8 * (2 + slot)] = 0
+
+
+@njit(**JIT)
+def take(state, slot, total, tasks, least):
+    """The next range (j0, j1) of items 0..total-1 shared out through work counter `slot`
+    (j0 >= total: none left): the tasks of a phase take pieces until the items run out,
+    so a task that is slowed (another process on its core, a slower core, work before
+    the phase) takes fewer and none waits long at the barrier after. Pieces shrink as the
+    items run out (a quarter of what is left on two tasks, at least `least` items), so
+    there are few of them and the last ones are small. The counter must start the phase
+    at 0 (`clear_slot` before the barrier that opens the phase)."""
+    counter = state.ctypes.data + 8 * 8 * (2 + slot)
+    size = max(least, (total - _atomic_load(counter)) // (2 * tasks))
+    j0: int = _atomic_add(counter, size)
+    return j0, min(j0 + size, total)
+
+
+WARM_BLOCK = 4096  # bytes warmed between two looks at the barrier
+
+
+@njit(**JIT)
+def _warm(state, busy, a, most):
+    """Reads array a one number per cache line, WARM_BLOCK bytes at a time, until the
+    barrier has `busy` arrivals or `most` bytes are read; returns the bytes still allowed
+    (0 once it stopped early) and the sum (which keeps the loads)."""
+    flat = a.reshape(a.size)
+    step, block = 64 // a.itemsize, WARM_BLOCK // a.itemsize
+    s = 0.0
+    for b in range(0, flat.size, block):
+        if most <= 0 or _atomic_load(state.ctypes.data) >= busy:
+            return 0, s
+        most -= WARM_BLOCK
+        for i in range(b, min(b + block, flat.size), step):
+            s += flat[i]
+    return most, s
+
+
+@njit(**JIT)
+def warm_until_arrived(state, busy, first, second, most):
+    """Before a barrier, by a task that had nothing to do in the phase it ends (one
+    sample's attention runs on one task): reads the arrays `first`, then `second` (the
+    weights the phases after the barrier read) into the caches, until the `busy` tasks
+    that had work have arrived, or both are read, or `most` bytes are (a bound for when
+    the busy task is held up: another process on its core). The wait so draws what the
+    next phases would draw from memory anyway, while the busy task leaves bandwidth
+    unused. Loads, not prefetch instructions, so that it goes at the memory's pace and
+    stops soon after the others arrive."""
+    most, s1 = _warm(state, busy, first, most)
+    _, s2 = _warm(state, busy, second, most)
+    if not np.isfinite(s1 + s2):  # never with finite weights; the loads are kept for it
+        state[8 * (2 + SLOTS)] += 1
