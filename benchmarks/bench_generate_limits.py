@@ -67,14 +67,11 @@ from benchmarks.common import (
 SCRIPT = Path(__file__).resolve()
 
 
-def child_read_bandwidth(spec: dict) -> dict:
-    """Read bandwidth: a numba prange sum of a 1 GiB float32 array on n threads, each
-    summing its own contiguous part with vectorised sums (numpy's own sum reached about
-    half of it), bytes read per second, best of `reps` for each thread count of
-    `threads_list`, the counts taking turns in one process (measured one count per
-    process, the 2-thread figure once read 27.6 GB/s where this reads 36)."""
+def read_kernel():
+    """A numba prange sum of a float32 array in `parts` contiguous parts, each summed with
+    vectorised sums (numpy's own sum reached about half of it; more accumulators, more
+    streams per thread and software prefetch read no faster)."""
     import numba
-    import numpy as np
 
     @numba.njit(parallel=True, fastmath=True, cache=False)
     def parallel_sum(a, parts):
@@ -87,7 +84,18 @@ def child_read_bandwidth(spec: dict) -> dict:
                 s += part[i]
             total += s
         return total
+    return parallel_sum
 
+
+def child_read_bandwidth(spec: dict) -> dict:
+    """Read bandwidth: `read_kernel` over a 1 GiB float32 array on n threads, bytes read
+    per second, best of `reps` for each thread count of `threads_list`, the counts taking
+    turns in one process (measured one count per process, the 2-thread figure once read
+    27.6 GB/s where this reads 36)."""
+    import numba
+    import numpy as np
+
+    parallel_sum = read_kernel()
     a = np.ones(spec["bytes"] // 4, np.float32)
     best = {n: 0.0 for n in spec["threads_list"]}
     for _ in range(spec["reps"]):
@@ -98,6 +106,23 @@ def child_read_bandwidth(spec: dict) -> dict:
             parallel_sum(a, n)
             best[n] = max(best[n], a.nbytes / (time.perf_counter() - t0))
     return {"bytes_per_s": {str(n): b for n, b in best.items()}}
+
+
+def own_read(weights, threads: int, reps: int = 5) -> float:
+    """Bytes per second at which this process reads the decoder's own product weights
+    (`read_kernel`, best of `reps`): the ceiling of this very process, whose memory may sit
+    where another process's does not (this VM's reads differ between processes, 36 against
+    57 GB/s on 2 threads, and stay put within one)."""
+    arrays = [a.reshape(-1) for a in (weights.qkvw, weights.attprojw, weights.fcw, weights.fcprojw, weights.wte)]
+    parallel_sum = read_kernel()
+    parallel_sum(arrays[0][:1024], threads)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for a in arrays:
+            parallel_sum(a, threads)
+        best = min(best, time.perf_counter() - t0)
+    return sum(a.nbytes for a in arrays) / best
 
 
 def child_gen_cllm(spec: dict) -> dict:
@@ -131,7 +156,10 @@ def child_gen_cllm(spec: dict) -> dict:
         t0 = time.perf_counter()
         times = [time.perf_counter() - t0 for _ in generate_samples(model, prompt, config)]
         out[f"{weights}/{samples}"] = times
-    return {"runs": out, "rss": peak_rss(), "prompt_tokens": len(tok.encode(prompt)), "copies": copies}
+    reads = {"float32": own_read(decoder_weights(models["float32"], "float32"), spec["threads"])} \
+        if "float32" in models else {}
+    return {"runs": out, "rss": peak_rss(), "prompt_tokens": len(tok.encode(prompt)), "copies": copies,
+            "own_read": reads}
 
 
 def child_gen_hf(spec: dict) -> dict:
@@ -258,6 +286,7 @@ def main() -> int:
     results: dict = {}
     rss: dict = {}
     copies: dict = {}
+    own: dict = {}
     prompt_tokens = None
     for rep in range(a.repeats):
         jobs = []
@@ -274,6 +303,9 @@ def main() -> int:
             rss.setdefault((engine, n), []).append(r["rss"])
             for weights, seconds in r.get("copies", {}).items():
                 copies.setdefault(weights, []).append(seconds)
+            for weights, read in r.get("own_read", {}).items():
+                own.setdefault((weights, n), []).append((read, timings(r["runs"][f"{weights}/1"])[1]
+                                                         if f"{weights}/1" in r["runs"] else None))
             for variant, times in r["runs"].items():
                 results.setdefault((engine, variant, n), []).append(times)
             print(f"run {rep + 1} {engine} {n} thread(s): " + ", ".join(
@@ -323,6 +355,13 @@ def main() -> int:
                     "seconds: " + ", ".join(f"{w} {fmt_range(stats(v))}" for w, v in copies.items())
                 + " (float32: every product's weight, the embedding too, copied into panels, 494 MB; int8: "
                   "the model was quantized at load, so nothing to make)."]
+    for (w, n), pairs in sorted(own.items()):
+        got = stats([read / 1e9 for read, _ in pairs])
+        shares = [rate * per_token[w] / read for read, rate in pairs if rate is not None]
+        share = f"; 1 sample's decoding at {fmt_range(stats([100 * x for x in shares]))}% of it" if shares else ""
+        out += ["", f"CLLM's {w} children on {n} thread(s) read the decoder's own product weights "
+                    f"({per_token[w] / 1e6:.0f} MB a token) with the same sum at {fmt_range(got)} GB/s{share} "
+                    "(each child against its own read: this VM's reads differ between processes)."]
     return report(out, a)
 
 
