@@ -112,7 +112,7 @@ def own_read(weights, threads: int, reps: int = 5) -> float:
     """Bytes per second at which this process reads the decoder's own product weights
     (`read_kernel`, best of `reps`): the ceiling of this very process, whose memory may sit
     where another process's does not (this VM's reads differ between processes, 36 against
-    57 GB/s on 2 threads, and stay put within one)."""
+    57 GB/s on 2 threads, and mostly stay put within one)."""
     arrays = [a.reshape(-1) for a in (weights.qkvw, weights.attprojw, weights.fcw, weights.fcprojw, weights.wte)]
     parallel_sum = read_kernel()
     parallel_sum(arrays[0][:1024], threads)
