@@ -231,11 +231,13 @@ def _zero_rows(x, rows):
 
 @njit(inline="always", **JIT)
 def _scale_rows(x, rows, factors):
-    """x[r] *= factors[r] for r < rows."""
+    """x[r] *= factors[r] for r < rows; a row whose factor is 1 (its running max did not
+    move: most tiles of a long sequence) is left as it is, the same bits."""
     for r in range(rows):
         row, f = x[r], x.dtype.type(factors[r])
-        for i in range(row.shape[0]):
-            row[i] *= f
+        if f != 1:
+            for i in range(row.shape[0]):
+                row[i] *= f
 
 
 @njit(inline="always", **JIT)
