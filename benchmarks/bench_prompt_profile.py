@@ -17,8 +17,9 @@ generation first, so kernels are compiled and the decoder's copies of the weight
   forms against the weights is timed too, though it is no part of the first token (the
   float32 prompt pass does not read them; the first decoding step makes the check);
 - the float32 matmul peak on the same threads (numpy's 2048^3 product, best of 5), and
-  the pass's GFLOP/s against it: 2 x (non-embedding weights) x T for the products,
-  2 x 2 x T^2/2 x C per layer for attention, 2 x C x V for the last position's logits.
+  the pass's GFLOP/s against it (`flops`: the arithmetic the pass does, the last layer
+  past its keys and values for the last row only): 2 x (non-embedding weights) x T for
+  the products, 2 x 2 x T^2/2 x C per layer for attention, 2 x C x V for the logits.
 
 CTranslate2's side (`pip install ctranslate2`, benchmark-only; its rows are skipped
 without it): `Generator.generate_tokens` on the converted model (bench_generate_limits.py
@@ -80,7 +81,8 @@ def child_cllm(spec: dict) -> dict:
     tok = model.tokenizer
     prompt = prompt_text(spec, tok.encode, tok.decode)
     config = SampleConfig(max_tokens=1, temperature=0)
-    list(generate_samples(model, prompt, config))  # warm: compiled, the weight forms made, pages touched
+    list(generate_samples(model, prompt, config))  # warm: compiled, pages touched
+    decoder_weights(model)  # the kept weight forms made (a one-token generation makes no decoding step)
     repeats = spec["repeats"]
     firsts = []
     for _ in range(repeats):
@@ -142,10 +144,15 @@ def child_ct2(spec: dict) -> dict:
 
 
 def flops(T: int) -> float:
+    """The arithmetic the pass does: every layer's products and causal attention over the
+    T rows, but the last layer's past its keys and values for the last row only (the
+    logits need no other), and the last position's logits."""
     c = GPT2_SMALL
     C, L = c["n_embd"], c["n_layer"]
-    weights = L * (3 * C * C + C * C + 8 * C * C)
-    return 2 * weights * T + L * 2 * 2 * T * T / 2 * C + 2 * C * c["vocab_size"]
+    layer_weights = 3 * C * C + C * C + 8 * C * C
+    layer = 2 * layer_weights * T + 2 * 2 * T * T / 2 * C
+    last = 2 * 2 * C * C * T + 2 * (layer_weights - 2 * C * C) + 2 * 2 * T * C
+    return (L - 1) * layer + last + 2 * C * c["vocab_size"]
 
 
 def main() -> int:
