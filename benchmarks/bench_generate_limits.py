@@ -306,8 +306,8 @@ def main() -> int:
         out += ["", "CLLM's first token above is a generation's after the first in its process: the first also "
                     "makes the decoder's copies of the weights (kept on the model until its weights change), "
                     "seconds: " + ", ".join(f"{w} {fmt_range(stats(v))}" for w, v in copies.items())
-                + " (float32: the linear layers transposed, 340 MB; int8: the model was quantized at load, "
-                  "so nothing to make)."]
+                + " (float32: every product's weight, the embedding too, copied into panels, 494 MB; int8: "
+                  "the model was quantized at load, so nothing to make)."]
     return report(out, a)
 
 

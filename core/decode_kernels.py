@@ -3,18 +3,18 @@
 Decoding a token reads every weight once and does two flops per weight per sequence: it
 is bound by memory bandwidth, and one core cannot draw all of it. Each product here is a
 `prange` over ranges of outputs: every thread streams its own share of the weight once,
-for all N rows (the samples of `--samples N`), so N rows cost little more than one. The
-weights are read as rows of outputs (a linear layer's (in, out) weight transposed, the
-embedding as it is), each output a dot product over one contiguous row, for every
-sample row while the weight row is in L1 (measured against adding weight rows into the
-outputs in place, which needs no copy: as fast for one row, about half the speed for four).
-Splitting the outputs, never the sums, keeps every output's arithmetic the same
-whatever the thread count and whatever N: a sample's logits are bit-identical alone and
-in a batch, on 1 thread or 2 (the tests hold both).
+for all N rows (the samples of `--samples N`), so N rows cost little more than one.
+float32 weights are read in panels (`core.panel_dots`: outputs side by side, the sums in
+vector registers, each output's sum a plain sequential sum in input order); int8 weights
+as rows of outputs (a linear layer's (in, out) weight transposed, the embedding as it
+is), each output an integer dot product over one contiguous row, for every sample row
+while the weight row is in L1. Splitting the outputs, never the sums, keeps every
+output's arithmetic the same whatever the thread count and whatever N: a sample's
+logits are bit-identical alone and in a batch, on 1 thread or 2 (the tests hold both).
 
-Weights are float32, or int8 with one float32 scale per output (`core.quantize`): with
-int8 weights each input row is rounded to int8 too (one scale per row) and the products
-run on integers (`core.int8_dots`), each output scaled once at the end.
+int8 weights have one float32 scale per output (`core.quantize`): each input row is
+rounded to int8 too (one scale per row) and the products run on integers
+(`core.int8_dots`), each output scaled once at the end.
 """
 
 from __future__ import annotations
@@ -27,42 +27,24 @@ from numba import njit, prange
 
 from cllm.core.int8_dots import int8_rows, quantize_activations
 from cllm.core.kernels import JIT, exp_shifted, gelu_forward, layernorm_forward, row_max
+from cllm.core.panel_dots import PANEL, panel_rows, panel_weight
 from cllm.core.spin_barrier import barrier
 
 F = np.float32
 
 
 @njit(**JIT)
-def _dot_row(out, x, w, scale, bias, N, accumulate, j):
-    """Output j of N rows: <x[n], w> (* scale[j]) (+ bias[j]) for a float32 weight row w,
-    one row after another while w is in L1 (it is read from memory once). Every row's sum
-    is the same loop whatever N, so a row's logits never depend on the others (LLVM
-    orders a vectorised sum by the loop it sits in; four rows summed in one loop ran no
-    faster, and made one row pay for four)."""
-    for n in range(N):
-        xn = x[n]
-        v = F(0)
-        for i in range(w.shape[0]):
-            v += xn[i] * w[i]
-        if scale.shape[0] > 0:
-            v *= scale[j]
-        if bias.shape[0] > 0:
-            v += bias[j]
-        out[n, j] = out[n, j] + v if accumulate else v
-
-
-@njit(**JIT)
 def _dot_rows(out, x, wt, scale, bias, N, accumulate, j0, j1):
-    """`rows_times_weight` for outputs j0:j1, each weight row read once from memory. With
-    int8 weights x's rows are rounded to int8 first (each task rounds its own copy: the
-    same values on any thread, a few microseconds) and the products run on integers."""
+    """`rows_times_weight` for units j0:j1 of wt (float32: panels of outputs; int8:
+    rows), each weight read once from memory. With int8 weights x's rows are rounded to
+    int8 first (each task rounds its own copy: the same values on any thread, a few
+    microseconds) and the products run on integers."""
     if wt.itemsize == 1:
         xu, xs = np.empty((N, x.shape[1]), np.uint8), np.empty(N, F)
         quantize_activations(xu, xs, x, N)
         int8_rows(out, xu, xs, wt, scale, bias, N, accumulate, j0, j1)
     else:
-        for j in range(j0, j1):
-            _dot_row(out, x, wt[j], scale, bias, N, accumulate, j)
+        panel_rows(out, x, wt, scale, bias, N, accumulate, j0, j1)
 
 
 @njit(**JIT)
@@ -73,11 +55,21 @@ def _share(count, t, tasks):
     return j0, min(j0 + width, count)
 
 
+@njit(**JIT)
+def _outputs(wt, j0, j1, oc):
+    """The outputs (o0, o1) that units j0:j1 of wt (`_dot_rows`) compute, of oc."""
+    if wt.itemsize == 1:
+        return j0, j1
+    return min(j0 * PANEL, oc), min(j1 * PANEL, oc)
+
+
 @njit(parallel=True, **JIT)
 def rows_times_weight(out, x, wt, scale, bias, N, accumulate, tasks):
-    """out[:N] (+)= (x[:N] @ wt.T) * scale + bias: x (N, IC); wt (OC, IC) the weight,
-    transposed, float32 or int8; scale (OC,) for int8 weights, else empty; bias (OC,) or
-    empty; out (N, OC). `tasks` (the thread count) tasks, each a contiguous range of outputs."""
+    """out[:N] (+)= (x[:N] @ w.T) * scale + bias for a weight w (OC, IC) given as wt: float32
+    in panels (`core.panel_dots.panel_form`), or int8 rows of outputs (OC, IC) with its
+    scales `scale` (OC,) (float32: empty); bias (OC,) or empty; x (N, IC); out (N, OC).
+    `tasks` (the thread count) tasks, each a contiguous range of wt's units (panels
+    or rows)."""
     for t in prange(tasks):
         j0, j1 = _share(wt.shape[0], t, tasks)
         _dot_rows(out, x, wt, scale, bias, N, accumulate, j0, j1)
@@ -136,10 +128,11 @@ def cached_attention(y, att, qkv, kcache, vcache, layer, pos, n_head, N):
 
 
 class DecodeWeights(NamedTuple):
-    """A model's weights as the decoder reads them: each linear layer's weight as rows of
-    outputs (L, OC, IC), float32 or int8, with its per-output scales (L, OC) (empty
-    (L, 0) for float32); the embedding (V, C) likewise with its per-row scales; the rest
-    float32 views of the parameters."""
+    """A model's weights as the decoder reads them: each linear layer's weight float32 in
+    panels (L, ceil(OC / PANEL), IC * PANEL) (`core.panel_dots.panel_form`) with empty scales
+    (L, 0), or int8 as rows of outputs (L, OC, IC) with its per-output scales (L, OC);
+    the embedding, which is also the logits' weight, likewise ((ceil(V / PANEL), C * PANEL) or
+    (V, C) with per-row scales); the rest float32 views of the parameters."""
 
     wte: np.ndarray
     wte_scale: np.ndarray
@@ -190,13 +183,19 @@ class DecodeState(NamedTuple):
 
 @njit(**JIT)
 def _embed(W, x, tokens, pos):
-    """x[n] = the embedding of tokens[n] at position `pos` (an int8 table's row scaled)."""
-    C = W.wte.shape[1]
+    """x[n] = the embedding of tokens[n] at position `pos`: read from the decoder's copy of
+    the table, which the logits read too (an int8 table's row scaled; a float32 table's
+    row gathered from its panels: 768 reads once a step)."""
+    C = W.wpe.shape[1]
     for n in range(tokens.shape[0]):
-        e, p, xr = W.wte[tokens[n]], W.wpe[pos], x[n]
-        s = W.wte_scale[tokens[n]] if W.wte_scale.shape[0] > 0 else F(1)
-        for i in range(C):
-            xr[i] = F(e[i]) * s + p[i]
+        p, xr = W.wpe[pos], x[n]
+        if W.wte.itemsize == 1:
+            e, s = W.wte[tokens[n]], W.wte_scale[tokens[n]]
+            for i in range(C):
+                xr[i] = F(e[i]) * s + p[i]
+        else:
+            for i in range(C):
+                xr[i] = panel_weight(W.wte, tokens[n], i) + p[i]
 
 
 @njit(**JIT)
@@ -250,7 +249,7 @@ def decode_rows_region(W, S, tokens, pos, n_head, tasks, sync):
     process on GPT-2 small (559 positions, quiet machine): 1 sample 21.2 -> 19.6 ms on
     1 thread, 18.8 -> 16.5 ms on 2; 4 samples 44.3 -> 42.1 and 27.7 -> 24.3 ms."""
     N = tokens.shape[0]
-    L, C = W.ln1w.shape[0], W.wte.shape[1]
+    L, C = W.ln1w.shape[0], W.wpe.shape[1]
     x, qkv = S.x, S.qkv
     for t in prange(tasks):
         xn, mean, rstd = np.empty((N, C), F), np.empty(N, F), np.empty(N, F)
@@ -273,7 +272,8 @@ def decode_rows_region(W, S, tokens, pos, n_head, tasks, sync):
             layernorm_forward(xn, mean, rstd, x, W.ln2w[layer], W.ln2b[layer], N)
             j0, j1 = _share(W.fcw.shape[1], t, tasks)
             _dot_rows(S.h, xn, W.fcw[layer], W.fcw_scale[layer], W.fcb[layer], N, False, j0, j1)
-            gelu_forward(S.hg[:, j0:j1], S.h[:, j0:j1], N)
+            o0, o1 = _outputs(W.fcw, j0, j1, S.h.shape[1])
+            gelu_forward(S.hg[:, o0:o1], S.h[:, o0:o1], N)
             barrier(sync, tasks)
             j0, j1 = _share(W.fcprojw.shape[1], t, tasks)
             _dot_rows(x, S.hg, W.fcprojw[layer], W.fcprojw_scale[layer], W.fcprojb[layer], N, True, j0, j1)

@@ -84,13 +84,13 @@ def _splat_int(bits: int, lanes: int, value: int) -> ir.Constant:
     return ir.Constant(_int_vector(bits, lanes), [value] * lanes)
 
 
-def _vector_loop(builder, count, step, initial, body):
+def vector_loop(builder, count, step, initial, body):
     """Runs values = body(i, values) for i = 0, step, ... while i + step <= count (i64),
     from `initial` values; returns (the first i not done, the final values)."""
     i64 = ir.IntType(64)
     start = builder.block
-    loop = builder.append_basic_block("int8.loop")
-    done = builder.append_basic_block("int8.done")
+    loop = builder.append_basic_block("vector.loop")
+    done = builder.append_basic_block("vector.done")
     width = ir.Constant(i64, step)
     builder.cbranch(builder.icmp_signed("<=", width, count), loop, done)
     builder.position_at_end(loop)
@@ -155,7 +155,7 @@ def _make_vnni(with_weight_sum: bool):
                           for p in (xp, wp))
                 return step(xv, wv, values)
 
-            end, values = _vector_loop(builder, count, 64, [zero] * (2 if with_weight_sum else 1), full)
+            end, values = vector_loop(builder, count, 64, [zero] * (2 if with_weight_sum else 1), full)
             # the last partial vector: lanes past n read as zero (a zero weight adds nothing)
             left = builder.sub(count, end)  # 0 to 63
             mask = builder.bitcast(builder.sub(builder.shl(ir.Constant(i64, 1), left), ir.Constant(i64, 1)), m64)
@@ -207,7 +207,7 @@ def _make_avx2():
                 b = builder.call(signb, [wv, q])  # w with q's sign (0 where q is 0)
                 return [builder.add(values[0], builder.call(maddwd, [builder.call(maddubs, [a, b]), one16]))]
 
-            _, values = _vector_loop(builder, count, 32, [ir.Constant(v8i32, None)], full)
+            _, values = vector_loop(builder, count, 32, [ir.Constant(v8i32, None)], full)
             builder.store(builder.call(reduce_add, [values[0]]), builder.inttoptr(sums_addr, i32.as_pointer()))
             return context.get_dummy_value()
 

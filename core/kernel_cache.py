@@ -26,9 +26,10 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "attention_kernels": ("kernels.py",),
     "layout": ("kernels.py",),
     "optimizer": ("kernels.py",),
-    "decode_kernels": ("kernels.py", "spin_barrier.py", "int8_dots.py"),
+    "decode_kernels": ("kernels.py", "spin_barrier.py", "int8_dots.py", "panel_dots.py"),
     "spin_barrier": ("kernels.py",),
     "int8_dots": ("kernels.py",),
+    "panel_dots": ("kernels.py", "int8_dots.py"),
     "prompt_pass": ("kernels.py", "attention_kernels.py"),
 }
 

@@ -7,7 +7,7 @@ multiplies each finished sum by one scale, instead of every block's partial sum 
 own, and the scales cost 1/IC of the weight instead of 1/32. What it costs in error is
 measured in benchmarks/RESULTS.md ("int8 weights") and bounded in tests/test_quantize.py.
 
-The decoder reads every product's weight as rows of outputs (`decoder_form`): GPT-2's
+The int8 decoder reads every product's weight as rows of outputs (`decoder_form`): GPT-2's
 linear weights (in, out) transposed, the embedding (tokens, width) as it is, and rounds
 each product's input rows to int8 too (core/int8_dots.py): `decoded_loss` measures what
 that costs, where `evaluate` (float32 inputs) cannot.
@@ -22,6 +22,7 @@ from cllm.core.dataset import TokenView
 from cllm.core.decode_kernels import DecodeWeights
 from cllm.core.int8_dots import LEVELS
 from cllm.core.layout import GLOBAL_NAMES, LAYER_NAMES, Layout, tensor_shapes
+from cllm.core.panel_dots import panel_form
 
 LINEAR = ("qkvw", "attprojw", "fcw", "fcprojw")
 QUANTIZED = ("wte",) + LINEAR  # every matrix product's weight
@@ -64,9 +65,10 @@ def quantize_model(model) -> None:
 
 
 def float32_forms(P) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The float32 decoder's forms of the product weights: the linear layers' transposed
-    copies and the embedding itself, with empty scales."""
-    return {name: (np.ascontiguousarray(decoder_form(name, getattr(P, name))),
+    """The float32 decoder's forms of the product weights: panel copies
+    (`core.panel_dots.panel_form`) of the linear layers and of the embedding, with empty
+    scales (GPT-2 small: 498 MB, the embedding's 154 MB beside the model's own table)."""
+    return {name: (panel_form(decoder_form(name, getattr(P, name))),
                    np.zeros(getattr(P, name).shape[:-2] + (0,), np.float32)) for name in QUANTIZED}
 
 
