@@ -105,7 +105,7 @@ def child_cllm(spec: dict) -> dict:
     for _ in range(repeats):
         ids = np.array(timed("tokenize", prompt_tokens, tok, prompt), np.int32)
         decoder = timed("decoder set-up", Decoder, model)
-        logits = prompt_pass(decoder.logits_embedding(P), P, decoder.state, range(1), ids, model.config.n_head, 0,
+        logits = prompt_pass(decoder.prompt_weights(), P, decoder.state, range(1), ids, model.config.n_head, 0,
                              decoder.buffers, clock)
         timed(CHECK, decoder_weights, model)
         decoder.close()  # as a generation ends: its caches and buffers go to the next decoder

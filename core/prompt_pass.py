@@ -26,7 +26,7 @@ from numba import njit, prange
 
 from cllm.core import layout
 from cllm.core.attention_kernels import attention_forward
-from cllm.core.decode_kernels import DecodeState, rows_times_weight
+from cllm.core.decode_kernels import DecodeState, DecodeWeights, rows_times_weight
 from cllm.core.kernels import (
     JIT,
     encoder_forward,
@@ -137,13 +137,13 @@ class PromptBuffers(NamedTuple):
 Clock = Callable[[str, float], None]
 
 
-def prompt_pass(embedding: tuple[np.ndarray, np.ndarray], P, S: DecodeState, samples: range, tokens: np.ndarray,
-                n_head: int, threads: int = 0, buffers: PromptBuffers | None = None,
-                clock: Clock | None = None) -> np.ndarray:
-    """Runs `tokens` (T <= ctx) through the model (P: `core.layout.Params` views;
-    `embedding`: the logits' weight rows and scales as the decoder reads them, its
-    `DecodeWeights`' wte and wte_scale), writes every layer's keys and values into the
-    caches of `samples` in S, and returns the last position's logits (V,). `buffers`
+def prompt_pass(W: DecodeWeights | None, P, S: DecodeState, samples: range, tokens: np.ndarray, n_head: int,
+                threads: int = 0, buffers: PromptBuffers | None = None, clock: Clock | None = None) -> np.ndarray:
+    """Runs `tokens` (T <= ctx) through the model (P: `core.layout.Params` views), writes
+    every layer's keys and values into the caches of `samples` in S, and returns the last
+    position's logits (V,): through W, the decoder's int8 weights, or for float32 (W None)
+    from the model's own embedding P.wte, so that the first token waits for none of the
+    decoder's copies (`core.sampler.Decoder.weights`). `buffers`
     (for at least T tokens; made here if None) are reused by a caller that keeps them:
     memory touched for the first time costs page faults. `clock`, where given, is told each step's kind
     and seconds (benchmarks/bench_prompt_profile.py)."""
@@ -194,6 +194,9 @@ def prompt_pass(embedding: tuple[np.ndarray, np.ndarray], P, S: DecodeState, sam
             run("MLP down product", matmul_rows, xs, hg, P.fcprojw[layer], P.fcprojb[layer], n, True, blocks)
         last = x[T - 1:T]
         run("layernorm", layernorm_rows, ln[:1], B.mean, B.rstd, last, P.lnfw, P.lnfb, 1)
-        run("logits (last position)", rows_times_weight, logits, ln[:1], *embedding, P.lnfb[:0], 1, False,
-            workers)
+        if W is None:  # one BLAS product on one thread (any thread count: the same bits)
+            run("logits (last position)", np.dot, P.wte, ln[0], logits[0])
+        else:
+            run("logits (last position)", rows_times_weight, logits, ln[:1], W.wte, W.wte_scale, P.lnfb[:0], 1,
+                False, workers)
     return logits[0]

@@ -72,12 +72,6 @@ def float32_forms(P) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                    np.zeros(getattr(P, name).shape[:-2] + (0,), np.float32)) for name in QUANTIZED}
 
 
-def copied_weights(weights: str) -> tuple[str, ...]:
-    """The parameters the decoder's `weights` forms ("float32" or "int8") hold copies of,
-    which must be checked for changes: float32's embedding form is the parameter itself."""
-    return LINEAR if weights == "float32" else QUANTIZED
-
-
 def decode_weights(P, forms: dict[str, tuple[np.ndarray, np.ndarray]]) -> DecodeWeights:
     """The decoder's weights: the product weights' `forms` (name -> (rows of outputs,
     scales): `float32_forms` or `quantize_params`) and views of the rest of P."""
