@@ -75,56 +75,122 @@ def rows_times_weight(out, x, wt, scale, bias, N, accumulate, tasks):
         _dot_rows(out, x, wt, scale, bias, N, accumulate, j0, j1)
 
 
+ATTEND_BLOCK = 32  # positions per block of attention: the split of the cache, whatever the threads
+ATTEND_RUN = 4  # blocks a sequence reads before the next one's turn: 768 KB of GPT-2's cache, in L2
+
+
 @njit(**JIT)
-def _attend(y, a, inv, q, keys, values, pos, hs, scale):
-    """Every head of one query q (C,) over keys and values (maxT, C) at positions <= pos,
-    into y (C,); a (n_head, maxT), inv (n_head,) scratch. Each position's keys (then
-    values) are read together, one pass down the cache: the cache is streamed, where a
-    pass per head read it in 256-byte pieces 3 KB apart (GPT-2 at 559 positions: 5.9 ms
-    a step on one thread, against 1.9 ms). Every head's arithmetic is the loop it was
-    (the same bits). Its loops index views from 0: an index LLVM cannot prove
-    non-negative (i + offset) keeps numba's wraparound test, and LLVM then vectorises
-    with gathers (five times slower)."""
-    for u in range(pos + 1):
-        krow = keys[u]
-        for hd in range(inv.shape[0]):
+def attend_blocks(pos):
+    """How many blocks of ATTEND_BLOCK positions cover positions 0..pos."""
+    return pos // ATTEND_BLOCK + 1
+
+
+@njit(**JIT)
+def _attend_run(part_y, top, total, a, q, keys, values, first_keys, first_values, shared, b0, b1, pos, hs, scale):
+    """Every head of one query q (C,) over keys and values (maxT, C) at the positions
+    <= pos of blocks b0:b1, each block's softmax on its own: top (n_head, blocks) each
+    head's largest score in the block, a[hd, u] exp(score - top), total (n_head, blocks)
+    their sums, part_y (blocks, C) the values weighted by them; positions < shared read
+    from first_keys and first_values instead (the first sequence's cache, which holds the
+    same numbers: the prompt of every sample). The run's keys (then
+    values) are read as one stream, each position's row for all heads at once (a pass
+    per head read the cache in 256-byte pieces 3 KB apart: GPT-2 at 559 positions, 5.9
+    ms a step on one thread against 1.9 ms; a block's keys then its values, block after
+    block, 15% slower than one stream); a block's arithmetic is the same in any run, so
+    the bits do not depend on how the blocks are shared out. Its loops index views from
+    0: an index LLVM cannot prove non-negative (i + offset) keeps numba's wraparound
+    test, and LLVM then vectorises with gathers (five times slower)."""
+    n_head = top.shape[0]
+    u0, u1 = b0 * ATTEND_BLOCK, min(b1 * ATTEND_BLOCK, pos + 1)
+    for u in range(u0, u1):
+        krow = first_keys[u] if u < shared else keys[u]
+        for hd in range(n_head):
             qh, k = q[hd * hs:(hd + 1) * hs], krow[hd * hs:(hd + 1) * hs]
             s = F(0)
             for i in range(hs):
                 s += qh[i] * k[i]
             a[hd, u] = s * scale
-    for hd in range(inv.shape[0]):
-        row = a[hd]
-        inv[hd] = 1.0 / exp_shifted(row, pos + 1, row_max(row, pos + 1, -np.inf))
-    for i in range(y.shape[0]):
-        y[i] = 0.0
-    for u in range(pos + 1):
-        vrow = values[u]
-        for hd in range(inv.shape[0]):
-            w = F(a[hd, u] * inv[hd])
-            o, v = y[hd * hs:(hd + 1) * hs], vrow[hd * hs:(hd + 1) * hs]
+    for b in range(b0, b1):
+        v0, v1 = b * ATTEND_BLOCK, min((b + 1) * ATTEND_BLOCK, pos + 1)
+        for hd in range(n_head):
+            row = a[hd, v0:v1]
+            top[hd, b] = row_max(row, v1 - v0, -np.inf)
+            total[hd, b] = exp_shifted(row, v1 - v0, top[hd, b])
+        out = part_y[b]
+        for i in range(out.shape[0]):
+            out[i] = 0.0
+    for u in range(u0, u1):
+        vrow, out = first_values[u] if u < shared else values[u], part_y[u // ATTEND_BLOCK]
+        for hd in range(n_head):
+            w = a[hd, u]
+            o, v = out[hd * hs:(hd + 1) * hs], vrow[hd * hs:(hd + 1) * hs]
             for i in range(hs):
                 o[i] += w * v[i]
 
 
 @njit(**JIT)
-def _attend_sequence(y, att, qkv, kcache, vcache, layer, pos, n_head, n):
-    """`cached_attention` of sequence n."""
-    hs = y.shape[1] // n_head
-    _attend(y[n], att[n * n_head:(n + 1) * n_head], np.empty(n_head), qkv[n], kcache[n, layer], vcache[n, layer], pos,
-            hs, F(1.0 / math.sqrt(hs)))
+def _attend_items(S, qkv, layer, pos, n_head, b0, b1):
+    """Blocks b0:b1 of every sequence's attention: each block's partial output, maxima
+    and sums into S.part_y, S.part_top, S.part_total. One sequence reads its blocks as
+    one run; several take turns at runs of ATTEND_RUN blocks, so that the prompt's rows,
+    which they all read from the first sequence's cache (S.shared), come from memory
+    once and from L2 for the others. The last block's reader first stores this
+    position's key and value (only that block reads them)."""
+    N, C, blocks = qkv.shape[0], S.y.shape[1], attend_blocks(pos)
+    hs, shared = C // n_head, S.shared[0]
+    scale = F(1.0 / math.sqrt(hs))
+    run = max(b1 - b0, 1) if N == 1 else ATTEND_RUN
+    for r0 in range(b0, b1, run):
+        r1 = min(r0 + run, b1)
+        for n in range(N):
+            if r1 == blocks:
+                _store_kv(S, qkv, layer, pos, n)
+            _attend_run(S.part_y[n], S.part_top[n], S.part_total[n], S.att[n * n_head:(n + 1) * n_head], qkv[n],
+                        S.kcache[n, layer], S.vcache[n, layer], S.kcache[0, layer], S.vcache[0, layer], shared, r0,
+                        r1, pos, hs, scale)
+
+
+@njit(**JIT)
+def _merge_blocks(S, pos, n_head, j0, j1):
+    """Items j0:j1 of the merge: item j is head j % n_head of sequence j // n_head, its
+    output S.y from the blocks' partial outputs, each rescaled to the largest maximum,
+    summed in block order (the bits do not depend on which task took which block)."""
+    C = S.y.shape[1]
+    hs, blocks = C // n_head, attend_blocks(pos)
+    for j in range(j0, j1):
+        n, hd = j // n_head, j % n_head
+        top, total, o = S.part_top[n, hd], S.part_total[n, hd], S.y[n, hd * hs:(hd + 1) * hs]
+        exp_shifted(top, blocks, row_max(top, blocks, -np.inf))  # each block's factor, in place of its maximum
+        for i in range(hs):
+            o[i] = 0.0
+        whole = F(0)
+        for b in range(blocks):
+            f, part = top[b], S.part_y[n, b, hd * hs:(hd + 1) * hs]
+            whole += f * total[b]
+            for i in range(hs):
+                o[i] += f * part[i]
+        inverse = F(1) / whole
+        for i in range(hs):
+            o[i] *= inverse
 
 
 @njit(parallel=True, **JIT)
-def cached_attention(y, att, qkv, kcache, vcache, layer, pos, n_head, N):
+def cached_attention(S, qkv, layer, pos, n_head, tasks):
     """Each of N sequences' query at position `pos` (qkv[n]'s q) against its cached keys
-    and values of positions <= pos of layer `layer` (kcache, vcache (N, L, maxT, C)), into
-    y (N, C); att (N * n_head, maxT) scratch. One task per sequence, all its heads: two
-    threads each streaming half of every cache row (half the heads) took longer than one
-    thread streaming all of it (GPT-2 at 559 positions: 3.2 ms against 2.0 ms), each
-    core's prefetcher presumably fetching the other half as well."""
-    for n in prange(N):
-        _attend_sequence(y, att, qkv, kcache, vcache, layer, pos, n_head, n)
+    and values of positions <= pos of layer `layer`, into S.y (N, C); stores this
+    position's keys and values first. The cache is cut into blocks of ATTEND_BLOCK
+    positions (flash-decoding's split): each block's softmax and weighted values on
+    their own, then the blocks merged in order. The tasks split the blocks, so two
+    threads each stream whole rows of their own blocks of one sequence (splitting the
+    heads, each thread streaming half of every row, took 3.2 ms on 2 threads against
+    2.0 ms on one, GPT-2 at 559 positions); the blocks do not depend on the tasks, so
+    neither do the bits."""
+    for t in prange(tasks):
+        b0, b1 = _share(attend_blocks(pos), t, tasks)
+        _attend_items(S, qkv, layer, pos, n_head, b0, b1)
+    for t in prange(tasks):
+        j0, j1 = _share(qkv.shape[0] * n_head, t, tasks)
+        _merge_blocks(S, pos, n_head, j0, j1)
 
 
 class DecodeWeights(NamedTuple):
@@ -168,6 +234,10 @@ class DecodeState(NamedTuple):
     rstd: np.ndarray  # (N,)
     qkv: np.ndarray  # (N, 3C)
     att: np.ndarray  # (N * n_head, maxT) attention weights, one row per sequence and head
+    part_y: np.ndarray  # (N, blocks, C) each block's attention output (`cached_attention`)
+    part_top: np.ndarray  # (N, n_head, blocks) and each head's largest score in the block
+    part_total: np.ndarray  # (N, n_head, blocks) and the sum of its weights
+    shared: np.ndarray  # (1,) int64: how many first positions every sequence's cache holds alike (one prompt)
     y: np.ndarray  # (N, C) attention output
     h: np.ndarray  # (N, 4C) MLP hidden layer
     hg: np.ndarray  # (N, 4C) after GELU
@@ -175,10 +245,11 @@ class DecodeState(NamedTuple):
 
     @classmethod
     def create(cls, N: int, n_layer: int, n_head: int, ctx: int, C: int, V: int) -> DecodeState:
-        z = np.zeros
+        z, blocks = np.zeros, attend_blocks(ctx - 1)
         return cls(z((N, n_layer, ctx, C), F), z((N, n_layer, ctx, C), F), z((N, C), F), z((N, C), F), z(N, F),
-                   z(N, F), z((N, 3 * C), F), z((N * n_head, ctx), F), z((N, C), F), z((N, 4 * C), F),
-                   z((N, 4 * C), F), z((N, V), F))
+                   z(N, F), z((N, 3 * C), F), z((N * n_head, ctx), F), z((N, blocks, C), F),
+                   z((N, n_head, blocks), F), z((N, n_head, blocks), F), z(1, np.int64), z((N, C), F),
+                   z((N, 4 * C), F), z((N, 4 * C), F), z((N, V), F))
 
 
 @njit(**JIT)
@@ -220,12 +291,11 @@ def decode_rows(W, S, tokens, pos, n_head, tasks):
     for layer in range(L):
         layernorm_forward(xn, S.mean, S.rstd, x, W.ln1w[layer], W.ln1b[layer], N)
         rows_times_weight(qkv, xn, W.qkvw[layer], W.qkvw_scale[layer], W.qkvb[layer], N, False, tasks)
-        for n in range(N):
-            _store_kv(S, qkv, layer, pos, n)
-        if N == 1:  # one task: no parallel launch (waking a sleeping thread costs tens of microseconds)
-            _attend_sequence(S.y, S.att, qkv, S.kcache, S.vcache, layer, pos, n_head, 0)
+        if tasks == 1:  # no parallel launch (waking a sleeping thread costs tens of microseconds)
+            _attend_items(S, qkv, layer, pos, n_head, 0, attend_blocks(pos))
+            _merge_blocks(S, pos, n_head, 0, N * n_head)
         else:
-            cached_attention(S.y, S.att, qkv, S.kcache, S.vcache, layer, pos, n_head, N)
+            cached_attention(S, qkv, layer, pos, n_head, tasks)
         rows_times_weight(x, S.y, W.attprojw[layer], W.attprojw_scale[layer], W.attprojb[layer], N, True, tasks)
         layernorm_forward(xn, S.mean, S.rstd, x, W.ln2w[layer], W.ln2b[layer], N)
         rows_times_weight(S.h, xn, W.fcw[layer], W.fcw_scale[layer], W.fcb[layer], N, False, tasks)
@@ -243,8 +313,9 @@ def decode_rows_region(W, S, tokens, pos, n_head, tasks, sync):
     launch per product and attention: a launch that wakes the sleeping threads costs
     ~40 us on two threads here, and a step of GPT-2 small had 49 of them. Every task
     takes its own LayerNorm of x (768 numbers, less than a barrier), its share of each
-    product's outputs (`_share`, as `rows_times_weight` splits them) and of the sequences'
-    attention. Every task must run at once (see `core.spin_barrier`): at most as many tasks
+    product's outputs (`_share`, as `rows_times_weight` splits them) and of attention's
+    blocks of positions and then of its heads' merges (`cached_attention`).
+    Every task must run at once (see `core.spin_barrier`): at most as many tasks
     as numba has threads, and never on TBB. Measured in one
     process on GPT-2 small (559 positions, quiet machine): 1 sample 21.2 -> 19.6 ms on
     1 thread, 18.8 -> 16.5 ms on 2; 4 samples 44.3 -> 42.1 and 27.7 -> 24.3 ms."""
@@ -261,10 +332,11 @@ def decode_rows_region(W, S, tokens, pos, n_head, tasks, sync):
             j0, j1 = _share(W.qkvw.shape[1], t, tasks)
             _dot_rows(qkv, xn, W.qkvw[layer], W.qkvw_scale[layer], W.qkvb[layer], N, False, j0, j1)
             barrier(sync, tasks)
-            n0, n1 = _share(N, t, tasks)
-            for n in range(n0, n1):
-                _store_kv(S, qkv, layer, pos, n)
-                _attend_sequence(S.y, S.att, qkv, S.kcache, S.vcache, layer, pos, n_head, n)
+            b0, b1 = _share(attend_blocks(pos), t, tasks)
+            _attend_items(S, qkv, layer, pos, n_head, b0, b1)
+            barrier(sync, tasks)
+            j0, j1 = _share(N * n_head, t, tasks)
+            _merge_blocks(S, pos, n_head, j0, j1)
             barrier(sync, tasks)
             j0, j1 = _share(W.attprojw.shape[1], t, tasks)
             _dot_rows(x, S.y, W.attprojw[layer], W.attprojw_scale[layer], W.attprojb[layer], N, True, j0, j1)

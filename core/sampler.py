@@ -99,6 +99,7 @@ class Decoder:
         self.weights = decoder_weights(model, weights)
         self.state, self.buffers = _scratch(model, samples)
         self.sync = barrier_state()
+        self.state.shared[0] = 0
         self.pos = 0
 
     def close(self) -> None:
@@ -118,12 +119,15 @@ class Decoder:
     def prefill(self, tokens: np.ndarray) -> np.ndarray:
         """Logits after `tokens` (its last ctx), every sample's cache holding them."""
         tokens = np.asarray(tokens[-self.model.config.ctx:], dtype=np.int32)
-        return self._prompt_pass(tokens, range(self.samples))
+        logits = self._prompt_pass(tokens, range(self.samples))
+        self.state.shared[0] = len(tokens)  # every cache holds the prompt: attention reads the first one's
+        return logits
 
     def prefill_each(self, histories: np.ndarray) -> np.ndarray:
         """(samples, V) logits after each sample's own tokens (histories (samples, T),
         T <= ctx), each cache holding its own: a full context's restart."""
         logits = np.empty((self.samples, self.model.config.vocab_size), np.float32)
+        self.state.shared[0] = 0
         for n in range(self.samples):
             logits[n] = self._prompt_pass(np.asarray(histories[n], dtype=np.int32), range(n, n + 1))
         return logits

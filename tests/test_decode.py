@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cllm.core import sampler
-from cllm.core.decode_kernels import decode_rows, decode_rows_region
+from cllm.core.decode_kernels import ATTEND_BLOCK, decode_rows, decode_rows_region
 from cllm.core.errors import ConfigError
 from cllm.core.model import GPT
 from cllm.core.quantize import QUANTIZED, decoder_form, dequantize_rows, quantize_params, quantize_rows
@@ -78,6 +78,72 @@ def test_one_region_gives_the_bits_of_a_launch_per_phase(model, weights):
             runs.append((np.array(logits), decoder.state.kcache.copy(), decoder.state.vcache.copy()))
         for a, b in zip(*runs, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("n_embd, n_head", [(20, 4), (64, 2)])
+def test_attention_over_several_blocks_gives_the_same_bits_whoever_takes_them(small_text, n_embd, n_head):
+    """Past several of attention's blocks of positions (ATTEND_BLOCK): two sequences'
+    logits and caches are the same bits from the region on 1 and 2 tasks and from the
+    launch per phase, each sequence's the bits it has decoded alone, and the logits
+    those of the full forward pass. Head sizes 5 and 32: the plain loops and the
+    vector kernels."""
+    ctx = 3 * ATTEND_BLOCK + 7
+    model = tiny_model(small_text, n_layer=2, n_head=n_head, n_embd=n_embd, ctx=ctx)
+    model.params += np.random.default_rng(0).normal(0, 0.1, model.params.shape).astype(np.float32)
+    tokens = np.random.default_rng(4).integers(0, model.config.vocab_size, (2, ctx)).astype(np.int32)
+    runs = []
+    for tasks, step in ((1, decode_rows_region), (2, decode_rows_region), (2, decode_rows)):
+        if tasks == 2 and threading_layer() != "omp" and step is decode_rows_region:
+            continue
+        decoder = Decoder(model, 2)
+        decoder.prefill(tokens[0, :ATTEND_BLOCK - 3])
+        logits = []
+        for t in range(ATTEND_BLOCK - 3, ctx):
+            with parallel_threads(tasks, tasks) as workers:
+                args = (decoder.weights, decoder.state, tokens[:, t], decoder.pos, n_head, workers)
+                if step is decode_rows_region:
+                    step(*args, decoder.sync)
+                else:
+                    step(*args)
+            decoder.pos += 1
+            logits.append(decoder.state.logits.copy())
+        runs.append((np.array(logits), decoder.state.kcache.copy(), decoder.state.vcache.copy()))
+    for run in runs[1:]:
+        for a, b in zip(runs[0], run, strict=True):
+            np.testing.assert_array_equal(a, b)
+    alone = Decoder(model, 1)
+    alone.prefill(tokens[0, :ATTEND_BLOCK - 3])
+    for i, t in enumerate(range(ATTEND_BLOCK - 3, ctx)):
+        np.testing.assert_array_equal(alone.step(int(tokens[1, t])), runs[0][0][i, 1])
+    history = np.concatenate([tokens[0, :ATTEND_BLOCK - 3], tokens[1, ATTEND_BLOCK - 3:]])
+    full, _ = forward_logits(model.params, model.config, history)
+    np.testing.assert_allclose(runs[0][0][:, 1], full[ATTEND_BLOCK - 3:], rtol=1e-4, atol=1e-5)
+
+
+def test_samples_read_the_prompt_from_the_first_samples_cache(small_text):
+    """After one prompt every sample's attention reads the prompt's keys and values from
+    the first sample's cache (the prompt pass wrote the same numbers into each): the
+    others' prompt rows may hold anything (NaN here) and each sample's logits are still
+    the bits it decodes alone; after each sample's own prompt (a full context's restart)
+    each reads its own."""
+    ctx = 2 * ATTEND_BLOCK + 5
+    model = tiny_model(small_text, n_layer=2, n_head=2, n_embd=64, ctx=ctx)
+    tokens = np.random.default_rng(5).integers(0, model.config.vocab_size, (3, ctx)).astype(np.int32)
+    prompt = ATTEND_BLOCK + 3
+    decoder = Decoder(model, 3)
+    decoder.prefill(tokens[0, :prompt])
+    decoder.state.kcache[1:, :, :prompt] = np.nan
+    decoder.state.vcache[1:, :, :prompt] = np.nan
+    singles = [Decoder(model, 1) for _ in range(3)]
+    for single in singles:
+        single.prefill(tokens[0, :prompt])
+    for t in range(prompt, ctx):
+        together = decoder.step_all(tokens[:, t]).copy()
+        for n, single in enumerate(singles):
+            np.testing.assert_array_equal(together[n], single.step(int(tokens[n, t])))
+    decoder.prefill_each(tokens[:, :prompt])
+    assert decoder.state.shared[0] == 0
+    assert np.isfinite(decoder.step_all(tokens[:, prompt])).all()
 
 
 def test_the_decoders_copies_follow_the_weights(small_text):
