@@ -15,7 +15,12 @@ figures are those of a warm process.
 Ceiling: decoding reads every weight of the products once per step (float32: 4 bytes per
 weight, int8: 1 byte plus the scales), so tokens/s <= read bandwidth / bytes per token;
 the read bandwidth is measured here: a numba prange sum of a 1 GiB float32 array on n
-threads, best of 7, the thread counts taking turns in one process.
+threads, best of 7, the thread counts taking turns in one process; measured before the
+engines and again after each repeat, and the ceiling is the median of those reads (this
+KVM guest's memory reads at ~36 GB/s on 2 threads most of the time, but at times up to
+~57: one read at the start could catch either). Other read kernels (more accumulators,
+two or four streams per thread, software prefetch) read no faster (2026-12-06, notes in
+RESULTS.md): the sum is the memory's limit, not the kernel's.
 
 CTranslate2 (`pip install ctranslate2`) is a benchmark-only dependency: without it its
 rows are skipped. The model is converted once with `ct2-transformers-converter`.
@@ -62,14 +67,11 @@ from benchmarks.common import (
 SCRIPT = Path(__file__).resolve()
 
 
-def child_read_bandwidth(spec: dict) -> dict:
-    """Read bandwidth: a numba prange sum of a 1 GiB float32 array on n threads, each
-    summing its own contiguous part with vectorised sums (numpy's own sum reached about
-    half of it), bytes read per second, best of `reps` for each thread count of
-    `threads_list`, the counts taking turns in one process (measured one count per
-    process, the 2-thread figure once read 27.6 GB/s where this reads 36)."""
+def read_kernel():
+    """A numba prange sum of a float32 array in `parts` contiguous parts, each summed with
+    vectorised sums (numpy's own sum reached about half of it; more accumulators, more
+    streams per thread and software prefetch read no faster)."""
     import numba
-    import numpy as np
 
     @numba.njit(parallel=True, fastmath=True, cache=False)
     def parallel_sum(a, parts):
@@ -82,7 +84,18 @@ def child_read_bandwidth(spec: dict) -> dict:
                 s += part[i]
             total += s
         return total
+    return parallel_sum
 
+
+def child_read_bandwidth(spec: dict) -> dict:
+    """Read bandwidth: `read_kernel` over a 1 GiB float32 array on n threads, bytes read
+    per second, best of `reps` for each thread count of `threads_list`, the counts taking
+    turns in one process (measured one count per process, the 2-thread figure once read
+    27.6 GB/s where this reads 36)."""
+    import numba
+    import numpy as np
+
+    parallel_sum = read_kernel()
     a = np.ones(spec["bytes"] // 4, np.float32)
     best = {n: 0.0 for n in spec["threads_list"]}
     for _ in range(spec["reps"]):
@@ -93,6 +106,23 @@ def child_read_bandwidth(spec: dict) -> dict:
             parallel_sum(a, n)
             best[n] = max(best[n], a.nbytes / (time.perf_counter() - t0))
     return {"bytes_per_s": {str(n): b for n, b in best.items()}}
+
+
+def own_read(weights, threads: int, reps: int = 5) -> float:
+    """Bytes per second at which this process reads the decoder's own product weights
+    (`read_kernel`, best of `reps`): the ceiling of this very process, whose memory may sit
+    where another process's does not (this VM's reads differ between processes, 36 against
+    57 GB/s on 2 threads, and mostly stay put within one)."""
+    arrays = [a.reshape(-1) for a in (weights.qkvw, weights.attprojw, weights.fcw, weights.fcprojw, weights.wte)]
+    parallel_sum = read_kernel()
+    parallel_sum(arrays[0][:1024], threads)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for a in arrays:
+            parallel_sum(a, threads)
+        best = min(best, time.perf_counter() - t0)
+    return sum(a.nbytes for a in arrays) / best
 
 
 def child_gen_cllm(spec: dict) -> dict:
@@ -126,7 +156,10 @@ def child_gen_cllm(spec: dict) -> dict:
         t0 = time.perf_counter()
         times = [time.perf_counter() - t0 for _ in generate_samples(model, prompt, config)]
         out[f"{weights}/{samples}"] = times
-    return {"runs": out, "rss": peak_rss(), "prompt_tokens": len(tok.encode(prompt)), "copies": copies}
+    reads = {"float32": own_read(decoder_weights(models["float32"], "float32"), spec["threads"])} \
+        if "float32" in models else {}
+    return {"runs": out, "rss": peak_rss(), "prompt_tokens": len(tok.encode(prompt)), "copies": copies,
+            "own_read": reads}
 
 
 def child_gen_hf(spec: dict) -> dict:
@@ -243,12 +276,17 @@ def main() -> int:
     base = {"folder": str(folder), "model": str(model), "ct2": str(ct2), "corpus": a.corpus,
             "prompt_tokens": a.prompt_tokens, "new_tokens": a.new_tokens}
 
-    measured = run_child(SCRIPT, {"kind": "read_bandwidth", "threads_list": threads, "bytes": 1 << 30, "reps": 7},
-                         env)["bytes_per_s"]
-    bandwidth = {n: measured[str(n)] for n in threads}
+    reads: list[dict] = []
+
+    def read_bandwidth() -> None:
+        spec = {"kind": "read_bandwidth", "threads_list": threads, "bytes": 1 << 30, "reps": 7}
+        reads.append(run_child(SCRIPT, spec, env)["bytes_per_s"])
+
+    read_bandwidth()
     results: dict = {}
     rss: dict = {}
     copies: dict = {}
+    own: dict = {}
     prompt_tokens = None
     for rep in range(a.repeats):
         jobs = []
@@ -265,18 +303,27 @@ def main() -> int:
             rss.setdefault((engine, n), []).append(r["rss"])
             for weights, seconds in r.get("copies", {}).items():
                 copies.setdefault(weights, []).append(seconds)
+            for weights, read in r.get("own_read", {}).items():
+                own.setdefault((weights, n), []).append((read, timings(r["runs"][f"{weights}/1"])[1]
+                                                         if f"{weights}/1" in r["runs"] else None))
             for variant, times in r["runs"].items():
                 results.setdefault((engine, variant, n), []).append(times)
             print(f"run {rep + 1} {engine} {n} thread(s): " + ", ".join(
                 f"{v} first {1e3 * t[0]:.0f} ms" for v, t in r["runs"].items()) + f"; child {r['wall_s']:.1f} s",
                 flush=True)
+        read_bandwidth()
+
+    read_stats = {n: stats([r[str(n)] for r in reads]) for n in threads}
+    bandwidth = {n: read_stats[n]["median"] for n in threads}
 
     per_token = {w: decode_bytes_per_token(w) for w in ("float32", "int8")}
     rows = []
     for w in ("float32", "int8"):
         for n in threads:
-            rows.append([f"ceiling, {w} weights: {bandwidth[n] / 1e9:.1f} GB/s read / {per_token[w] / 1e6:.0f} MB "
-                         "per token", str(n), "-", fmt(bandwidth[n] / per_token[w]), "100%", "-"])
+            lo, hi = read_stats[n]["min"] / 1e9, read_stats[n]["max"] / 1e9
+            rows.append([f"ceiling, {w} weights: {bandwidth[n] / 1e9:.1f} GB/s read ({lo:.1f}-{hi:.1f} over "
+                         f"{len(reads)} reads) / {per_token[w] / 1e6:.0f} MB per token", str(n), "-",
+                         fmt(bandwidth[n] / per_token[w]), "100%", "-"])
     labels = {("cllm", f"{w}/{s}"): f"CLLM, {w}, {s} sample{'s' if s > 1 else ''} at once" for w, s in variants}
     labels |= {("hf", "hf"): "transformers `generate` (KV cache), float32",
                ("ct2", "float32"): "CTranslate2, float32", ("ct2", "int8"): "CTranslate2, int8"}
@@ -308,6 +355,13 @@ def main() -> int:
                     "seconds: " + ", ".join(f"{w} {fmt_range(stats(v))}" for w, v in copies.items())
                 + " (float32: every product's weight, the embedding too, copied into panels, 494 MB; int8: "
                   "the model was quantized at load, so nothing to make)."]
+    for (w, n), pairs in sorted(own.items()):
+        got = stats([read / 1e9 for read, _ in pairs])
+        shares = [rate * per_token[w] / read for read, rate in pairs if rate is not None]
+        share = f"; 1 sample's decoding at {fmt_range(stats([100 * x for x in shares]))}% of it" if shares else ""
+        out += ["", f"CLLM's {w} children on {n} thread(s) read the decoder's own product weights "
+                    f"({per_token[w] / 1e6:.0f} MB a token) with the same sum at {fmt_range(got)} GB/s{share} "
+                    "(each child against its own read: this VM's reads differ between processes)."]
     return report(out, a)
 
 

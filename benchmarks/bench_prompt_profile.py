@@ -9,14 +9,17 @@ generation first, so kernels are compiled and the decoder's copies of the weight
 - the first token: `generate_samples` (greedy, one sample) from call to first piece,
   median of --repeats;
 - its parts, each timed alone, mean of --repeats: tokenizing the prompt, the decoder's
-  set-up (`Decoder(model)`: the kept weight forms found and checked against the weights,
-  the key/value caches and the prompt pass's buffers), and the prompt pass step by step
+  set-up (`Decoder(model)`: the key/value caches and the prompt pass's buffers), and the
+  prompt pass step by step
   (`core.prompt_pass`'s own clock around each kernel call, summed by kind over the layers;
   the pass's last step is the last position's logits), and the first token's pick and
-  text; "rest" is the first token less these parts;
+  text; "rest" is the first token less these parts. The check of the decoder's kept weight
+  forms against the weights is timed too, though it is no part of the first token (the
+  float32 prompt pass does not read them; the first decoding step makes the check);
 - the float32 matmul peak on the same threads (numpy's 2048^3 product, best of 5), and
-  the pass's GFLOP/s against it: 2 x (non-embedding weights) x T for the products,
-  2 x 2 x T^2/2 x C per layer for attention, 2 x C x V for the last position's logits.
+  the pass's GFLOP/s against it (`flops`: the arithmetic the pass does, the last layer
+  past its keys and values for the last row only): 2 x (non-embedding weights) x T for
+  the products, 2 x 2 x T^2/2 x C per layer for attention, 2 x C x V for the logits.
 
 CTranslate2's side (`pip install ctranslate2`, benchmark-only; its rows are skipped
 without it): `Generator.generate_tokens` on the converted model (bench_generate_limits.py
@@ -55,7 +58,8 @@ from benchmarks.common import (
 )
 
 SCRIPT = Path(__file__).resolve()
-SETUP = ("tokenize", "decoder set-up", "of which: the weight forms' check")
+SETUP = ("tokenize", "decoder set-up")
+CHECK = "the weight forms' check (at the second token)"
 PICK = "token pick and text"
 
 
@@ -77,7 +81,8 @@ def child_cllm(spec: dict) -> dict:
     tok = model.tokenizer
     prompt = prompt_text(spec, tok.encode, tok.decode)
     config = SampleConfig(max_tokens=1, temperature=0)
-    list(generate_samples(model, prompt, config))  # warm: compiled, the weight forms made, pages touched
+    list(generate_samples(model, prompt, config))  # warm: compiled, pages touched
+    decoder_weights(model)  # the kept weight forms made (a one-token generation makes no decoding step)
     repeats = spec["repeats"]
     firsts = []
     for _ in range(repeats):
@@ -100,9 +105,9 @@ def child_cllm(spec: dict) -> dict:
     for _ in range(repeats):
         ids = np.array(timed("tokenize", prompt_tokens, tok, prompt), np.int32)
         decoder = timed("decoder set-up", Decoder, model)
-        timed("of which: the weight forms' check", decoder_weights, model)
-        logits = prompt_pass(decoder.weights, P, decoder.state, range(1), ids, model.config.n_head, 0,
+        logits = prompt_pass(decoder.prompt_weights(), P, decoder.state, range(1), ids, model.config.n_head, 0,
                              decoder.buffers, clock)
+        timed(CHECK, decoder_weights, model)
         decoder.close()  # as a generation ends: its caches and buffers go to the next decoder
         t0 = time.perf_counter()
         TextStream(tok, config.stop).push(pick_token(logits, config, np.random.default_rng(0)))
@@ -139,10 +144,15 @@ def child_ct2(spec: dict) -> dict:
 
 
 def flops(T: int) -> float:
+    """The arithmetic the pass does: every layer's products and causal attention over the
+    T rows, but the last layer's past its keys and values for the last row only (the
+    logits need no other), and the last position's logits."""
     c = GPT2_SMALL
     C, L = c["n_embd"], c["n_layer"]
-    weights = L * (3 * C * C + C * C + 8 * C * C)
-    return 2 * weights * T + L * 2 * 2 * T * T / 2 * C + 2 * C * c["vocab_size"]
+    layer_weights = 3 * C * C + C * C + 8 * C * C
+    layer = 2 * layer_weights * T + 2 * 2 * T * T / 2 * C
+    last = 2 * 2 * C * C * T + 2 * (layer_weights - 2 * C * C) + 2 * 2 * T * C
+    return (L - 1) * layer + last + 2 * C * c["vocab_size"]
 
 
 def main() -> int:
@@ -182,16 +192,17 @@ def main() -> int:
             best = {e: min(rs, key=lambda r: r["first"]) for e, rs in results.items()}
             cllm = best["cllm"]
             parts = cllm["parts"]
-            pass_kinds = [k for k in parts if k not in SETUP and k != PICK]
+            pass_kinds = [k for k in parts if k not in SETUP and k not in (PICK, CHECK)]
             pass_s = sum(parts[k] for k in pass_kinds)
             first = cllm["first"]
             rows = [[k, fmt(1e3 * parts[k]), f"{100 * parts[k] / first:.1f}%"] for k in SETUP]
             rows += [[f"pass: {k}", fmt(1e3 * parts[k]), f"{100 * parts[k] / first:.1f}%"] for k in pass_kinds]
             rows.append([PICK, fmt(1e3 * parts[PICK]), f"{100 * parts[PICK] / first:.1f}%"])
-            counted = sum(parts[k] for k in parts if k != SETUP[2])
+            counted = sum(parts[k] for k in parts if k != CHECK)
             rows.append(["rest (first token less the parts above)", fmt(1e3 * (first - counted)),
                          f"{100 * (first - counted) / first:.1f}%"])
             rows.append(["**the pass (its steps' sum)**", fmt(1e3 * pass_s), f"{100 * pass_s / first:.1f}%"])
+            rows.append([CHECK, fmt(1e3 * parts[CHECK]), "(not in the first token)"])
             rows.append(["**CLLM first token**", fmt(1e3 * first), "100%"])
             if "ct2" in best:
                 rows.append(["**CTranslate2 float32 first token**", fmt(1e3 * best["ct2"]["first"]),

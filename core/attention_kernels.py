@@ -231,11 +231,13 @@ def _zero_rows(x, rows):
 
 @njit(inline="always", **JIT)
 def _scale_rows(x, rows, factors):
-    """x[r] *= factors[r] for r < rows."""
+    """x[r] *= factors[r] for r < rows; a row whose factor is 1 (its running max did not
+    move: most tiles of a long sequence) is left as it is, the same bits."""
     for r in range(rows):
         row, f = x[r], x.dtype.type(factors[r])
-        for i in range(row.shape[0]):
-            row[i] *= f
+        if f != 1:
+            for i in range(row.shape[0]):
+                row[i] *= f
 
 
 @njit(inline="always", **JIT)
@@ -258,12 +260,14 @@ def _online_softmax_tile(s, br, bc, q0, k0, running_max, running_sum, rescale):
 
 
 @njit(**JIT)
-def attention_forward(out, lse, tiles, qkv, n_head, T, drop_p=0.0, key=0):
+def attention_forward(out, lse, tiles, qkv, n_head, T, drop_p=0.0, key=0, first=0):
     # out (T, C); lse (NH, maxT) each query's log-sum-exp of its scores, for backward;
     # tiles (2, Br, Bc) scratch, the tile shape (the first is used); qkv (T, 3C) with
     # columns q | k | v, head h at [h*hs, (h+1)*hs) inside each; drop_p > 0: dropout on the
     # probabilities, head h's masks from stream_key(key, h) (the sum and lse are those
-    # of the probabilities before dropout, as they must be)
+    # of the probabilities before dropout, as they must be); first: only the queries from
+    # this position on, over every key they see (out's and lse's rows before it are left
+    # as they were; each query's arithmetic does not depend on the others: the same bits)
     C = out.shape[1]
     hs = C // n_head
     scale = 1.0 / math.sqrt(hs)
@@ -277,7 +281,7 @@ def attention_forward(out, lse, tiles, qkv, n_head, T, drop_p=0.0, key=0):
         q, v, o = _head(qkv, h, hs, T), _head(qkv, 2 * n_head + h, hs, T), _head(out, h, hs, T)
         kt = _transposed(_head(qkv, n_head + h, hs, T), T)
         head_key = stream_key(np.uint64(key), h)
-        for q0 in range(0, T, Br):
+        for q0 in range(first, T, Br):
             br = min(Br, T - q0)
             for r in range(br):
                 running_max[r] = -np.inf

@@ -28,7 +28,7 @@ from numba import njit, prange
 from cllm.core.int8_dots import int8_rows, quantize_activations
 from cllm.core.kernels import JIT, exp_shifted, gelu_forward, layernorm_forward, row_max
 from cllm.core.panel_dots import PANEL, panel_rows, panel_weight
-from cllm.core.spin_barrier import barrier
+from cllm.core.spin_barrier import SLOTS, barrier, clear_slot, take
 
 F = np.float32
 
@@ -306,50 +306,86 @@ def decode_rows(W, S, tokens, pos, n_head, tasks):
 
 
 
+PIECE_BYTES = 1 << 15  # the least of a weight a region's task takes at a time (`take`)
+
+
+@njit(**JIT)
+def _product_in_pieces(out, x, wt, scale, bias, N, accumulate, sync, phase, tasks, gelu, hg):
+    """`rows_times_weight` of a region's task (then GELU of its outputs into hg, if `gelu`):
+    one task takes every output; several take pieces of them from `sync`'s work counter
+    for `phase` until none are left (`core.spin_barrier.take`), so tasks that run at
+    different speeds end the phase together. Which task computes an output never changes
+    its arithmetic: the bits are the same on any number of tasks."""
+    total = wt.shape[0]  # units: panels of outputs (float32) or rows (int8)
+    if tasks == 1:
+        j0, j1 = 0, total
+    else:
+        least = max(1, PIECE_BYTES // (wt.shape[1] * wt.itemsize))
+        j0, j1 = take(sync, phase % SLOTS, total, tasks, least)
+    while j0 < total:
+        _dot_rows(out, x, wt, scale, bias, N, accumulate, j0, j1)
+        if gelu:
+            o0, o1 = _outputs(wt, j0, j1, out.shape[1])
+            gelu_forward(hg[:, o0:o1], out[:, o0:o1], N)
+        if tasks == 1:
+            break
+        j0, j1 = take(sync, phase % SLOTS, total, tasks, least)
+
+
+@njit(**JIT)
+def _end_phase(sync, phase, t, tasks):
+    """The barrier that ends a product's `phase`; task 0 first clears the work counter that
+    phase + 1 will take from (its last user, phase + 1 - SLOTS, ended at an earlier barrier)."""
+    if t == 0:
+        clear_slot(sync, (phase + 1) % SLOTS)
+    barrier(sync, tasks)
+
+
 @njit(parallel=True, **JIT)
 def decode_rows_region(W, S, tokens, pos, n_head, tasks, sync):
     """`decode_rows` (the same bits) as one parallel region of `tasks` tasks that meet at a
     spin barrier (`core.spin_barrier`, state `sync`) after each phase, instead of a
     launch per product and attention: a launch that wakes the sleeping threads costs
     ~40 us on two threads here, and a step of GPT-2 small had 49 of them. Every task
-    takes its own LayerNorm of x (768 numbers, less than a barrier), its share of each
-    product's outputs (`_share`, as `rows_times_weight` splits them) and of attention's
-    blocks of positions and then of its heads' merges (`cached_attention`).
-    Every task must run at once (see `core.spin_barrier`): at most as many tasks
-    as numba has threads, and never on TBB. Measured in one
-    process on GPT-2 small (559 positions, quiet machine): 1 sample 21.2 -> 19.6 ms on
-    1 thread, 18.8 -> 16.5 ms on 2; 4 samples 44.3 -> 42.1 and 27.7 -> 24.3 ms."""
+    takes its own LayerNorm of x (768 numbers, less than a barrier), pieces of each
+    product's outputs until none are left (`_product_in_pieces`), its share of
+    attention's blocks of positions and then of its heads' merges (`cached_attention`).
+    Every task must run at once (see `core.spin_barrier`): at most as many tasks as numba
+    has threads, and never on TBB. Measured in one process on GPT-2 small (559 positions,
+    quiet machine): 1 sample 21.2 -> 19.6 ms on 1 thread, 18.8 -> 16.5 ms on 2; 4 samples
+    44.3 -> 42.1 and 27.7 -> 24.3 ms; taking the outputs in pieces then took 1 sample on 2
+    threads from 16.1 to 15.8 ms on rows (1 thread unchanged)."""
     N = tokens.shape[0]
     L, C = W.ln1w.shape[0], W.wpe.shape[1]
-    x, qkv = S.x, S.qkv
+    x, qkv, h = S.x, S.qkv, S.h
     for t in prange(tasks):
         xn, mean, rstd = np.empty((N, C), F), np.empty(N, F), np.empty(N, F)
         if t == 0:
             _embed(W, x, tokens, pos)
+            for slot in range(SLOTS):
+                clear_slot(sync, slot)
         barrier(sync, tasks)
         for layer in range(L):
+            p = 4 * layer
             layernorm_forward(xn, mean, rstd, x, W.ln1w[layer], W.ln1b[layer], N)
-            j0, j1 = _share(W.qkvw.shape[1], t, tasks)
-            _dot_rows(qkv, xn, W.qkvw[layer], W.qkvw_scale[layer], W.qkvb[layer], N, False, j0, j1)
-            barrier(sync, tasks)
+            _product_in_pieces(qkv, xn, W.qkvw[layer], W.qkvw_scale[layer], W.qkvb[layer], N, False, sync, p, tasks,
+                               False, h)
+            _end_phase(sync, p, t, tasks)
             b0, b1 = _share(attend_blocks(pos), t, tasks)
             _attend_items(S, qkv, layer, pos, n_head, b0, b1)
             barrier(sync, tasks)
             j0, j1 = _share(N * n_head, t, tasks)
             _merge_blocks(S, pos, n_head, j0, j1)
             barrier(sync, tasks)
-            j0, j1 = _share(W.attprojw.shape[1], t, tasks)
-            _dot_rows(x, S.y, W.attprojw[layer], W.attprojw_scale[layer], W.attprojb[layer], N, True, j0, j1)
-            barrier(sync, tasks)
+            _product_in_pieces(x, S.y, W.attprojw[layer], W.attprojw_scale[layer], W.attprojb[layer], N, True, sync,
+                               p + 1, tasks, False, h)
+            _end_phase(sync, p + 1, t, tasks)
             layernorm_forward(xn, mean, rstd, x, W.ln2w[layer], W.ln2b[layer], N)
-            j0, j1 = _share(W.fcw.shape[1], t, tasks)
-            _dot_rows(S.h, xn, W.fcw[layer], W.fcw_scale[layer], W.fcb[layer], N, False, j0, j1)
-            o0, o1 = _outputs(W.fcw, j0, j1, S.h.shape[1])
-            gelu_forward(S.hg[:, o0:o1], S.h[:, o0:o1], N)
-            barrier(sync, tasks)
-            j0, j1 = _share(W.fcprojw.shape[1], t, tasks)
-            _dot_rows(x, S.hg, W.fcprojw[layer], W.fcprojw_scale[layer], W.fcprojb[layer], N, True, j0, j1)
-            barrier(sync, tasks)
+            _product_in_pieces(h, xn, W.fcw[layer], W.fcw_scale[layer], W.fcb[layer], N, False, sync, p + 2, tasks,
+                               True, S.hg)
+            _end_phase(sync, p + 2, t, tasks)
+            _product_in_pieces(x, S.hg, W.fcprojw[layer], W.fcprojw_scale[layer], W.fcprojb[layer], N, True, sync,
+                               p + 3, tasks, False, h)
+            _end_phase(sync, p + 3, t, tasks)
         layernorm_forward(xn, mean, rstd, x, W.lnfw, W.lnfb, N)
-        j0, j1 = _share(W.wte.shape[0], t, tasks)
-        _dot_rows(S.logits, xn, W.wte, W.wte_scale, W.lnfb[:0], N, False, j0, j1)
+        _product_in_pieces(S.logits, xn, W.wte, W.wte_scale, W.lnfb[:0], N, False, sync, 4 * L, tasks, False, h)

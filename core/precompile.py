@@ -86,10 +86,10 @@ def compile_decoder(config: ModelConfig) -> None:
     P = layout.views(flat)
     weights = decode_weights(P, float32_forms(P))
     state = DecodeState.create(1, config.n_layer, config.n_head, config.ctx, config.n_embd, config.vocab_size)
-    prompt_pass(weights, P, state, range(1), np.ones(2, np.int32), config.n_head, 1)
+    prompt_pass(None, P, state, range(1), np.ones(2, np.int32), config.n_head, 1)
     decode_rows(weights, state, np.ones(1, np.int32), 2, config.n_head, 1)
     decode_rows_region(weights, state, np.ones(1, np.int32), 2, config.n_head, 1, barrier_state())
-    weights_stamp(flat)
+    weights_stamp([flat])
 
 
 def compile_optimizer(config: ModelConfig) -> None:

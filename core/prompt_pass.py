@@ -5,7 +5,7 @@ Training's forward pass (`core.passes.gpt_forward`) keeps every layer's activati
 the backward pass and runs its element-wise kernels and attention on the shard's one
 thread. Here the pass is driven from Python, one kernel call per step (a dozen calls
 per layer: microseconds against the milliseconds of each), each a numba `prange` over
-the cores: the products and the row-wise kernels (LayerNorm, GELU, the residual copy)
+the cores: the products and the row-wise kernels (LayerNorm, GELU)
 over blocks of rows, each product block one BLAS call on one thread (as training's
 shards run theirs), attention over heads. Every thread is numba's: threaded OpenBLAS
 for the products ran them as fast, but its threads spin for a while after each call,
@@ -29,7 +29,6 @@ from cllm.core.attention_kernels import attention_forward
 from cllm.core.decode_kernels import DecodeState, DecodeWeights, rows_times_weight
 from cllm.core.kernels import (
     JIT,
-    copy_rows,
     encoder_forward,
     gelu_forward,
     layernorm_forward,
@@ -58,11 +57,17 @@ def gelu_rows(out, inp, T):
 
 
 @njit(parallel=True, **JIT)
-def copy_rows_parallel(out, inp, T):
-    """`copy_rows` of rows :T, blocks of rows in parallel."""
+def cache_rows(kcache, vcache, qkv, T):
+    """kcache[:T], vcache[:T] (one sample's cache of one layer) = the keys and values of
+    qkv's rows :T, blocks of rows in parallel (numpy's two strided copies took twice as
+    long)."""
+    C = kcache.shape[1]
     for b in prange((T + ROW_BLOCK - 1) // ROW_BLOCK):
-        r0, r1 = b * ROW_BLOCK, min(T, (b + 1) * ROW_BLOCK)
-        copy_rows(out[r0:r1], inp[r0:r1], r1 - r0)
+        for t in range(b * ROW_BLOCK, min(T, (b + 1) * ROW_BLOCK)):
+            k, v, keys, values = kcache[t], vcache[t], qkv[t, C:2 * C], qkv[t, 2 * C:]
+            for i in range(C):
+                k[i] = keys[i]
+                v[i] = values[i]
 
 
 @njit(parallel=True, **JIT)
@@ -78,21 +83,21 @@ def matmul_rows(out, inp, weight, bias, T, accumulate, parts):
 
 
 @njit(parallel=True, **JIT)
-def attention_heads(y, qkv, heads, lse, tiles, n_head, T):
+def attention_heads(y, qkv, heads, lse, tiles, n_head, T, first):
     """Causal attention of rows :T, one task per head: the head's q | k | v gathered into
     heads[h] (T, 3 hs), `attention_forward` (the tiled kernels) on it with the head's own
-    tiles[h] and lse[h], its output put back into y's columns of the head."""
+    tiles[h] and lse[h], its output put back into y's columns of the head; the output of
+    the queries from `first` on only."""
     C = y.shape[1]
     hs = C // n_head
     for h in prange(n_head):
         mine = heads[h, :T]
         for t in range(T):
-            row, dst = qkv[t], mine[t]
-            for i in range(hs):
-                dst[i] = row[h * hs + i]
-                dst[hs + i] = row[C + h * hs + i]
-                dst[2 * hs + i] = row[2 * C + h * hs + i]
-        attention_forward(y[:T, h * hs:(h + 1) * hs], lse[h:h + 1], tiles[h], mine, 1, T)
+            for part in range(3):  # q, k, v: views indexed from 0 (`row[h * hs + i]` vectorises as a gather)
+                src, dst = qkv[t, part * C + h * hs:part * C + (h + 1) * hs], mine[t, part * hs:(part + 1) * hs]
+                for i in range(hs):
+                    dst[i] = src[i]
+        attention_forward(y[:T, h * hs:(h + 1) * hs], lse[h:h + 1], tiles[h], mine, 1, T, 0.0, 0, first)
 
 
 def row_blocks(T: int, workers: int) -> int:
@@ -113,7 +118,6 @@ class PromptBuffers(NamedTuple):
     rstd: np.ndarray  # (T,)
     qkv: np.ndarray  # (T, 3C)
     y: np.ndarray  # (T, C) attention's output
-    res: np.ndarray  # (T, C) the residual stream after attention
     h: np.ndarray  # (T, 4C) the MLP's hidden layer
     hg: np.ndarray  # (T, 4C) after GELU
     heads: np.ndarray  # (n_head, T, 3 hs) each head's q | k | v
@@ -125,19 +129,21 @@ class PromptBuffers(NamedTuple):
         f, z = np.float32, np.empty
         hs = C // n_head
         tile = (layout.ATT_QUERY_BLOCK, layout.ATT_KEY_BLOCK)
-        return cls(z((T, C), f), z((T, C), f), z(T, f), z(T, f), z((T, 3 * C), f), z((T, C), f), z((T, C), f),
-                   z((T, 4 * C), f), z((T, 4 * C), f), z((n_head, T, 3 * hs), f), z((n_head, T), f),
+        return cls(z((T, C), f), z((T, C), f), z(T, f), z(T, f), z((T, 3 * C), f), z((T, C), f), z((T, 4 * C), f),
+                   z((T, 4 * C), f), z((n_head, T, 3 * hs), f), z((n_head, T), f),
                    z((n_head, 2) + tile, f))
 
 
 Clock = Callable[[str, float], None]
 
 
-def prompt_pass(W: DecodeWeights, P, S: DecodeState, samples: range, tokens: np.ndarray, n_head: int,
+def prompt_pass(W: DecodeWeights | None, P, S: DecodeState, samples: range, tokens: np.ndarray, n_head: int,
                 threads: int = 0, buffers: PromptBuffers | None = None, clock: Clock | None = None) -> np.ndarray:
-    """Runs `tokens` (T <= ctx) through the model (P: `core.layout.Params` views; W: the
-    decoder's weights, for the logits), writes every layer's keys and values into the
-    caches of `samples` in S, and returns the last position's logits (V,). `buffers`
+    """Runs `tokens` (T <= ctx) through the model (P: `core.layout.Params` views), writes
+    every layer's keys and values into the caches of `samples` in S, and returns the last
+    position's logits (V,): through W, the decoder's int8 weights, or for float32 (W None)
+    from the model's own embedding P.wte, so that the first token waits for none of the
+    decoder's copies (`core.sampler.Decoder.weights`). `buffers`
     (for at least T tokens; made here if None) are reused by a caller that keeps them:
     memory touched for the first time costs page faults. `clock`, where given, is told each step's kind
     and seconds (benchmarks/bench_prompt_profile.py)."""
@@ -156,28 +162,41 @@ def prompt_pass(W: DecodeWeights, P, S: DecodeState, samples: range, tokens: np.
 
     def caches(layer: int) -> None:
         for n in samples:
-            S.kcache[n, layer, :T] = B.qkv[:T, C:2 * C]
-            S.vcache[n, layer, :T] = B.qkv[:T, 2 * C:]
+            cache_rows(S.kcache[n, layer], S.vcache[n, layer], B.qkv, T)
 
     logits = np.empty((1, P.wte.shape[0]), np.float32)
+    last_layer = P.ln1w.shape[0] - 1
     with parallel_threads(T, threads) as workers, single_threaded_blas():
-        blocks = row_blocks(T, workers)
         run("encoder", encoder_forward, x, tokens, P.wte, P.wpe, T)
-        for layer in range(P.ln1w.shape[0]):
+        for layer in range(last_layer + 1):
+            # the rows whose output a later step reads: all but in the last layer, where
+            # only the last position's goes on to the logits (its keys and values are
+            # every position's): GPT-2 small at 559 tokens, 1/12 of the pass
+            r0 = T - 1 if layer == last_layer else 0
+            n, blocks = T - r0, row_blocks(T - r0, workers)
+            # the residual stream takes each block's output in place (training keeps both
+            # for its backward pass, and copied one to the other)
+            y, h, hg, xs = B.y[r0:], B.h[r0:], B.hg[r0:], x[r0:]
             run("layernorm", layernorm_rows, ln, B.mean, B.rstd, x, P.ln1w[layer], P.ln1b[layer], T)
-            run("qkv product", matmul_rows, B.qkv, ln, P.qkvw[layer], P.qkvb[layer], T, False, blocks)
+            if r0 == 0:
+                run("qkv product", matmul_rows, B.qkv, ln, P.qkvw[layer], P.qkvb[layer], T, False, blocks)
+            else:  # keys and values of every row, the query of rows r0: only
+                run("qkv product", matmul_rows, B.qkv[:, C:], ln, P.qkvw[layer][:, C:], P.qkvb[layer][C:], T, False,
+                    row_blocks(T, workers))
+                run("qkv product", matmul_rows, B.qkv[r0:, :C], ln[r0:], P.qkvw[layer][:, :C], P.qkvb[layer][:C], n,
+                    False, blocks)
             run("key/value caches", caches, layer)
-            run("attention", attention_heads, B.y, B.qkv, B.heads, B.lse, B.tiles, n_head, T)
-            run("residual copy", copy_rows_parallel, B.res, x, T)
-            run("attention projection", matmul_rows, B.res, B.y, P.attprojw[layer], P.attprojb[layer], T, True,
-                blocks)
-            run("layernorm", layernorm_rows, ln, B.mean, B.rstd, B.res, P.ln2w[layer], P.ln2b[layer], T)
-            run("MLP up product", matmul_rows, B.h, ln, P.fcw[layer], P.fcb[layer], T, False, blocks)
-            run("GELU", gelu_rows, B.hg, B.h, T)
-            run("residual copy", copy_rows_parallel, x, B.res, T)
-            run("MLP down product", matmul_rows, x, B.hg, P.fcprojw[layer], P.fcprojb[layer], T, True, blocks)
+            run("attention", attention_heads, B.y, B.qkv, B.heads, B.lse, B.tiles, n_head, T, r0)
+            run("attention projection", matmul_rows, xs, y, P.attprojw[layer], P.attprojb[layer], n, True, blocks)
+            run("layernorm", layernorm_rows, ln, B.mean, B.rstd, xs, P.ln2w[layer], P.ln2b[layer], n)
+            run("MLP up product", matmul_rows, h, ln, P.fcw[layer], P.fcb[layer], n, False, blocks)
+            run("GELU", gelu_rows, hg, h, n)
+            run("MLP down product", matmul_rows, xs, hg, P.fcprojw[layer], P.fcprojb[layer], n, True, blocks)
         last = x[T - 1:T]
         run("layernorm", layernorm_rows, ln[:1], B.mean, B.rstd, last, P.lnfw, P.lnfb, 1)
-        run("logits (last position)", rows_times_weight, logits, ln[:1], W.wte, W.wte_scale, P.lnfb[:0], 1, False,
-            workers)
+        if W is None:  # one BLAS product on one thread (any thread count: the same bits)
+            run("logits (last position)", np.dot, P.wte, ln[0], logits[0])
+        else:
+            run("logits (last position)", rows_times_weight, logits, ln[:1], W.wte, W.wte_scale, P.lnfb[:0], 1,
+                False, workers)
     return logits[0]

@@ -15,7 +15,7 @@ from cllm.core.errors import ConfigError, TokenizerError
 from cllm.core.kernels import JIT
 from cllm.core.model import GPT
 from cllm.core.prompt_pass import PromptBuffers, prompt_pass
-from cllm.core.quantize import decode_weights, float32_forms, quantize_params
+from cllm.core.quantize import QUANTIZED, decode_weights, float32_forms, quantize_params
 from cllm.core.spin_barrier import barrier_state
 from cllm.core.text_stream import TextStream
 from cllm.core.threads import parallel_threads, thread_cap, threading_layer
@@ -29,7 +29,7 @@ def decoder_weights(model: GPT, weights: str = "float32") -> DecodeWeights:
     P = model.layout.views(model.params)
     if model.quantized is not None:
         return decode_weights(P, model.quantized)
-    stamp = weights_stamp(model.params)
+    stamp = weights_stamp([getattr(P, name) for name in QUANTIZED])
     kept = model.decode_forms.get(weights)
     if kept is None or kept[0] != stamp:
         model.decode_forms.clear()  # one kind at a time: the other's memory goes back
@@ -38,14 +38,19 @@ def decoder_weights(model: GPT, weights: str = "float32") -> DecodeWeights:
     return decode_weights(P, kept[1])
 
 
-def weights_stamp(params: np.ndarray) -> tuple[int, int]:
-    """A fingerprint of the parameters (training changes them all each step, in place):
-    the sum and the sum of squares of their bits as integers, modulo 2^64. Checked on
-    every generation, so it is a vectorised pass at memory speed (GPT-2 small: 500 MB in
-    25 / 18 ms on 1 / 2 threads, where float64 sums of the values took 92-125 ms)."""
+def weights_stamp(tensors: list[np.ndarray]) -> tuple[int, int]:
+    """A fingerprint of float32 `tensors` (training changes them all each step, in place):
+    the sum and the sum of squares of their values' bits as integers, modulo 2^64. Checked
+    on every generation, so it is a vectorised pass at memory speed (GPT-2 small: all
+    500 MB of parameters in 25 / 18 ms on 1 / 2 threads, where float64 sums of the values
+    took 92-125 ms). The decoder's forms copy every product's weight (`QUANTIZED`), all
+    but the biases, LayerNorms and positions, which it reads in place."""
+    s, q = 0, 0
     with parallel_threads(thread_cap()) as workers:
-        sums = bit_sums(params.view(np.uint32), workers)
-    return int(sums[0]), int(sums[1])
+        for tensor in tensors:
+            sums = bit_sums(tensor.reshape(-1).view(np.uint32), workers)
+            s, q = s + int(sums[0]), q + int(sums[1])
+    return s % 2 ** 64, q % 2 ** 64
 
 
 @njit(parallel=True, **JIT)
@@ -96,11 +101,27 @@ class Decoder:
         self.model = model
         self.samples = samples
         self.threads = threads
-        self.weights = decoder_weights(model, weights)
+        self.kind = weights
+        self._weights: DecodeWeights | None = None
         self.state, self.buffers = _scratch(model, samples)
         self.sync = barrier_state()
         self.state.shared[0] = 0
         self.pos = 0
+
+    @property
+    def weights(self) -> DecodeWeights:
+        """The weights the decoding steps read (`decoder_weights`), found and checked
+        against the model's on first use: not before a float32 prompt pass, which does not
+        read them, so the first token does not wait for the check (GPT-2 small: 11-17 ms)."""
+        if self._weights is None:
+            self._weights = decoder_weights(self.model, self.kind)
+        return self._weights
+
+    def prompt_weights(self) -> DecodeWeights | None:
+        """What the prompt pass's logits take (`core.prompt_pass.prompt_pass`): the int8
+        weights, or None for float32, whose logits come from the model's own embedding
+        without the decoder's copies and their check."""
+        return None if self.kind == "float32" and self.model.quantized is None else self.weights
 
     def close(self) -> None:
         """Keeps this decoder's caches and buffers on the model as its one spare set (the
@@ -111,8 +132,9 @@ class Decoder:
     def _prompt_pass(self, tokens: np.ndarray, samples: range) -> np.ndarray:
         """Logits after `tokens` (at most ctx of them), with the caches of `samples` holding them."""
         model = self.model
-        logits = prompt_pass(self.weights, model.layout.views(model.params), self.state, samples, tokens,
-                             model.config.n_head, self.threads, self.buffers)
+        P = model.layout.views(model.params)
+        logits = prompt_pass(self.prompt_weights(), P, self.state, samples, tokens, model.config.n_head,
+                             self.threads, self.buffers)
         self.pos = len(tokens)
         return logits
 

@@ -50,9 +50,13 @@ def _atomic_load(typingctx, address):
     return sig, codegen
 
 
+SLOTS = 3  # work counters: phase k takes slot k % 3 (see `take`)
+
+
 def barrier_state() -> np.ndarray:
-    """A barrier's state: arrivals and generation, each on its own cache line."""
-    return np.zeros(16, np.int64)
+    """A barrier's state: arrivals, generation and `SLOTS` work counters (`take`), each on
+    its own cache line."""
+    return np.zeros(8 * (2 + SLOTS), np.int64)
 
 
 @njit(**JIT)
@@ -74,3 +78,24 @@ def barrier(state, tasks):
             if spins >= SPINS_BEFORE_YIELD:
                 _sched_yield()
                 spins = 0
+
+
+@njit(**JIT)
+def clear_slot(state, slot):
+    """Sets work counter `slot` back to 0: by one task, while no task takes from it."""
+    state[8 * (2 + slot)] = 0
+
+
+@njit(**JIT)
+def take(state, slot, total, tasks, least):
+    """The next range (j0, j1) of items 0..total-1 shared out through work counter `slot`
+    (j0 >= total: none left): the tasks of a phase take pieces until the items run out,
+    so a task that is slowed (another process on its core, a slower core, work before
+    the phase) takes fewer and none waits long at the barrier after. Pieces shrink as the
+    items run out (a quarter of what is left on two tasks, at least `least` items), so
+    there are few of them and the last ones are small. The counter must start the phase
+    at 0 (`clear_slot` before the barrier that opens the phase)."""
+    counter = state.ctypes.data + 8 * 8 * (2 + slot)
+    size = max(least, (total - _atomic_load(counter)) // (2 * tasks))
+    j0: int = _atomic_add(counter, size)
+    return j0, min(j0 + size, total)

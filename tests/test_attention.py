@@ -87,6 +87,25 @@ def test_tiled_attention_is_the_same_arithmetic_in_float64(T, tile):
     assert max(errors.values()) < 1e-13, errors
 
 
+@pytest.mark.parametrize("T, tile, first", [(300, PRODUCTION_TILE, 299), (300, PRODUCTION_TILE, 130),
+                                            (100, (32, 8), 41), (5, (2, 3), 0)])
+def test_the_queries_from_a_position_on_get_the_bits_of_the_whole_pass(T, tile, first):
+    """`first`: the forward pass of the queries from there on (the prompt pass's last
+    layer: the last query) gives their rows of the whole pass, bit for bit, and leaves
+    the rows before it as they were."""
+    qkv, _ = attention_inputs(T, np.float32, seed=2)
+    outs = []
+    for start in (0, first):
+        out, lse = np.full((T, C), 7.0, np.float32), np.full((NH, T), 7.0, np.float32)
+        attention_forward(out, lse, np.full((2, min(tile[0], T), min(tile[1], T)), 7.0, np.float32), qkv, NH, T,
+                          0.0, 0, start)
+        outs.append((out, lse))
+    (whole, whole_lse), (part, part_lse) = outs
+    np.testing.assert_array_equal(part[first:], whole[first:])
+    np.testing.assert_array_equal(part_lse[:, first:], whole_lse[:, first:])
+    assert (part[:first] == 7.0).all() and (part_lse[:, :first] == 7.0).all()
+
+
 def test_one_position_attends_to_itself_only():
     """T = 1: the output is the value and the query and key get no gradient (to the
     rounding of dP - <dO, O>, which the short pair gets exactly zero)."""

@@ -3,6 +3,8 @@ number of threads, with float32 or int8 weights, against the full forward pass."
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -56,18 +58,19 @@ def test_one_region_gives_the_bits_of_a_launch_per_phase(model, weights):
     """The decoding step as one parallel region whose tasks meet at a barrier (the
     sampler's on OpenMP, or on one thread) and as a launch per product and attention
     (its fallback on a threading layer that may run two tasks on one thread) give the
-    same logits bits and caches, for 3 sequences on 1 and 2 tasks."""
+    same logits bits and caches, for 3 sequences and for 1 on 1 and 2 tasks, the outputs
+    taken in pieces."""
     rng = np.random.default_rng(3)
     tokens = rng.integers(0, model.config.vocab_size, (3, 8))
-    for tasks in (1, 2) if threading_layer() == "omp" else (1,):
+    for samples, tasks in itertools.product((1, 3), (1, 2) if threading_layer() == "omp" else (1,)):
         runs = []
         for step in (decode_rows, decode_rows_region):
-            decoder = Decoder(model, 3, weights=weights)
+            decoder = Decoder(model, samples, weights=weights)
             decoder.prefill(tokens[0, :3])
             logits = []
             for t in range(3, 8):
                 with parallel_threads(tasks, tasks) as workers:  # the region's tasks: at most the threads
-                    args = (decoder.weights, decoder.state, tokens[:, t].astype(np.int32), decoder.pos,
+                    args = (decoder.weights, decoder.state, tokens[:samples, t].astype(np.int32), decoder.pos,
                             model.config.n_head, workers)
                     if step is decode_rows_region:
                         step(*args, decoder.sync)

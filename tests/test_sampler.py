@@ -61,6 +61,32 @@ def test_decoders_of_a_model_take_turns_with_its_caches_and_keep_the_forward_log
     assert [state is not None for state, _ in model.decode_scratch.values()] == [True]
 
 
+def test_the_float32_first_token_waits_for_no_check_of_the_kept_weight_forms(model):
+    """The float32 prompt pass reads the parameters themselves (its logits the embedding):
+    the decoder's kept forms are found and checked against the weights at its first
+    decoding step, not before the first token; changed weights still get new forms."""
+    tokens = model.tokenizer.encode("the cat sat on a")[:8]
+    model.decode_forms.clear()
+    decoder = Decoder(model)
+    decoder.prefill(tokens[:3])
+    assert model.decode_forms == {}
+    decoder.step(int(tokens[3]))
+    kept = model.decode_forms["float32"]
+    original = model.params.copy()
+    model.params *= np.float32(1.5)
+    try:
+        decoder = Decoder(model)
+        first = decoder.prefill(tokens[:3]).copy()
+        assert model.decode_forms["float32"] is kept  # not checked yet
+        got = decoder.step(int(tokens[3])).copy()
+        assert model.decode_forms["float32"] is not kept
+        full, _ = forward_logits(model.params, model.config, tokens[:4])
+        np.testing.assert_allclose(np.array([first, got]), full[2:4], rtol=1e-4, atol=1e-5)
+    finally:
+        model.params[:] = original
+        model.decode_forms.clear()
+
+
 def test_the_prompt_pass_runs_on_numbas_threads_and_the_logits_do_not_depend_on_them(small_text, monkeypatch):
     """The prompt pass splits its products over numba's threads by rows, each block one
     BLAS call with BLAS on one thread (as attention inside its loop over heads): no BLAS
