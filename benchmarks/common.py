@@ -219,6 +219,16 @@ def cpu_flags() -> str:
     return "avx512f" if "avx512f" in flags else ("avx2" if "avx2" in flags else "no avx2")
 
 
+def numba_target() -> str:
+    """The CPU numba compiles for and the vector features the kernels chose by it
+    (core/cpu_features.py): the host's unless NUMBA_CPU_NAME / NUMBA_CPU_FEATURES say else."""
+    from cllm.core.cpu_features import FEATURES, target_cpu
+
+    name = target_cpu()[0]
+    named = "" if os.environ.get("NUMBA_CPU_NAME") is None else " (NUMBA_CPU_NAME)"
+    return f"{name}{named}, " + (", ".join(sorted(FEATURES)) or "no AVX2")
+
+
 def blas_kernels() -> dict:
     """OpenBLAS (or other BLAS) libraries loaded in this process and the kernel each picked,
     as threadpoolctl reports them. Loads numpy's and scipy's (numba's np.dot uses scipy's)."""
@@ -262,6 +272,7 @@ def machine_lines(child_env_: dict | None = None, kernels: dict | None = None) -
     lines = [
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
         f"- CPU: {cpu_model()} ({cpu_flags()}), {all_threads()} cores usable, {os.cpu_count()} online",
+        f"- numba compiles for: {numba_target()}",
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
         "- OpenBLAS variables here: " + ", ".join(f"{k}={val}" for k, val in env_here.items()),
     ]

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import math
 
-import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from cllm.core.cpu_features import FEATURES
 from cllm.core.kernels import (
     JIT,
     KEEP_BITS,
@@ -60,7 +60,7 @@ def _causal_width(q, k0, width):
 # A's rows and loads BLOCK_VECTORS vectors of a row of B. Written as LLVM IR through
 # numba's intrinsic: numba's loops would keep the block in memory.
 
-_AVX512 = "+avx512f" in llvm.get_host_cpu_features().flatten()
+_AVX512 = "avx512f" in FEATURES  # of numba's target: core/cpu_features.py
 VECTOR_BYTES = 64 if _AVX512 else 32  # a register's width in bytes
 BLOCK_ROWS = 8 if _AVX512 else 4  # rows of the output per block: BLOCK_ROWS x BLOCK_VECTORS registers
 BLOCK_VECTORS = 2  # vectors of the output per row of a block

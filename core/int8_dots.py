@@ -8,8 +8,9 @@ the dot products run on integers with int32 sums, and each output is scaled once
 activation row's scale times the weight row's.
 
 Integer sums are exact, so every way of computing them gives the same integers: the
-products have one path per instruction set, picked by the CPU's features (BEST), and
-each is tested against a numpy int64 reference by forcing it (`PATHS`):
+products have one path per instruction set, the best (BEST) picked by the features numba
+compiles for (core/cpu_features.py: the host's unless NUMBA_CPU_NAME / NUMBA_CPU_FEATURES
+say else), and each is tested against a numpy int64 reference by forcing it (`PATHS`):
 - "vnni": AVX-512 VNNI's `vpdpbusd` (64 unsigned x signed byte products added four at a
   time into 16 int32 lanes). Activations are stored offset by 128 as unsigned bytes
   (u = q + 128, 1..255); the kernel adds 128 * the weight row's sum back (taken with the
@@ -25,27 +26,26 @@ masked loads. int32 cannot overflow: a row of IC inputs sums at most IC * 255 * 
 
 The intrinsics are LLVM IR through numba's `@intrinsic` (as core/attention_kernels.py
 builds its AVX-512 block), compiled only when a path is first called: a CPU without VNNI
-never compiles the VNNI code.
+never compiles the VNNI code, nor does a target without it.
 """
 
 from __future__ import annotations
 
-import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from cllm.core.cpu_features import FEATURES
 from cllm.core.kernels import EXACT_JIT, JIT
 
 F = np.float32
 LEVELS = 127  # activations and weights round to -127..127
 OFFSET = 128  # an activation's stored byte: q + OFFSET
 
-_FEATURES = set(llvm.get_host_cpu_features().flatten().split(","))
-_HAS = {"vnni": {"+avx512vnni", "+avx512bw", "+avx512f"} <= _FEATURES, "avx2": "+avx2" in _FEATURES, "plain": True}
-PATHS = tuple(path for path in ("vnni", "avx2", "plain") if _HAS[path])  # what this CPU can run, best first
+_HAS = {"vnni": {"avx512vnni", "avx512bw", "avx512f"} <= FEATURES, "avx2": "avx2" in FEATURES, "plain": True}
+PATHS = tuple(path for path in ("vnni", "avx2", "plain") if _HAS[path])  # what numba's target can run, best first
 BEST = PATHS[0]
 
 
