@@ -53,6 +53,20 @@ def test_decoding_on_one_and_two_threads_gives_the_forward_logits_bit_for_bit(mo
     np.testing.assert_allclose(got[1], full[2:], rtol=1e-4, atol=1e-5)
 
 
+def step_logits(step, decoder, tokens, tasks):
+    """One decoding step of `decoder` by `step` (decode_rows or decode_rows_region) on
+    `tasks` tasks (at most the threads: the region's tasks must all run at once): a copy
+    of its logits."""
+    with parallel_threads(tasks, tasks) as workers:
+        args = (decoder.weights, decoder.state, tokens, decoder.pos, decoder.model.config.n_head, workers)
+        if step is decode_rows_region:
+            step(*args, decoder.sync)
+        else:
+            step(*args)
+    decoder.pos += 1
+    return decoder.state.logits.copy()
+
+
 @pytest.mark.parametrize("weights", ["float32", "int8"])
 def test_one_region_gives_the_bits_of_a_launch_per_phase(model, weights):
     """The decoding step as one parallel region whose tasks meet at a barrier (the
@@ -67,17 +81,7 @@ def test_one_region_gives_the_bits_of_a_launch_per_phase(model, weights):
         for step in (decode_rows, decode_rows_region):
             decoder = Decoder(model, samples, weights=weights)
             decoder.prefill(tokens[0, :3])
-            logits = []
-            for t in range(3, 8):
-                with parallel_threads(tasks, tasks) as workers:  # the region's tasks: at most the threads
-                    args = (decoder.weights, decoder.state, tokens[:samples, t].astype(np.int32), decoder.pos,
-                            model.config.n_head, workers)
-                    if step is decode_rows_region:
-                        step(*args, decoder.sync)
-                    else:
-                        step(*args)
-                decoder.pos += 1
-                logits.append(decoder.state.logits.copy())
+            logits = [step_logits(step, decoder, tokens[:samples, t].astype(np.int32), tasks) for t in range(3, 8)]
             runs.append((np.array(logits), decoder.state.kcache.copy(), decoder.state.vcache.copy()))
         for a, b in zip(*runs, strict=True):
             np.testing.assert_array_equal(a, b)
@@ -100,16 +104,7 @@ def test_attention_over_several_blocks_gives_the_same_bits_whoever_takes_them(sm
             continue
         decoder = Decoder(model, 2)
         decoder.prefill(tokens[0, :ATTEND_BLOCK - 3])
-        logits = []
-        for t in range(ATTEND_BLOCK - 3, ctx):
-            with parallel_threads(tasks, tasks) as workers:
-                args = (decoder.weights, decoder.state, tokens[:, t], decoder.pos, n_head, workers)
-                if step is decode_rows_region:
-                    step(*args, decoder.sync)
-                else:
-                    step(*args)
-            decoder.pos += 1
-            logits.append(decoder.state.logits.copy())
+        logits = [step_logits(step, decoder, tokens[:, t], tasks) for t in range(ATTEND_BLOCK - 3, ctx)]
         runs.append((np.array(logits), decoder.state.kcache.copy(), decoder.state.vcache.copy()))
     for run in runs[1:]:
         for a, b in zip(runs[0], run, strict=True):
