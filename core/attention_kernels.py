@@ -22,7 +22,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from cllm.core.cpu_features import FEATURES
+from cllm.core.cpu_features import FEATURES, multiply_add
 from cllm.core.kernels import (
     JIT,
     KEEP_BITS,
@@ -137,7 +137,8 @@ def _product_block(typingctx, c, ldc, a, sai, sap, b, ldb, rows, width, depth, a
         updated = []
         for i in range(BLOCK_ROWS):
             av = _splat(builder, builder.load(builder.gep(a_rows[i], [a_col])), vty)
-            updated += [builder.call(fma, [av, bv[j], sums[i * BLOCK_VECTORS + j]]) for j in range(BLOCK_VECTORS)]
+            updated += [multiply_add(builder, fma, av, bv[j], sums[i * BLOCK_VECTORS + j])
+                        for j in range(BLOCK_VECTORS)]
         p.add_incoming(builder.add(p, ir.Constant(i64, 1)), body)
         for phi, value in zip(sums, updated, strict=True):
             phi.add_incoming(value, body)

@@ -22,15 +22,15 @@ HERE = Path(__file__).resolve().parent
 # module -> the files whose kernels it calls (and so compiles into itself). The parallel
 # shard kernel calls the shard pass through a function pointer, which compiles nothing in.
 DEPENDS: dict[str, tuple[str, ...]] = {
-    "passes": ("kernels.py", "attention_kernels.py", "layout.py"),
-    "attention_kernels": ("kernels.py",),
+    "passes": ("kernels.py", "attention_kernels.py", "layout.py", "cpu_features.py"),
+    "attention_kernels": ("kernels.py", "cpu_features.py"),
     "layout": ("kernels.py",),
     "optimizer": ("kernels.py",),
-    "decode_kernels": ("kernels.py", "spin_barrier.py", "int8_dots.py", "panel_dots.py"),
+    "decode_kernels": ("kernels.py", "spin_barrier.py", "int8_dots.py", "panel_dots.py", "cpu_features.py"),
     "spin_barrier": ("kernels.py",),
-    "int8_dots": ("kernels.py",),
-    "panel_dots": ("kernels.py", "int8_dots.py"),
-    "prompt_pass": ("kernels.py", "attention_kernels.py"),
+    "int8_dots": ("kernels.py", "cpu_features.py"),
+    "panel_dots": ("kernels.py", "int8_dots.py", "cpu_features.py"),
+    "prompt_pass": ("kernels.py", "attention_kernels.py", "cpu_features.py"),
 }
 
 _checked = False

@@ -39,12 +39,11 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from cllm.core.cpu_features import FEATURES
+from cllm.core.cpu_features import multiply_add
 from cllm.core.int8_dots import vector_loop
 from cllm.core.kernels import JIT
 
 F = np.float32
-FUSED = "fma" in FEATURES  # numba's target has FMA: else a multiply and an add (fma would be a call per lane)
 LANES = 16  # floats in one vector of the kernel
 PANEL = 64  # outputs side by side: PANEL / LANES vectors of sums per sample row (16 and 32 measured slower)
 ROWS = 4  # sample rows at most in one call
@@ -95,11 +94,6 @@ def _make_block(rows: int):
             v16 = ir.VectorType(f32, LANES)
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16, v16]),
                                                  "llvm.fma.v16f32")
-
-            def multiply_add(a, b, c):
-                if FUSED:
-                    return builder.call(fma, [a, b, c])
-                return builder.fadd(builder.fmul(a, b), c)
             sums_addr, x_addr, x_row_bytes, w_addr, count = args
             wp = builder.inttoptr(w_addr, f32.as_pointer())
             x_rows = [builder.inttoptr(builder.add(x_addr, builder.mul(ir.Constant(i64, n), x_row_bytes)),
@@ -116,7 +110,7 @@ def _make_block(rows: int):
                     xv = builder.load(builder.gep(x_rows[n], [i]), align=4)
                     splat = builder.shuffle_vector(builder.insert_element(undefined, xv, ir.Constant(i32, 0)),
                                                    undefined, zero_mask)
-                    out += [multiply_add(splat, ws[k], values[n * vectors + k]) for k in range(vectors)]
+                    out += [multiply_add(builder, fma, splat, ws[k], values[n * vectors + k]) for k in range(vectors)]
                 return out
 
             _, finals = vector_loop(builder, count, 1, [ir.Constant(v16, None)] * (rows * vectors), step)
