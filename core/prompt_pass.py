@@ -29,6 +29,7 @@ from cllm.core.attention_kernels import attention_forward
 from cllm.core.decode_kernels import DecodeState, DecodeWeights, rows_times_weight
 from cllm.core.kernels import (
     JIT,
+    copy_rows,
     encoder_forward,
     gelu_forward,
     layernorm_forward,
@@ -63,11 +64,9 @@ def cache_rows(kcache, vcache, qkv, T):
     long)."""
     C = kcache.shape[1]
     for b in prange((T + ROW_BLOCK - 1) // ROW_BLOCK):
-        for t in range(b * ROW_BLOCK, min(T, (b + 1) * ROW_BLOCK)):
-            k, v, keys, values = kcache[t], vcache[t], qkv[t, C:2 * C], qkv[t, 2 * C:]
-            for i in range(C):
-                k[i] = keys[i]
-                v[i] = values[i]
+        r0, r1 = b * ROW_BLOCK, min(T, (b + 1) * ROW_BLOCK)
+        copy_rows(kcache[r0:r1], qkv[r0:r1, C:2 * C], r1 - r0)
+        copy_rows(vcache[r0:r1], qkv[r0:r1, 2 * C:], r1 - r0)
 
 
 @njit(parallel=True, **JIT)
