@@ -34,17 +34,32 @@ F = np.float32
 
 
 @njit(**JIT)
-def _dot_rows(out, x, wt, scale, bias, N, accumulate, j0, j1):
-    """`rows_times_weight` for units j0:j1 of wt (float32: panels of outputs; int8:
-    rows), each weight read once from memory. With int8 weights x's rows are rounded to
-    int8 first (each task rounds its own copy: the same values on any thread, a few
-    microseconds) and the products run on integers."""
+def _rounded_inputs(x, wt, N):
+    """x's N rows as a product with wt reads them: for int8 weights rounded to int8, with
+    one scale per row (each task rounds its own copy: the same values on any thread, a
+    few microseconds), once for all the units it takes; for float32 weights nothing."""
     if wt.itemsize == 1:
         xu, xs = np.empty((N, x.shape[1]), np.uint8), np.empty(N, F)
         quantize_activations(xu, xs, x, N)
+        return xu, xs
+    return np.empty((0, 0), np.uint8), np.empty(0, F)
+
+
+@njit(**JIT)
+def _dot_units(out, x, xu, xs, wt, scale, bias, N, accumulate, j0, j1):
+    """`rows_times_weight` for units j0:j1 of wt (float32: panels of outputs; int8:
+    rows), each weight read once from memory; xu, xs: `_rounded_inputs`."""
+    if wt.itemsize == 1:
         int8_rows(out, xu, xs, wt, scale, bias, N, accumulate, j0, j1)
     else:
         panel_rows(out, x, wt, scale, bias, N, accumulate, j0, j1)
+
+
+@njit(**JIT)
+def _dot_rows(out, x, wt, scale, bias, N, accumulate, j0, j1):
+    """`_dot_units` of units j0:j1, the inputs rounded for them first."""
+    xu, xs = _rounded_inputs(x, wt, N)
+    _dot_units(out, x, xu, xs, wt, scale, bias, N, accumulate, j0, j1)
 
 
 @njit(**JIT)
@@ -317,13 +332,14 @@ def _product_in_pieces(out, x, wt, scale, bias, N, accumulate, sync, phase, task
     different speeds end the phase together. Which task computes an output never changes
     its arithmetic: the bits are the same on any number of tasks."""
     total = wt.shape[0]  # units: panels of outputs (float32) or rows (int8)
+    xu, xs = _rounded_inputs(x, wt, N)  # once for all the pieces this task takes
     if tasks == 1:
         j0, j1 = 0, total
     else:
         least = max(1, PIECE_BYTES // (wt.shape[1] * wt.itemsize))
         j0, j1 = take(sync, phase % SLOTS, total, tasks, least)
     while j0 < total:
-        _dot_rows(out, x, wt, scale, bias, N, accumulate, j0, j1)
+        _dot_units(out, x, xu, xs, wt, scale, bias, N, accumulate, j0, j1)
         if gelu:
             o0, o1 = _outputs(wt, j0, j1, out.shape[1])
             gelu_forward(hg[:, o0:o1], out[:, o0:o1], N)
